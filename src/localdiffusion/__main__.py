@@ -1,0 +1,3 @@
+from localdiffusion.cli.app import main
+
+main()

@@ -1,0 +1,49 @@
+"""ModelInfo: what the library knows about one model file or folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler"]
+# Base families; inpaint variants are the base family with `inpaint=True` and a "-inpaint" suffix in `family`.
+Family = Literal[
+    "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner",
+    "sd1-inpaint", "sd2-inpaint", "sdxl-inpaint",
+    "unknown",
+]
+Format = Literal["diffusers", "safetensors", "ckpt"]
+
+# The pixel size each family was trained at; width and height default to it.
+NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024, "sdxl-refiner": 1024}
+
+
+def base_family(family: str) -> str:
+    """'sd1-inpaint' -> 'sd1'; other families are their own base."""
+    return family.removesuffix("-inpaint")
+
+
+class ModelInfo(BaseModel):
+    """One model as the library sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # what users type: the file name without extension, or the folder name
+    path: Path
+    kind: Kind
+    family: Family = "unknown"
+    format: Format
+    short_hash: str | None = None  # A1111's: the first 10 hex digits of the file's sha256
+    sha256: str | None = None
+    size: int = 0  # bytes on disk
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
+
+    @property
+    def inpaint(self) -> bool:
+        return self.family.endswith("-inpaint")
+
+    @property
+    def native_size(self) -> int:
+        return NATIVE_SIZE.get(base_family(self.family), 512)

@@ -1,0 +1,111 @@
+"""Recipe: everything needed to reproduce one generation, and nothing else.
+
+Field names follow the A1111 API (`StableDiffusionProcessing*`) wherever one exists, so that a
+Recipe, an A1111 API request and A1111 infotext all speak the same language. The fields below
+the "ours" marker have no A1111 equivalent.
+
+A Recipe converts three ways: to and from JSON (pydantic), and to and from A1111 infotext
+(`localdiffusion.infotext`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
+RNG = Literal["cpu", "device"]
+
+# A1111's `inpainting_fill`: what the masked area starts from before denoising.
+INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+
+
+class ControlUnit(BaseModel):
+    """One ControlNet unit, as the A1111 ControlNet extension describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    image: str | None = None
+    module: str = "none"
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    resize_mode: Literal["Just Resize", "Crop and Resize", "Resize and Fill"] = "Crop and Resize"
+
+
+class Outpaint(BaseModel):
+    """How many pixels to add on each side of the input image before inpainting the new area."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    left: int = Field(0, ge=0)
+    right: int = Field(0, ge=0)
+    up: int = Field(0, ge=0)
+    down: int = Field(0, ge=0)
+
+    def is_empty(self) -> bool:
+        return not (self.left or self.right or self.up or self.down)
+
+
+class Recipe(BaseModel):
+    """Everything needed to reproduce a generation (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    subseed: int = Field(-1, ge=-1, le=2**32 - 1)
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
+    steps: int = Field(20, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    sampler_name: str = "Euler a"
+    scheduler: str = "Automatic"
+    # None means "the model family's native size" (512 for SD1, 768 for SD2-v, 1024 for SDXL).
+    width: int | None = Field(None, ge=64)
+    height: int | None = Field(None, ge=64)
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=100)
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    clip_skip: int = Field(1, ge=1, le=12)
+    enable_hr: bool = False
+    hr_scale: float = Field(2.0, ge=1.0, le=4.0)
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = Field(0, ge=0, le=150)
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpainting_fill: int = Field(1, ge=0, le=3)
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = Field(32, ge=0, le=256)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = Field(0.8, gt=0.0, lt=1.0)
+
+    # --- ours ---
+    model: str | None = None
+    mode: Mode = "txt2img"
+    init_image: str | None = None
+    mask: str | None = None
+    outpaint: Outpaint | None = None
+    controls: list[ControlUnit] = Field(default_factory=list)
+    rng: RNG = "cpu"
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_defaults=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        return cls.model_validate_json(text)
+
+
+@dataclass
+class Result:
+    """What a generation gives back: images, one resolved Recipe per image, timings."""
+
+    images: list[Any] = field(default_factory=list)  # PIL.Image.Image
+    recipes: list[Recipe] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    explanation: dict[str, Any] | None = None
+    infotexts: list[str] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Store layer: the home folder, its settings, the SQLite database and atomic file writes."""

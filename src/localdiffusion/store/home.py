@@ -1,0 +1,97 @@
+"""The home folder: the A1111 model layout, outputs, the database and user settings.
+
+    HOME/
+      models/Stable-diffusion  models/Lora  models/VAE  models/ControlNet  models/ESRGAN
+      embeddings/
+      outputs/
+      cache/          derived files (single-file configs, tokenizers, thumbnails)
+      db.sqlite
+      settings.json   user settings (extra model roots, limits), editable by hand
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from localdiffusion.errors import BadInput
+from localdiffusion.store.files import write_text_atomic
+
+ENV_VAR = "LOCALDIFFUSION_HOME"
+
+# Sub-folders per model kind, as A1111 lays them out.
+MODEL_DIRS = {
+    "checkpoint": "models/Stable-diffusion",
+    "lora": "models/Lora",
+    "vae": "models/VAE",
+    "controlnet": "models/ControlNet",
+    "upscaler": "models/ESRGAN",
+    "embedding": "embeddings",
+}
+
+
+class Settings(BaseModel):
+    """User settings kept in HOME/settings.json."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Existing A1111 or ComfyUI model folders, read in place and never copied.
+    extra_roots: list[str] = Field(default_factory=list)
+    # The largest width or height a generation may ask for.
+    max_side: int = Field(2048, ge=64)
+    # Pickled .ckpt/.pt checkpoints can run code when loaded; they stay refused unless the user opts in.
+    allow_pickle: bool = False
+    # How much memory loaded pipelines may keep between generations (GiB); 0 means "pick from the machine".
+    cache_budget_gb: float = Field(0.0, ge=0.0)
+
+
+def default_home() -> Path:
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "localdiffusion"
+
+
+class Home:
+    """Paths under one home folder, created on first use."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser().resolve() if root else default_home()
+
+    def ensure(self) -> "Home":
+        for sub in [*MODEL_DIRS.values(), "outputs", "cache"]:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def model_dir(self, kind: str) -> Path:
+        return self.root / MODEL_DIRS[kind]
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "db.sqlite"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "settings.json"
+
+    def load_settings(self) -> Settings:
+        if not self.settings_path.exists():
+            return Settings()
+        try:
+            return Settings.model_validate(json.loads(self.settings_path.read_text("utf-8")))
+        except (ValueError, ValidationError) as e:
+            raise BadInput(f"The settings file {self.settings_path} is not valid ({e.__class__.__name__}); fix or delete it.") from e
+
+    def save_settings(self, settings: Settings) -> None:
+        write_text_atomic(self.settings_path, settings.model_dump_json(indent=2))
