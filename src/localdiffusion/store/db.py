@@ -1,0 +1,320 @@
+"""The SQLite database under the home folder: owners, registered model paths, the hash cache and images.
+
+One `Database` wraps one connection that every thread shares behind a lock (the worker thread and
+the server's request threads). The queries are short, and SQLite lets only one writer in at a time
+anyway, so a lock costs little and works for ":memory:" too. WAL lets another process (a CLI run
+beside the server) read while we write; `busy_timeout` makes its writes wait instead of failing.
+
+The schema is versioned with `PRAGMA user_version`: `MIGRATIONS[i]` takes a database from version
+i to i + 1, each in one transaction. Never edit a migration that has shipped; append a new one.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from localdiffusion.errors import LocalDiffusionError
+
+LOCAL_OWNER = "local"
+
+_V1 = """
+CREATE TABLE owners (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE model_paths (
+    path TEXT PRIMARY KEY,
+    added_at REAL NOT NULL
+);
+-- The hash cache: a digest stays valid while the file keeps its size and mtime.
+-- `algo` is 'sha256' (the whole file) or 'addnet' (a safetensors file after its header).
+CREATE TABLE file_hashes (
+    path TEXT NOT NULL,
+    algo TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (path, algo)
+);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    created_at REAL NOT NULL,
+    path TEXT NOT NULL,
+    recipe_json TEXT NOT NULL,
+    infotext TEXT NOT NULL DEFAULT '',
+    prompt TEXT NOT NULL DEFAULT '',
+    model_hash TEXT,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    starred INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+-- The gallery asks for one owner's live images, newest first; this index answers that alone.
+CREATE INDEX images_owner_created ON images (owner_id, deleted, created_at);
+CREATE INDEX images_created ON images (created_at);
+"""
+
+# Prompt search: an external-content FTS5 index over images.prompt, kept in step by triggers.
+# A LIKE '%word%' scan would read every row; FTS5 finds words (and word prefixes) from an index.
+_V1_FTS = """
+CREATE VIRTUAL TABLE images_fts USING fts5(
+    prompt, content='images', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER images_fts_insert AFTER INSERT ON images BEGIN
+    INSERT INTO images_fts(rowid, prompt) VALUES (new.id, new.prompt);
+END;
+CREATE TRIGGER images_fts_delete AFTER DELETE ON images BEGIN
+    INSERT INTO images_fts(images_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+END;
+CREATE TRIGGER images_fts_update AFTER UPDATE OF prompt ON images BEGIN
+    INSERT INTO images_fts(images_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+    INSERT INTO images_fts(rowid, prompt) VALUES (new.id, new.prompt);
+END;
+"""
+
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    owner_id: int
+    created_at: float
+    path: str
+    recipe_json: str
+    infotext: str
+    prompt: str
+    model_hash: str | None
+    width: int
+    height: int
+    starred: bool
+    deleted: bool
+
+
+_IMAGE_COLUMNS = "id, owner_id, created_at, path, recipe_json, infotext, prompt, model_hash, width, height, starred, deleted"
+
+
+def _image(row: tuple) -> ImageRow:
+    *head, starred, deleted = row
+    return ImageRow(*head, starred=bool(starred), deleted=bool(deleted))
+
+
+def fts5_available() -> bool:
+    try:
+        sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        return True
+    except sqlite3.OperationalError:
+        return False
+
+
+def _fts_query(text: str) -> str:
+    """User text -> an FTS5 query that matches every word as a prefix; FTS syntax is never passed through."""
+    words = re.findall(r"\w+", text, flags=re.UNICODE)
+    return " ".join(f'"{w}"*' for w in words)
+
+
+class Database:
+    """The project database. Safe to share between threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # isolation_level=None: we open transactions ourselves (see `transaction`).
+        self._conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+        self.has_fts = self._table_exists("images_fts")
+        self.local_owner_id = self.ensure_owner(LOCAL_OWNER)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run the block in one transaction (committed, or rolled back on error)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _table_exists(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)))
+
+    @property
+    def schema_version(self) -> int:
+        return self._query("PRAGMA user_version")[0][0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise LocalDiffusionError(
+                f"The database {self.path} has schema version {version}, newer than this Local Diffusion knows "
+                f"({SCHEMA_VERSION}); upgrade Local Diffusion to open it."
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as conn:
+                for statement in _statements(MIGRATIONS[target - 1]):
+                    conn.execute(statement)
+                if target == 1 and fts5_available():
+                    for statement in _statements(_V1_FTS):
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    # -- owners ---------------------------------------------------------------------------
+
+    def ensure_owner(self, name: str) -> int:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO owners (name, created_at) VALUES (?, ?)", (name, time.time()))
+            return conn.execute("SELECT id FROM owners WHERE name = ?", (name,)).fetchone()[0]
+
+    # -- model paths registered with `models add` ----------------------------------------
+
+    def register_model_path(self, path: Path | str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO model_paths (path, added_at) VALUES (?, ?)", (str(path), time.time()))
+
+    def unregister_model_path(self, path: Path | str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM model_paths WHERE path = ?", (str(path),))
+
+    def registered_model_paths(self) -> list[Path]:
+        return [Path(p) for (p,) in self._query("SELECT path FROM model_paths ORDER BY added_at, path")]
+
+    # -- hash cache -----------------------------------------------------------------------
+
+    def cached_hash(self, path: Path | str, size: int, mtime_ns: int, algo: str = "sha256") -> str | None:
+        """The digest stored for this file, or None when there is none or the file changed since."""
+        rows = self._query(
+            "SELECT digest FROM file_hashes WHERE path = ? AND algo = ? AND size = ? AND mtime_ns = ?",
+            (str(path), algo, size, mtime_ns),
+        )
+        return rows[0][0] if rows else None
+
+    def store_hash(self, path: Path | str, size: int, mtime_ns: int, digest: str, algo: str = "sha256") -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO file_hashes (path, algo, size, mtime_ns, digest) VALUES (?, ?, ?, ?, ?)",
+                (str(path), algo, size, mtime_ns, digest),
+            )
+
+    # -- images ---------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        *,
+        path: Path | str,
+        recipe_json: str,
+        width: int,
+        height: int,
+        infotext: str = "",
+        prompt: str = "",
+        model_hash: str | None = None,
+        owner_id: int | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO images (owner_id, created_at, path, recipe_json, infotext, prompt, model_hash, width, height)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.local_owner_id if owner_id is None else owner_id,
+                    time.time() if created_at is None else created_at,
+                    str(path), recipe_json, infotext, prompt, model_hash, width, height,
+                ),
+            )
+            return int(cur.lastrowid)
+
+    def get_image(self, image_id: int) -> ImageRow | None:
+        rows = self._query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
+        return _image(rows[0]) if rows else None
+
+    def list_images(
+        self,
+        owner_id: int | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        query: str | None = None,
+        *,
+        starred: bool | None = None,
+        include_deleted: bool = False,
+    ) -> list[ImageRow]:
+        """One owner's images (all owners when `owner_id` is None), newest first.
+
+        `query` matches images whose prompt contains every word of it (as a word prefix).
+        """
+        where, params = [], []
+        if owner_id is not None:
+            where.append("owner_id = ?")
+            params.append(owner_id)
+        if not include_deleted:
+            where.append("deleted = 0")
+        if starred is not None:
+            where.append("starred = ?")
+            params.append(int(starred))
+        if query and query.strip():
+            if self.has_fts:
+                fts = _fts_query(query)
+                if fts:
+                    where.append("id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)")
+                    params.append(fts)
+            else:
+                for word in query.split():
+                    where.append("prompt LIKE ? ESCAPE '\\'")
+                    params.append("%" + re.sub(r"([%_\\])", r"\\\1", word) + "%")
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM images"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        return [_image(r) for r in self._query(sql, [*params, limit, offset])]
+
+    def set_image_flags(self, image_id: int, *, starred: bool | None = None, deleted: bool | None = None) -> None:
+        with self.transaction() as conn:
+            if starred is not None:
+                conn.execute("UPDATE images SET starred = ? WHERE id = ?", (int(starred), image_id))
+            if deleted is not None:
+                conn.execute("UPDATE images SET deleted = ? WHERE id = ?", (int(deleted), image_id))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (triggers keep their inner semicolons)."""
+    statements, buffer = [], ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s.strip(" ;\n")]

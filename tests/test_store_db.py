@@ -1,0 +1,160 @@
+import sqlite3
+import threading
+
+import pytest
+
+from localdiffusion.errors import LocalDiffusionError
+from localdiffusion.store import db as dbmod
+from localdiffusion.store.db import SCHEMA_VERSION, Database
+
+
+@pytest.fixture
+def db(tmp_path):
+    with Database(tmp_path / "db.sqlite") as database:
+        yield database
+
+
+def _image(db, prompt, **kw):
+    return db.add_image(path=f"outputs/{prompt[:5]}.png", recipe_json="{}", width=64, height=64, prompt=prompt, **kw)
+
+
+def test_new_database_has_schema_wal_and_local_owner(tmp_path):
+    path = tmp_path / "sub" / "db.sqlite"
+    with Database(path) as db:
+        assert db.schema_version == SCHEMA_VERSION
+        assert db.local_owner_id >= 1
+        assert db._query("PRAGMA journal_mode")[0][0] == "wal"
+        assert db._query("PRAGMA foreign_keys")[0][0] == 1
+        owner = db.local_owner_id
+    # Reopening neither migrates again nor makes a second local owner.
+    with Database(path) as db:
+        assert db.local_owner_id == owner
+        assert db._query("SELECT COUNT(*) FROM owners")[0][0] == 1
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(LocalDiffusionError, match="newer"):
+        Database(path)
+
+
+def test_migrations_run_forward_from_an_older_version(tmp_path, monkeypatch):
+    path = tmp_path / "db.sqlite"
+    Database(path).close()
+    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, "CREATE TABLE projects (id INTEGER PRIMARY KEY);"])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Database(path) as db:
+        assert db.schema_version == SCHEMA_VERSION + 1
+        assert db._table_exists("projects")
+
+
+def test_images_round_trip_and_list_newest_first(db):
+    first = _image(db, "a red fox in snow", created_at=1.0, model_hash="abcdef1234")
+    second = _image(db, "a blue whale", created_at=2.0)
+    row = db.get_image(first)
+    assert row.prompt == "a red fox in snow" and row.model_hash == "abcdef1234"
+    assert row.owner_id == db.local_owner_id and not row.starred and not row.deleted
+    assert [r.id for r in db.list_images(db.local_owner_id)] == [second, first]
+    assert [r.id for r in db.list_images(db.local_owner_id, offset=1, limit=1)] == [first]
+    assert db.get_image(9999) is None
+
+
+def test_owner_must_exist(db):
+    with pytest.raises(sqlite3.IntegrityError):
+        _image(db, "x", owner_id=42)
+
+
+def test_list_images_by_owner_star_and_deleted(db):
+    other = db.ensure_owner("alice")
+    mine = _image(db, "castle")
+    theirs = _image(db, "castle", owner_id=other)
+    assert [r.id for r in db.list_images(other)] == [theirs]
+    assert {r.id for r in db.list_images(None)} == {mine, theirs}
+    db.set_image_flags(mine, starred=True)
+    assert [r.id for r in db.list_images(db.local_owner_id, starred=True)] == [mine]
+    db.set_image_flags(mine, deleted=True)
+    assert db.list_images(db.local_owner_id) == []
+    assert [r.id for r in db.list_images(db.local_owner_id, include_deleted=True)] == [mine]
+
+
+def test_prompt_search_matches_words_and_prefixes(db):
+    fox = _image(db, "A red fox, (masterpiece:1.2), snow")
+    _image(db, "a blue whale under the sea")
+    owner = db.local_owner_id
+    assert [r.id for r in db.list_images(owner, query="fox")] == [fox]
+    assert [r.id for r in db.list_images(owner, query="FOX snow")] == [fox]
+    assert [r.id for r in db.list_images(owner, query="mast")] == [fox]  # prefix
+    assert db.list_images(owner, query="fox whale") == []
+    # FTS syntax in user text is taken as words, never as a query language.
+    assert [r.id for r in db.list_images(owner, query='fox" (*:')] == [fox]
+    assert [r.id for r in db.list_images(owner, query='red OR')] == []  # OR is a word here
+    assert len(db.list_images(owner, query="  ")) == 2
+
+
+def test_prompt_search_without_fts(db):
+    db.has_fts = False  # the LIKE fallback for SQLite builds without FTS5
+    fox = _image(db, "a red fox 100%")
+    _image(db, "a whale")
+    assert [r.id for r in db.list_images(None, query="fox 100%")] == [fox]
+
+
+def test_search_index_follows_prompt_edits_and_deletes(db):
+    image = _image(db, "a red fox")
+    with db.transaction() as conn:
+        conn.execute("UPDATE images SET prompt = 'a grey wolf' WHERE id = ?", (image,))
+    assert db.list_images(None, query="fox") == []
+    assert [r.id for r in db.list_images(None, query="wolf")] == [image]
+    with db.transaction() as conn:
+        conn.execute("DELETE FROM images WHERE id = ?", (image,))
+    assert db.list_images(None, query="wolf") == []
+
+
+def test_model_paths(db, tmp_path):
+    db.register_model_path(tmp_path / "a.safetensors")
+    db.register_model_path(tmp_path / "a.safetensors")
+    db.register_model_path(tmp_path / "b")
+    assert db.registered_model_paths() == [tmp_path / "a.safetensors", tmp_path / "b"]
+    db.unregister_model_path(tmp_path / "b")
+    assert db.registered_model_paths() == [tmp_path / "a.safetensors"]
+
+
+def test_hash_cache_is_keyed_by_size_and_mtime(db):
+    db.store_hash("/m/x.safetensors", 10, 111, "aa" * 32)
+    assert db.cached_hash("/m/x.safetensors", 10, 111) == "aa" * 32
+    assert db.cached_hash("/m/x.safetensors", 10, 112) is None
+    assert db.cached_hash("/m/x.safetensors", 11, 111) is None
+    assert db.cached_hash("/m/x.safetensors", 10, 111, algo="addnet") is None
+    db.store_hash("/m/x.safetensors", 10, 112, "bb" * 32)
+    assert db.cached_hash("/m/x.safetensors", 10, 112) == "bb" * 32
+
+
+def test_rollback_on_error(db):
+    with pytest.raises(RuntimeError):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO model_paths (path, added_at) VALUES ('x', 0)")
+            raise RuntimeError
+    assert db.registered_model_paths() == []
+
+
+def test_threads_share_one_database(db):
+    def work(n):
+        for i in range(20):
+            image = _image(db, f"thread {n} image {i}")
+            assert db.get_image(image) is not None
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(db.list_images(None, limit=1000)) == 80
+
+
+def test_memory_database():
+    with Database(":memory:") as db:
+        assert [r.prompt for r in db.list_images(None)] == []
+        _image(db, "x")
+        assert len(db.list_images(None)) == 1
