@@ -1,0 +1,234 @@
+"""A Recipe as A1111 "infotext": the text A1111 stores in a PNG's `parameters` chunk.
+
+    a photo of a cat
+    Negative prompt: blurry
+    Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 512x512, ...
+
+The writer follows `create_infotext` in A1111's modules/processing.py (v1.10): its key names,
+its key order, its quoting and its "only when it matters" rules. The parser is a port of
+`parse_generation_parameters` in modules/infotext_utils.py (credit: AUTOMATIC1111,
+AGPL-3.0; re-written here, not copied), except that it never fills in A1111's UI defaults:
+what the text does not say stays absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from localdiffusion import __version__
+from localdiffusion.recipe import INPAINTING_FILL, Recipe
+
+# A1111's `re_param`, with one addition: an unquoted JSON object (`Hashes: {"vae": "..."}`,
+# written by Civitai and some extensions) is taken whole instead of being cut at its first comma.
+RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|\{[^{}]*\}|[^,]*)(?:,|$)')
+RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
+
+# A1111 sampler names (modules/sd_samplers_*.py) with their older aliases.
+A1111_SAMPLERS = [
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+    "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
+]
+A1111_SAMPLER_ALIASES = {
+    "k_dpmpp_2m": "DPM++ 2M", "k_dpmpp_sde": "DPM++ SDE", "k_dpmpp_2m_sde": "DPM++ 2M SDE",
+    "k_dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun", "k_dpmpp_2s_a": "DPM++ 2S a", "k_dpmpp_3m_sde": "DPM++ 3M SDE",
+    "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "k_euler": "Euler", "k_lms": "LMS", "k_heun": "Heun",
+    "k_dpm_2": "DPM2", "k_dpm_2_a": "DPM2 a", "k_dpm_fast": "DPM fast", "k_dpm_ad": "DPM adaptive",
+    "restart": "Restart", "ddim": "DDIM", "plms": "PLMS", "unipc": "UniPC", "lcm": "LCM",
+}
+# A1111 schedule types (modules/sd_schedulers.py): label -> internal name.
+A1111_SCHEDULERS = {
+    "Automatic": "automatic", "Uniform": "uniform", "Karras": "karras", "Exponential": "exponential",
+    "Polyexponential": "polyexponential", "SGM Uniform": "sgm_uniform", "KL Optimal": "kl_optimal",
+    "Align Your Steps": "align_your_steps", "Simple": "simple", "Normal": "normal", "DDIM": "ddim", "Beta": "beta",
+}
+_SCHEDULER_SUFFIXES = {**{label: label for label in A1111_SCHEDULERS}, **{n: label for label, n in A1111_SCHEDULERS.items()}, "SGMUniform": "SGM Uniform"}
+
+_INT_FIELDS = {"Steps": "steps", "Seed": "seed", "Variation seed": "subseed", "Clip skip": "clip_skip",
+               "Hires steps": "hr_second_pass_steps", "Mask blur": "mask_blur", "Masked area padding": "inpaint_full_res_padding"}
+_FLOAT_FIELDS = {"CFG scale": "cfg_scale", "Variation seed strength": "subseed_strength", "Denoising strength": "denoising_strength",
+                 "Hires upscale": "hr_scale", "Refiner switch at": "refiner_switch_at"}
+_TEXT_FIELDS = {"Hires upscaler": "hr_upscaler", "Refiner": "refiner_checkpoint"}
+_MASK_MODES = {"Inpaint masked": 0, "Inpaint not masked": 1}
+_INPAINT_AREAS = {"Whole picture": False, "Only masked": True}
+_RNG_NAMES = {"cpu": "CPU", "device": "GPU"}
+
+
+def quote(value: Any) -> str:
+    """A1111's `quote()`, plus `"`: a value that would confuse the parser is written as a JSON string."""
+    text = str(value)
+    if any(c in text for c in ',:"\n'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def unquote(text: str) -> str:
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def number(value: float | int) -> str:
+    """A number as A1111 shows it: `7` for 7.0, `7.5` for 7.5."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | None, extra: dict[str, str] | None = None) -> str:
+    """The A1111 infotext for `recipe`; `extra` adds keys such as `Lora hashes` before `Version`."""
+    params = _generation_params(recipe, model_name=model_name, model_hash=model_hash)
+    params.update(_mode_params(recipe))
+    params.update(extra or {})
+    if recipe.refiner_checkpoint:
+        params["Refiner"] = recipe.refiner_checkpoint
+        params["Refiner switch at"] = number(recipe.refiner_switch_at)
+    params["Version"] = f"localdiffusion {__version__}"
+    line = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\nNegative prompt: {recipe.negative_prompt}" if recipe.negative_prompt else ""
+    return f"{recipe.prompt}{negative}\n{line}".strip()
+
+
+def _generation_params(r: Recipe, *, model_name: str | None, model_hash: str | None) -> dict[str, str | None]:
+    has_size = r.width is not None and r.height is not None
+    varied = r.subseed_strength != 0
+    return {
+        "Steps": number(r.steps),
+        "Sampler": r.sampler_name,
+        "Schedule type": r.scheduler,
+        "CFG scale": number(r.cfg_scale),
+        "Seed": number(r.seed),
+        "Size": f"{r.width}x{r.height}" if has_size else None,
+        "Model hash": model_hash,
+        "Model": model_name,
+        "Variation seed": number(r.subseed) if varied else None,
+        "Variation seed strength": number(r.subseed_strength) if varied else None,
+        "Denoising strength": number(r.denoising_strength) if r.enable_hr or r.mode != "txt2img" else None,
+        "Clip skip": number(r.clip_skip) if r.clip_skip > 1 else None,
+        # A1111 leaves out its default (GPU); ours is CPU, so both are written to stay unambiguous.
+        "RNG": _RNG_NAMES[r.rng],
+    }
+
+
+def _mode_params(r: Recipe) -> dict[str, str | None]:
+    """A1111's `extra_generation_params` for inpainting and hires fix, in the order A1111 adds them."""
+    params: dict[str, str | None] = {}
+    if r.mode in ("inpaint", "outpaint"):
+        if r.inpainting_mask_invert:
+            params["Mask mode"] = "Inpaint not masked"
+        if r.mask_blur > 0:
+            params["Mask blur"] = number(r.mask_blur)
+        if r.inpaint_full_res:
+            params["Inpaint area"] = "Only masked"
+            params["Masked area padding"] = number(r.inpaint_full_res_padding)
+        if r.inpainting_fill != 1:
+            params["Masked content"] = INPAINTING_FILL[r.inpainting_fill]
+    if r.enable_hr and r.mode == "txt2img":
+        params["Hires upscale"] = number(r.hr_scale)
+        if r.hr_second_pass_steps:
+            params["Hires steps"] = number(r.hr_second_pass_steps)
+        params["Hires upscaler"] = r.hr_upscaler
+    return params
+
+
+def split_lines(text: str) -> tuple[str, str, str]:
+    """(prompt, negative prompt, parameter line), as A1111 splits them."""
+    *lines, last = text.strip().split("\n")
+    if len(RE_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt: list[str] = []
+    negative: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if not negative and line.startswith("Negative prompt:"):
+            negative.append(line[len("Negative prompt:"):].strip())
+        elif negative:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    return "\n".join(prompt), "\n".join(negative), last
+
+
+def parse_params(line: str) -> dict[str, str]:
+    """The `Key: value` pairs of an infotext parameter line, unquoted, in order."""
+    return {k: unquote(v) if v.startswith('"') else v for k, v in RE_PARAM.findall(line)}
+
+
+def from_infotext(text: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(Recipe fields that the text states, the other key/values as written: Model, Lora hashes, ...)."""
+    prompt, negative, line = split_lines(text)
+    fields: dict[str, Any] = {"prompt": prompt}
+    if negative:
+        fields["negative_prompt"] = negative
+    rest: dict[str, str] = {}
+    for key, value in parse_params(line).items():
+        if not _read_param(key, value, fields):
+            rest[key] = value
+    _read_sampler(fields, rest)
+    return fields, rest
+
+
+def _read_param(key: str, value: str, fields: dict[str, Any]) -> bool:
+    """Put one A1111 key into `fields`; False when it is not a Recipe field (or does not parse)."""
+    try:
+        if key in _INT_FIELDS:
+            fields[_INT_FIELDS[key]] = int(value)
+        elif key in _FLOAT_FIELDS:
+            fields[_FLOAT_FIELDS[key]] = float(value)
+        elif key in _TEXT_FIELDS:
+            fields[_TEXT_FIELDS[key]] = value
+        elif key == "Size" and RE_IMAGESIZE.match(value):
+            fields["width"], fields["height"] = (int(v) for v in value.split("x"))
+        elif key == "Masked content" and value in INPAINTING_FILL.values():
+            fields["inpainting_fill"] = next(k for k, v in INPAINTING_FILL.items() if v == value)
+        elif key == "Inpaint area" and value in _INPAINT_AREAS:
+            fields["inpaint_full_res"] = _INPAINT_AREAS[value]
+        elif key == "Mask mode" and value in _MASK_MODES:
+            fields["inpainting_mask_invert"] = _MASK_MODES[value]
+        elif key == "RNG" and value in ("CPU", "GPU"):
+            fields["rng"] = "cpu" if value == "CPU" else "device"
+        else:
+            return False
+    except ValueError:
+        return False
+    if key in ("Hires upscale", "Hires upscaler", "Hires steps"):
+        fields["enable_hr"] = True
+    return True
+
+
+def _read_sampler(fields: dict[str, Any], rest: dict[str, str]) -> None:
+    sampler = rest.pop("Sampler", None)
+    schedule = rest.pop("Schedule type", None)
+    if schedule is not None:
+        fields["scheduler"] = _SCHEDULER_SUFFIXES.get(schedule, schedule)
+    if sampler is not None:
+        name, suffix = split_sampler_name(sampler)
+        fields["sampler_name"] = name
+        if suffix:
+            fields["scheduler"] = suffix
+
+
+def split_sampler_name(name: str) -> tuple[str, str | None]:
+    """'DPM++ 2M Karras' -> ('DPM++ 2M', 'Karras'): A1111 before v1.9 named sampler and schedule together.
+
+    Like A1111's `get_sampler_and_scheduler(..., convert_automatic=False)`, the schedule stays
+    explicit even when it is the sampler's default.
+    """
+    name = A1111_SAMPLER_ALIASES.get(name, name)
+    # Longest first, so that 'SGM Uniform' is not read as 'Uniform'.
+    for suffix, label in sorted(_SCHEDULER_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(" " + suffix) and label != "Automatic":
+            base = name[: -len(suffix) - 1]
+            return A1111_SAMPLER_ALIASES.get(base, base), label
+    return name, None
+
+
+def recipe_from_infotext(text: str) -> Recipe:
+    fields, _ = from_infotext(text)
+    return Recipe(**fields)
