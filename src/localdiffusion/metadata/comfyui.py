@@ -179,7 +179,8 @@ def _latent_size(graph: Graph, link: tuple[str, int] | None, seen: set[str]) -> 
     for name in ("samples", "samples_to", "latent_image", "latent"):
         if (up := _link(inputs.get(name))) is not None:
             size = _latent_size(graph, up, seen)
-            size.pop("batch_size", None) if kind in SAMPLERS else None
+            if kind in SAMPLERS:  # a later pass does not set the batch size
+                size.pop("batch_size", None)
             return size
     return {}
 

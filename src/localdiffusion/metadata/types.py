@@ -52,7 +52,10 @@ class ImageMetadata:
         `strict`; otherwise that field is left at its default.
         """
         if self.recipe_json:
-            return Recipe.from_json(self.recipe_json)
+            try:
+                return Recipe.from_json(self.recipe_json)
+            except ValidationError:
+                raise BadInput("The image's recipe was written by a version of Local Diffusion that this one cannot read.") from None
         fields = dict(self.fields)
         while True:
             try:
