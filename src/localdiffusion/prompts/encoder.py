@@ -1,0 +1,184 @@
+"""Encode A1111 prompt texts with diffusers' CLIP text encoders, as A1111 does.
+
+One (tokenizer, text encoder) pair for SD1/SD2, two for SDXL (CLIP-L and OpenCLIP-G), one (G) for the
+SDXL refiner. Each text is parsed for attention, split into 75-token chunks, and each chunk is
+encoded as its own 77-token sequence; the chunks are concatenated, so long prompts are never cut.
+Weights multiply the chunk's outputs, then the chunk's original mean is restored (A1111's
+"Original" emphasis). All-1.0 prompts skip that step, so they match diffusers bit for bit.
+
+Which hidden layer is used, as A1111 does:
+- SD1 (OpenAI CLIP): `clip_skip` 1 is the last layer; n > 1 is `hidden_states[-n]` then the final
+  layer norm (diffusers' `clip_skip` is n - 1).
+- SD2 (OpenCLIP, its tokenizer pads with a token other than its end token): A1111 ignores clip skip.
+- SDXL: the penultimate hidden state of every encoder, without the final layer norm (A1111 ignores
+  clip skip here by default), concatenated on the last axis; the pooled vector is OpenCLIP-G's
+  `text_embeds` of the first chunk.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from localdiffusion.errors import BadInput, UnsupportedModel
+from localdiffusion.prompts.attention import parse_attention
+from localdiffusion.prompts.chunks import Chunk, split_into_chunks
+from localdiffusion.prompts.conditioning import Conditioning, StepConditioning
+from localdiffusion.prompts.embeddings import EmbeddingIndex
+from localdiffusion.prompts.schedule import schedule
+
+CACHE_SIZE = 64
+
+
+class _TextEncoder:
+    """One tokenizer + CLIP text encoder and the rule for which layer it returns."""
+
+    def __init__(self, tokenizer, model, clip_skip: int, sdxl: bool, embeddings: dict[str, Path]) -> None:
+        self.tokenizer, self.model = tokenizer, model
+        self.projection = hasattr(model, "text_projection")
+        self.sdxl = sdxl
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.comma = tokenizer.get_vocab().get(",</w>")
+        openai_clip = self.pad == self.eos
+        self.clip_skip = clip_skip if openai_clip and not sdxl else 1
+        self.width = model.config.hidden_size
+        self.embedding_key = ("clip_g" if self.projection else "clip_l") if sdxl else None
+        self.embeddings = EmbeddingIndex(embeddings, lambda text: self.tokenize([text])[0]) if embeddings else None
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+
+    def chunks(self, pieces: list[tuple[str, float]]) -> list[Chunk]:
+        return split_into_chunks(pieces, self.tokenize, self.comma, self.embeddings)
+
+    @torch.no_grad()
+    def encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[1, len(chunks) * 77, D] embeddings, and the pooled vector of the first chunk (or None).
+
+        Chunks go through the model one at a time, as in A1111: a batch would round differently,
+        and a chunk must encode the same wherever it stands.
+        """
+        encoded = [self._encode_chunk(chunk) for chunk in chunks]
+        hidden = torch.cat([h for h, _ in encoded], dim=1)
+        return hidden, encoded[0][1]
+
+    def _encode_chunk(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = self.model.device
+        ids = torch.tensor([chunk.ids(self.bos, self.eos, self.pad)], device=device)
+        with self._spliced(chunk):
+            out = self.model(input_ids=ids, output_hidden_states=self.sdxl or self.clip_skip > 1)
+        hidden = self._hidden(out)
+        weights = torch.tensor([chunk.full_weights()], device=device, dtype=hidden.dtype)
+        if bool((weights != 1.0).any()):
+            hidden = _emphasize(hidden, weights)
+        return hidden, (out.text_embeds if self.projection else None)
+
+    def _hidden(self, out) -> torch.Tensor:
+        if self.sdxl:
+            return out.hidden_states[-2]
+        if self.clip_skip > 1:
+            text_model = getattr(self.model, "text_model", self.model)
+            return text_model.final_layer_norm(out.hidden_states[-self.clip_skip])
+        return out[0]
+
+    def _spliced(self, chunk: Chunk) -> _EmbeddingHook:
+        """Replace the token embeddings of placeholder positions with embedding vectors."""
+        fixes = [(1 + offset, e.for_encoder(self.embedding_key, self.width)) for offset, e in chunk.fixes]
+        return _EmbeddingHook(self.model.get_input_embeddings(), fixes)
+
+
+class _EmbeddingHook:
+    def __init__(self, layer: torch.nn.Module, fixes: list[tuple[int, torch.Tensor]]) -> None:
+        self.layer, self.fixes, self.handle = layer, fixes, None
+
+    def __enter__(self) -> None:
+        if self.fixes:
+            self.handle = self.layer.register_forward_hook(self._apply)
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+    def _apply(self, module, inputs, output: torch.Tensor) -> torch.Tensor:
+        output = output.clone()
+        for start, vectors in self.fixes:
+            output[0, start : start + vectors.shape[0]] = vectors.to(output.device, output.dtype)
+        return output
+
+
+def _emphasize(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis for one chunk: scale each token, then restore the mean."""
+    original_mean = hidden.mean()
+    hidden = hidden * weights.unsqueeze(-1)
+    return hidden * (original_mean / hidden.mean())
+
+
+class PromptEncoder:
+    """Turns prompt texts into `Conditioning`, caching each text's encoding.
+
+    Call `clear_cache()` after changing text-encoder weights (for example applying a LoRA).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[object, torch.nn.Module]], clip_skip: int = 1,
+                 embeddings: dict[str, Path] | None = None, cache_size: int = CACHE_SIZE) -> None:
+        if not pairs:
+            raise UnsupportedModel("This model has no text encoder, so it cannot take a prompt.")
+        if clip_skip < 1:
+            raise BadInput(f"Clip skip {clip_skip} is not allowed; use 1 (no skip) or more.", field="clip_skip")
+        sdxl = len(pairs) > 1 or any(hasattr(model, "text_projection") for _, model in pairs)
+        self.encoders = [_TextEncoder(tok, model, clip_skip, sdxl, dict(embeddings or {})) for tok, model in pairs]
+        self._cache: OrderedDict[str, Conditioning] = OrderedDict()
+        self._cache_size = cache_size
+        self._empty: torch.Tensor | None = None
+
+    @classmethod
+    def from_pipeline(cls, pipe, clip_skip: int = 1, embeddings: dict[str, Path] | None = None) -> PromptEncoder:
+        """An encoder for a diffusers pipeline's `text_encoder` and/or `text_encoder_2`."""
+        pairs = [(getattr(pipe, tok), getattr(pipe, enc))
+                 for tok, enc in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
+                 if getattr(pipe, enc, None) is not None]
+        return cls(pairs, clip_skip=clip_skip, embeddings=embeddings)
+
+    def encode(self, text: str) -> Conditioning:
+        """The conditioning of one already-scheduled prompt text."""
+        if text in self._cache:
+            self._cache.move_to_end(text)
+            return self._cache[text]
+        embeds, pooled = self._encode(text)
+        cond = Conditioning(embeds, pooled, self.empty_chunk())
+        self._cache[text] = cond
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return cond
+
+    def empty_chunk(self) -> torch.Tensor:
+        """The encoding of the empty prompt, [1, 77, D]: what `match_lengths` pads with."""
+        if self._empty is None:
+            self._empty = self._encode("")[0]
+        return self._empty
+
+    def for_steps(self, prompt: str, steps: int, hires_steps: int | None = None) -> StepConditioning:
+        """The conditioning for every step of a prompt with `[from:to:when]` edits or `[a|b]`."""
+        if steps < 1:
+            raise BadInput(f"Steps {steps} is not allowed; use 1 or more.", field="steps")
+        plan = tuple(schedule(prompt, steps, hires_steps))
+        return StepConditioning(plan, {text: self.encode(text) for _, text in plan})
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._empty = None
+
+    def _encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pieces = parse_attention(text)
+        per_encoder = [encoder.chunks(pieces) for encoder in self.encoders]
+        count = max(len(chunks) for chunks in per_encoder)
+        outputs = [encoder.encode(chunks + [Chunk()] * (count - len(chunks)))
+                   for encoder, chunks in zip(self.encoders, per_encoder)]
+        device = outputs[0][0].device
+        embeds = torch.cat([hidden.to(device) for hidden, _ in outputs], dim=-1)
+        pooled = next((p for _, p in outputs if p is not None), None)
+        return embeds, pooled
