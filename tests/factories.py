@@ -129,3 +129,135 @@ def build_sdxl(folder: Path, cache_dir: Path, refiner: bool = False) -> Path:
 def folder_config(folder: Path, component: str) -> dict:
     name = "scheduler_config.json" if component == "scheduler" else "config.json"
     return json.loads((Path(folder) / component / name).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Single files and add-ons (A1111 layouts), built from the folders above
+
+
+def load_folder(folder: Path):
+    """The pipeline saved in a diffusers folder, loaded offline."""
+    from diffusers import DiffusionPipeline
+
+    return DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+
+
+def build_single_file(folder: Path, path: Path) -> Path:
+    """The A1111-style single-file twin of a diffusers folder (`.safetensors`, or `.ckpt` as a pickle).
+
+    A v-prediction folder (the default SD2) gets the `v_pred` marker key.
+    """
+    from localdiffusion.models.single_file import save_single_file
+
+    return save_single_file(load_folder(folder), path)
+
+
+def build_inpaint_variant(folder: Path, out: Path) -> Path:
+    """The inpainting twin of an SD1/SD2/SDXL base folder: the same parts with a 9-channel UNet."""
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    pipe = load_folder(folder)
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel.from_config({**pipe.unet.config, "in_channels": 9})
+    components = {k: v for k, v in pipe.components.items() if k != "unet"}
+    if "text_encoder_2" in components:
+        inpaint = StableDiffusionXLInpaintPipeline(unet=unet, **components)
+    else:
+        inpaint = StableDiffusionInpaintPipeline(unet=unet, **components)
+    return _save(inpaint, out)
+
+
+def _linear_modules(model, suffixes: tuple[str, ...]) -> list[tuple[str, torch.nn.Linear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(suffixes)]
+
+
+def build_lora(folder: Path, path: Path, rank: int = 4) -> Path:
+    """A kohya-format LoRA for a tiny SD1 folder: a few UNet attention and text-encoder projections."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
+    text = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", local_files_only=True)
+    targets = [("lora_unet_", n, m) for n, m in _linear_modules(unet, ("attn1.to_q", "attn2.to_k", "attn2.to_v"))]
+    # kohya names text-encoder modules with the `text_model.` prefix that transformers 5.x dropped
+    targets += [("lora_te_text_model_", n, m) for n, m in _linear_modules(text, ("self_attn.q_proj", "self_attn.v_proj"))][:4]
+    state = {}
+    for prefix, name, module in targets:
+        key = prefix + name.replace(".", "_")
+        state[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features) * 0.1
+        state[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank) * 0.1
+        state[f"{key}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
+
+
+def build_embedding(path: Path, vectors: int = 2, width: int = TEXT_WIDTH) -> Path:
+    """An A1111 textual-inversion embedding: `emb_params` in .safetensors, `string_to_param` in .pt."""
+    torch.manual_seed(0)
+    params = torch.randn(vectors, width) * 0.01
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"emb_params": params}, str(path))
+    else:
+        torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": params}, "name": path.stem,
+                    "step": 0, "sd_checkpoint": None, "sd_checkpoint_name": None}, path)
+    return path
+
+
+def build_vae_file(folder: Path, path: Path) -> Path:
+    """A standalone VAE file in the LDM layout (keys `encoder.down.0.block...`), as in `models/VAE`."""
+    from safetensors.torch import save_file
+
+    from localdiffusion.models.single_file import vae_to_ldm
+
+    vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae", local_files_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(vae).items()}, str(path))
+    return path
+
+
+def build_controlnet(folder: Path, out: Path) -> Path:
+    """A tiny ControlNet made from a folder's UNet, saved as a diffusers folder."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 32, 32))
+    controlnet.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def _once(target: Path, build) -> Path:
+    return target if target.exists() else build(target)
+
+
+def build_zoo(root: Path) -> dict[str, Path]:
+    """Every tiny model kind and family, in both layouts, built once per root (tests share it).
+
+    Folders are named by family; the single files get neutral names so that no test can pass
+    by reading a file name.
+    """
+    root = Path(root)
+    cache = root / "cache"
+    zoo = {
+        "sd1": _once(root / "sd1", lambda p: build_sd1(p, cache)),
+        "sd2-v": _once(root / "sd2-v", lambda p: build_sd2(p, cache)),
+        "sd2": _once(root / "sd2", lambda p: build_sd2(p, cache, v_prediction=False)),
+        "sdxl": _once(root / "sdxl", lambda p: build_sdxl(p, cache)),
+        "sdxl-refiner": _once(root / "sdxl-refiner", lambda p: build_sdxl(p, cache, refiner=True)),
+        "sd1-inpaint": _once(root / "sd1-inpaint", lambda p: build_sd1(p, cache, inpaint=True)),
+    }
+    zoo["sd2-inpaint"] = _once(root / "sd2-inpaint", lambda p: build_inpaint_variant(zoo["sd2"], p))
+    zoo["sdxl-inpaint"] = _once(root / "sdxl-inpaint", lambda p: build_inpaint_variant(zoo["sdxl"], p))
+    for i, family in enumerate(list(zoo)):
+        zoo[f"{family}.file"] = _once(root / "files" / f"model_{i}.safetensors", lambda p, f=family: build_single_file(zoo[f], p))
+    zoo["lora"] = _once(root / "files" / "lora.safetensors", lambda p: build_lora(zoo["sd1"], p))
+    zoo["embedding"] = _once(root / "files" / "embedding.safetensors", build_embedding)
+    zoo["embedding.pt"] = _once(root / "files" / "embedding.pt", build_embedding)
+    zoo["vae"] = _once(root / "files" / "vae.safetensors", lambda p: build_vae_file(zoo["sd1"], p))
+    zoo["controlnet"] = _once(root / "controlnet", lambda p: build_controlnet(zoo["sd1"], p))
+    zoo["cache"] = cache
+    return zoo

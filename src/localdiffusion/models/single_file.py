@@ -1,0 +1,494 @@
+"""A1111-style single-file checkpoints: load them offline, and write them.
+
+Loading: diffusers' `from_single_file` converts the weights, but it needs a diffusers config
+folder to know the architecture. We derive that folder from the file's tensor shapes (block
+widths, depths, attention placement, text-encoder size, ...) plus the family standards the
+shapes cannot show (head counts, activations, scaling factor, scheduler), write it once per
+architecture under `cache_dir/single-file-configs/<key>`, and never touch a hub.
+
+Writing: diffusers has no writer for the LDM layout, so `to_single_file_state_dict` maps a
+pipeline's weights back to it (`model.diffusion_model.*`, `first_stage_model.*`,
+`cond_stage_model.*`, `conditioner.embedders.*`); the result loads back exactly.
+
+The shipped `configs/<family>/` folders hold the full-size standard configs; derived folders
+start from them and replace what the tensors show.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from localdiffusion.errors import UnsupportedModel
+from localdiffusion.models.detect import (
+    SD1_TEXT,
+    SD2_TEXT,
+    SDXL_TEXT,
+    UNET,
+    V_PRED_KEY,
+    Detected,
+    Shapes,
+    detect,
+    first_shape,
+    has_prefix,
+    is_pickle,
+    pickle_refused,
+    read_tensor_shapes,
+    read_tensors,
+    vae_prefix,
+)
+from localdiffusion.models.tokenizer import PAD_OPENCLIP, PAD_SD1, write_tokenizer
+from localdiffusion.store.files import atomic_path, write_text_atomic
+
+CONFIG_ROOT = Path(__file__).parent / "configs"
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint", "sd2-inpaint", "sdxl-inpaint")
+PIPELINE_CLASSES = {
+    "sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sd2-v": "StableDiffusionPipeline",
+    "sd1-inpaint": "StableDiffusionInpaintPipeline", "sd2-inpaint": "StableDiffusionInpaintPipeline",
+    "sdxl": "StableDiffusionXLPipeline", "sdxl-inpaint": "StableDiffusionXLInpaintPipeline",
+    "sdxl-refiner": "StableDiffusionXLImg2ImgPipeline",
+}
+CLIP_L_SDXL = SDXL_TEXT + "0.transformer.text_model."
+OPEN_CLIP_SDXL = SDXL_TEXT + "1.model."
+OPEN_CLIP_REFINER = SDXL_TEXT + "0.model."
+HEAD_WIDTH = 64  # SD2/SDXL UNet heads and every CLIP text encoder's heads are 64 wide
+SD1_UNET_HEADS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard (full-size) configs per family
+
+
+def _template_family(family: str) -> str:
+    """The shipped folder a family's configs start from: inpaint variants share their base's."""
+    base = family.removesuffix("-inpaint")
+    if family not in FAMILIES:
+        raise UnsupportedModel(f"There is no standard configuration for family '{family}'; use one of {', '.join(FAMILIES)}.")
+    return base
+
+
+def standard_configs(family: str) -> dict[str, dict]:
+    """The full-size diffusers configs of a family: {'model_index', 'unet', 'vae', 'scheduler', 'text_encoder', ...}."""
+    folder = CONFIG_ROOT / _template_family(family)
+    configs = {"model_index": json.loads((folder / "model_index.json").read_text())}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        name = "scheduler_config.json" if sub.name == "scheduler" else "config.json"
+        configs[sub.name] = json.loads((sub / name).read_text())
+    if family.endswith("-inpaint"):
+        configs["unet"]["in_channels"] = 9
+        configs["model_index"]["_class_name"] = PIPELINE_CLASSES[family]
+        if family == "sdxl-inpaint":
+            configs["model_index"]["requires_aesthetics_score"] = False
+    return configs
+
+
+def write_config_folder(configs: dict[str, dict], folder: Path) -> Path:
+    """Write a weightless diffusers folder (configs and tokenizers); `model_index.json` goes last."""
+    folder = Path(folder)
+    index = configs["model_index"]
+    for name, config in configs.items():
+        if name == "model_index":
+            continue
+        file = "scheduler_config.json" if name == "scheduler" else "config.json"
+        write_text_atomic(folder / name / file, json.dumps(config, indent=2))
+    for name, pad in (("tokenizer", PAD_SD1), ("tokenizer_2", PAD_OPENCLIP)):
+        if (index.get(name) or [None])[0] is not None:
+            # SD2's single tokenizer pads with "!" like open_clip; CLIP-L's pads with the end token.
+            act = configs.get("text_encoder", {}).get("hidden_act")
+            write_tokenizer(folder / name, PAD_OPENCLIP if name == "tokenizer" and act == "gelu" else pad)
+    write_text_atomic(folder / "model_index.json", json.dumps(index, indent=2))
+    return folder
+
+
+def write_standard_folder(family: str, folder: Path) -> Path:
+    """A full-size weightless config folder for `family` (benchmarks build random-weight models from it)."""
+    return write_config_folder(standard_configs(family), folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture from tensor shapes
+
+
+def _count(shapes: Shapes, prefix: str) -> int:
+    """How many numbered children `prefix.N.` exist (highest N + 1)."""
+    ids = set()
+    for key in shapes:
+        if key.startswith(prefix):
+            head = key[len(prefix):].split(".", 1)[0]
+            if head.isdigit():
+                ids.add(int(head))
+    return max(ids) + 1 if ids else 0
+
+
+def _shape(shapes: Shapes, key: str) -> tuple[int, ...]:
+    if key not in shapes:
+        raise UnsupportedModel(f"The checkpoint lacks the tensor '{key}' that its architecture needs.")
+    return shapes[key]
+
+
+def _transformer_depths(depths: list[int], mid_depth: int) -> int | list[int]:
+    """Per-level transformer depth; diffusers' mid block takes the last entry, so it carries the mid depth."""
+    if all(d in (0, mid_depth) for d in depths):
+        return mid_depth
+    return [d or 1 for d in depths[:-1]] + [depths[-1] or mid_depth]
+
+
+def infer_unet(shapes: Shapes, family: str, base: dict, pooled_width: int | None, p: str = UNET) -> dict:
+    """The UNet config: the family template with everything the LDM tensors show filled in."""
+    conv_in = _shape(shapes, p + "input_blocks.0.0.weight")
+    inputs = _count(shapes, p + "input_blocks.")
+    ops = sorted(i for i in range(inputs) if p + f"input_blocks.{i}.0.op.weight" in shapes)
+    per_block = ops[0] - 1 if ops else inputs - 1
+    levels = len(ops) + 1
+    channels, depths, up_attention = [], [], []
+    for level in range(levels):
+        first = 1 + level * (per_block + 1)
+        channels.append(_shape(shapes, p + f"input_blocks.{first}.0.out_layers.3.weight")[0])
+        depths.append(_count(shapes, p + f"input_blocks.{first}.1.transformer_blocks."))
+        up_attention.append(_count(shapes, p + f"output_blocks.{level * (per_block + 1)}.1.transformer_blocks.") > 0)
+    mid_depth = _count(shapes, p + "middle_block.1.transformer_blocks.") or 1
+    to_k = first_shape(shapes, p, "attn2.to_k.weight")
+    proj_in = first_shape(shapes, p, "proj_in.weight")
+    if to_k is None or proj_in is None:
+        raise UnsupportedModel("The checkpoint's UNet has no cross-attention, so it is not a Stable Diffusion UNet.")
+    cfg = copy.deepcopy(base)
+    cfg.update(
+        in_channels=conv_in[1], out_channels=_shape(shapes, p + "out.2.weight")[0],
+        block_out_channels=channels, layers_per_block=per_block,
+        down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths],
+        up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_attention],
+        # diffusers' mid block takes the last entry, so a last level without attention carries the mid depth.
+        transformer_layers_per_block=_transformer_depths(depths, mid_depth),
+        cross_attention_dim=to_k[1], use_linear_projection=len(proj_in) == 2,
+        attention_head_dim=SD1_UNET_HEADS if family.startswith("sd1") else [c // HEAD_WIDTH for c in channels],
+    )
+    label = shapes.get(p + "label_emb.0.0.weight")
+    if label is not None:
+        # text_time input = pooled text embedding + (5 refiner | 6 base) sinusoidal size/crop/score embeddings
+        parts = 5 if family == "sdxl-refiner" else 6
+        time_dim = (label[1] - pooled_width) // parts if pooled_width else base.get("addition_time_embed_dim", 256)
+        cfg.update(addition_embed_type="text_time", addition_time_embed_dim=time_dim, projection_class_embeddings_input_dim=label[1])
+    else:
+        for key in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim"):
+            cfg.pop(key, None)
+    return cfg
+
+
+def infer_vae(shapes: Shapes, base: dict, p: str) -> dict:
+    ldm = p + "encoder.down.0.block.0.conv1.weight" in shapes
+    down, res = (p + "encoder.down.", "block") if ldm else (p + "encoder.down_blocks.", "resnets")
+    levels = _count(shapes, down)
+    cfg = copy.deepcopy(base)
+    cfg.update(
+        block_out_channels=[_shape(shapes, f"{down}{i}.{res}.0.conv2.weight")[0] for i in range(levels)],
+        layers_per_block=_count(shapes, f"{down}0.{res}."),
+        down_block_types=["DownEncoderBlock2D"] * levels, up_block_types=["UpDecoderBlock2D"] * levels,
+        in_channels=_shape(shapes, p + "encoder.conv_in.weight")[1],
+        out_channels=_shape(shapes, p + "decoder.conv_out.weight")[0],
+        latent_channels=_shape(shapes, p + "decoder.conv_in.weight")[1],
+    )
+    return cfg
+
+
+def _clip_config(base: dict, vocab_width: tuple[int, ...], positions: int, layers: int, inner: int, projection: int | None) -> dict:
+    cfg = copy.deepcopy(base)
+    width = vocab_width[1]
+    cfg.update(vocab_size=vocab_width[0], hidden_size=width, num_attention_heads=width // HEAD_WIDTH, num_hidden_layers=layers,
+               intermediate_size=inner, max_position_embeddings=positions, projection_dim=projection or width)
+    return cfg
+
+
+def infer_clip(shapes: Shapes, base: dict, p: str) -> dict:
+    """A transformers-layout CLIP text encoder (`...text_model.embeddings...`)."""
+    return _clip_config(
+        base, _shape(shapes, p + "embeddings.token_embedding.weight"), _shape(shapes, p + "embeddings.position_embedding.weight")[0],
+        _count(shapes, p + "encoder.layers."), _shape(shapes, p + "encoder.layers.0.mlp.fc1.weight")[0], None,
+    )
+
+
+def infer_open_clip(shapes: Shapes, base: dict, p: str) -> dict:
+    """An open_clip-layout text encoder (`...model.transformer.resblocks...`)."""
+    layers = _count(shapes, p + "transformer.resblocks.")
+    if p == SD2_TEXT and layers == 24:
+        layers = 23  # SD2 reads ViT-H's penultimate layer; diffusers drops block 23 when loading
+    projection = shapes.get(p + "text_projection")
+    return _clip_config(
+        base, _shape(shapes, p + "token_embedding.weight"), _shape(shapes, p + "positional_embedding")[0], layers,
+        _shape(shapes, p + "transformer.resblocks.0.mlp.c_fc.weight")[0], projection[1] if projection else None,
+    )
+
+
+def derive_configs(shapes: Shapes, detected: Detected) -> dict[str, dict]:
+    """All configs of the diffusers folder that describes this checkpoint's architecture."""
+    family = detected.family
+    configs = standard_configs(family)
+    text: dict[str, dict] = {}
+    if has_prefix(shapes, SD1_TEXT):
+        text["text_encoder"] = infer_clip(shapes, configs["text_encoder"], SD1_TEXT + "text_model.")
+    elif has_prefix(shapes, SD2_TEXT):
+        text["text_encoder"] = infer_open_clip(shapes, configs["text_encoder"], SD2_TEXT)
+    if has_prefix(shapes, CLIP_L_SDXL):
+        text["text_encoder"] = infer_clip(shapes, configs["text_encoder"], CLIP_L_SDXL)
+    for prefix in (OPEN_CLIP_SDXL, OPEN_CLIP_REFINER):
+        if has_prefix(shapes, prefix):
+            text["text_encoder_2"] = infer_open_clip(shapes, configs["text_encoder_2"], prefix)
+    for name in ("text_encoder", "text_encoder_2"):
+        if name in configs and name not in text:
+            raise UnsupportedModel(f"The checkpoint has no weights for the {name.replace('_', ' ')} that a {family} model needs.")
+    configs.update(text)
+    pooled = text.get("text_encoder_2", {}).get("projection_dim")
+    configs["unet"] = infer_unet(shapes, family, configs["unet"], pooled)
+    prefix = vae_prefix(shapes)
+    if prefix is None:
+        raise UnsupportedModel(f"The checkpoint has no VAE weights; a {family} single file needs them.")
+    configs["vae"] = infer_vae(shapes, configs["vae"], prefix)
+    if detected.prediction_type:
+        configs["scheduler"]["prediction_type"] = detected.prediction_type
+    return configs
+
+
+def config_folder(configs: dict[str, dict], cache_dir: Path) -> Path:
+    """The derived folder for these configs, written once: its name is a hash of the configs."""
+    key = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) / "single-file-configs" / key
+    if not (folder / "model_index.json").exists():
+        write_config_folder(configs, folder)
+    return folder
+
+
+def unet_from_tensors(tensors: dict[str, torch.Tensor], shapes: Shapes, family: str):
+    """A diffusers UNet with the weights of an LDM-layout UNet (keys under `model.diffusion_model.`)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    config = infer_unet(shapes, family, standard_configs(family)["unet"], None)
+    unet = UNet2DConditionModel.from_config(config)
+    unet.load_state_dict(convert_ldm_unet_checkpoint(tensors, config), strict=True)
+    return unet.float().eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _check_readable(path: Path, allow_pickle: bool) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedModel(f"'{path}' does not exist or is not a file.")
+    if is_pickle(path) and not allow_pickle:
+        raise pickle_refused(path)
+    return path
+
+
+def _text_encoder_2_if_ambiguous(path: Path, shapes: Shapes, folder: Path, torch_dtype, allow_pickle: bool):
+    """SDXL's second text encoder, loaded by hand when both encoders have the same width.
+
+    diffusers picks the CLIP-L weights for *any* CLIP whose width matches theirs, so with equal
+    widths (tiny test models) it would load CLIP-L into text_encoder_2. Real SDXL (768 vs 1280)
+    never takes this path.
+    """
+    clip_l = shapes.get(CLIP_L_SDXL + "embeddings.position_embedding.weight")
+    open_clip = shapes.get(OPEN_CLIP_SDXL + "positional_embedding")
+    if clip_l is None or open_clip is None or clip_l[-1] != open_clip[-1]:
+        return None
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModelWithProjection
+
+    tensors = read_tensors(path, OPEN_CLIP_SDXL, allow_pickle)
+    return create_diffusers_clip_model_from_ldm(
+        CLIPTextModelWithProjection, tensors, subfolder="text_encoder_2", config=str(folder),
+        torch_dtype=torch_dtype, local_files_only=True,
+    )
+
+
+def load_single_file(path: Path, cache_dir: Path, torch_dtype=torch.float32, allow_pickle: bool = False,
+                     detected: Detected | None = None):
+    """The diffusers pipeline for an A1111-style checkpoint, built fully offline."""
+    import diffusers
+
+    path = _check_readable(path, allow_pickle)
+    detected = detected or detect(path, allow_pickle)
+    if detected.kind != "checkpoint" or detected.family not in PIPELINE_CLASSES:
+        raise UnsupportedModel(f"'{path.name}' is a {detected.family} {detected.kind}, not a Stable Diffusion checkpoint that can be loaded as a pipeline.")
+    shapes = read_tensor_shapes(path, allow_pickle)
+    folder = config_folder(derive_configs(shapes, detected), cache_dir)
+    pipeline_class = getattr(diffusers, PIPELINE_CLASSES[detected.family])
+    extra = {}
+    if detected.family.startswith("sdxl"):
+        text_encoder_2 = _text_encoder_2_if_ambiguous(path, shapes, folder, torch_dtype, allow_pickle)
+        if text_encoder_2 is not None:
+            extra["text_encoder_2"] = text_encoder_2
+    try:
+        return pipeline_class.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=torch_dtype, **extra)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UnsupportedModel(f"'{path.name}' could not be loaded as a {detected.family} checkpoint ({exc}).") from exc
+
+
+def load_vae_file(path: Path, cache_dir: Path, family: str = "sd1", torch_dtype=torch.float32, allow_pickle: bool = False):
+    """An `AutoencoderKL` from a standalone VAE file (`models/VAE`), bare or LDM layout.
+
+    VAE files look the same for every family, so `family` (of the checkpoint it will serve)
+    picks the latent scaling factor.
+    """
+    from diffusers import AutoencoderKL
+
+    path = _check_readable(path, allow_pickle)
+    shapes = read_tensor_shapes(path, allow_pickle)
+    prefix = vae_prefix(shapes)
+    if prefix is None:
+        raise UnsupportedModel(f"'{path.name}' is not a VAE: it has no encoder and decoder weights.")
+    vae = infer_vae(shapes, standard_configs(family)["vae"], prefix)
+    folder = Path(cache_dir) / "single-file-configs" / ("vae-" + hashlib.sha256(json.dumps(vae, sort_keys=True).encode()).hexdigest()[:16])
+    if not (folder / "vae" / "config.json").exists():
+        write_text_atomic(folder / "vae" / "config.json", json.dumps(vae, indent=2))
+    try:
+        return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae", local_files_only=True, torch_dtype=torch_dtype)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UnsupportedModel(f"'{path.name}' could not be loaded as a VAE ({exc}).") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: diffusers -> LDM single-file layout
+
+RESNET_UNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+               "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+RESNET_VAE = {"conv_shortcut": "nin_shortcut"}
+ATTENTION_VAE = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _rename_inner(rest: str, renames: dict[str, str]) -> str:
+    for old, new in renames.items():
+        if rest.startswith(old + "."):
+            return new + rest[len(old):]
+    return rest
+
+
+def _apply_prefix_map(state: dict[str, torch.Tensor], pairs: list[tuple[str, str, dict]], what: str) -> dict[str, torch.Tensor]:
+    """Rename every key by its (diffusers prefix -> LDM prefix, inner renames) pair; all keys must map."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for old, new, inner in pairs:
+            if key.startswith(old + "."):
+                out[new + "." + _rename_inner(key[len(old) + 1:], inner)] = value
+                break
+        else:
+            raise UnsupportedModel(f"The {what} weight '{key}' has no place in the single-file layout.")
+    return out
+
+
+def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
+    cfg = unet.config
+    per = cfg.layers_per_block
+    pairs: list[tuple[str, str, dict]] = [
+        ("time_embedding.linear_1", "time_embed.0", {}), ("time_embedding.linear_2", "time_embed.2", {}),
+        ("conv_in", "input_blocks.0.0", {}), ("conv_norm_out", "out.0", {}), ("conv_out", "out.2", {}),
+        ("add_embedding.linear_1", "label_emb.0.0", {}), ("add_embedding.linear_2", "label_emb.0.2", {}),
+        ("mid_block.resnets.0", "middle_block.0", RESNET_UNET), ("mid_block.attentions.0", "middle_block.1", {}),
+        ("mid_block.resnets.1", "middle_block.2", RESNET_UNET),
+    ]
+    for b, block in enumerate(unet.down_blocks):
+        for i in range(per):
+            n = 1 + b * (per + 1) + i
+            pairs += [(f"down_blocks.{b}.resnets.{i}", f"input_blocks.{n}.0", RESNET_UNET),
+                      (f"down_blocks.{b}.attentions.{i}", f"input_blocks.{n}.1", {})]
+        pairs.append((f"down_blocks.{b}.downsamplers.0.conv", f"input_blocks.{1 + b * (per + 1) + per}.0.op", {}))
+    for b, block in enumerate(unet.up_blocks):
+        for i in range(per + 1):
+            n = b * (per + 1) + i
+            pairs += [(f"up_blocks.{b}.resnets.{i}", f"output_blocks.{n}.0", RESNET_UNET),
+                      (f"up_blocks.{b}.attentions.{i}", f"output_blocks.{n}.1", {})]
+        has_attention = getattr(block, "attentions", None) is not None
+        pairs.append((f"up_blocks.{b}.upsamplers.0.conv", f"output_blocks.{b * (per + 1) + per}.{2 if has_attention else 1}.conv", {}))
+    return _apply_prefix_map(unet.state_dict(), pairs, "UNet")
+
+
+def vae_to_ldm(vae) -> dict[str, torch.Tensor]:
+    levels = len(vae.config.block_out_channels)
+    pairs: list[tuple[str, str, dict]] = [("quant_conv", "quant_conv", {}), ("post_quant_conv", "post_quant_conv", {})]
+    for part in ("encoder", "decoder"):
+        pairs += [(f"{part}.conv_in", f"{part}.conv_in", {}), (f"{part}.conv_out", f"{part}.conv_out", {}),
+                  (f"{part}.conv_norm_out", f"{part}.norm_out", {}),
+                  (f"{part}.mid_block.attentions.0", f"{part}.mid.attn_1", ATTENTION_VAE)]
+        pairs += [(f"{part}.mid_block.resnets.{k}", f"{part}.mid.block_{k + 1}", RESNET_VAE) for k in range(2)]
+    for i in range(levels):
+        up = levels - 1 - i  # LDM numbers decoder levels from the bottom up
+        pairs += [(f"encoder.down_blocks.{i}.resnets.{j}", f"encoder.down.{i}.block.{j}", RESNET_VAE)
+                  for j in range(len(vae.encoder.down_blocks[i].resnets))]
+        pairs += [(f"decoder.up_blocks.{i}.resnets.{j}", f"decoder.up.{up}.block.{j}", RESNET_VAE)
+                  for j in range(len(vae.decoder.up_blocks[i].resnets))]
+        pairs += [(f"encoder.down_blocks.{i}.downsamplers.0.conv", f"encoder.down.{i}.downsample.conv", {}),
+                  (f"decoder.up_blocks.{i}.upsamplers.0.conv", f"decoder.up.{up}.upsample.conv", {})]
+    out = _apply_prefix_map(vae.state_dict(), pairs, "VAE")
+    # The LDM VAE attention uses 1x1 convolutions where diffusers uses linear layers.
+    return {k: (v[:, :, None, None] if ".mid.attn_1." in k and v.ndim == 2 else v) for k, v in out.items()}
+
+
+def clip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
+    """transformers CLIP keys with the `text_model.` prefix (transformers 5.x saves them without it)."""
+    return {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+            for k, v in text_encoder.state_dict().items() if not k.endswith("position_ids")}
+
+
+def open_clip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
+    """transformers CLIP -> open_clip layout: fused q/k/v (`in_proj_*`), `resblocks`, `ln_*`, `c_fc`/`c_proj`."""
+    state = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    out = {
+        "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
+        "positional_embedding": state.pop("embeddings.position_embedding.weight"),
+        "ln_final.weight": state.pop("final_layer_norm.weight"),
+        "ln_final.bias": state.pop("final_layer_norm.bias"),
+    }
+    if "text_projection.weight" in state:
+        out["text_projection"] = state.pop("text_projection.weight").T.contiguous()
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+    for i in range(text_encoder.config.num_hidden_layers):
+        src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([state.pop(src + f"self_attn.{x}_proj.{kind}") for x in "qkv"])
+            for old, new in names.items():
+                out[dst + f"{new}.{kind}"] = state.pop(src + f"{old}.{kind}")
+    if state:
+        raise UnsupportedModel(f"The text-encoder weight '{next(iter(state))}' has no place in the open_clip layout.")
+    return out
+
+
+def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in state.items()}
+
+
+def to_single_file_state_dict(pipe) -> dict[str, torch.Tensor]:
+    """A pipeline's weights in the A1111/LDM single-file layout (SD1, SD2, SDXL, refiner, inpaint)."""
+    state = _prefixed(UNET, unet_to_ldm(pipe.unet)) | _prefixed("first_stage_model.", vae_to_ldm(pipe.vae))
+    text_1 = getattr(pipe, "text_encoder", None)
+    text_2 = getattr(pipe, "text_encoder_2", None)
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: embedder 0 is CLIP-L when present, the open_clip one follows
+        if text_1 is not None:
+            state |= _prefixed(SDXL_TEXT + "0.transformer.", clip_to_ldm(text_1))
+        if text_2 is not None:
+            state |= _prefixed(f"{SDXL_TEXT}{1 if text_1 is not None else 0}.model.", open_clip_to_ldm(text_2))
+    elif text_1 is not None:
+        if text_1.config.hidden_act == "quick_gelu":  # OpenAI CLIP (SD1); SD2's OpenCLIP uses gelu
+            state |= _prefixed(SD1_TEXT, clip_to_ldm(text_1))
+        else:
+            state |= _prefixed(SD2_TEXT, open_clip_to_ldm(text_1))
+    if pipe.scheduler.config.get("prediction_type") == "v_prediction":
+        state[V_PRED_KEY] = torch.tensor([])  # the marker ComfyUI writes for v-prediction models
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def save_single_file(pipe, path: Path) -> Path:
+    """Write the pipeline as one `.safetensors` (or pickled `.ckpt`) file, atomically."""
+    path = Path(path)
+    state = to_single_file_state_dict(pipe)
+    with atomic_path(path) as tmp:
+        if is_pickle(path):
+            torch.save({"state_dict": state}, tmp)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"format": "pt"})
+    return path
