@@ -1,0 +1,390 @@
+"""Engine.generate(): a Recipe in, images and one resolved Recipe per image out."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from localdiffusion.engine import images as im
+from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
+from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
+from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
+from localdiffusion.engine.previews import latent_to_rgb
+from localdiffusion.engine.samplers import make_scheduler
+from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
+from localdiffusion.errors import BadInput
+from localdiffusion.infotext import to_infotext
+from localdiffusion.models.cache import PipelineCache
+from localdiffusion.models.info import ModelInfo, base_family
+from localdiffusion.models.loader import load_pipeline
+from localdiffusion.prompts import PromptEncoder, extract_loras, match_lengths
+from localdiffusion.recipe import Recipe, Result
+
+LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
+IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST, "None": None}
+
+
+@dataclass
+class EngineOptions:
+    device: str | None = None  # None: CUDA, then MPS, then CPU
+    dtype: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
+    attention_slicing: bool = False
+    vae_tiling: bool = False  # decode large images in tiles, with bounded memory
+    cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
+    previews: bool = True  # cheap previews of the predicted image in progress events
+
+
+@dataclass
+class Progress:
+    step: int  # 1-based
+    total: int
+    iteration: int  # which batch of n_iter, 0-based
+    iterations: int
+    phase: str  # "sample" or "hires"
+    preview: Image.Image | None = None
+
+
+@dataclass
+class Run:
+    """One model pass over a batch: everything the loop needs besides the latents."""
+
+    pipe: Any
+    plan: Plan
+    seeds: list[int]
+    subseeds: list[int]
+    encoder: Any
+    on_step: Callable[[StepState], None] | None
+    cancel: Callable[[], bool] | None
+    generators: list[torch.Generator] = field(default_factory=list)
+
+
+class Engine:
+    """Turns Recipes into images. One Engine per process; it keeps models loaded between calls."""
+
+    def __init__(self, library: Any, options: EngineOptions | None = None) -> None:
+        self.library = library
+        self.home = library.home
+        self.settings = library.home.load_settings()
+        self.options = options or EngineOptions()
+        self.device = pick_device(self.options.device)
+        self.dtype = pick_dtype(self.device, self.options.dtype)
+        self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
+
+    # --- models ---
+
+    def checkpoint(self, name: str | None) -> ModelInfo:
+        return self.library.get(name, kind="checkpoint") if name else self.library.default_checkpoint()
+
+    def pipeline(self, info: ModelInfo) -> Any:
+        key = (str(info.path), str(self.dtype), str(self.device))
+        return self.cache.get(key, lambda: self._load(info))
+
+    def _load(self, info: ModelInfo) -> Any:
+        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle)
+        if self.options.cpu_offload and self.device.type == "cuda":
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        if self.options.attention_slicing:
+            pipe.enable_attention_slicing()
+        if self.options.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # --- generation ---
+
+    def generate(
+        self,
+        recipe: Recipe,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Result:
+        started = time.perf_counter()
+        info = self.checkpoint(recipe.model)
+        plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
+        pipe = self.pipeline(info)
+        loaded = time.perf_counter()
+        encoder = self._prompt_encoder(pipe, plan.recipe)
+        result = Result(timings={"load": loaded - started})
+        seed, subseed = resolve_seed(plan.recipe.seed), resolve_seed(plan.recipe.subseed)
+        r = plan.recipe
+        for iteration in range(r.n_iter):
+            first = iteration * r.batch_size
+            seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
+            subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
+            progress = self._progress_hook(on_progress, iteration, r.n_iter, base_family(info.family) == "sdxl")
+            run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel)
+            images = self._run(run)
+            for image, s, sub in zip(images, seeds, subseeds):
+                result.images.append(image)
+                result.recipes.append(self._resolved(plan.recipe, s, sub))
+        self.library.ensure_hash(info)
+        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash) for r in result.recipes]
+        result.timings["generate"] = time.perf_counter() - loaded
+        result.timings["total"] = time.perf_counter() - started
+        return result
+
+    def _resolved(self, recipe: Recipe, seed: int, subseed: int) -> Recipe:
+        return recipe.model_copy(update={
+            "seed": seed, "subseed": subseed if recipe.subseed_strength > 0 else -1, "batch_size": 1, "n_iter": 1,
+        })
+
+    def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> "Prompts":
+        prompt, loras = extract_loras(recipe.prompt)
+        negative, negative_loras = extract_loras(recipe.negative_prompt)
+        self._apply_loras(pipe, loras + negative_loras)
+        embeddings = {e.name: e.path for e in self.library.list("embedding")}
+        encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
+        return Prompts(encoder, prompt, negative, zero_empty_negative=_zeros_for_empty(pipe, negative))
+
+    def _apply_loras(self, pipe: Any, loras: list) -> None:
+        loaded: dict[str, str] = pipe.__dict__.setdefault("_localdiffusion_loras", {})
+        if not loras:
+            if loaded:
+                pipe.disable_lora()
+            return
+        names, weights = [], []
+        for ref in loras:
+            info = self.library.get(ref.name, kind="lora")
+            adapter = loaded.get(str(info.path))
+            if adapter is None:
+                adapter = loaded[str(info.path)] = f"lora_{len(loaded)}"
+                pipe.load_lora_weights(str(info.path), adapter_name=adapter)
+            names.append(adapter)
+            weights.append(ref.weight)
+        pipe.enable_lora()
+        pipe.set_adapters(names, adapter_weights=weights)
+
+    def _progress_hook(self, on_progress, iteration: int, iterations: int, sdxl: bool) -> Callable[[StepState], None] | None:
+        if on_progress is None:
+            return None
+        phase = {"name": "sample"}
+
+        def hook(state: StepState) -> None:
+            preview = latent_to_rgb(state.x0[0], sdxl=sdxl) if self.options.previews else None
+            on_progress(Progress(state.index + 1, state.total, iteration, iterations, phase["name"], preview))
+
+        hook.phase = phase  # type: ignore[attr-defined]
+        return hook
+
+    # --- one batch ---
+
+    def _run(self, run: Run) -> list[Image.Image]:
+        recipe, inputs = run.plan.recipe, run.plan.inputs
+        shape = (1, 4, recipe.height // 8, recipe.width // 8)
+        run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
+        noise = self._noise(run, shape)
+        if inputs is None:
+            latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height)
+            if recipe.enable_hr:
+                return self._hires(run, latents)
+            return self._decode(run.pipe, latents)
+        image_latents = self._encode(run.pipe, inputs.image, len(run.seeds))
+        inpaint = self._inpaint_latents(run, inputs, image_latents, noise) if inputs.mask is not None else None
+        latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height, image_latents, recipe.denoising_strength, inpaint)
+        return [self._finish(image, inputs) for image in self._decode(run.pipe, latents)]
+
+    def _noise(self, run: Run, shape: tuple[int, ...]) -> torch.Tensor:
+        recipe = run.plan.recipe
+        batch = [
+            image_noise(g, shape, sub, recipe.subseed_strength, recipe.rng, self.device)
+            for g, sub in zip(run.generators, run.subseeds)
+        ]
+        return torch.cat(batch).to(self.device, run.pipe.unet.dtype)
+
+    def _sample(
+        self, run: Run, noise: torch.Tensor, steps: int, width: int, height: int,
+        image_latents: torch.Tensor | None = None, strength: float = 1.0, inpaint: InpaintLatents | None = None,
+    ) -> torch.Tensor:
+        recipe, pipe = run.plan.recipe, run.pipe
+        scheduler = make_scheduler(recipe.sampler_name, recipe.scheduler, pipe.scheduler.config, seed=run.seeds[0])
+        scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps
+        if image_latents is None or (strength >= 1.0 and inpaint is not None):
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            timesteps = _cut_for_strength(scheduler, steps, strength)
+            if len(timesteps) == 0:
+                return image_latents
+            latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(noise.shape[0]))
+        if inpaint is not None and recipe.inpainting_fill in (2, 3) and inpaint.masked_image_latents is None:
+            start = noise * scheduler.init_noise_sigma if recipe.inpainting_fill == 2 else torch.zeros_like(latents)
+            latents = inpaint.mask * start + (1 - inpaint.mask) * latents
+        order = scheduler.order
+        steps_run = max(1, -(-len(timesteps) // order))
+        conditioning = run.encoder.for_run(pipe, steps_run, order, len(run.seeds), recipe, width, height, self.device)
+        return denoise(
+            pipe.unet, scheduler, latents, timesteps, conditioning, recipe.cfg_scale,
+            extra_step_kwargs=step_kwargs(scheduler, run.generators), inpaint=inpaint,
+            on_step=run.on_step, cancel=run.cancel,
+        )
+
+    def _inpaint_latents(self, run: Run, inputs: Inputs, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
+        pipe = run.pipe
+        h, w = image_latents.shape[-2:]
+        mask = torch.from_numpy(_mask_array(inputs.mask)).to(self.device, image_latents.dtype)[None, None]
+        latent_mask = F.interpolate(mask, size=(h, w))
+        batch = image_latents.shape[0]
+        if pipe.unet.config.in_channels == 9:
+            binary = (mask >= 0.5).to(mask.dtype)
+            masked = self._pixels(inputs.image).to(self.device, image_latents.dtype) * (binary < 0.5)
+            masked_latents = self._encode_tensor(pipe, masked).repeat(batch, 1, 1, 1)
+            return InpaintLatents(latent_mask.repeat(batch, 1, 1, 1), image_latents, noise, masked_latents)
+        return InpaintLatents((latent_mask >= 0.5).to(mask.dtype).repeat(batch, 1, 1, 1), image_latents, noise)
+
+    def _hires(self, run: Run, latents: torch.Tensor) -> list[Image.Image]:
+        recipe, pipe = run.plan.recipe, run.pipe
+        width, height = hires_size(recipe)
+        if recipe.hr_upscaler in LATENT_UPSCALERS:
+            mode = LATENT_UPSCALERS[recipe.hr_upscaler]
+            latents = F.interpolate(latents, size=(height // 8, width // 8), mode=mode.removesuffix("-aa"),
+                                    antialias=mode.endswith("-aa"))
+        elif recipe.hr_upscaler in IMAGE_UPSCALERS:
+            resample = IMAGE_UPSCALERS[recipe.hr_upscaler] or Image.Resampling.LANCZOS
+            images = [i.resize((width, height), resample) for i in self._decode(pipe, latents)]
+            latents = torch.cat([self._encode(pipe, i, 1) for i in images])
+        else:
+            allowed = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
+            raise BadInput(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {', '.join(allowed)}.", field="hr_upscaler")
+        if run.on_step is not None:
+            run.on_step.phase["name"] = "hires"  # type: ignore[attr-defined]
+        run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
+        noise = self._noise(run, (1, 4, height // 8, width // 8))
+        steps = recipe.hr_second_pass_steps or recipe.steps
+        latents = self._sample(run, noise, steps, width, height, latents, recipe.denoising_strength)
+        return self._decode(pipe, latents)
+
+    # --- pixels and latents ---
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        import numpy as np
+
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+        return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+    def _encode(self, pipe: Any, image: Image.Image, batch: int) -> torch.Tensor:
+        pixels = self._pixels(image).to(self.device, pipe.vae.dtype)
+        return self._encode_tensor(pipe, pixels).repeat(batch, 1, 1, 1)
+
+    def _encode_tensor(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), _upcast_vae(pipe):
+            latents = pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.mode()
+        return (latents * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
+
+    def _decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        with torch.no_grad(), _upcast_vae(pipe):
+            image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
+
+    def _finish(self, image: Image.Image, inputs: Inputs) -> Image.Image:
+        """Paste the result back so that pixels outside the mask stay exactly as they were."""
+        if inputs.mask is None:
+            return image
+        if inputs.crop is None:
+            return im.overlay(inputs.original, image, inputs.mask)
+        x1, y1, x2, y2 = inputs.crop
+        size = (x2 - x1, y2 - y1)
+        region = im.overlay(inputs.original.crop(inputs.crop), image.resize(size, Image.Resampling.LANCZOS),
+                            inputs.mask.resize(size, Image.Resampling.LANCZOS))
+        finished = inputs.original.copy()
+        finished.paste(region, (x1, y1))
+        return finished
+
+
+class Prompts:
+    """The positive and negative prompt of one recipe, encoded per step (editing, alternation)."""
+
+    def __init__(self, encoder: Any, prompt: str, negative: str, zero_empty_negative: bool) -> None:
+        self.encoder, self.prompt, self.negative = encoder, prompt, negative
+        self.zero_empty_negative = zero_empty_negative
+
+    def for_run(self, pipe: Any, steps: int, order: int, batch: int, recipe: Recipe, width: int, height: int,
+                device: torch.device) -> Callable[[int], Any]:
+        """Conditioning for the i-th timestep; a second-order sampler spends `order` timesteps per step."""
+        positive = self.encoder.for_steps(self.prompt, steps)
+        negative = self.encoder.for_steps(self.negative, steps)
+        do_cfg = recipe.cfg_scale > 1.0
+        time_ids = _time_ids(pipe, width, height, device)
+        per_step: dict[int, Any] = {}
+
+        def at(i: int) -> Any:
+            step = min(i // order, steps - 1)
+            if step not in per_step:
+                per_step[step] = self._batched(positive.at(step), negative.at(step), batch, do_cfg, time_ids, device)
+            return per_step[step]
+
+        return at
+
+    def _batched(self, pos: Any, neg: Any, batch: int, do_cfg: bool, time_ids: torch.Tensor | None, device: torch.device) -> Any:
+        if do_cfg:
+            neg, pos = match_lengths(neg, pos)
+        if self.zero_empty_negative:
+            pooled = None if pos.pooled is None else torch.zeros_like(pos.pooled)
+            neg = dataclasses.replace(neg, embeds=torch.zeros_like(pos.embeds), pooled=pooled)
+        hidden = _stack(pos.embeds, neg.embeds if do_cfg else None, batch).to(device)
+        if time_ids is None:
+            return hidden, None
+        pooled = _stack(pos.pooled, neg.pooled if do_cfg else None, batch).to(device)
+        ids = time_ids.repeat(hidden.shape[0], 1)
+        return hidden, {"text_embeds": pooled.to(hidden.dtype), "time_ids": ids.to(hidden.dtype)}
+
+
+def _stack(positive: torch.Tensor, negative: torch.Tensor | None, batch: int) -> torch.Tensor:
+    pos = positive.repeat(batch, *[1] * (positive.dim() - 1))
+    if negative is None:
+        return pos
+    return torch.cat([negative.repeat(batch, *[1] * (negative.dim() - 1)), pos])
+
+
+def _time_ids(pipe: Any, width: int, height: int, device: torch.device) -> torch.Tensor | None:
+    """SDXL's micro-conditioning: original size, crop offset, target size (or aesthetic score for the refiner)."""
+    if getattr(pipe.unet.config, "addition_embed_type", None) != "text_time":
+        return None
+    if getattr(pipe.config, "requires_aesthetics_score", False):
+        return torch.tensor([[height, width, 0, 0, 6.0]], device=device)
+    return torch.tensor([[height, width, 0, 0, height, width]], device=device)
+
+
+def _zeros_for_empty(pipe: Any, negative: str) -> bool:
+    """SDXL base models ship `force_zeros_for_empty_prompt`: an empty negative prompt is all zeros."""
+    return negative.strip() == "" and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+
+
+def _cut_for_strength(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
+    """img2img: skip the first (1 - strength) of the steps, as diffusers' `get_timesteps`."""
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    timesteps = scheduler.timesteps[t_start * scheduler.order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return timesteps
+
+
+def _mask_array(mask: Image.Image):
+    import numpy as np
+
+    return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+
+
+class _upcast_vae:
+    """SDXL's VAE overflows in fp16; run it in fp32 when its config asks for that."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.vae = pipe.vae
+        self.upcast = self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+
+    def __enter__(self) -> None:
+        if self.upcast:
+            self.vae.to(torch.float32)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.upcast:
+            self.vae.to(torch.float16)

@@ -1,0 +1,133 @@
+"""Check a Recipe against the model and settings, and prepare its input images.
+
+A Plan is a Recipe resolved for one model: concrete size, sampler, and the images at the
+size the model will work at. Every bad value is caught here, before any model work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from localdiffusion.engine import images as im
+from localdiffusion.engine.samplers import resolve_sampler
+from localdiffusion.errors import BadInput
+from localdiffusion.models.info import ModelInfo
+from localdiffusion.recipe import Outpaint, Recipe
+from localdiffusion.store.home import Settings
+
+
+@dataclass
+class Inputs:
+    """The images a mode works from, at the processing size."""
+
+    image: Image.Image  # RGB, what img2img/inpaint start from
+    mask: Image.Image | None = None  # "L", white = repaint, blurred by mask_blur
+    original: Image.Image | None = None  # the full image that results are pasted back into
+    crop: tuple[int, int, int, int] | None = None  # "only masked": the region of `original` we work on
+
+
+@dataclass
+class Plan:
+    recipe: Recipe  # with width, height and sampler resolved
+    inputs: Inputs | None
+
+
+def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: Path) -> Plan:
+    resolve_sampler(recipe.sampler_name, recipe.scheduler)
+    if recipe.enable_hr and recipe.mode != "txt2img":
+        raise BadInput(f"Hires fix works on txt2img only, not on {recipe.mode}; upscale the finished image instead.", field="enable_hr")
+    if recipe.mode == "txt2img":
+        side = model.native_size
+        recipe = recipe.model_copy(update={"width": recipe.width or side, "height": recipe.height or side})
+        inputs = None
+    else:
+        recipe, inputs = _prepare_inputs(recipe, home_root)
+    check_size(recipe.width, recipe.height, settings.max_side)
+    if recipe.enable_hr:
+        check_size(*hires_size(recipe), settings.max_side, what="hires size")
+    return Plan(recipe, inputs)
+
+
+def check_size(width: int, height: int, max_side: int, what: str = "size") -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:
+            lower, upper = value // 8 * 8, value // 8 * 8 + 8
+            raise BadInput(f"The {what} {name} {value} is not a multiple of 8; use {lower} or {upper}.", field=name)
+        if value > max_side:
+            raise BadInput(f"The {what} {name} {value} is above the limit of {max_side} pixels; lower it or raise max_side in settings.json.", field=name)
+
+
+def hires_size(recipe: Recipe) -> tuple[int, int]:
+    return im.round_to_8(recipe.width * recipe.hr_scale), im.round_to_8(recipe.height * recipe.hr_scale)
+
+
+def resolve_path(ref: str, home_root: Path) -> str:
+    path = Path(ref).expanduser()
+    return str(path if path.is_absolute() or path.exists() else home_root / path)
+
+
+def _prepare_inputs(recipe: Recipe, home_root: Path) -> tuple[Recipe, Inputs]:
+    if not recipe.init_image:
+        raise BadInput(f"Mode {recipe.mode} needs an input image; give one with init_image (--init on the command line).", field="init_image")
+    image = im.as_rgb(im.open_image(resolve_path(recipe.init_image, home_root), "input image"))
+    if recipe.mode == "img2img":
+        return _resized(recipe, image, None)
+    if recipe.mode == "outpaint":
+        return _outpaint(recipe, image)
+    if not recipe.mask:
+        raise BadInput("Inpainting needs a mask; give one with mask (--mask on the command line), white where the image should change.", field="mask")
+    mask_image = im.open_image(resolve_path(recipe.mask, home_root), "mask")
+    if mask_image.size != image.size:
+        raise BadInput(
+            f"The mask is {mask_image.width}x{mask_image.height} but the image is {image.width}x{image.height}; they must be the same size.",
+            field="mask",
+        )
+    mask = im.as_mask(mask_image, invert=bool(recipe.inpainting_mask_invert))
+    if mask.getbbox() is None:
+        raise BadInput("The mask is empty (nothing is white), so there is nothing to inpaint; paint the area to change in white.", field="mask")
+    return _inpaint_inputs(recipe, image, mask)
+
+
+def _resized(recipe: Recipe, image: Image.Image, mask: Image.Image | None) -> tuple[Recipe, Inputs]:
+    width = recipe.width or im.round_to_8(image.width)
+    height = recipe.height or im.round_to_8(image.height)
+    recipe = recipe.model_copy(update={"width": width, "height": height})
+    resized = image.resize((width, height), Image.Resampling.LANCZOS) if image.size != (width, height) else image
+    resized_mask = mask.resize((width, height), Image.Resampling.LANCZOS) if mask is not None and mask.size != (width, height) else mask
+    return recipe, Inputs(resized, resized_mask, original=resized)
+
+
+def _inpaint_inputs(recipe: Recipe, image: Image.Image, mask: Image.Image) -> tuple[Recipe, Inputs]:
+    blurred = im.blur_mask(mask, recipe.mask_blur)
+    if not recipe.inpaint_full_res:
+        recipe, inputs = _resized(recipe, image, blurred)
+        return recipe, _filled(recipe, inputs)
+    width = recipe.width or im.round_to_8(image.width)
+    height = recipe.height or im.round_to_8(image.height)
+    recipe = recipe.model_copy(update={"width": width, "height": height})
+    crop = im.crop_region(mask, recipe.inpaint_full_res_padding, width, height)
+    region = image.crop(crop).resize((width, height), Image.Resampling.LANCZOS)
+    region_mask = blurred.crop(crop).resize((width, height), Image.Resampling.LANCZOS)
+    return recipe, _filled(recipe, Inputs(region, region_mask, original=image, crop=crop))
+
+
+def _filled(recipe: Recipe, inputs: Inputs) -> Inputs:
+    if recipe.inpainting_fill == 0:
+        inputs.image = im.fill_masked(inputs.image, inputs.mask)
+    return inputs
+
+
+def _outpaint(recipe: Recipe, image: Image.Image) -> tuple[Recipe, Inputs]:
+    sides = recipe.outpaint or Outpaint()
+    if sides.is_empty():
+        raise BadInput("Outpainting needs at least one side to extend; give pixels for left, right, up or down.", field="outpaint")
+    width, height = image.width + sides.left + sides.right, image.height + sides.up + sides.down
+    # Round the canvas up to a multiple of 8 by extending the right and bottom edges a little more.
+    sides = sides.model_copy(update={"right": sides.right + (-width) % 8, "down": sides.down + (-height) % 8})
+    canvas = im.extend_canvas(image, sides, overlap=max(recipe.mask_blur, 4))
+    size = {} if recipe.inpaint_full_res else {"width": canvas.image.width, "height": canvas.image.height}
+    recipe = recipe.model_copy(update={"outpaint": sides, **size})
+    return _inpaint_inputs(recipe, canvas.image, canvas.mask)

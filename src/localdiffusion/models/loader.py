@@ -1,0 +1,42 @@
+"""Load a checkpoint into a diffusers pipeline, from a diffusers folder or a single file, offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from localdiffusion.errors import UnsupportedModel
+from localdiffusion.models.info import ModelInfo
+
+
+def load_pipeline(info: ModelInfo, cache_dir: Path, dtype: torch.dtype, allow_pickle: bool = False):
+    """The diffusers pipeline for a checkpoint, on the CPU, in `dtype`."""
+    if info.kind != "checkpoint":
+        raise UnsupportedModel(f"'{info.name}' is a {info.kind}, not a checkpoint; pick a Stable Diffusion checkpoint as the model.")
+    if info.format == "diffusers":
+        return _load_folder(Path(info.path), dtype)
+    from localdiffusion.models.single_file import load_single_file
+
+    return load_single_file(Path(info.path), cache_dir, torch_dtype=dtype, allow_pickle=allow_pickle)
+
+
+def _load_folder(folder: Path, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline
+
+    index = json.loads((folder / "model_index.json").read_text("utf-8"))
+    extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
+    try:
+        return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True, **extra)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise UnsupportedModel(f"The model folder '{folder}' could not be loaded ({str(e).splitlines()[0]}).") from e
+
+
+def pipeline_bytes(pipe) -> int:
+    """Memory the pipeline's weights take, for the cache's budget."""
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            total += sum(p.numel() * p.element_size() for p in component.parameters())
+    return total

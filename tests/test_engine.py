@@ -1,0 +1,260 @@
+"""The engine on tiny random-weight models: parity with raw diffusers, every mode, seeds, progress, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from PIL import Image, ImageDraw
+
+from localdiffusion.engine.samplers import SAMPLERS
+from localdiffusion.errors import BadInput, Cancelled
+from localdiffusion.recipe import Outpaint, Recipe
+
+BASE = dict(prompt="a photo of a cat", seed=42, steps=4, width=128, height=128, cfg_scale=7.0, sampler_name="Euler")
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and bool((pixels(a) == pixels(b)).all())
+
+
+@pytest.fixture(scope="module")
+def raw_sd1(sd1_folder):
+    pipe = StableDiffusionPipeline.from_pretrained(str(sd1_folder), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def input_image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "input.png"
+    image = Image.new("RGB", (128, 128), (40, 90, 160))
+    ImageDraw.Draw(image).ellipse((30, 30, 100, 100), fill=(230, 200, 40))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mask_image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "mask.png"
+    mask = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(mask).rectangle((48, 48, 96, 96), fill=255)
+    mask.save(path)
+    return path
+
+
+def test_txt2img_is_bit_identical_to_raw_diffusers(engine, raw_sd1):
+    result = engine.generate(Recipe(**BASE, model="tiny-sd1"))
+    expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
+                       generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    assert same(result.images[0], expected)
+
+
+def test_ancestral_sampler_matches_raw_diffusers(engine, raw_sd1):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    result = engine.generate(Recipe(**{**BASE, "sampler_name": "Euler a"}, model="tiny-sd1"))
+    raw_sd1.scheduler = EulerAncestralDiscreteScheduler.from_config(raw_sd1.scheduler.config)
+    expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
+                       generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    assert same(result.images[0], expected)
+
+
+def test_prompt_editing_switches_conditioning_mid_run(engine, raw_sd1):
+    """[cat:dog:0.5] over 4 steps: as A1111, step indices 0-2 use 'cat' (i <= 2) and index 3 uses 'dog';
+    the same as raw diffusers with the embeddings swapped by a step callback."""
+    from diffusers import EulerDiscreteScheduler
+
+    result = engine.generate(Recipe(**{**BASE, "prompt": "a photo of a [cat:dog:0.5]"}, model="tiny-sd1"))
+    raw_sd1.scheduler = EulerDiscreteScheduler.from_config(raw_sd1.scheduler.config)
+    dog, negative = raw_sd1.encode_prompt("a photo of a dog", "cpu", 1, True, "")
+
+    def switch(pipe, i, t, kwargs):
+        if i == 2:
+            return {"prompt_embeds": torch.cat([negative, dog])}
+        return {}
+
+    expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
+                       generator=torch.Generator("cpu").manual_seed(42), callback_on_step_end=switch,
+                       callback_on_step_end_tensor_inputs=["prompt_embeds"]).images[0]
+    assert same(result.images[0], expected)
+    plain = engine.generate(Recipe(**BASE, model="tiny-sd1"))
+    assert not same(result.images[0], plain.images[0])
+
+
+def test_seed_minus_one_records_the_real_seed_and_reproduces(engine):
+    first = engine.generate(Recipe(**{**BASE, "seed": -1}, model="tiny-sd1"))
+    seed = first.recipes[0].seed
+    assert 0 <= seed < 2**32
+    again = engine.generate(first.recipes[0])
+    assert same(first.images[0], again.images[0])
+
+
+def test_batch_and_iterations_give_consecutive_seeds(engine):
+    result = engine.generate(Recipe(**{**BASE, "steps": 2, "batch_size": 2, "n_iter": 2}, model="tiny-sd1"))
+    assert [r.seed for r in result.recipes] == [42, 43, 44, 45]
+    assert len(result.images) == 4 and len(result.infotexts) == 4
+    single = engine.generate(result.recipes[1])
+    assert np.abs(pixels(single.images[0]) - pixels(result.images[1])).max() <= 2
+
+
+def test_variation_seed_blends_between_seeds(engine):
+    base = engine.generate(Recipe(**BASE, model="tiny-sd1")).images[0]
+    none = engine.generate(Recipe(**BASE, subseed=7, subseed_strength=0.0, model="tiny-sd1")).images[0]
+    some = engine.generate(Recipe(**BASE, subseed=7, subseed_strength=0.5, model="tiny-sd1"))
+    assert same(base, none)
+    assert not same(base, some.images[0])
+    assert some.recipes[0].subseed == 7 and "Variation seed: 7" in some.infotexts[0]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_runs(engine, name):
+    result = engine.generate(Recipe(**{**BASE, "steps": 3, "sampler_name": name}, model="tiny-sd1"))
+    assert result.images[0].size == (128, 128)
+    assert np.isfinite(pixels(result.images[0])).all()
+
+
+@pytest.mark.parametrize("schedule", ["Karras", "Exponential", "SGM Uniform"])
+def test_schedule_types_change_the_image(engine, schedule):
+    plain = engine.generate(Recipe(**{**BASE, "sampler_name": "DPM++ 2M", "scheduler": "Automatic"}, model="tiny-sd1"))
+    other = engine.generate(Recipe(**{**BASE, "sampler_name": "Euler", "scheduler": schedule}, model="tiny-sd1"))
+    assert other.images[0].size == plain.images[0].size
+
+
+def test_clip_skip_changes_the_image(engine):
+    one = engine.generate(Recipe(**BASE, model="tiny-sd1")).images[0]
+    two = engine.generate(Recipe(**BASE, clip_skip=2, model="tiny-sd1"))
+    assert not same(one, two.images[0])
+    assert "Clip skip: 2" in two.infotexts[0]
+
+
+def test_img2img_keeps_the_input_at_low_strength(engine, input_image):
+    source = Image.open(input_image)
+    low = engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), denoising_strength=0.25, model="tiny-sd1"))
+    high = engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), denoising_strength=1.0, model="tiny-sd1"))
+    distance = lambda im: np.abs(pixels(im) - pixels(source)).mean()
+    assert distance(low.images[0]) < distance(high.images[0])
+    assert low.recipes[0].width == 128 and "Denoising strength: 0.25" in low.infotexts[0]
+
+
+@pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sd1-inpaint"])
+@pytest.mark.parametrize("fill", [0, 1, 2, 3])
+def test_inpaint_changes_only_the_masked_area(engine, input_image, mask_image, model, fill):
+    recipe = Recipe(**BASE, mode="inpaint", init_image=str(input_image), mask=str(mask_image), mask_blur=0,
+                    inpainting_fill=fill, denoising_strength=1.0, model=model)
+    result = engine.generate(recipe).images[0]
+    source, mask = pixels(Image.open(input_image)), np.asarray(Image.open(mask_image)) > 0
+    diff = np.abs(pixels(result) - source).sum(axis=2)
+    assert (diff[~mask] == 0).all()
+    assert diff[mask].mean() > 0
+
+
+def test_inpaint_only_masked_pastes_back_with_a_smooth_seam(engine, input_image, mask_image):
+    recipe = Recipe(**{**BASE, "width": 64, "height": 64}, mode="inpaint", init_image=str(input_image), mask=str(mask_image),
+                    mask_blur=4, inpaint_full_res=True, inpaint_full_res_padding=8, model="tiny-sd1")
+    result = engine.generate(recipe)
+    image = result.images[0]
+    assert image.size == (128, 128)
+    source = pixels(Image.open(input_image))
+    assert (np.abs(pixels(image) - source)[:30, :, :] == 0).all()  # far from the mask: untouched
+
+
+def test_outpaint_extends_the_canvas(engine, input_image):
+    recipe = Recipe(**BASE, mode="outpaint", init_image=str(input_image), outpaint=Outpaint(right=64, down=20),
+                    denoising_strength=1.0, inpainting_fill=2, model="tiny-sd1")
+    result = engine.generate(recipe)
+    image = result.images[0]
+    assert image.size == (192, 152)  # 20 rounded up to 24 to keep the canvas a multiple of 8
+    assert result.recipes[0].outpaint.down == 24
+    inner = pixels(image)[:96, :96]  # away from the feathered seam
+    assert (inner == pixels(Image.open(input_image))[:96, :96]).all()
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_runs_a_second_pass(engine, upscaler):
+    recipe = Recipe(**{**BASE, "steps": 2}, enable_hr=True, hr_scale=1.5, hr_upscaler=upscaler, hr_second_pass_steps=2,
+                    denoising_strength=0.5, model="tiny-sd1")
+    result = engine.generate(recipe)
+    assert result.images[0].size == (192, 192)
+    assert "Hires upscale: 1.5" in result.infotexts[0]
+
+
+def test_sd2_v_prediction_and_sdxl_generate(engine):
+    sd2 = engine.generate(Recipe(**{**BASE, "steps": 2}, model="tiny-sd2-v"))
+    sdxl = engine.generate(Recipe(**{**BASE, "steps": 2, "negative_prompt": "blurry"}, model="tiny-sdxl"))
+    assert sd2.images[0].size == sdxl.images[0].size == (128, 128)
+
+
+def test_sdxl_is_bit_identical_to_raw_diffusers(engine, sdxl_folder):
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_folder), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    result = engine.generate(Recipe(**BASE, model="tiny-sdxl"))
+    expected = pipe("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
+                    generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    assert same(result.images[0], expected)
+
+
+def test_native_size_comes_from_the_family(engine, model_home):
+    from localdiffusion.engine.plan import make_plan
+
+    info = engine.checkpoint("tiny-sdxl")
+    plan = make_plan(Recipe(prompt="x"), info, engine.settings, model_home.root)
+    assert (plan.recipe.width, plan.recipe.height) == (1024, 1024)
+
+
+def test_progress_reports_every_step_with_a_preview(engine):
+    events = []
+    engine.generate(Recipe(**BASE, model="tiny-sd1"), on_progress=events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert all(e.total == 4 and e.preview is not None for e in events)
+    assert events[0].preview.size == (16, 16)
+
+
+def test_cancel_stops_within_one_step(engine):
+    steps = []
+
+    def on_progress(p):
+        steps.append(p.step)
+
+    with pytest.raises(Cancelled):
+        engine.generate(Recipe(**{**BASE, "steps": 10}, model="tiny-sd1"), on_progress=on_progress,
+                        cancel=lambda: len(steps) >= 2)
+    assert steps == [1, 2]
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(width=100), "not a multiple of 8"),
+    (dict(width=4096), "above the limit"),
+    (dict(sampler_name="Euler b"), "Unknown sampler 'Euler b'"),
+    (dict(sampler_name="DDIM", scheduler="Karras"), "cannot follow the 'Karras' schedule"),
+    (dict(model="tiny-sd3"), "tiny-sd1"),
+    (dict(mode="inpaint", init_image="missing.png"), "does not exist"),
+])
+def test_bad_input_gets_one_clear_sentence(engine, fields, message):
+    from localdiffusion.errors import LocalDiffusionError
+
+    with pytest.raises(LocalDiffusionError) as e:
+        engine.generate(Recipe(**{**BASE, **fields}))
+    assert message in str(e.value)
+    assert str(e.value).count("\n") == 0
+
+
+def test_inpaint_needs_a_matching_mask(engine, input_image, tmp_path):
+    with pytest.raises(BadInput, match="needs a mask"):
+        engine.generate(Recipe(**BASE, mode="inpaint", init_image=str(input_image), model="tiny-sd1"))
+    small = tmp_path / "small.png"
+    Image.new("L", (64, 64), 255).save(small)
+    with pytest.raises(BadInput, match="must be the same size"):
+        engine.generate(Recipe(**BASE, mode="inpaint", init_image=str(input_image), mask=str(small), model="tiny-sd1"))
+
+
+def test_pipeline_is_cached_between_modes(engine, input_image):
+    engine.generate(Recipe(**BASE, model="tiny-sd1"))
+    loads = engine.cache.loads
+    engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), model="tiny-sd1"))
+    assert engine.cache.loads == loads
