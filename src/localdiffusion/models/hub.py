@@ -1,0 +1,184 @@
+"""Download a model from the Hugging Face Hub: the only place where the project uses the network.
+
+A diffusers repo is fetched with just what loading needs (configs, tokenizer files and one set of
+weights per component: safetensors over .bin, fp32 or fp16 as asked) into a hidden temporary folder
+beside its destination, then renamed into place, so a model folder is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from localdiffusion.errors import BadInput, ModelNotFound, OfflineError, one_of
+from localdiffusion.store.home import MODEL_DIRS, Home
+
+Variant = Literal["fp16", "fp32"]
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer vocab/merges, sentencepiece
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def offline_variable() -> str | None:
+    """The environment variable that asks Hugging Face libraries to stay offline, if one is set
+    (read at call time: huggingface_hub reads it once, at import)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return name
+    return None
+
+
+def choose_files(files: list[str], variant: Variant | None = None) -> list[str]:
+    """The files of a diffusers repo to download: every config and tokenizer file, and per component
+    folder one set of weights. Safetensors win over .bin; `variant` picks fp16 or fp32 weights where the
+    repo has both (default fp32, falling back to whichever exists). Single-file checkpoints at the repo
+    root are left out: the folder already holds the same weights."""
+    chosen = [f for f in files if f.endswith(_CONFIG_SUFFIXES) and not posixpath.basename(f).startswith(".")]
+    weights: dict[str, list[str]] = defaultdict(list)
+    for f in files:
+        folder = posixpath.dirname(f)
+        if folder and "/" not in folder and f.endswith(_WEIGHT_SUFFIXES):
+            weights[folder].append(f)
+    for folder in sorted(weights):
+        chosen.extend(_pick_weights(weights[folder], variant))
+    return sorted(set(chosen))
+
+
+def _pick_weights(candidates: list[str], variant: Variant | None) -> list[str]:
+    for suffix in _WEIGHT_SUFFIXES:
+        of_type = [f for f in candidates if f.endswith(suffix) and not _is_non_ema(f)]
+        if not of_type:
+            continue
+        fp16 = [f for f in of_type if ".fp16." in posixpath.basename(f)]
+        fp32 = [f for f in of_type if f not in fp16]
+        preferred, fallback = (fp16, fp32) if variant == "fp16" else (fp32, fp16)
+        return preferred or fallback
+    return []
+
+
+def _is_non_ema(name: str) -> bool:
+    return ".non_ema." in posixpath.basename(name)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'the network could not be reached', across huggingface_hub versions."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in [("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests.exceptions", "ConnectionError"), ("requests.exceptions", "Timeout")]:
+        try:
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _translate(e: BaseException, repo_id: str, revision: str | None, filename: str | None) -> Exception | None:
+    """A Hub error -> one sentence for a person (None for errors that are not the Hub's)."""
+    from huggingface_hub import errors as hf
+
+    if isinstance(e, hf.GatedRepoError):
+        return BadInput(f"The repository '{repo_id}' is gated; accept its terms on huggingface.co and log in with `hf auth login`, then pull again.")
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return ModelNotFound(f"There is no repository '{repo_id}' on the Hugging Face Hub (or it is private); check the name, written as OWNER/NAME.")
+    if isinstance(e, hf.RevisionNotFoundError):
+        return BadInput(f"The repository '{repo_id}' has no revision '{revision}'; give a branch, tag or commit that exists.")
+    if isinstance(e, hf.LocalEntryNotFoundError) or isinstance(e, _connection_errors()):
+        return OfflineError(f"Could not reach the Hugging Face Hub to download '{repo_id}'; check the network connection and try again.")
+    if isinstance(e, hf.EntryNotFoundError):
+        return ModelNotFound(f"The repository '{repo_id}' has no file '{filename}'; check the file name with its folder, as listed on the Hub.")
+    if isinstance(e, hf.HfHubHTTPError):
+        return OfflineError(f"The Hugging Face Hub refused the download of '{repo_id}' ({e.__class__.__name__}); try again later.")
+    return None
+
+
+def _list_files(repo_id: str, revision: str | None) -> list[str]:
+    from huggingface_hub import HfApi
+
+    return HfApi().list_repo_files(repo_id, revision=revision)
+
+
+def _snapshot(repo_id: str, revision: str | None, local_dir: Path, allow_patterns: list[str]) -> None:
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(repo_id, revision=revision, local_dir=str(local_dir), allow_patterns=allow_patterns)
+
+
+def _download_file(repo_id: str, revision: str | None, local_dir: Path, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id, filename, revision=revision, local_dir=str(local_dir)))
+
+
+def target_path(repo_id: str, home: Home, *, filename: str | None = None, kind: str = "checkpoint") -> Path:
+    """Where `pull` puts a repo (a folder named after it) or one file (under its own name)."""
+    if kind not in MODEL_DIRS:
+        raise BadInput(f"Unknown model kind '{kind}'; use {one_of(list(MODEL_DIRS))}.", field="kind")
+    return home.model_dir(kind) / (posixpath.basename(filename) if filename else repo_id.strip().split("/")[-1])
+
+
+def pull(
+    repo_id: str,
+    home: Home,
+    revision: str | None = None,
+    *,
+    filename: str | None = None,
+    variant: Variant | None = None,
+    kind: str = "checkpoint",
+) -> Path:
+    """Download a diffusers repo (or one `filename` of any repo) into the home's folder for `kind`.
+
+    Returns the model's path. A model already there is returned as it is, without a download.
+    """
+    repo_id = repo_id.strip()
+    if not _REPO_ID.fullmatch(repo_id):
+        raise BadInput(f"'{repo_id}' is not a Hugging Face repository id; write it as OWNER/NAME, e.g. 'stabilityai/sd-turbo'.", field="repo_id")
+    if offline_variable():
+        raise OfflineError(f"Downloading '{repo_id}' needs the network, but {offline_variable()} is set; unset it to download.")
+    home.ensure()
+    target = target_path(repo_id, home, filename=filename, kind=kind)
+    if target.exists():
+        return target
+    try:
+        if filename:
+            return _pull_file(repo_id, revision, filename, target)
+        return _pull_folder(repo_id, revision, variant, target)
+    except (BadInput, ModelNotFound, OfflineError):
+        raise
+    except Exception as e:
+        mapped = _translate(e, repo_id, revision, filename)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def _pull_file(repo_id: str, revision: str | None, filename: str, target: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        downloaded = _download_file(repo_id, revision, tmp, filename)
+        os.replace(downloaded, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _pull_folder(repo_id: str, revision: str | None, variant: Variant | None, target: Path) -> Path:
+    files = _list_files(repo_id, revision)
+    if "model_index.json" not in files:
+        singles = [f for f in files if f.endswith((".safetensors", ".ckpt"))]
+        also = f"; pick one file with --file, e.g. {one_of(singles, limit=4)}" if singles else ""
+        raise BadInput(f"The repository '{repo_id}' is not a diffusers model (it has no model_index.json){also}.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        _snapshot(repo_id, revision, tmp, choose_files(files, variant))
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
