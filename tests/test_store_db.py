@@ -158,3 +158,15 @@ def test_memory_database():
         assert [r.prompt for r in db.list_images(None)] == []
         _image(db, "x")
         assert len(db.list_images(None)) == 1
+
+
+def test_two_processes_opening_a_new_database_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"from localdiffusion.store.db import Database; Database({str(tmp_path / 'db.sqlite')!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(3)]
+    assert all(p.wait(timeout=60) == 0 for p in procs), [p.stderr.read() for p in procs]
+    with Database(tmp_path / "db.sqlite") as db:
+        assert db.schema_version == SCHEMA_VERSION
+        assert db._query("SELECT COUNT(*) FROM owners")[0][0] == 1

@@ -185,6 +185,9 @@ class Database:
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction() as conn:
+                # Another process may have migrated while we waited for the write lock.
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
+                    continue
                 for statement in _statements(MIGRATIONS[target - 1]):
                     conn.execute(statement)
                 if target == 1 and fts5_available():
@@ -195,6 +198,9 @@ class Database:
     # -- owners ---------------------------------------------------------------------------
 
     def ensure_owner(self, name: str) -> int:
+        rows = self._query("SELECT id FROM owners WHERE name = ?", (name,))
+        if rows:  # the common case needs no write lock
+            return rows[0][0]
         with self.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO owners (name, created_at) VALUES (?, ?)", (name, time.time()))
             return conn.execute("SELECT id FROM owners WHERE name = ?", (name,)).fetchone()[0]
