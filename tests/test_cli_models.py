@@ -14,7 +14,6 @@ from localdiffusion.errors import BadInput, ModelNotFound, OfflineError
 from localdiffusion.models import hub
 from localdiffusion.models.hashing import sha256_file
 from localdiffusion.store.db import Database
-from localdiffusion.store.home import Home
 
 SD1_CHECKPOINT = {
     "model.diffusion_model.input_blocks.0.0.weight": (32, 4, 3, 3),

@@ -107,15 +107,16 @@ class ModelLibrary:
     # -- scanning -------------------------------------------------------------------------
 
     def roots(self) -> list[Root]:
-        """Where models are looked for, in order: the home folder, the extra roots, then registered paths."""
+        """The folders searched, in order: the home's A1111 layout, then each extra root that exists.
+        (Paths registered with `models add` are models themselves and come after these.)"""
         roots = [Root(self.home.model_dir(kind), kind) for kind in MODEL_DIRS]  # type: ignore[arg-type]
-        for extra in self.settings.extra_roots:
-            folder = Path(extra).expanduser()
+        for folder in self._extra_roots():
             if folder.is_dir():
                 roots.extend(roots_of_extra(folder))
-            else:
-                self.problems.append(f"The extra model root {folder} in {self.home.settings_path} is not a folder; it was skipped.")
         return roots
+
+    def _extra_roots(self) -> list[Path]:
+        return [Path(extra).expanduser() for extra in self.settings.extra_roots]
 
     def scan(self) -> list[ModelInfo]:
         """Every model found, cached; the first call reads the disk, later calls answer from memory."""
@@ -131,7 +132,10 @@ class ModelLibrary:
             return self.scan()
 
     def _scan(self) -> list[ModelInfo]:
-        self.problems = []
+        self.problems = [
+            f"The extra model root {folder} in {self.home.settings_path} is not a folder; it was skipped."
+            for folder in self._extra_roots() if not folder.is_dir()
+        ]
         found: dict[Path, ModelInfo] = {}
         for root in self.roots():
             for path in _walk(root.path):
