@@ -47,6 +47,13 @@ def sdxl_folder(tmp_path_factory, tokenizer_cache) -> Path:
     return build_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl", tokenizer_cache)
 
 
+@pytest.fixture(scope="session")
+def sdxl_refiner_folder(tmp_path_factory, tokenizer_cache) -> Path:
+    from factories import build_sdxl
+
+    return build_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl-refiner", tokenizer_cache, refiner=True)
+
+
 @pytest.fixture()
 def home(tmp_path) -> "object":
     from localdiffusion.store.home import Home
@@ -55,12 +62,12 @@ def home(tmp_path) -> "object":
 
 
 @pytest.fixture(scope="session")
-def model_home(tmp_path_factory, sd1_folder, sd1_inpaint_folder, sd2v_folder, sdxl_folder):
+def model_home(tmp_path_factory, sd1_folder, sd1_inpaint_folder, sd2v_folder, sdxl_folder, sdxl_refiner_folder):
     """A home folder whose checkpoint folder links the tiny models (read in place, as users' models are)."""
     from localdiffusion.store.home import Home
 
     home = Home(tmp_path_factory.mktemp("model-home")).ensure()
-    for folder in (sd1_folder, sd1_inpaint_folder, sd2v_folder, sdxl_folder):
+    for folder in (sd1_folder, sd1_inpaint_folder, sd2v_folder, sdxl_folder, sdxl_refiner_folder):
         (home.model_dir("checkpoint") / folder.name).symlink_to(folder, target_is_directory=True)
     return home
 

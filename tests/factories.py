@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from localdiffusion.models.tokenizer import PAD_OPENCLIP, PAD_SD1, load_tokenizer
 
 TEXT_WIDTH = 64  # one CLIP head of width 64
+SDXL_SCALING = 0.13025  # SDXL's VAE scaling factor, as its single files load
 
 SD_SCHEDULER = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -35,8 +36,9 @@ SD_SCHEDULER = dict(
 )
 
 
-def _vae() -> AutoencoderKL:
+def _vae(scaling_factor: float = 0.18215) -> AutoencoderKL:
     return AutoencoderKL(
+        scaling_factor=scaling_factor,
         in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=32, sample_size=128,
@@ -115,12 +117,12 @@ def build_sdxl(folder: Path, cache_dir: Path, refiner: bool = False) -> Path:
     tok_2 = load_tokenizer(cache_dir, PAD_OPENCLIP)
     if refiner:
         pipe = StableDiffusionXLImg2ImgPipeline(
-            unet=unet, vae=_vae(), text_encoder=None, tokenizer=None, text_encoder_2=text_2, tokenizer_2=tok_2,
+            unet=unet, vae=_vae(SDXL_SCALING), text_encoder=None, tokenizer=None, text_encoder_2=text_2, tokenizer_2=tok_2,
             scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
         )
     else:
         pipe = StableDiffusionXLPipeline(
-            unet=unet, vae=_vae(), text_encoder=CLIPTextModel(_text_config("quick_gelu")),
+            unet=unet, vae=_vae(SDXL_SCALING), text_encoder=CLIPTextModel(_text_config("quick_gelu")),
             tokenizer=load_tokenizer(cache_dir, PAD_SD1), text_encoder_2=text_2, tokenizer_2=tok_2, scheduler=scheduler,
         )
     return _save(pipe, folder)

@@ -199,6 +199,18 @@ def test_sdxl_is_bit_identical_to_raw_diffusers(engine, sdxl_folder):
     assert same(result.images[0], expected)
 
 
+def test_sdxl_refiner_takes_over_at_the_switch(engine):
+    steps = []
+    plain = engine.generate(Recipe(**BASE, model="tiny-sdxl"))
+    refined = engine.generate(Recipe(**BASE, model="tiny-sdxl", refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5),
+                              on_progress=lambda p: steps.append((p.step, p.total)))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert not same(plain.images[0], refined.images[0])
+    assert "Refiner: tiny-sdxl-refiner" in refined.infotexts[0]
+    with pytest.raises(BadInput, match="must be an SDXL model"):
+        engine.generate(Recipe(**BASE, model="tiny-sdxl", refiner_checkpoint="tiny-sd1"))
+
+
 def test_native_size_comes_from_the_family(engine, model_home):
     from localdiffusion.engine.plan import make_plan
 

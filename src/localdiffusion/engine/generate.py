@@ -62,6 +62,7 @@ class Run:
     encoder: Any
     on_step: Callable[[StepState], None] | None
     cancel: Callable[[], bool] | None
+    refiner: tuple[Any, "Prompts"] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
 
 
@@ -113,6 +114,7 @@ class Engine:
         pipe = self.pipeline(info)
         loaded = time.perf_counter()
         encoder = self._prompt_encoder(pipe, plan.recipe)
+        refiner = self._refiner(plan.recipe)
         result = Result(timings={"load": loaded - started})
         seed, subseed = resolve_seed(plan.recipe.seed), resolve_seed(plan.recipe.subseed)
         r = plan.recipe
@@ -121,7 +123,7 @@ class Engine:
             seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
             subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
             progress = self._progress_hook(on_progress, iteration, r.n_iter, base_family(info.family) == "sdxl")
-            run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel)
+            run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner)
             images = self._run(run)
             for image, s, sub in zip(images, seeds, subseeds):
                 result.images.append(image)
@@ -144,6 +146,15 @@ class Engine:
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
         return Prompts(encoder, prompt, negative, zero_empty_negative=_zeros_for_empty(pipe, negative))
+
+    def _refiner(self, recipe: Recipe) -> tuple[Any, "Prompts"] | None:
+        if not recipe.refiner_checkpoint:
+            return None
+        info = self.checkpoint(recipe.refiner_checkpoint)
+        if base_family(info.family) not in ("sdxl", "sdxl-refiner"):
+            raise BadInput(f"The refiner '{info.name}' is a {info.family} model; a refiner must be an SDXL model.", field="refiner_checkpoint")
+        pipe = self.pipeline(info)
+        return pipe, self._prompt_encoder(pipe, recipe)
 
     def _apply_loras(self, pipe: Any, loras: list) -> None:
         loaded: dict[str, str] = pipe.__dict__.setdefault("_localdiffusion_loras", {})
@@ -218,14 +229,25 @@ class Engine:
         if inpaint is not None and recipe.inpainting_fill in (2, 3) and inpaint.masked_image_latents is None:
             start = noise * scheduler.init_noise_sigma if recipe.inpainting_fill == 2 else torch.zeros_like(latents)
             latents = inpaint.mask * start + (1 - inpaint.mask) * latents
-        order = scheduler.order
-        steps_run = max(1, -(-len(timesteps) // order))
-        conditioning = run.encoder.for_run(pipe, steps_run, order, len(run.seeds), recipe, width, height, self.device)
-        return denoise(
-            pipe.unet, scheduler, latents, timesteps, conditioning, recipe.cfg_scale,
-            extra_step_kwargs=step_kwargs(scheduler, run.generators), inpaint=inpaint,
-            on_step=run.on_step, cancel=run.cancel,
-        )
+        extra = step_kwargs(scheduler, run.generators)
+        for owner, prompts, part, offset in self._segments(run, scheduler, timesteps):
+            conditioning = prompts.for_run(owner, steps_run(scheduler, timesteps), scheduler.order, len(run.seeds),
+                                           recipe, width, height, self.device)
+            latents = denoise(
+                owner.unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
+                extra_step_kwargs=extra, inpaint=inpaint, on_step=_shifted_hook(run.on_step, offset, len(timesteps)),
+                cancel=run.cancel,
+            )
+        return latents
+
+    def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, "Prompts", torch.Tensor, int]]:
+        """Which model denoises which timesteps: the base, then the SDXL refiner from `refiner_switch_at`."""
+        if run.refiner is None:
+            return [(run.pipe, run.encoder, timesteps, 0)]
+        skipped = len(scheduler.timesteps) - len(timesteps)
+        switch = min(max(int(len(scheduler.timesteps) * run.plan.recipe.refiner_switch_at) - skipped, 0), len(timesteps))
+        refiner, prompts = run.refiner
+        return [(run.pipe, run.encoder, timesteps[:switch], 0), (refiner, prompts, timesteps[switch:], switch)]
 
     def _inpaint_latents(self, run: Run, inputs: Inputs, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
         pipe = run.pipe
@@ -333,7 +355,7 @@ class Prompts:
         if time_ids is None:
             return hidden, None
         pooled = _stack(pos.pooled, neg.pooled if do_cfg else None, batch).to(device)
-        ids = time_ids.repeat(hidden.shape[0], 1)
+        ids = _stack(time_ids[0], time_ids[1] if do_cfg else None, batch)
         return hidden, {"text_embeds": pooled.to(hidden.dtype), "time_ids": ids.to(hidden.dtype)}
 
 
@@ -344,13 +366,32 @@ def _stack(positive: torch.Tensor, negative: torch.Tensor | None, batch: int) ->
     return torch.cat([negative.repeat(batch, *[1] * (negative.dim() - 1)), pos])
 
 
-def _time_ids(pipe: Any, width: int, height: int, device: torch.device) -> torch.Tensor | None:
-    """SDXL's micro-conditioning: original size, crop offset, target size (or aesthetic score for the refiner)."""
+def _time_ids(pipe: Any, width: int, height: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SDXL's micro-conditioning (positive, negative): original size, crop offset, then target size,
+    or for the refiner an aesthetic score (6 for the prompt, 2.5 for the negative, as diffusers)."""
     if getattr(pipe.unet.config, "addition_embed_type", None) != "text_time":
         return None
     if getattr(pipe.config, "requires_aesthetics_score", False):
-        return torch.tensor([[height, width, 0, 0, 6.0]], device=device)
-    return torch.tensor([[height, width, 0, 0, height, width]], device=device)
+        return (torch.tensor([[height, width, 0, 0, 6.0]], device=device),
+                torch.tensor([[height, width, 0, 0, 2.5]], device=device))
+    ids = torch.tensor([[height, width, 0, 0, height, width]], device=device)
+    return ids, ids
+
+
+def steps_run(scheduler: Any, timesteps: torch.Tensor) -> int:
+    """Sampling steps these timesteps make; a second-order sampler spends `order` timesteps per step."""
+    return max(1, -(-len(timesteps) // scheduler.order))
+
+
+def _shifted(conditioning: Callable[[int], Any], offset: int) -> Callable[[int], Any]:
+    return lambda i: conditioning(i + offset)
+
+
+def _shifted_hook(hook: Callable[[StepState], None] | None, offset: int, total: int) -> Callable[[StepState], None] | None:
+    """Report a segment's steps as positions in the whole run."""
+    if hook is None:
+        return None
+    return lambda state: hook(dataclasses.replace(state, index=state.index + offset, total=total))
 
 
 def _zeros_for_empty(pipe: Any, negative: str) -> bool:

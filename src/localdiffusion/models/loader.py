@@ -13,6 +13,7 @@ from localdiffusion.models.info import ModelInfo
 
 def load_pipeline(info: ModelInfo, cache_dir: Path, dtype: torch.dtype, allow_pickle: bool = False):
     """The diffusers pipeline for a checkpoint, on the CPU, in `dtype`."""
+    _quiet_loading()
     if info.kind != "checkpoint":
         raise UnsupportedModel(f"'{info.name}' is a {info.kind}, not a checkpoint; pick a Stable Diffusion checkpoint as the model.")
     if info.format == "diffusers":
@@ -22,13 +23,22 @@ def load_pipeline(info: ModelInfo, cache_dir: Path, dtype: torch.dtype, allow_pi
     return load_single_file(Path(info.path), cache_dir, torch_dtype=dtype, allow_pickle=allow_pickle)
 
 
+def _quiet_loading() -> None:
+    """Our own progress display replaces the libraries' loading bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def _load_folder(folder: Path, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
     index = json.loads((folder / "model_index.json").read_text("utf-8"))
     extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
     try:
-        return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True, **extra)
+        return DiffusionPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True, **extra)
     except (OSError, ValueError, EnvironmentError) as e:
         raise UnsupportedModel(f"The model folder '{folder}' could not be loaded ({str(e).splitlines()[0]}).") from e
 

@@ -323,7 +323,7 @@ def load_single_file(path: Path, cache_dir: Path, torch_dtype=torch.float32, all
         if text_encoder_2 is not None:
             extra["text_encoder_2"] = text_encoder_2
     try:
-        return pipeline_class.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=torch_dtype, **extra)
+        return pipeline_class.from_single_file(str(path), config=str(folder), local_files_only=True, dtype=torch_dtype, **extra)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise UnsupportedModel(f"'{path.name}' could not be loaded as a {detected.family} checkpoint ({exc}).") from exc
 
@@ -346,7 +346,7 @@ def load_vae_file(path: Path, cache_dir: Path, family: str = "sd1", torch_dtype=
     if not (folder / "vae" / "config.json").exists():
         write_text_atomic(folder / "vae" / "config.json", json.dumps(vae, indent=2))
     try:
-        return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae", local_files_only=True, torch_dtype=torch_dtype)
+        return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae", local_files_only=True, dtype=torch_dtype)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise UnsupportedModel(f"'{path.name}' could not be loaded as a VAE ({exc}).") from exc
 
