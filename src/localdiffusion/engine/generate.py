@@ -72,7 +72,7 @@ class Engine:
     def __init__(self, library: Any, options: EngineOptions | None = None) -> None:
         self.library = library
         self.home = library.home
-        self.settings = library.home.load_settings()
+        self.settings = library.settings
         self.options = options or EngineOptions()
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.device, self.options.dtype)

@@ -1,0 +1,159 @@
+"""`localdiffusion generate` and `localdiffusion replay`: thin veneers over Engine.generate()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+from localdiffusion.cli.app import HomeOption, app, err, home_from, out
+from localdiffusion.errors import BadInput
+from localdiffusion.recipe import Outpaint, Recipe
+from localdiffusion.store.home import Home
+from localdiffusion.store.outputs import output_folder, save_image
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise BadInput(f"The size '{text}' is not WIDTHxHEIGHT; write it like 512x768.", field="size")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_outpaint(text: str) -> Outpaint:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise BadInput(f"The outpaint sides '{text}' are not four pixel counts; write them as left,right,up,down, e.g. 0,128,0,0.", field="outpaint")
+    left, right, up, down = map(int, parts)
+    return Outpaint(left=left, right=right, up=up, down=down)
+
+
+def mode_for(init: Optional[Path], mask: Optional[Path], outpaint: Optional[str]) -> str:
+    if mask is not None and init is None:
+        raise BadInput("A mask needs an image to inpaint; give it with --init.", field="mask")
+    if outpaint is not None and init is None:
+        raise BadInput("Outpainting needs an image to extend; give it with --init.", field="outpaint")
+    if outpaint is not None:
+        return "outpaint"
+    return "inpaint" if mask is not None else ("img2img" if init is not None else "txt2img")
+
+
+def existing(path: Optional[Path], what: str) -> Optional[str]:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise BadInput(f"The {what} '{path}' does not exist; give the path of an image file.")
+    return str(path.resolve())
+
+
+@app.command("generate")
+def generate(
+    prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax: (word:1.2), [from:to:0.5], <lora:name:0.8>, BREAK."),
+    negative: str = typer.Option("", "--negative", "-n", help="What to avoid (same syntax)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint)."),
+    steps: int = typer.Option(20, "--steps", help="Denoising steps: more refines detail, slower."),
+    cfg: float = typer.Option(7.0, "--cfg", help="Guidance scale: how strongly the image follows the prompt."),
+    sampler: str = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'."),
+    scheduler: str = typer.Option("Automatic", "--scheduler", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."),
+    seed: int = typer.Option(-1, "--seed", help="-1 picks a random seed (recorded in the image)."),
+    subseed: int = typer.Option(-1, "--subseed", help="Variation seed."),
+    subseed_strength: float = typer.Option(0.0, "--subseed-strength", help="How far toward the variation seed (0-1)."),
+    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size, or the input image's)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per batch (generated together)."),
+    batch_count: int = typer.Option(1, "--batch-count", help="Number of batches (generated one after another)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Input image for img2img, inpaint or outpaint."),
+    denoise: float = typer.Option(0.75, "--denoise", help="Denoising strength: 0 keeps the input, 1 ignores it."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Inpaint mask: white where the image should change."),
+    mask_blur: int = typer.Option(4, "--mask-blur", help="Feather the mask edge by this many pixels."),
+    fill: int = typer.Option(1, "--fill", help="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."),
+    only_masked: bool = typer.Option(False, "--only-masked", help="Inpaint only the masked area, at full resolution."),
+    padding: int = typer.Option(32, "--padding", help="With --only-masked: pixels of context around the mask."),
+    outpaint: Optional[str] = typer.Option(None, "--outpaint", help="Extend the image: pixels left,right,up,down."),
+    hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
+    hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
+    hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Lanczos or Nearest."),
+    clip_skip: int = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer (2 suits many anime models)."),
+    rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: fp16 on GPU, fp32 on CPU)."),
+    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles: large images with bounded memory."),
+    cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
+    attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading pickled .ckpt/.pt checkpoints (they can run code; only for files you trust)."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Generate images from a prompt (txt2img), or from an input image (img2img, inpaint, outpaint)."""
+    width, height = parse_size(size) if size else (None, None)
+    recipe = _recipe(
+        prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
+        scheduler=scheduler, seed=seed, subseed=subseed, subseed_strength=subseed_strength, width=width, height=height,
+        batch_size=batch_size, n_iter=batch_count, denoising_strength=denoise, mask_blur=mask_blur, inpainting_fill=fill,
+        inpaint_full_res=only_masked, inpaint_full_res_padding=padding, clip_skip=clip_skip, rng=rng,
+        mode=mode_for(init, mask, outpaint), init_image=existing(init, "input image"), mask=existing(mask, "mask"),
+        outpaint=parse_outpaint(outpaint) if outpaint else None,
+        enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
+    )
+    options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
+    run(recipe, home_from(home), out_dir, options, allow_pickle)
+
+
+@app.command("replay")
+def replay(
+    image: Path = typer.Argument(..., help="A PNG made by Local Diffusion or A1111."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the regenerated PNG."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Regenerate an image from the recipe embedded in it."""
+    from localdiffusion.engine.replay import recipe_for_replay
+
+    h = home_from(home)
+    library = _library(h)
+    recipe = recipe_for_replay(image, library)
+    run(recipe, h, out_dir, {})
+
+
+def _recipe(**fields) -> Recipe:
+    from pydantic import ValidationError
+
+    try:
+        return Recipe(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"The value {first.get('input')!r} for {name} is not allowed: {first['msg']}.", field=name) from None
+
+
+def _library(home: Home, allow_pickle: bool = False):
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+
+    library = ModelLibrary(home, Database(home.db_path))
+    if allow_pickle:
+        library.settings = library.settings.model_copy(update={"allow_pickle": True})
+    return library
+
+
+def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
+    from localdiffusion.engine import Engine, EngineOptions
+
+    library = _library(home, allow_pickle)
+    engine = Engine(library, EngineOptions(**options))
+    total = recipe.steps * recipe.n_iter
+    with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+             TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("Loading model", total=total)
+
+        def on_progress(p) -> None:
+            bar.update(task, description=f"{p.phase} {p.iteration + 1}/{p.iterations}", total=p.total * p.iterations,
+                       completed=p.iteration * p.total + p.step)
+
+        result = engine.generate(recipe, on_progress=on_progress)
+    folder = out_dir or output_folder(home.outputs, recipe.mode)
+    info = engine.checkpoint(result.recipes[0].model)
+    for image, resolved, infotext in zip(result.images, result.recipes, result.infotexts):
+        path = save_image(image, resolved, infotext, folder, library.db, model_hash=info.short_hash)
+        out.print(f"{path}  [dim]seed {resolved.seed}[/dim]", highlight=False)
+    err.print(f"[dim]{len(result.images)} image(s) in {result.timings['total']:.1f} s[/dim]")

@@ -1,0 +1,38 @@
+"""Save generated images: PNG files with A1111 infotext and our JSON recipe, recorded in the database."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+from PIL import Image
+
+from localdiffusion.metadata.png import save_png
+from localdiffusion.recipe import Recipe
+from localdiffusion.store.db import Database
+
+
+def output_folder(outputs: Path, mode: str) -> Path:
+    """A1111's layout: one folder per mode and day, e.g. outputs/txt2img-images/2026-11-26."""
+    return outputs / f"{mode}-images" / date.today().isoformat()
+
+
+def next_number(folder: Path) -> int:
+    """The next free A1111-style image number (00001-...) in a folder."""
+    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"(\d{5,})-", p.name))]
+    return max(numbers, default=0) + 1
+
+
+def save_image(
+    image: Image.Image, recipe: Recipe, infotext: str, folder: Path, db: Database | None = None,
+    model_hash: str | None = None, owner_id: int | None = None,
+) -> Path:
+    """Write `NNNNN-SEED.png` atomically and record it; returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
+    save_png(image, path, infotext, recipe.to_json())
+    if db is not None:
+        db.add_image(path=path, recipe_json=recipe.to_json(), infotext=infotext, prompt=recipe.prompt,
+                     model_hash=model_hash, width=image.width, height=image.height, owner_id=owner_id)
+    return path
