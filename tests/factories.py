@@ -174,15 +174,18 @@ def _linear_modules(model, suffixes: tuple[str, ...]) -> list[tuple[str, torch.n
 
 
 def build_lora(folder: Path, path: Path, rank: int = 4) -> Path:
-    """A kohya-format LoRA for a tiny SD1 folder: a few UNet attention and text-encoder projections."""
+    """A kohya-format LoRA for a tiny SD1 folder: every attention projection of the UNet and text encoder,
+    as kohya's trainer writes them (diffusers recognises the format by, among others, the output projections)."""
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
     text = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", local_files_only=True)
-    targets = [("lora_unet_", n, m) for n, m in _linear_modules(unet, ("attn1.to_q", "attn2.to_k", "attn2.to_v"))]
+    unet_parts = tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
+    targets = [("lora_unet_", n, m) for n, m in _linear_modules(unet, unet_parts)]
     # kohya names text-encoder modules with the `text_model.` prefix that transformers 5.x dropped
-    targets += [("lora_te_text_model_", n, m) for n, m in _linear_modules(text, ("self_attn.q_proj", "self_attn.v_proj"))][:4]
+    text_parts = tuple(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj"))
+    targets += [("lora_te_text_model_", n, m) for n, m in _linear_modules(text, text_parts)]
     state = {}
     for prefix, name, module in targets:
         key = prefix + name.replace(".", "_")

@@ -129,7 +129,8 @@ class Engine:
                 result.images.append(image)
                 result.recipes.append(self._resolved(plan.recipe, s, sub))
         self.library.ensure_hash(info)
-        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash) for r in result.recipes]
+        extra = self._lora_hashes(plan.recipe)
+        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra) for r in result.recipes]
         result.timings["generate"] = time.perf_counter() - loaded
         result.timings["total"] = time.perf_counter() - started
         return result
@@ -146,6 +147,12 @@ class Engine:
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
         return Prompts(encoder, prompt, negative, zero_empty_negative=_zeros_for_empty(pipe, negative))
+
+    def _lora_hashes(self, recipe: Recipe) -> dict[str, str]:
+        """A1111's `Lora hashes` entry, so that sites and tools can identify the LoRAs used."""
+        refs = extract_loras(recipe.prompt)[1] + extract_loras(recipe.negative_prompt)[1]
+        hashes = {ref.name: self.library.ensure_hash(self.library.get(ref.name, kind="lora")).short_hash for ref in refs}
+        return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
 
     def _refiner(self, recipe: Recipe) -> tuple[Any, "Prompts"] | None:
         if not recipe.refiner_checkpoint:
