@@ -154,6 +154,6 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
     folder = out_dir or output_folder(home.outputs, recipe.mode)
     info = engine.checkpoint(result.recipes[0].model)
     for image, resolved, infotext in zip(result.images, result.recipes, result.infotexts):
-        path = save_image(image, resolved, infotext, folder, library.db, model_hash=info.short_hash)
+        path, _ = save_image(image, resolved, infotext, folder, library.db, model_hash=info.short_hash)
         out.print(f"{path}  [dim]seed {resolved.seed}[/dim]", highlight=False)
     err.print(f"[dim]{len(result.images)} image(s) in {result.timings['total']:.1f} s[/dim]")

@@ -81,7 +81,28 @@ CREATE TRIGGER images_fts_update AFTER UPDATE OF prompt ON images BEGIN
 END;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# The persistent job queue. `attempts` counts starts, so that a job running when the server died
+# is re-queued once and then failed. `client` tells which tab or API client submitted it.
+_V2 = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    client TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'generate',
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX jobs_status_id ON jobs (status, id);
+CREATE INDEX jobs_owner_created ON jobs (owner_id, created_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -164,6 +185,10 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """Run one read statement; for modules that own their own tables (the job queue)."""
+        return self._query(sql, params)
 
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self._lock:

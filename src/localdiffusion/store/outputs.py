@@ -27,12 +27,13 @@ def next_number(folder: Path) -> int:
 def save_image(
     image: Image.Image, recipe: Recipe, infotext: str, folder: Path, db: Database | None = None,
     model_hash: str | None = None, owner_id: int | None = None,
-) -> Path:
-    """Write `NNNNN-SEED.png` atomically and record it; returns the path."""
+) -> tuple[Path, int | None]:
+    """Write `NNNNN-SEED.png` atomically and record it; returns the path and the database id."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
     save_png(image, path, infotext, recipe.to_json())
-    if db is not None:
-        db.add_image(path=path, recipe_json=recipe.to_json(), infotext=infotext, prompt=recipe.prompt,
-                     model_hash=model_hash, width=image.width, height=image.height, owner_id=owner_id)
-    return path
+    if db is None:
+        return path, None
+    image_id = db.add_image(path=path, recipe_json=recipe.to_json(), infotext=infotext, prompt=recipe.prompt,
+                            model_hash=model_hash, width=image.width, height=image.height, owner_id=owner_id)
+    return path, image_id

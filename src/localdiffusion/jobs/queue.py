@@ -1,0 +1,168 @@
+"""The job queue: one small interface, and the embedded SQLite implementation.
+
+A deployment across several GPU machines can put an existing distributed queue behind the same
+interface; the server and the features only ever see `JobQueue`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from localdiffusion.recipe import Recipe
+from localdiffusion.store.db import Database
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED: tuple[str, ...] = ("done", "failed", "cancelled")
+MAX_ATTEMPTS = 2  # a job interrupted by a crash is re-queued once, then failed
+
+
+@dataclass
+class Job:
+    id: int
+    owner_id: int
+    client: str
+    recipe: Recipe
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # image ids, infotexts, timings
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class JobQueue(ABC):
+    """What the server and the worker need from a queue."""
+
+    @abstractmethod
+    def submit(self, recipe: Recipe, owner_id: int, client: str = "") -> Job: ...
+
+    @abstractmethod
+    def get(self, job_id: int) -> Job | None: ...
+
+    @abstractmethod
+    def list(self, owner_id: int | None = None, client: str | None = None, limit: int = 50) -> list[Job]: ...
+
+    @abstractmethod
+    def claim(self, timeout: float = 1.0) -> Job | None:
+        """The oldest queued job, now running; waits up to `timeout` seconds for one."""
+
+    @abstractmethod
+    def finish(self, job_id: int, result: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def fail(self, job_id: int, reason: str) -> None: ...
+
+    @abstractmethod
+    def mark_cancelled(self, job_id: int) -> bool:
+        """Cancel a job that has not finished; False when it already had."""
+
+    @abstractmethod
+    def position(self, job_id: int) -> int:
+        """How many queued jobs are ahead of this one (0: next, or running)."""
+
+    @abstractmethod
+    def recover(self) -> list[Job]:
+        """At start-up: re-queue jobs a dead server left running (once), fail them the second time."""
+
+
+_COLUMNS = "id, owner_id, client, payload, status, created_at, started_at, finished_at, attempts, error, result"
+
+
+def _job(row: tuple) -> Job:
+    id_, owner, client, payload, status, created, started, finished, attempts, error, result = row
+    return Job(id_, owner, client, Recipe.model_validate_json(payload), status, created, started, finished,
+               attempts, error, json.loads(result or "{}"))
+
+
+class SQLiteJobQueue(JobQueue):
+    """The embedded queue: a table in the home folder's database; survives restarts."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._work = threading.Condition()
+
+    def submit(self, recipe: Recipe, owner_id: int, client: str = "") -> Job:
+        with self.db.transaction() as conn:
+            cur = conn.execute("INSERT INTO jobs (owner_id, client, payload, created_at) VALUES (?, ?, ?, ?)",
+                               (owner_id, client, recipe.to_json(), time.time()))
+            job_id = int(cur.lastrowid)
+        with self._work:
+            self._work.notify_all()
+        return self.get(job_id)  # type: ignore[return-value]
+
+    def get(self, job_id: int) -> Job | None:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def list(self, owner_id: int | None = None, client: str | None = None, limit: int = 50) -> list[Job]:
+        where, params = [], []
+        if owner_id is not None:
+            where.append("owner_id = ?")
+            params.append(owner_id)
+        if client is not None:
+            where.append("client = ?")
+            params.append(client)
+        sql = f"SELECT {_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        return [_job(r) for r in self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
+
+    def claim(self, timeout: float = 1.0) -> Job | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._claim_next()
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            with self._work:
+                self._work.wait(min(remaining, 0.5))
+
+    def _claim_next(self) -> Job | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                         (time.time(), row[0]))
+        return self.get(row[0])
+
+    def finish(self, job_id: int, result: dict[str, Any]) -> None:
+        self._end(job_id, "done", None, result)
+
+    def fail(self, job_id: int, reason: str) -> None:
+        self._end(job_id, "failed", reason, None)
+
+    def mark_cancelled(self, job_id: int) -> bool:
+        with self.db.transaction() as conn:
+            cur = conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                               (time.time(), job_id))
+            return cur.rowcount > 0
+
+    def _end(self, job_id: int, status: str, error: str | None, result: dict[str, Any] | None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result) WHERE id = ? AND status = 'running'",
+                (status, time.time(), error, None if result is None else json.dumps(result), job_id),
+            )
+
+    def position(self, job_id: int) -> int:
+        rows = self.db.query("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id < ?", (job_id,))
+        return int(rows[0][0])
+
+    def recover(self) -> list[Job]:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running' AND attempts >= ?",
+                (time.time(), "The server stopped twice while this job was running, so it was not retried again.", MAX_ATTEMPTS),
+            )
+            ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()]
+            conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'")
+        return [j for j in (self.get(i) for i in ids) if j is not None]

@@ -1,0 +1,136 @@
+"""The worker: one thread that takes jobs from the queue and runs them on the engine, one at a time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from localdiffusion.engine import Engine, Progress
+from localdiffusion.errors import Cancelled, LocalDiffusionError
+from localdiffusion.jobs.events import Event, EventBus
+from localdiffusion.jobs.queue import Job, JobQueue
+from localdiffusion.recipe import Result
+from localdiffusion.store.outputs import output_folder, save_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """The job the worker is running now, with its latest progress (for /progress-style polling)."""
+
+    job: Job
+    step: int = 0
+    total: int = 0
+    iteration: int = 0
+    iterations: int = 1
+    phase: str = "sample"
+    preview: Any = None  # PIL image
+    started: float = 0.0
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, engine: Engine, events: EventBus) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.events = events
+        self.current: Running | None = None
+        self._cancelled: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        for job in self.queue.recover():
+            log.warning("Re-queued job %s, which was running when the server stopped.", job.id)
+        self._thread = threading.Thread(target=self._loop, name="localdiffusion-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self.current is not None:
+            self._cancelled.add(self.current.job.id)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.claim(timeout=0.5)
+            if job is not None:
+                self.run(job)
+
+    # --- cancelling ---
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job at once, or a running one within a step. False if it had finished."""
+        job = self.queue.get(job_id)
+        if job is None or job.finished:
+            return False
+        if job.status == "running":
+            self._cancelled.add(job_id)
+            return True
+        if self.queue.mark_cancelled(job_id):
+            self._publish("cancelled", job)
+            return True
+        return False
+
+    # --- running ---
+
+    def run(self, job: Job) -> None:
+        self.current = Running(job, total=job.recipe.steps, started=time.time())
+        self._publish("started", job)
+        try:
+            result = self.engine.generate(job.recipe, on_progress=lambda p: self._progress(job, p),
+                                          cancel=lambda: job.id in self._cancelled)
+            self.queue.finish(job.id, self._save(job, result))
+            self._publish("done", self.queue.get(job.id) or job)
+        except Cancelled:
+            self.queue.mark_cancelled(job.id)
+            self._publish("cancelled", job)
+        except LocalDiffusionError as e:
+            self._fail(job, e.message)
+        except Exception as e:  # the worker must go on to the next job whatever happens
+            log.exception("Job %s failed", job.id)
+            self._fail(job, _unexpected(e))
+        finally:
+            self._cancelled.discard(job.id)
+            self.current = None
+
+    def _progress(self, job: Job, p: Progress) -> None:
+        running = self.current
+        if running is not None:
+            running.step, running.total, running.iteration, running.iterations = p.step, p.total, p.iteration, p.iterations
+            running.phase, running.preview = p.phase, p.preview
+        data = {"step": p.step, "total": p.total, "iteration": p.iteration, "iterations": p.iterations, "phase": p.phase}
+        self.events.publish(Event("step", job.id, job.owner_id, job.client, data, p.preview))
+
+    def _save(self, job: Job, result: Result) -> dict[str, Any]:
+        folder = output_folder(self.engine.home.outputs, job.recipe.mode)
+        model = self.engine.checkpoint(result.recipes[0].model)
+        db = self.engine.library.db
+        ids = [
+            save_image(image, recipe, infotext, folder, db, model_hash=model.short_hash, owner_id=job.owner_id)[1]
+            for image, recipe, infotext in zip(result.images, result.recipes, result.infotexts)
+        ]
+        return {"images": ids, "infotexts": result.infotexts, "seeds": [r.seed for r in result.recipes], "timings": result.timings}
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.queue.fail(job.id, reason)
+        self._publish("failed", job, {"error": reason})
+
+    def _publish(self, kind: str, job: Job, data: dict[str, Any] | None = None) -> None:
+        payload = {"status": kind, **(data or {})}
+        if kind == "done":
+            payload["result"] = job.result
+        self.events.publish(Event(kind, job.id, job.owner_id, job.client, payload))
+
+
+def _unexpected(error: Exception) -> str:
+    name = type(error).__name__
+    if "OutOfMemory" in name or "out of memory" in str(error).lower():
+        return "The GPU ran out of memory; try a smaller size or batch, or turn on VAE tiling or CPU offload."
+    return f"Unexpected error ({name}: {str(error).splitlines()[0] if str(error) else 'no message'})."

@@ -1,0 +1,109 @@
+"""The persistent job queue and the worker, on a tiny model."""
+
+from __future__ import annotations
+
+import queue as stdqueue
+import time
+
+import pytest
+
+from localdiffusion.jobs import EventBus, SQLiteJobQueue, Worker
+from localdiffusion.recipe import Recipe
+from localdiffusion.store.db import Database
+
+RECIPE = Recipe(prompt="a cat", seed=1, steps=2, width=64, height=64, sampler_name="Euler", model="tiny-sd1")
+
+
+@pytest.fixture()
+def queue(tmp_path):
+    return SQLiteJobQueue(Database(tmp_path / "db.sqlite"))
+
+
+@pytest.fixture()
+def worker(engine):
+    db = engine.library.db
+    w = Worker(SQLiteJobQueue(db), engine, EventBus())
+    yield w
+    w.stop()
+
+
+def wait_for(worker, job_id, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = worker.queue.get(job_id)
+        if job.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def events_of(q: stdqueue.Queue, job_id: int) -> list[str]:
+    seen = []
+    while not q.empty():
+        event = q.get()
+        if event.job_id == job_id:
+            seen.append(event.type)
+    return seen
+
+
+def test_jobs_run_in_order_and_record_images(worker):
+    _, events = worker.events.subscribe_queue()
+    first = worker.queue.submit(RECIPE, owner_id=worker.engine.library.db.local_owner_id, client="tab-1")
+    second = worker.queue.submit(RECIPE.model_copy(update={"seed": 2}), owner_id=first.owner_id, client="tab-2")
+    assert worker.queue.position(second.id) == 1
+    worker.start()
+    done = wait_for(worker, second.id)
+    assert worker.queue.get(first.id).status == "done"
+    assert done.status == "done" and len(done.result["images"]) == 1 and done.result["seeds"] == [2]
+    row = worker.engine.library.db.get_image(done.result["images"][0])
+    assert row.owner_id == first.owner_id and row.width == 64
+    kinds = events_of(events, first.id)
+    assert kinds[0] == "started" and kinds.count("step") == 2 and kinds[-1] == "done"
+
+
+def test_a_failing_job_records_its_reason_and_the_worker_goes_on(worker):
+    owner = worker.engine.library.db.local_owner_id
+    bad = worker.queue.submit(RECIPE.model_copy(update={"model": "no-such-model"}), owner_id=owner)
+    good = worker.queue.submit(RECIPE, owner_id=owner)
+    worker.start()
+    assert wait_for(worker, good.id).status == "done"
+    failed = worker.queue.get(bad.id)
+    assert failed.status == "failed" and "no-such-model" in failed.error
+
+
+def test_cancel_a_queued_and_a_running_job(worker):
+    owner = worker.engine.library.db.local_owner_id
+    long = worker.queue.submit(RECIPE.model_copy(update={"steps": 50}), owner_id=owner)
+    queued = worker.queue.submit(RECIPE, owner_id=owner)
+    assert worker.cancel(queued.id)
+    assert worker.queue.get(queued.id).status == "cancelled"
+    _, events = worker.events.subscribe_queue()
+    worker.start()
+    while "step" not in [e.type for e in list(events.queue)]:
+        time.sleep(0.02)
+    assert worker.cancel(long.id)
+    assert wait_for(worker, long.id).status == "cancelled"
+    assert not worker.cancel(long.id)
+
+
+def test_restart_requeues_a_running_job_once_then_fails_it(queue, tmp_path):
+    job = queue.submit(RECIPE, owner_id=queue.db.local_owner_id)
+    assert queue.claim(timeout=0).id == job.id  # the server "dies" while it runs
+    reopened = SQLiteJobQueue(Database(tmp_path / "db.sqlite"))
+    assert [j.id for j in reopened.recover()] == [job.id]
+    assert reopened.get(job.id).status == "queued"
+    assert reopened.claim(timeout=0).attempts == 2  # and dies again
+    again = SQLiteJobQueue(Database(tmp_path / "db.sqlite"))
+    assert again.recover() == []
+    failed = again.get(job.id)
+    assert failed.status == "failed" and "stopped twice" in failed.error
+
+
+def test_events_are_filtered_by_client(queue):
+    bus = EventBus()
+    _, mine = bus.subscribe_queue(client="tab-1")
+    from localdiffusion.jobs import Event
+
+    bus.publish(Event("queued", 1, 1, "tab-1"))
+    bus.publish(Event("queued", 2, 1, "tab-2"))
+    assert [e.job_id for e in list(mine.queue)] == [1]
