@@ -1,0 +1,37 @@
+"""The services one server runs with: home, database, library, engine, job queue, worker, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from localdiffusion.engine import Engine, EngineOptions
+from localdiffusion.jobs import EventBus, JobQueue, SQLiteJobQueue, Worker
+from localdiffusion.models.library import ModelLibrary
+from localdiffusion.store.db import Database
+from localdiffusion.store.home import Home
+
+
+@dataclass
+class Studio:
+    home: Home
+    db: Database
+    library: ModelLibrary
+    engine: Engine
+    queue: JobQueue
+    events: EventBus
+    worker: Worker
+    token: str | None = None  # required on every request when set
+
+    @classmethod
+    def open(cls, home: Home, token: str | None = None, options: EngineOptions | None = None) -> "Studio":
+        db = Database(home.db_path)
+        library = ModelLibrary(home, db)
+        engine = Engine(library, options)
+        queue = SQLiteJobQueue(db)
+        events = EventBus()
+        return cls(home, db, library, engine, queue, events, Worker(queue, engine, events), token)
+
+    @property
+    def owner_id(self) -> int:
+        """The owner of everything made here; a single local owner until accounts arrive."""
+        return self.db.local_owner_id
