@@ -19,8 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 
 HomeOption = typer.Option(None, "--home", help="Home folder (models, outputs, database). Default: $LOCALDIFFUSION_HOME or the user data dir.")
 

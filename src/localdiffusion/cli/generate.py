@@ -50,7 +50,7 @@ def existing(path: Optional[Path], what: str) -> Optional[str]:
 
 @app.command("generate")
 def generate(
-    prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax: (word:1.2), [from:to:0.5], <lora:name:0.8>, BREAK."),
+    prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax: (word:1.2), \\[from:to:0.5], <lora:name:0.8>, BREAK."),
     negative: str = typer.Option("", "--negative", "-n", help="What to avoid (same syntax)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint)."),
     steps: int = typer.Option(20, "--steps", help="Denoising steps: more refines detail, slower."),
@@ -73,7 +73,7 @@ def generate(
     outpaint: Optional[str] = typer.Option(None, "--outpaint", help="Extend the image: pixels left,right,up,down."),
     hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
-    hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Lanczos or Nearest."),
+    hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos or Nearest."),
     clip_skip: int = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer (2 suits many anime models)."),
     rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),

@@ -47,7 +47,7 @@ class Detected:
 def pickle_refused(path: Path) -> UnsupportedModel:
     return UnsupportedModel(
         f"'{path.name}' is a pickled model file, and pickles can run code when loaded, so it is refused unless you "
-        "opt in with \"allow_pickle\": true in settings.json or the --allow-pickle flag."
+        "opt in with \"allow_pickle\": true in settings.json (or --allow-pickle when generating)."
     )
 
 
