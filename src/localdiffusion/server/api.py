@@ -1,5 +1,426 @@
-"""(placeholder; being written)"""
+"""The studio's JSON API under /api: status, models, generation jobs, the gallery, uploads and image metadata.
 
-from fastapi import APIRouter
+Routes stay thin: each one looks up or checks what it needs through the small functions beside
+it, then hands the work to the studio's services (library, queue, worker, database). The web UI
+uses this API only.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, Depends, HTTPException, Query, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict
+
+from localdiffusion import __version__
+from localdiffusion.engine.generate import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from localdiffusion.engine.plan import check_size, hires_size
+from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
+from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound, closest, one_of
+from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
+from localdiffusion.infotext import to_infotext
+from localdiffusion.jobs import Event, Job
+from localdiffusion.metadata import ImageMetadata, read_image_metadata
+from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.library import ModelLibrary
+from localdiffusion.recipe import Recipe
+from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.studio import Studio
+from localdiffusion.store.db import ImageRow
+from localdiffusion.store.home import Home
+from localdiffusion.store.inputs import MAX_UPLOAD_BYTES, decode_image, keep_input
+from localdiffusion.store.thumbnails import ensure_thumbnail
+
+router = APIRouter(prefix="/api", tags=["studio"])
+
+StudioDep = Annotated[Studio, Depends(get_studio)]
+ClientDep = Annotated[str, Depends(client_id)]
+
+UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
+INPUT_REF = re.compile(r"inputs/[0-9a-f]{24}\.png")
+MAX_PAGE = 200
+
+
+class InvalidField(LocalDiffusionError):
+    """A field that parses but cannot be used (a size, a sampler, a reference); answered with 422 naming it."""
+
+
+def refused(status: int, detail: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def add_models_help(home: Home) -> str:
+    """How to add a first model; shown by /api/status, the UI and `localdiffusion serve`."""
+    return (
+        f"Add a checkpoint with `localdiffusion models add PATH` (a .safetensors file or a diffusers folder), "
+        f"download one with `localdiffusion models pull REPO_ID`, or use an existing A1111 or ComfyUI models "
+        f"folder by naming it in \"extra_roots\" in {home.settings_path}; then rescan."
+    )
+
+
+def has_models(library: ModelLibrary) -> bool:
+    return bool(library.list("checkpoint"))
+
+
+def queue_counts(studio: Studio) -> dict[str, int]:
+    # The JobQueue interface has no count; the embedded queue's table answers it in one query.
+    rows = studio.db.query("SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status")
+    counts = dict(rows)
+    return {"queued": int(counts.get("queued", 0)), "running": int(counts.get("running", 0))}
+
+
+@router.get("/status")
+def status(studio: StudioDep) -> dict[str, Any]:
+    """What the studio runs on, whether it has a model yet, and how busy the queue is."""
+    return {
+        "version": __version__,
+        "device": str(studio.engine.device),
+        "dtype": str(studio.engine.dtype).removeprefix("torch."),
+        "has_models": has_models(studio.library),
+        "add_models_help": add_models_help(studio.home),
+        "queue": queue_counts(studio),
+    }
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+class AddModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+
+
+def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
+    try:
+        library.ensure_hash(info)  # computed once per file, then cached in the database
+    except LocalDiffusionError:
+        pass  # an unreadable file is listed without a hash
+    return {"name": info.name, "kind": info.kind, "family": info.family, "format": info.format,
+            "short_hash": info.short_hash, "size": info.size, "native_size": info.native_size}
+
+
+@router.get("/models")
+def list_models(studio: StudioDep, kind: str | None = None) -> list[dict[str, Any]]:
+    """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler)."""
+    return [model_json(studio.library, m) for m in studio.library.list(kind)]
+
+
+@router.post("/models", status_code=201)
+def add_model(body: AddModel, studio: StudioDep) -> dict[str, Any]:
+    """Register a model file or diffusers folder on this machine; it is read in place, never copied."""
+    return model_json(studio.library, studio.library.add(body.path))
+
+
+@router.post("/models/rescan")
+def rescan_models(studio: StudioDep) -> list[dict[str, Any]]:
+    return [model_json(studio.library, m) for m in studio.library.rescan()]
+
+
+# --- choices and explanations ------------------------------------------------------------
+
+
+@router.get("/samplers")
+def samplers() -> list[dict[str, Any]]:
+    return [{"name": s.name, "automatic": s.automatic, "schedule_types": ["Automatic", *s.schedule_types]} for s in SAMPLERS.values()]
+
+
+@router.get("/schedulers")
+def schedulers() -> list[str]:
+    return list(SCHEDULE_TYPES)
+
+
+@router.get("/upscalers")
+def upscalers() -> list[str]:
+    """Upscalers for the hires pass."""
+    return list(UPSCALERS)
+
+
+@router.get("/presets")
+def presets() -> dict[str, list[list[int]]]:
+    """Width and height pairs per model family."""
+    return SIZE_PRESETS
+
+
+@router.get("/parameters")
+def parameters(studio: StudioDep) -> dict[str, dict[str, Any]]:
+    """Every parameter the UI shows, with a label, a plain-language explanation, limits and default."""
+    return parameter_table(max_side=studio.library.settings.max_side)
+
+
+# --- uploads and image metadata ----------------------------------------------------------
+
+
+def upload_limit(studio: Studio) -> int:
+    mib = getattr(studio.library.settings, "max_upload_mb", None)
+    return int(mib * 2**20) if mib else MAX_UPLOAD_BYTES
+
+
+def read_limited(stream: BinaryIO, limit: int, what: str) -> bytes:
+    """At most `limit` bytes; a larger file is refused without reading it all."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise refused(413, f"The {what} is larger than the limit of {limit / 2**20:.0f} MiB; send a smaller image.")
+    return data
+
+
+def _storable(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    return image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+
+
+@router.post("/uploads", status_code=201)
+def upload(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
+    """Keep an input image (img2img source, mask); refer to it in a job by the returned `ref`."""
+    limit = upload_limit(studio)
+    image = _storable(decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit))
+    return {"ref": keep_input(studio.home.root, image), "width": image.width, "height": image.height}
+
+
+def metadata_infotext(meta: ImageMetadata, recipe: Recipe | None) -> str:
+    """A1111's own text when the image has it, else the settings written as infotext."""
+    for key in ("parameters", "UserComment", "stealth_pnginfo"):
+        if meta.source == "a1111" and meta.raw.get(key):
+            return meta.raw[key]
+    return to_infotext(recipe, model_name=meta.model_name, model_hash=meta.model_hash) if recipe else ""
+
+
+@router.post("/pnginfo")
+def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
+    """The generation settings stored in an image made by this studio, A1111, ComfyUI, InvokeAI, Fooocus or NovelAI."""
+    limit = upload_limit(studio)
+    data = read_limited(file.file, limit, "image")
+    decode_image(data, "image", max_bytes=limit)  # refuses non-images and decompression bombs first
+    meta = read_image_metadata(data)
+    try:
+        recipe = None if meta.is_empty() else meta.to_recipe(strict=False)
+    except BadInput:
+        recipe = None
+    return {"source": meta.source, "fields": jsonable_encoder(meta.fields), "model_name": meta.model_name,
+            "model_hash": meta.model_hash, "recipe": recipe.model_dump(mode="json") if recipe else None,
+            "infotext": metadata_infotext(meta, recipe), "extra": meta.extra}
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+
+def resolve_model(library: ModelLibrary, name: str | None, kind: str = "checkpoint", field: str = "model") -> ModelInfo:
+    """A model by name or hash from the library; never a path, since the name comes from a request."""
+    if name is None:
+        try:
+            return library.default_checkpoint()
+        except ModelNotFound as e:
+            raise ModelNotFound(e.message, field=field) from None
+    if "/" in name or "\\" in name:
+        raise InvalidField(f"The {field} '{name}' looks like a path; give a model name from /api/models.", field=field)
+    try:
+        return library.get(name, kind=kind)
+    except ModelNotFound as e:
+        names = sorted({m.name for m in library.list(kind)}, key=str.lower)
+        if not names:
+            raise ModelNotFound(e.message, field=field) from None
+        near = closest(name, names)
+        hint = f"did you mean {one_of(near)}? " if near else ""
+        raise ModelNotFound(f"No {kind} named '{name}'; {hint}the library has {one_of(names)}.", field=field) from None
+
+
+def check_input_ref(home: Home, ref: str | None, field: str) -> None:
+    """Input images must be uploads (`inputs/<hash>.png` from /api/uploads), never paths on the server."""
+    if ref is None:
+        return
+    if not INPUT_REF.fullmatch(ref) or not (home.root / ref).is_file():
+        raise InvalidField(f"The {field} '{ref[:80]}' is not an uploaded image; upload it to /api/uploads and use the 'ref' it returns.",
+                           field=field)
+
+
+def _as_field_error(error: BadInput) -> InvalidField:
+    return InvalidField(error.message, field=error.field)
+
+
+def check_mode_inputs(recipe: Recipe, home: Home) -> None:
+    check_input_ref(home, recipe.init_image, "init_image")
+    check_input_ref(home, recipe.mask, "mask")
+    for i, unit in enumerate(recipe.controls):
+        check_input_ref(home, unit.image, f"controls.{i}.image")
+    if recipe.mode != "txt2img" and not recipe.init_image:
+        raise InvalidField(f"Mode {recipe.mode} needs an input image; upload one and give its ref as init_image.", field="init_image")
+    if recipe.mode == "inpaint" and not recipe.mask:
+        raise InvalidField("Inpainting needs a mask; upload one (white where the image should change) and give its ref as mask.", field="mask")
+
+
+def check_sizes(recipe: Recipe, model: ModelInfo, max_side: int) -> None:
+    # Without a width or height, img2img takes the input image's size, checked when the job runs.
+    native = model.native_size if recipe.mode == "txt2img" else None
+    width, height = recipe.width or native, recipe.height or native
+    if width is None or height is None:
+        return
+    try:
+        check_size(width, height, max_side)
+        if recipe.enable_hr:
+            check_size(*hires_size(recipe.model_copy(update={"width": width, "height": height})), max_side, what="hires size")
+    except BadInput as e:
+        raise _as_field_error(e) from None
+
+
+def check_recipe(studio: Studio, recipe: Recipe) -> None:
+    """Everything that can be checked before queueing: models, sampler, upscaler, sizes and input images."""
+    library = studio.library
+    model = resolve_model(library, recipe.model)
+    if recipe.refiner_checkpoint:
+        resolve_model(library, recipe.refiner_checkpoint, field="refiner_checkpoint")
+    for i, unit in enumerate(recipe.controls):
+        resolve_model(library, unit.model, kind="controlnet", field=f"controls.{i}.model")
+    try:
+        resolve_sampler(recipe.sampler_name, recipe.scheduler)
+    except BadInput as e:
+        raise _as_field_error(e) from None
+    if recipe.enable_hr and recipe.hr_upscaler not in UPSCALERS:
+        raise InvalidField(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {one_of(UPSCALERS)}.", field="hr_upscaler")
+    check_mode_inputs(recipe, studio.home)
+    check_sizes(recipe, model, library.settings.max_side)
+
+
+def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
+    running = studio.worker.current
+    if running is None or running.job.id != job.id:
+        return None
+    return {"step": running.step, "total": running.total, "iteration": running.iteration,
+            "iterations": running.iterations, "phase": running.phase}
+
+
+def job_json(studio: Studio, job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "status": job.status, "position": studio.queue.position(job.id) if job.status == "queued" else 0,
+        "client": job.client, "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "attempts": job.attempts, "recipe": job.recipe.model_dump(mode="json"), "error": job.error,
+        "result": jsonable_encoder(job.result) if job.result else None,
+        "progress": job_progress(studio, job) if job.status == "running" else None,
+    }
+
+
+def find_job(studio: Studio, job_id: int) -> Job:
+    job = studio.queue.get(job_id)
+    if job is None or job.owner_id != studio.owner_id:
+        raise refused(404, f"There is no job {job_id}.")
+    return job
+
+
+@router.post("/jobs", status_code=201)
+def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+    """Queue a generation. `init_image` and `mask` are refs from /api/uploads. Bad values are refused before queueing."""
+    check_recipe(studio, recipe)
+    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
+    body = job_json(studio, job)
+    studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
+    return body
+
+
+@router.get("/jobs")
+def list_jobs(studio: StudioDep, client: ClientDep, limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+    """This client's recent jobs, newest first."""
+    return [job_json(studio, j) for j in studio.queue.list(owner_id=studio.owner_id, client=client, limit=limit)]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, studio: StudioDep) -> dict[str, Any]:
+    return job_json(studio, find_job(studio, job_id))
+
+
+@router.delete("/jobs/{job_id}")
+def cancel_job(job_id: int, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+    """Cancel a queued job at once, or a running one within a step; only the client that submitted it may."""
+    job = find_job(studio, job_id)
+    if job.client != client:
+        raise refused(403, f"Job {job_id} was submitted by another client; only that client can cancel it.")
+    if job.finished or not studio.worker.cancel(job_id):
+        raise refused(409, f"Job {job_id} has already finished ({find_job(studio, job_id).status}), so it cannot be cancelled.")
+    return job_json(studio, find_job(studio, job_id))
+
+
+# --- gallery -----------------------------------------------------------------------------
+
+
+class ImagePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    starred: bool
+
+
+def image_item(row: ImageRow) -> dict[str, Any]:
+    return {"id": row.id, "created_at": row.created_at, "width": row.width, "height": row.height, "prompt": row.prompt,
+            "starred": row.starred, "url": f"/api/images/{row.id}/file", "thumb": f"/api/images/{row.id}/thumb"}
+
+
+def image_detail(row: ImageRow) -> dict[str, Any]:
+    return {**image_item(row), "model_hash": row.model_hash, "recipe": json.loads(row.recipe_json), "infotext": row.infotext}
+
+
+def find_image(studio: Studio, image_id: int) -> ImageRow:
+    row = studio.db.get_image(image_id)
+    if row is None or row.deleted or row.owner_id != studio.owner_id:
+        raise refused(404, f"There is no image {image_id}.")
+    return row
+
+
+def image_file(row: ImageRow) -> Path:
+    path = Path(row.path)  # written by this studio; never a name from a request
+    if not path.is_file():
+        raise refused(404, f"The file of image {row.id} is missing from {path.parent}.")
+    return path
+
+
+@router.get("/images")
+def list_images(
+    studio: StudioDep,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=MAX_PAGE),
+    q: str | None = Query(None, max_length=500, description="Words the prompt must contain"),
+    starred: bool | None = None,
+) -> dict[str, Any]:
+    """One page of the gallery, newest first."""
+    rows = studio.db.list_images(studio.owner_id, offset, limit + 1, q, starred=starred)
+    return {"items": [image_item(r) for r in rows[:limit]], "offset": offset, "limit": limit, "has_more": len(rows) > limit}
+
+
+@router.get("/images/{image_id}")
+def get_image(image_id: int, studio: StudioDep) -> dict[str, Any]:
+    return image_detail(find_image(studio, image_id))
+
+
+@router.get("/images/{image_id}/file")
+def get_image_file(image_id: int, studio: StudioDep, download: bool = False) -> FileResponse:
+    row = find_image(studio, image_id)
+    seed = json.loads(row.recipe_json).get("seed")
+    return FileResponse(image_file(row), media_type="image/png", filename=f"{row.id}-{seed}.png",
+                        content_disposition_type="attachment" if download else "inline")
+
+
+@router.get("/images/{image_id}/thumb")
+def get_image_thumb(image_id: int, studio: StudioDep) -> FileResponse:
+    row = find_image(studio, image_id)
+    thumb = ensure_thumbnail(image_file(row), studio.home.cache, row.id)
+    return FileResponse(thumb, media_type="image/webp", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@router.patch("/images/{image_id}")
+def patch_image(image_id: int, body: ImagePatch, studio: StudioDep) -> dict[str, Any]:
+    find_image(studio, image_id)
+    studio.db.set_image_flags(image_id, starred=body.starred)
+    return image_detail(find_image(studio, image_id))
+
+
+@router.delete("/images/{image_id}")
+def delete_image(image_id: int, studio: StudioDep) -> dict[str, Any]:
+    """Hide an image from the gallery (its file stays on disk)."""
+    find_image(studio, image_id)
+    studio.db.set_image_flags(image_id, deleted=True)
+    return {"id": image_id, "deleted": True}

@@ -1,5 +1,80 @@
-"""(placeholder; being written)"""
+"""Live job events over a WebSocket: `WS /api/events?client=<id>` streams one client's own jobs.
 
-from fastapi import APIRouter
+Messages: {"type": "queued|started|step|done|failed|cancelled", "job_id", "data", "preview"?}; step
+events carry the step preview as a WEBP data URL when the engine made one.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.encoders import jsonable_encoder
+
+from localdiffusion.jobs import Event
+from localdiffusion.server.auth import presented_token
+from localdiffusion.server.deps import client_id
+from localdiffusion.server.studio import Studio
+
+router = APIRouter(tags=["events"])
+
+POLICY_VIOLATION = 1008  # WebSocket close code for a refused connection
+
+
+def preview_data_url(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=70)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    message = {"type": event.type, "job_id": event.job_id, "data": jsonable_encoder(event.data)}
+    if event.preview is not None:
+        message["preview"] = preview_data_url(event.preview)
+    return message
+
+
+def token_accepted(studio: Studio, websocket: WebSocket) -> bool:
+    # The token middleware sees HTTP requests only, so the socket checks the token itself.
+    if not studio.token:
+        return True
+    given = presented_token(websocket)  # type: ignore[arg-type]  # a WebSocket has the same headers, cookies and query
+    return given is not None and secrets.compare_digest(given, studio.token)
+
+
+async def _send_events(websocket: WebSocket, events: "asyncio.Queue[Event]") -> None:
+    while True:
+        await websocket.send_json(event_message(await events.get()))
+
+
+async def _wait_for_close(websocket: WebSocket) -> None:
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except WebSocketDisconnect:
+        return
+
+
+@router.websocket("/api/events")
+async def job_events(websocket: WebSocket) -> None:
+    studio: Studio = websocket.app.state.studio
+    if not token_accepted(studio, websocket):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id,
+                                                         client=client_id(websocket))  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(_send_events(websocket, events)), asyncio.create_task(_wait_for_close(websocket))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        studio.events.unsubscribe(subscription)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
