@@ -320,8 +320,9 @@ def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep) -> dict[str
     """Queue a generation. `init_image` and `mask` are refs from /api/uploads. Bad values are refused before queueing."""
     check_recipe(studio, recipe)
     job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
-    body = job_json(studio, job)
-    studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
+    body = job_json(studio, studio.queue.get(job.id) or job)
+    if body["status"] == "queued":  # the worker may have started it already
+        studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
     return body
 
 

@@ -38,6 +38,12 @@ def event_message(event: Event) -> dict[str, Any]:
     return message
 
 
+def socket_client(websocket: WebSocket) -> str:
+    """The tab this socket serves: `?client=` (browsers cannot set headers on a WebSocket), else as for HTTP."""
+    given = websocket.query_params.get("client")
+    return given[:64] if given else client_id(websocket)  # type: ignore[arg-type]
+
+
 def token_accepted(studio: Studio, websocket: WebSocket) -> bool:
     # The token middleware sees HTTP requests only, so the socket checks the token itself.
     if not studio.token:
@@ -47,8 +53,16 @@ def token_accepted(studio: Studio, websocket: WebSocket) -> bool:
 
 
 async def _send_events(websocket: WebSocket, events: "asyncio.Queue[Event]") -> None:
+    # The API announces "queued" after the queue accepted the job, and the worker may start it
+    # first; a late "queued" would then undo "started" in the UI, so it is dropped.
+    begun: set[int] = set()
     while True:
-        await websocket.send_json(event_message(await events.get()))
+        event = await events.get()
+        if event.type == "queued" and event.job_id in begun:
+            continue
+        if event.type != "queued":
+            begun.add(event.job_id)
+        await websocket.send_json(event_message(event))
 
 
 async def _wait_for_close(websocket: WebSocket) -> None:
@@ -69,7 +83,7 @@ async def job_events(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id,
-                                                         client=client_id(websocket))  # type: ignore[arg-type]
+                                                         client=socket_client(websocket))
     tasks = [asyncio.create_task(_send_events(websocket, events)), asyncio.create_task(_wait_for_close(websocket))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
