@@ -239,9 +239,6 @@ def test_size_above_max_side_in_settings_is_refused(capsys, tmp_path, sd1_folder
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli/app.py prints errors with rich's default wrapping: on a pipe the sentence is broken at 80 columns "
-    "(err.print(..., soft_wrap=True) would keep it whole)"))
 def test_a_long_error_stays_on_one_line_when_stderr_is_a_pipe(capsys, cli_home, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     code, _, err = run(capsys, "generate", PROMPT, *FAST, "--sampler", "Euler b", "-o", tmp_path, "--home", cli_home)

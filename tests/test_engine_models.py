@@ -163,18 +163,11 @@ def test_unknown_lora_names_the_closest_ones(studio):
     assert "\n" not in message
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "diffusers 0.42 cannot infer the format of a kohya text-encoder part without out_proj keys "
-    "(convert_state_dict_to_diffusers raises ValueError); Engine._apply_loras neither works around it "
-    "nor turns it into one sentence"))
 def test_kohya_lora_with_only_q_and_v_text_projections_loads(studio, plain_image):
     styled = generate(studio, model="tiny-sd1", prompt="a photo of a cat <lora:qv-lora:0.8>")
     assert not same(styled.images[0], plain_image)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "Engine._apply_loras records the adapter before load_lora_weights succeeds: the first use raises a raw "
-    "RuntimeError, the second silently generates with the half-loaded (UNet-only) adapter"))
 def test_a_lora_that_does_not_fit_the_model_is_refused_every_time(studio, plain_image):
     for _ in range(2):
         with pytest.raises(LocalDiffusionError, match="wide-lora"):

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except LocalDiffusionError as e:
-        err.print(f"[red]Error:[/red] {e.message}", highlight=False)
+        err.print(f"[red]Error:[/red] {e.message}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("Interrupted.")

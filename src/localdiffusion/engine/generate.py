@@ -24,6 +24,7 @@ from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.loader import load_pipeline
+from localdiffusion.models.lora import load_lora
 from localdiffusion.prompts import PromptEncoder, extract_loras, match_lengths
 from localdiffusion.recipe import Recipe, Result
 
@@ -143,7 +144,7 @@ class Engine:
     def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> "Prompts":
         prompt, loras = extract_loras(recipe.prompt)
         negative, negative_loras = extract_loras(recipe.negative_prompt)
-        self._apply_loras(pipe, loras + negative_loras)
+        self._apply_loras(pipe, loras + negative_loras, recipe.model or "")
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
         return Prompts(encoder, prompt, negative, zero_empty_negative=_zeros_for_empty(pipe, negative))
@@ -163,7 +164,7 @@ class Engine:
         pipe = self.pipeline(info)
         return pipe, self._prompt_encoder(pipe, recipe)
 
-    def _apply_loras(self, pipe: Any, loras: list) -> None:
+    def _apply_loras(self, pipe: Any, loras: list, model_name: str) -> None:
         loaded: dict[str, str] = pipe.__dict__.setdefault("_localdiffusion_loras", {})
         if not loras:
             if loaded:
@@ -174,8 +175,9 @@ class Engine:
             info = self.library.get(ref.name, kind="lora")
             adapter = loaded.get(str(info.path))
             if adapter is None:
-                adapter = loaded[str(info.path)] = f"lora_{len(loaded)}"
-                pipe.load_lora_weights(str(info.path), adapter_name=adapter)
+                adapter = f"lora_{len(loaded)}"
+                load_lora(pipe, info.path, adapter, model_name)
+                loaded[str(info.path)] = adapter
             names.append(adapter)
             weights.append(ref.weight)
         pipe.enable_lora()
