@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from localdiffusion.engine import images as im
+from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
 from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
@@ -25,7 +26,7 @@ from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.lora import load_lora
-from localdiffusion.prompts import PromptEncoder, extract_loras, match_lengths
+from localdiffusion.prompts import PromptEncoder, extract_loras
 from localdiffusion.recipe import Recipe, Result
 
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
@@ -63,7 +64,7 @@ class Run:
     encoder: Any
     on_step: Callable[[StepState], None] | None
     cancel: Callable[[], bool] | None
-    refiner: tuple[Any, "Prompts"] | None = None  # SDXL refiner pipeline and its prompts
+    refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
 
 
@@ -141,13 +142,13 @@ class Engine:
             "seed": seed, "subseed": subseed if recipe.subseed_strength > 0 else -1, "batch_size": 1, "n_iter": 1,
         })
 
-    def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> "Prompts":
+    def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> Prompts:
         prompt, loras = extract_loras(recipe.prompt)
         negative, negative_loras = extract_loras(recipe.negative_prompt)
         self._apply_loras(pipe, loras + negative_loras, recipe.model or "")
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
-        return Prompts(encoder, prompt, negative, zero_empty_negative=_zeros_for_empty(pipe, negative))
+        return Prompts(encoder, prompt, negative, zero_empty_negative=zeros_for_empty(pipe, negative))
 
     def _lora_hashes(self, recipe: Recipe) -> dict[str, str]:
         """A1111's `Lora hashes` entry, so that sites and tools can identify the LoRAs used."""
@@ -155,7 +156,7 @@ class Engine:
         hashes = {ref.name: self.library.ensure_hash(self.library.get(ref.name, kind="lora")).short_hash for ref in refs}
         return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
 
-    def _refiner(self, recipe: Recipe) -> tuple[Any, "Prompts"] | None:
+    def _refiner(self, recipe: Recipe) -> tuple[Any, Prompts] | None:
         if not recipe.refiner_checkpoint:
             return None
         info = self.checkpoint(recipe.refiner_checkpoint)
@@ -249,7 +250,7 @@ class Engine:
             )
         return latents
 
-    def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, "Prompts", torch.Tensor, int]]:
+    def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, Prompts, torch.Tensor, int]]:
         """Which model denoises which timesteps: the base, then the SDXL refiner from `refiner_switch_at`."""
         if run.refiner is None:
             return [(run.pipe, run.encoder, timesteps, 0)]
@@ -330,63 +331,6 @@ class Engine:
         return finished
 
 
-class Prompts:
-    """The positive and negative prompt of one recipe, encoded per step (editing, alternation)."""
-
-    def __init__(self, encoder: Any, prompt: str, negative: str, zero_empty_negative: bool) -> None:
-        self.encoder, self.prompt, self.negative = encoder, prompt, negative
-        self.zero_empty_negative = zero_empty_negative
-
-    def for_run(self, pipe: Any, steps: int, order: int, batch: int, recipe: Recipe, width: int, height: int,
-                device: torch.device) -> Callable[[int], Any]:
-        """Conditioning for the i-th timestep; a second-order sampler spends `order` timesteps per step."""
-        positive = self.encoder.for_steps(self.prompt, steps)
-        negative = self.encoder.for_steps(self.negative, steps)
-        do_cfg = recipe.cfg_scale > 1.0
-        time_ids = _time_ids(pipe, width, height, device)
-        per_step: dict[int, Any] = {}
-
-        def at(i: int) -> Any:
-            step = min(i // order, steps - 1)
-            if step not in per_step:
-                per_step[step] = self._batched(positive.at(step), negative.at(step), batch, do_cfg, time_ids, device)
-            return per_step[step]
-
-        return at
-
-    def _batched(self, pos: Any, neg: Any, batch: int, do_cfg: bool, time_ids: torch.Tensor | None, device: torch.device) -> Any:
-        if do_cfg:
-            neg, pos = match_lengths(neg, pos)
-        if self.zero_empty_negative:
-            pooled = None if pos.pooled is None else torch.zeros_like(pos.pooled)
-            neg = dataclasses.replace(neg, embeds=torch.zeros_like(pos.embeds), pooled=pooled)
-        hidden = _stack(pos.embeds, neg.embeds if do_cfg else None, batch).to(device)
-        if time_ids is None:
-            return hidden, None
-        pooled = _stack(pos.pooled, neg.pooled if do_cfg else None, batch).to(device)
-        ids = _stack(time_ids[0], time_ids[1] if do_cfg else None, batch)
-        return hidden, {"text_embeds": pooled.to(hidden.dtype), "time_ids": ids.to(hidden.dtype)}
-
-
-def _stack(positive: torch.Tensor, negative: torch.Tensor | None, batch: int) -> torch.Tensor:
-    pos = positive.repeat(batch, *[1] * (positive.dim() - 1))
-    if negative is None:
-        return pos
-    return torch.cat([negative.repeat(batch, *[1] * (negative.dim() - 1)), pos])
-
-
-def _time_ids(pipe: Any, width: int, height: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """SDXL's micro-conditioning (positive, negative): original size, crop offset, then target size,
-    or for the refiner an aesthetic score (6 for the prompt, 2.5 for the negative, as diffusers)."""
-    if getattr(pipe.unet.config, "addition_embed_type", None) != "text_time":
-        return None
-    if getattr(pipe.config, "requires_aesthetics_score", False):
-        return (torch.tensor([[height, width, 0, 0, 6.0]], device=device),
-                torch.tensor([[height, width, 0, 0, 2.5]], device=device))
-    ids = torch.tensor([[height, width, 0, 0, height, width]], device=device)
-    return ids, ids
-
-
 def steps_run(scheduler: Any, timesteps: torch.Tensor) -> int:
     """Sampling steps these timesteps make; a second-order sampler spends `order` timesteps per step."""
     return max(1, -(-len(timesteps) // scheduler.order))
@@ -401,11 +345,6 @@ def _shifted_hook(hook: Callable[[StepState], None] | None, offset: int, total: 
     if hook is None:
         return None
     return lambda state: hook(dataclasses.replace(state, index=state.index + offset, total=total))
-
-
-def _zeros_for_empty(pipe: Any, negative: str) -> bool:
-    """SDXL base models ship `force_zeros_for_empty_prompt`: an empty negative prompt is all zeros."""
-    return negative.strip() == "" and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
 
 
 def _cut_for_strength(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
