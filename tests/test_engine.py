@@ -270,3 +270,8 @@ def test_pipeline_is_cached_between_modes(engine, input_image):
     loads = engine.cache.loads
     engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), model="tiny-sd1"))
     assert engine.cache.loads == loads
+
+
+def test_a_lora_tag_never_reaches_the_disk_by_path(engine):
+    with pytest.raises(BadInput, match="looks like a path"):
+        engine.generate(Recipe(**{**BASE, "prompt": "a cat <lora:/etc/passwd:1>"}, model="tiny-sd1"))

@@ -153,8 +153,14 @@ class Engine:
     def _lora_hashes(self, recipe: Recipe) -> dict[str, str]:
         """A1111's `Lora hashes` entry, so that sites and tools can identify the LoRAs used."""
         refs = extract_loras(recipe.prompt)[1] + extract_loras(recipe.negative_prompt)[1]
-        hashes = {ref.name: self.library.ensure_hash(self.library.get(ref.name, kind="lora")).short_hash for ref in refs}
+        hashes = {ref.name: self.library.ensure_hash(self._lora(ref.name)).short_hash for ref in refs}
         return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
+
+    def _lora(self, name: str) -> ModelInfo:
+        """A LoRA named in a prompt: by library name or hash only, never a path on this machine."""
+        if "/" in name or "\\" in name:
+            raise BadInput(f"The LoRA name '{name}' looks like a path; name a LoRA from the library, e.g. <lora:name:0.8>.", field="prompt")
+        return self.library.get(name, kind="lora")
 
     def _refiner(self, recipe: Recipe) -> tuple[Any, Prompts] | None:
         if not recipe.refiner_checkpoint:
@@ -173,7 +179,7 @@ class Engine:
             return
         names, weights = [], []
         for ref in loras:
-            info = self.library.get(ref.name, kind="lora")
+            info = self._lora(ref.name)
             adapter = loaded.get(str(info.path))
             if adapter is None:
                 adapter = f"lora_{len(loaded)}"
