@@ -1,0 +1,109 @@
+// The studio JSON API (/api): every request carries this tab's client id.
+
+const CLIENT_KEY = "localdiffusion.client";
+
+function newClientId() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return "tab-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A random id per browser tab; sessionStorage keeps it across reloads of the same tab only. */
+export const clientId = (() => {
+  let id = sessionStorage.getItem(CLIENT_KEY);
+  if (!id) {
+    id = newClientId();
+    sessionStorage.setItem(CLIENT_KEY, id);
+  }
+  return id;
+})();
+
+/** An answer the server refused: `detail` is one sentence for a person, `field` names the bad field if any. */
+export class ApiError extends Error {
+  constructor(status, detail, field) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+    this.field = field || null;
+  }
+}
+
+async function errorFrom(response) {
+  let detail = `The server answered ${response.status} ${response.statusText}.`;
+  let field = null;
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") detail = body.detail;
+    else if (Array.isArray(body.detail) && body.detail[0]?.msg) detail = body.detail[0].msg;
+    field = body.field || body.errors?.[0]?.field || null;
+  } catch {
+    /* not JSON: keep the status line */
+  }
+  return new ApiError(response.status, detail, field);
+}
+
+/** fetch() with the client id; JSON in and out. `body` may be a plain object (sent as JSON) or FormData. */
+export async function request(method, path, body) {
+  const headers = { "X-Client-Id": clientId };
+  const init = { method, headers };
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "The studio server cannot be reached; check that it is still running.", null);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return null;
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : response.blob();
+}
+
+export const api = {
+  get: (path) => request("GET", path),
+  post: (path, body) => request("POST", path, body ?? {}),
+  patch: (path, body) => request("PATCH", path, body),
+  del: (path) => request("DELETE", path),
+
+  /** Upload an image file or blob: resolves to {ref, width, height}. */
+  upload(blob, name = "image.png") {
+    const form = new FormData();
+    form.append("file", blob, name);
+    return request("POST", "/api/uploads", form);
+  },
+
+  /** Read the generation settings stored in any image file. */
+  pngInfo(blob, name = "image.png") {
+    const form = new FormData();
+    form.append("file", blob, name);
+    return request("POST", "/api/pnginfo", form);
+  },
+
+  /** The bytes of a URL under this server, as a Blob (sent with the client id). */
+  async blob(path) {
+    const response = await fetch(path, { headers: { "X-Client-Id": clientId } });
+    if (!response.ok) throw await errorFrom(response);
+    return response.blob();
+  },
+};
+
+/** Cached GETs for lists that rarely change within a session (samplers, parameters, presets...). */
+const cache = new Map();
+export function cached(path) {
+  if (!cache.has(path)) {
+    const pending = api.get(path).catch((error) => {
+      cache.delete(path);
+      throw error;
+    });
+    cache.set(path, pending);
+  }
+  return cache.get(path);
+}
+export function forget(path) {
+  cache.delete(path);
+}

@@ -1,0 +1,147 @@
+// A card per submitted job: queue position, a step/total bar with live previews, Cancel, then the results.
+//
+// Events come over the WebSocket; a slow poll of GET /api/jobs/{id} fills any gap (a missed event,
+// a reconnect, the queue position moving).
+
+import { api } from "./api.js";
+import { h, emit } from "./dom.js";
+import { onJobEvent } from "./events.js";
+
+const FINISHED = new Set(["done", "failed", "cancelled"]);
+const POLL_MS = 1000;
+const cards = new Map();
+
+onJobEvent((event) => cards.get(event.job_id)?.onEvent(event));
+
+export class JobCard {
+  /** `job` is the answer of POST /api/jobs; `onDone(job)` runs once with the finished job. */
+  constructor(job, { onDone, onOpen } = {}) {
+    this.job = job;
+    this.onDone = onDone;
+    this.onOpen = onOpen;
+    this.finished = false;
+    this.previews = 0;
+    this.status = h("p", { class: "job-status", role: "status", "aria-live": "polite" });
+    this.bar = h("progress", { max: 1, value: 0, "aria-label": `Progress of job ${job.id}` });
+    this.cancelButton = h("button", { type: "button", class: "cancel", onclick: () => this.cancel() }, "Cancel");
+    this.preview = h("img", { class: "preview", alt: "Preview of the image as it forms", hidden: true });
+    this.results = h("div", { class: "results" });
+    this.error = h("p", { class: "job-error", hidden: true });
+    const summary = (job.recipe?.prompt || "").trim() || "(no prompt)";
+    this.el = h("article", { class: "job", dataset: { jobId: job.id, status: job.status, previews: "0" }, "aria-label": `Job ${job.id}` },
+      h("header", {}, h("p", { class: "job-prompt", title: summary }, summary), this.cancelButton),
+      this.status, this.bar, this.preview, this.results, this.error);
+    cards.set(job.id, this);
+    this.render(job);
+    this.poll();
+  }
+
+  async poll() {
+    while (!this.finished) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      if (this.finished) break;
+      try {
+        this.render(await api.get(`/api/jobs/${this.job.id}`));
+      } catch (error) {
+        if (error.status === 404) this.finish({ ...this.job, status: "failed", error: error.detail });
+      }
+    }
+  }
+
+  onEvent(event) {
+    if (this.finished) return;
+    const data = event.data || {};
+    if (event.type === "step") {
+      this.setStatus("running");
+      this.showProgress(data);
+      if (event.preview) {
+        this.previews += 1;
+        this.el.dataset.previews = String(this.previews);
+        this.preview.src = event.preview;
+        this.preview.hidden = false;
+      }
+    } else if (event.type === "started") {
+      this.setStatus("running");
+      this.status.textContent = "Starting: loading the model…";
+    } else if (event.type === "queue" && this.job.status === "queued") {
+      this.render({ ...this.job, position: event.position ?? data.position });
+    } else if (FINISHED.has(event.type)) {
+      // The event carries the result for "done"; fetch the job to be sure of the whole record.
+      api.get(`/api/jobs/${this.job.id}`).then((job) => this.render(job),
+        () => this.render({ ...this.job, status: event.type, error: data.error, result: data.result }));
+    }
+  }
+
+  setStatus(status) {
+    this.job = { ...this.job, status };
+    this.el.dataset.status = status;
+  }
+
+  render(job) {
+    if (this.finished) return;
+    this.job = { ...this.job, ...job };
+    this.el.dataset.status = job.status;
+    if (job.status === "queued") {
+      const ahead = job.position;
+      this.status.textContent = ahead > 0 ? `Waiting in the queue: ${ahead} ahead of it.` : "Waiting in the queue: next to run.";
+    } else if (job.status === "running") {
+      if (job.progress?.total) this.showProgress(job.progress);
+      else this.status.textContent = "Starting: loading the model…";
+    } else if (FINISHED.has(job.status)) {
+      this.finish(job);
+    }
+  }
+
+  showProgress({ step, total, iteration = 0, iterations = 1, phase }) {
+    if (!total) return;
+    const done = Math.min(step, total);
+    this.bar.max = total * iterations;
+    this.bar.value = iteration * total + done;
+    const batch = iterations > 1 ? ` (batch ${iteration + 1} of ${iterations})` : "";
+    const hires = phase === "hires" ? " (hires pass)" : "";
+    this.status.textContent = `Step ${done} of ${total}${batch}${hires}`;
+  }
+
+  finish(job) {
+    this.finished = true;
+    cards.delete(this.job.id);
+    this.job = job;
+    this.el.dataset.status = job.status;
+    this.cancelButton.hidden = true;
+    this.bar.hidden = true;
+    if (job.status === "done") {
+      const ids = job.result?.images || [];
+      const seeds = job.result?.seeds || [];
+      this.status.textContent = ids.length === 1 ? "Done." : `Done: ${ids.length} images.`;
+      this.preview.hidden = true;
+      this.results.replaceChildren(...ids.map((id, i) => h("button", {
+        type: "button", class: "result", "aria-label": `Open image ${id}${seeds[i] !== undefined ? `, seed ${seeds[i]}` : ""}`,
+        onclick: () => this.onOpen?.(id, ids),
+      }, h("img", { src: `/api/images/${id}/file`, alt: "" }))));
+      emit("images-changed");
+    } else if (job.status === "cancelled") {
+      this.status.textContent = "Cancelled.";
+      this.preview.hidden = true;
+    } else {
+      this.status.textContent = "Failed.";
+      this.error.textContent = job.error || "The job failed without a reason.";
+      this.error.hidden = false;
+      this.preview.hidden = true;
+    }
+    this.onDone?.(job);
+  }
+
+  async cancel() {
+    this.cancelButton.disabled = true;
+    this.status.textContent = "Cancelling…";
+    try {
+      await api.del(`/api/jobs/${this.job.id}`);
+    } catch (error) {
+      if (error.status !== 409) {
+        this.error.textContent = error.detail;
+        this.error.hidden = false;
+        this.cancelButton.disabled = false;
+      }
+    }
+  }
+}

@@ -1,0 +1,65 @@
+// The studio's entry point: a hash router over three pages, the status line and the page-wide PNG drop.
+
+import { api } from "./api.js";
+import { h, on } from "./dom.js";
+import { initGenerate } from "./generate.js";
+import { initGallery } from "./gallery.js";
+import { initModels } from "./models.js";
+import { installPageDrop } from "./pnginfo.js";
+import { onJobEvent } from "./events.js";
+
+const PAGES = {
+  generate: { init: initGenerate, title: "Generate" },
+  gallery: { init: initGallery, title: "Gallery" },
+  models: { init: initModels, title: "Models" },
+};
+const started = {};
+
+function pageFromHash() {
+  const name = location.hash.replace(/^#\/?/, "").split("/")[0];
+  return PAGES[name] ? name : "generate";
+}
+
+/** The page object of `name`, built on first use. */
+function page(name) {
+  started[name] ||= Promise.resolve(PAGES[name].init(document.getElementById(`page-${name}`)));
+  return started[name];
+}
+
+async function show(name) {
+  for (const [other] of Object.entries(PAGES)) document.getElementById(`page-${other}`).hidden = other !== name;
+  for (const link of document.querySelectorAll("nav a[data-page]")) {
+    if (link.dataset.page === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `${PAGES[name].title} · Local Diffusion`;
+  const section = document.getElementById(`page-${name}`);
+  try {
+    (await page(name))?.show?.();
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    delete started[name];
+    section.append(h("p", { class: "form-error" }, `This page could not load: ${error.detail || error.message}`));
+  }
+}
+
+async function showStatus() {
+  const el = document.getElementById("device-status");
+  try {
+    const status = await api.get("/api/status");
+    el.textContent = `${status.device} · ${status.dtype}`;
+    el.title = `Local Diffusion ${status.version}`;
+  } catch (error) {
+    el.textContent = error.detail;
+  }
+}
+
+// The gallery and the PNG reader hand recipes and images to the Generate page, built or not.
+on("use-recipe", async (recipe) => (await page("generate")).useRecipe(recipe));
+on("send-to", async (message) => (await page("generate")).sendTo(message));
+
+window.addEventListener("hashchange", () => show(pageFromHash()));
+onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
+installPageDrop();
+showStatus();
+show(pageFromHash());

@@ -1,0 +1,130 @@
+// The image viewer: one image with its full recipe, and what can be done with it.
+
+import { api } from "./api.js";
+import { h, emit, toast } from "./dom.js";
+import { recipeView } from "./recipe-view.js";
+
+let dialog = null;
+let parts = null;
+let state = { id: null, ids: [], image: null, onChange: null };
+
+function build() {
+  parts = {
+    title: h("h2", { id: "viewer-title" }, "Image"),
+    figure: h("figure", { class: "viewer-image" }),
+    details: h("div", { class: "viewer-details" }),
+    star: h("button", { type: "button", "aria-pressed": "false", onclick: toggleStar }, "☆ Star"),
+    download: h("a", { class: "button", download: "" }, "Download"),
+    prev: h("button", { type: "button", "aria-label": "Previous image", onclick: () => step(-1) }, "‹"),
+    next: h("button", { type: "button", "aria-label": "Next image", onclick: () => step(1) }, "›"),
+  };
+  const actions = h("div", { class: "viewer-actions" },
+    h("button", { type: "button", class: "primary", onclick: () => useRecipe() }, "Use these settings"),
+    h("button", { type: "button", onclick: () => sendTo("img2img") }, "Send to img2img"),
+    h("button", { type: "button", onclick: () => sendTo("inpaint") }, "Send to inpaint"),
+    parts.download, parts.star,
+    h("button", { type: "button", class: "danger", onclick: remove }, "Delete"));
+  dialog = h("dialog", { class: "viewer", "aria-labelledby": "viewer-title" },
+    h("div", { class: "viewer-head" }, parts.title, parts.prev, parts.next,
+      h("button", { type: "button", class: "close", "aria-label": "Close the viewer", onclick: () => dialog.close() }, "×")),
+    h("div", { class: "viewer-body" }, parts.figure, h("div", { class: "viewer-side" }, actions, parts.details)));
+  dialog.addEventListener("keydown", (event) => {
+    if (event.target.closest("input, textarea, select")) return;
+    if (event.key === "ArrowLeft") step(-1);
+    else if (event.key === "ArrowRight") step(1);
+  });
+  dialog.addEventListener("click", (event) => {
+    if (event.target === dialog) dialog.close(); // a click on the backdrop
+  });
+  document.body.append(dialog);
+}
+
+/** Open image `id`; `ids` (optional) lets the arrows walk through a list; `onChange` hears of stars and deletes. */
+export async function openViewer(id, { ids = [], onChange = null } = {}) {
+  if (!dialog) build();
+  state = { id, ids, image: null, onChange };
+  if (!dialog.open) dialog.showModal();
+  await show(id);
+}
+
+async function show(id) {
+  state.id = id;
+  const index = state.ids.indexOf(id);
+  parts.prev.hidden = parts.next.hidden = state.ids.length < 2;
+  parts.prev.disabled = index <= 0;
+  parts.next.disabled = index < 0 || index >= state.ids.length - 1;
+  parts.title.textContent = `Image ${id}`;
+  parts.figure.replaceChildren(h("img", { src: `/api/images/${id}/file`, alt: "" }));
+  parts.details.replaceChildren(h("p", {}, "Loading its recipe…"));
+  try {
+    const image = await api.get(`/api/images/${id}`);
+    if (state.id !== id) return;
+    state.image = image;
+    parts.figure.firstChild.alt = image.recipe?.prompt || image.prompt || `Image ${id}`;
+    parts.download.href = `/api/images/${id}/file?download=true`;
+    setStar(Boolean(image.starred));
+    const when = image.created_at ? new Date(image.created_at * 1000).toLocaleString() : "";
+    parts.details.replaceChildren(
+      h("p", { class: "meta" }, [`${image.width} × ${image.height}`, when].filter(Boolean).join(" · ")),
+      image.recipe ? recipeView(image.recipe) : h("p", {}, "No recipe is stored with this image."),
+      image.infotext ? h("details", {}, h("summary", {}, "Parameters as text (A1111 format)"), h("pre", {}, image.infotext)) : null);
+  } catch (error) {
+    parts.details.replaceChildren(h("p", { class: "job-error" }, error.detail || String(error)));
+  }
+}
+
+function step(delta) {
+  const index = state.ids.indexOf(state.id) + delta;
+  if (index >= 0 && index < state.ids.length) show(state.ids[index]);
+}
+
+function setStar(starred) {
+  parts.star.setAttribute("aria-pressed", String(starred));
+  parts.star.textContent = starred ? "★ Starred" : "☆ Star";
+}
+
+async function toggleStar() {
+  if (!state.image) return;
+  const starred = parts.star.getAttribute("aria-pressed") !== "true";
+  try {
+    await api.patch(`/api/images/${state.id}`, { starred });
+    state.image.starred = starred;
+    setStar(starred);
+    state.onChange?.({ type: "star", id: state.id, starred });
+  } catch (error) {
+    toast(error.detail);
+  }
+}
+
+async function remove() {
+  const id = state.id;
+  if (!confirm("Delete this image from the gallery?")) return;
+  try {
+    await api.del(`/api/images/${id}`);
+    state.onChange?.({ type: "delete", id });
+    const index = state.ids.indexOf(id);
+    state.ids = state.ids.filter((other) => other !== id);
+    if (state.ids.length) show(state.ids[Math.min(index, state.ids.length - 1)]);
+    else dialog.close();
+    toast("Image deleted.");
+  } catch (error) {
+    toast(error.detail);
+  }
+}
+
+function useRecipe() {
+  if (!state.image?.recipe) return toast("This image has no stored settings to use.");
+  emit("use-recipe", state.image.recipe);
+  dialog.close();
+}
+
+async function sendTo(mode) {
+  const id = state.id;
+  try {
+    const blob = await api.blob(`/api/images/${id}/file`);
+    emit("send-to", { mode, blob, name: `image-${id}.png`, recipe: state.image?.recipe || null });
+    dialog.close();
+  } catch (error) {
+    toast(error.detail);
+  }
+}
