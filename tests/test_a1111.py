@@ -91,7 +91,8 @@ def test_txt2img_answers_like_a1111(client):
 
 
 def recipe_for(client, request) -> "object":
-    from localdiffusion.server.a1111 import a1111_state, build_recipe
+    from localdiffusion.server.a1111.recipes import build_recipe
+    from localdiffusion.server.a1111.state import a1111_state
 
     class Asking:  # what a1111_state() needs of a request
         app = client.app
@@ -100,7 +101,7 @@ def recipe_for(client, request) -> "object":
 
 
 def test_requests_map_to_recipes(client):
-    from localdiffusion.server.a1111 import Img2ImgRequest, Txt2ImgRequest
+    from localdiffusion.server.a1111.schemas import Img2ImgRequest, Txt2ImgRequest
 
     recipe = recipe_for(client, Txt2ImgRequest(prompt="x", steps=3, width=64, height=64, sampler_index="DPM++ 2M Karras", scheduler="automatic"))
     assert (recipe.sampler_name, recipe.scheduler, recipe.model, recipe.clip_skip) == ("DPM++ 2M", "Karras", "tiny-sd1", 1)
@@ -118,7 +119,7 @@ def test_requests_map_to_recipes(client):
 
 
 def test_names_from_a_request_are_never_paths(client, home, tmp_path):
-    from localdiffusion.server.a1111 import Txt2ImgRequest
+    from localdiffusion.server.a1111.schemas import Txt2ImgRequest
 
     elsewhere = tmp_path / "tiny-sd1"  # a folder outside the library with a library model's name
     elsewhere.mkdir()
@@ -129,7 +130,7 @@ def test_names_from_a_request_are_never_paths(client, home, tmp_path):
 
 
 def test_resize_modes_fit_the_asked_size():
-    from localdiffusion.server.a1111 import fit_image
+    from localdiffusion.server.a1111.images import fit_image
 
     wide = Image.new("RGB", (128, 64), (200, 50, 50))
     wide.paste((0, 0, 255), (0, 0, 8, 64))  # a blue left edge
@@ -223,7 +224,7 @@ def test_png_info_reads_the_infotext_back(client):
 
 
 def test_options_switch_the_model_for_later_requests(client):
-    from localdiffusion.server.a1111 import Txt2ImgRequest
+    from localdiffusion.server.a1111.schemas import Txt2ImgRequest
 
     options = client.get("/sdapi/v1/options").json()
     assert options["sd_model_checkpoint"].startswith("tiny-sd1 [") and len(options["sd_checkpoint_hash"]) == 64

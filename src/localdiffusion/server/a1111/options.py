@@ -1,0 +1,96 @@
+"""A1111's options: reading and setting them, each value checked, and their value for one request."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi.exceptions import RequestValidationError
+
+from localdiffusion.errors import BadInput, ModelNotFound, one_of
+from localdiffusion.server.a1111.checkpoints import current_checkpoint, find_checkpoint, model_title
+from localdiffusion.server.a1111.schemas import GenerationRequest
+from localdiffusion.server.a1111.state import DEFAULT_OPTIONS, A1111State
+from localdiffusion.server.studio import Studio
+
+RANDN_SOURCES = {"CPU": "cpu", "GPU": "device", "NV": "device"}
+VAE_CHOICES = ("Automatic", "None")
+
+
+def read_options(studio: Studio, state: A1111State) -> dict[str, Any]:
+    """The options as set here, with the current checkpoint's title and hash (None when there is none)."""
+    options = dict(state.options)
+    try:
+        model = studio.library.ensure_hash(current_checkpoint(studio, state))
+        options.update(sd_model_checkpoint=model_title(model), sd_checkpoint_hash=model.sha256)
+    except ModelNotFound:
+        options.update(sd_model_checkpoint=None, sd_checkpoint_hash=None)
+    return options
+
+
+def apply_options(studio: Studio, state: A1111State, options: dict[str, Any]) -> None:
+    """Check every option first, then set them all; `sd_model_checkpoint` chooses the model."""
+    checked = {key: _checked_option(studio, key, value) for key, value in options.items()}
+    with state.lock:
+        model = checked.pop("sd_model_checkpoint", None)
+        if model is not None:
+            state.checkpoint = model.name
+        state.options.update(checked)
+
+
+def setting(req: GenerationRequest, state: A1111State, key: str) -> Any:
+    """An option's value for one request: its override_settings, else the options set here, else the default."""
+    overrides = req.override_settings or {}
+    return overrides.get(key, state.options.get(key, DEFAULT_OPTIONS.get(key)))
+
+
+def randn_device(source: Any, field_name: str) -> str:
+    """The Recipe's `rng` for an A1111 `randn_source`."""
+    if source not in RANDN_SOURCES:
+        raise BadInput(f"Unknown randn_source '{source}'; use {one_of(list(RANDN_SOURCES))}.", field=field_name)
+    return RANDN_SOURCES[source]
+
+
+def _checked_option(studio: Studio, key: str, value: Any) -> Any:
+    if key == "sd_model_checkpoint":
+        if not isinstance(value, str):
+            raise _option_error(key, "must be a checkpoint title such as 'name.safetensors [hash]'")
+        return studio.library.ensure_hash(find_checkpoint(studio, value))
+    check = _VALUE_CHECKS.get(key)
+    return check(value) if check else value
+
+
+def _clip_skip(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not 1 <= value <= 12:
+        raise _option_error("CLIP_stop_at_last_layers", "must be a whole number from 1 to 12")
+    return int(value)
+
+
+def _samples_format(value: Any) -> str:
+    if str(value).lower() != "png":
+        raise BadInput(f"The samples_format '{value}' is not supported; this server answers with 'png' images.",
+                       field="samples_format")
+    return "png"
+
+
+def _sd_vae(value: Any) -> Any:
+    if value not in VAE_CHOICES:
+        raise BadInput(f"The sd_vae '{value}' cannot be chosen here; use {one_of(list(VAE_CHOICES))} (the model's own VAE).",
+                       field="sd_vae")
+    return value
+
+
+def _randn_source(value: Any) -> Any:
+    randn_device(value, "randn_source")
+    return value
+
+
+_VALUE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "CLIP_stop_at_last_layers": _clip_skip,
+    "samples_format": _samples_format,
+    "sd_vae": _sd_vae,
+    "randn_source": _randn_source,
+}
+
+
+def _option_error(key: str, why: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", key), "msg": why, "type": "value_error"}])

@@ -1,0 +1,43 @@
+"""What this API remembers for one app: options set by clients, the chosen checkpoint, jobs it waits on."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "samples_format": "png",
+    "sd_vae": "Automatic",
+    "CLIP_stop_at_last_layers": 1,
+    "randn_source": "CPU",  # A1111's default is GPU; ours draws noise on the CPU so recipes reproduce
+    "eta_noise_seed_delta": 0,
+    "live_previews_enable": True,
+    "show_progress_every_n_steps": 1,
+    "enable_pnginfo": True,
+    "samples_save": True,
+    "sd_checkpoints_limit": 1,
+}
+
+
+@dataclass
+class A1111State:
+    checkpoint: str | None = None  # the model chosen with sd_model_checkpoint; None: the library's default
+    options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+    pending: set[int] = field(default_factory=set)  # jobs submitted here and not answered yet
+    stopped: dict[int, str] = field(default_factory=dict)  # job id -> "interrupted" or "skipped"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def a1111_state(request: Request) -> A1111State:
+    """This app's A1111 state (one per app, so that two apps in one process never share a model choice)."""
+    with _STATE_LOCK:
+        state = getattr(request.app.state, "a1111", None)
+        if state is None:
+            state = request.app.state.a1111 = A1111State()
+        return state
