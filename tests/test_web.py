@@ -155,6 +155,29 @@ def test_explanations_open_from_the_keyboard(page, server):
     expect(help_text).to_be_hidden()
 
 
+def test_each_mode_shows_only_its_fields(page, server):
+    open_generate(page, server)
+    for hidden in ("#f-denoising_strength", "#f-hr_scale", "#mask-editor", "#f-outpaint_pixels"):
+        expect(page.locator(hidden)).to_be_hidden()
+    page.get_by_role("checkbox", name="Hires fix").check()
+    expect(page.locator("#f-hr_scale")).to_be_visible()
+    expect(page.locator("#f-hr_upscaler option")).not_to_have_count(0)
+    expect(page.locator("#f-denoising_strength")).to_be_visible()
+    # Tabs follow the arrow keys.
+    page.get_by_role("tab", name="Text to image").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Image to image")).to_be_focused()
+    expect(page.get_by_role("tab", name="Image to image")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#f-hr_scale")).to_be_hidden()
+    expect(page.locator("#init-image .drop-zone")).to_be_visible()
+    page.get_by_role("tab", name="Outpaint").click()
+    expect(page.locator("#f-outpaint_pixels")).to_be_visible()
+    expect(page.locator("#f-width")).to_be_hidden()
+    # The schedule types offered are those of the chosen sampler.
+    page.select_option("#f-sampler_name", "DDIM")
+    assert page.locator("#f-scheduler option").all_inner_texts() == ["Automatic", "SGM Uniform"]
+
+
 def test_paint_a_mask_and_inpaint(page, server, tmp_path):
     source = tmp_path / "source.png"
     Image.new("RGB", (128, 96), (40, 120, 200)).save(source)
@@ -266,8 +289,12 @@ def test_send_to_img2img_uploads_the_image(page, server):
     page.locator("dialog.viewer").get_by_role("button", name="Send to img2img").click()
     expect(page.get_by_role("tab", name="Image to image")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#init-image .drop-status")).to_contain_text("64 × 64")
-    expect(page.locator(".input-preview")).to_be_visible()
+    expect(page.locator("img.input-preview")).to_be_visible()
     expect(page.locator("#f-prompt")).to_have_value("a green hill")
+    # Outpainting the same image previews the larger canvas: 128 pixels more on the right by default.
+    page.get_by_role("tab", name="Outpaint").click()
+    expect(page.locator("canvas.outpaint-preview")).to_have_js_property("width", 192)
+    expect(page.locator("[data-field=outpaint] .hint").last).to_contain_text("192 × 64")
 
 
 def test_cancel_a_running_job(page, server):

@@ -95,10 +95,12 @@ class GeneratePage {
     this.imageInput = h("ld-image-input", { id: "init-image" });
     this.imagePreview = h("img", { class: "input-preview", alt: "The input image", hidden: true });
     this.maskEditor = h("ld-mask-editor", { id: "mask-editor" });
+    this.outpaintPreview = h("canvas", { class: "input-preview outpaint-preview", role: "img", hidden: true,
+      "aria-label": "The input image with the area to be painted around it" });
     this.imageInput.addEventListener("image", (event) => this.onImage(event.detail));
     const imageField = h("div", { class: "field image-field", dataset: { field: "init_image", modes: "img2img inpaint outpaint" } },
       h("div", { class: "field-head" }, h("span", { class: "label", id: "init-image-label" }, "Input image")),
-      this.imageInput, this.imagePreview, h("p", { class: "field-error", id: "err-init_image", hidden: true }));
+      this.imageInput, this.imagePreview, this.outpaintPreview, h("p", { class: "field-error", id: "err-init_image", hidden: true }));
     const maskField = h("div", { class: "field mask-field", dataset: { field: "mask", modes: "inpaint" } },
       h("div", { class: "field-head" }, h("span", { class: "label" }, "Mask")),
       this.maskEditor, h("p", { class: "field-error", id: "err-mask", hidden: true }));
@@ -176,7 +178,10 @@ class GeneratePage {
       if (event.target.name === "enable_hr" || SIDES.includes(event.target.dataset.side) || event.target.name === "outpaint_pixels") this.update();
       this.save();
     });
-    this.form.addEventListener("input", () => this.save());
+    this.form.addEventListener("input", (event) => {
+      if (event.target.name === "outpaint_pixels") this.update();
+      this.save();
+    });
     this.field = f;
 
     this.jobList = h("div", { class: "job-list" });
@@ -328,8 +333,12 @@ class GeneratePage {
       el.hidden = !(modes.includes(this.mode) || (hires && modes.includes("hires")));
     }
     const hasImage = Boolean(this.image);
-    this.imagePreview.hidden = !hasImage || this.mode === "inpaint";
-    if (this.mode === "outpaint") this.outpaintSize.textContent = this.outpaintSizeText();
+    this.imagePreview.hidden = !hasImage || this.mode === "inpaint" || this.mode === "outpaint";
+    this.outpaintPreview.hidden = !hasImage || this.mode !== "outpaint";
+    if (this.mode === "outpaint") {
+      this.outpaintSize.textContent = this.outpaintSizeText();
+      this.drawOutpaint();
+    }
   }
 
   outpaintSizeText() {
@@ -338,6 +347,29 @@ class GeneratePage {
     const w = this.image.width + sides.left + sides.right;
     const hgt = this.image.height + sides.up + sides.down;
     return `The result will be ${roundTo8(w)} × ${roundTo8(hgt)} pixels (the input is ${this.image.width} × ${this.image.height}).`;
+  }
+
+  /** The input image on a larger canvas: the hatched border is what outpainting will paint. */
+  drawOutpaint() {
+    const img = this.imageElement;
+    if (!img?.complete || !img.naturalWidth) return;
+    const sides = this.outpaintSides();
+    const canvas = this.outpaintPreview;
+    canvas.width = this.image.width + sides.left + sides.right;
+    canvas.height = this.image.height + sides.up + sides.down;
+    const ctx = canvas.getContext("2d");
+    const stripe = Math.max(8, Math.round(canvas.width / 40));
+    ctx.fillStyle = "#8a8f9c";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.strokeStyle = "#b9bdc7";
+    ctx.lineWidth = stripe / 2;
+    for (let x = -canvas.height; x < canvas.width; x += stripe * 1.5) {
+      ctx.beginPath();
+      ctx.moveTo(x, canvas.height);
+      ctx.lineTo(x + canvas.height, 0);
+      ctx.stroke();
+    }
+    ctx.drawImage(img, sides.left, sides.up, this.image.width, this.image.height);
   }
 
   outpaintSides() {
@@ -351,6 +383,9 @@ class GeneratePage {
   onImage(image) {
     this.image = image;
     this.imagePreview.src = image.url;
+    this.imageElement = new Image();
+    this.imageElement.onload = () => this.update();
+    this.imageElement.src = image.url;
     this.maskEditor.setImage(image.url, image.width, image.height);
     // Work at the image's own size, scaled down when it is beyond the largest allowed side.
     const max = Number(param("width").max) || 2048;
