@@ -290,6 +290,8 @@ def test_input_images_must_be_uploads_never_paths(idle_client):
     ref = idle_client.post("/api/uploads", files={"file": ("a.png", png_bytes((64, 64)))}).json()["ref"]
     no_mask = idle_client.post("/api/jobs", json={**RECIPE, "mode": "inpaint", "init_image": ref})
     assert no_mask.status_code == 422 and no_mask.json()["field"] == "mask"
+    no_sides = idle_client.post("/api/jobs", json={**RECIPE, "mode": "outpaint", "init_image": ref})
+    assert no_sides.status_code == 422 and no_sides.json()["field"] == "outpaint"
     assert idle_client.post("/api/jobs", json={**RECIPE, "mode": "img2img", "init_image": ref}).status_code == 201
     assert idle_client.post("/api/jobs", json={**RECIPE, "model": "../tiny-sd1"}).status_code == 422
 

@@ -256,6 +256,8 @@ def check_mode_inputs(recipe: Recipe, home: Home) -> None:
         raise InvalidField(f"Mode {recipe.mode} needs an input image; upload one and give its ref as init_image.", field="init_image")
     if recipe.mode == "inpaint" and not recipe.mask:
         raise InvalidField("Inpainting needs a mask; upload one (white where the image should change) and give its ref as mask.", field="mask")
+    if recipe.mode == "outpaint" and (recipe.outpaint is None or recipe.outpaint.is_empty()):
+        raise InvalidField("Outpainting needs at least one side to extend; give pixels for left, right, up or down in outpaint.", field="outpaint")
 
 
 def check_sizes(recipe: Recipe, model: ModelInfo, max_side: int) -> None:

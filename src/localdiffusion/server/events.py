@@ -12,6 +12,7 @@ import io
 import secrets
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.encoders import jsonable_encoder
 
@@ -84,11 +85,11 @@ async def job_events(websocket: WebSocket) -> None:
     await websocket.accept()
     subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id,
                                                          client=socket_client(websocket))
-    tasks = [asyncio.create_task(_send_events(websocket, events)), asyncio.create_task(_wait_for_close(websocket))]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # anyio, as Starlette itself uses, so that the server's own cancellation reaches both halves.
+        async with anyio.create_task_group() as group:
+            group.start_soon(_send_events, websocket, events)
+            await _wait_for_close(websocket)
+            group.cancel_scope.cancel()
     finally:
         studio.events.unsubscribe(subscription)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
