@@ -107,3 +107,16 @@ def test_events_are_filtered_by_client(queue):
     bus.publish(Event("queued", 1, 1, "tab-1"))
     bus.publish(Event("queued", 2, 1, "tab-2"))
     assert [e.job_id for e in list(mine.queue)] == [1]
+
+
+def test_a_graceful_stop_puts_the_running_job_back_in_the_queue(worker):
+    owner = worker.engine.library.db.local_owner_id
+    job = worker.queue.submit(RECIPE.model_copy(update={"steps": 100}), owner_id=owner)
+    _, events = worker.events.subscribe_queue()
+    worker.start()
+    while "step" not in [e.type for e in list(events.queue)]:
+        time.sleep(0.02)
+    worker.stop()
+    back = worker.queue.get(job.id)
+    assert back.status == "queued" and back.attempts == 0
+    assert worker.queue.counts() == {"queued": 1, "running": 0}

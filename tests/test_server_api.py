@@ -178,7 +178,7 @@ def test_upload_keeps_an_image_by_content(client, api_home):
 
 
 def test_upload_refuses_oversize_files(client, monkeypatch):
-    monkeypatch.setattr(api, "MAX_UPLOAD_BYTES", 1024)
+    monkeypatch.setattr(api, "upload_limit", lambda studio: 1024)
     response = client.post("/api/uploads", files={"file": ("big.png", png_bytes((256, 256)) + b"\0" * 4096, "image/png")})
     assert response.status_code == 413 and "limit" in response.json()["detail"]
 

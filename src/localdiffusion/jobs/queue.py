@@ -71,6 +71,14 @@ class JobQueue(ABC):
         """How many queued jobs are ahead of this one (0: next, or running)."""
 
     @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """How many jobs are queued and running."""
+
+    @abstractmethod
+    def requeue(self, job_id: int) -> None:
+        """Put a running job back in the queue without counting the attempt (a graceful shutdown)."""
+
+    @abstractmethod
     def recover(self) -> list[Job]:
         """At start-up: re-queue jobs a dead server left running (once), fail them the second time."""
 
@@ -156,6 +164,15 @@ class SQLiteJobQueue(JobQueue):
     def position(self, job_id: int) -> int:
         rows = self.db.query("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id < ?", (job_id,))
         return int(rows[0][0])
+
+    def counts(self) -> dict[str, int]:
+        rows = dict(self.db.query("SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"))
+        return {"queued": int(rows.get("queued", 0)), "running": int(rows.get("running", 0))}
+
+    def requeue(self, job_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0) "
+                         "WHERE id = ? AND status = 'running'", (job_id,))
 
     def recover(self) -> list[Job]:
         with self.db.transaction() as conn:

@@ -51,6 +51,7 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop within a step; a job cut short goes back to the queue for the next start."""
         self._stop.set()
         if self.current is not None:
             self._cancelled.add(self.current.job.id)
@@ -89,6 +90,9 @@ class Worker:
             self.queue.finish(job.id, self._save(job, result))
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
+            if self._stop.is_set():
+                self.queue.requeue(job.id)
+                return
             self.queue.mark_cancelled(job.id)
             self._publish("cancelled", job)
         except LocalDiffusionError as e:

@@ -34,7 +34,7 @@ from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
 from localdiffusion.store.home import Home
-from localdiffusion.store.inputs import MAX_UPLOAD_BYTES, decode_image, keep_input
+from localdiffusion.store.inputs import decode_image, keep_input
 from localdiffusion.store.thumbnails import ensure_thumbnail
 
 router = APIRouter(prefix="/api", tags=["studio"])
@@ -71,13 +71,6 @@ def has_models(library: ModelLibrary) -> bool:
     return bool(library.list("checkpoint"))
 
 
-def queue_counts(studio: Studio) -> dict[str, int]:
-    # The JobQueue interface has no count; the embedded queue's table answers it in one query.
-    rows = studio.db.query("SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status")
-    counts = dict(rows)
-    return {"queued": int(counts.get("queued", 0)), "running": int(counts.get("running", 0))}
-
-
 @router.get("/status")
 def status(studio: StudioDep) -> dict[str, Any]:
     """What the studio runs on, whether it has a model yet, and how busy the queue is."""
@@ -87,7 +80,7 @@ def status(studio: StudioDep) -> dict[str, Any]:
         "dtype": str(studio.engine.dtype).removeprefix("torch."),
         "has_models": has_models(studio.library),
         "add_models_help": add_models_help(studio.home),
-        "queue": queue_counts(studio),
+        "queue": studio.queue.counts(),
     }
 
 
@@ -160,8 +153,7 @@ def parameters(studio: StudioDep) -> dict[str, dict[str, Any]]:
 
 
 def upload_limit(studio: Studio) -> int:
-    mib = getattr(studio.library.settings, "max_upload_mb", None)
-    return int(mib * 2**20) if mib else MAX_UPLOAD_BYTES
+    return studio.library.settings.max_upload_mb * 2**20
 
 
 def read_limited(stream: BinaryIO, limit: int, what: str) -> bytes:

@@ -9,9 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localdiffusion import __version__
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound
+from starlette.middleware.base import BaseHTTPMiddleware
+
 from localdiffusion.server.auth import TokenMiddleware
 from localdiffusion.server.studio import Studio
 
@@ -31,11 +34,32 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
     app.state.studio = studio
     _add_error_handlers(app)
     _add_routers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=_body_limit(studio))
     if studio.token:
         app.add_middleware(TokenMiddleware, token=studio.token)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
+
+
+def _body_limit(studio: Studio) -> int:
+    # Base64 (the A1111 API's JSON images) is 4/3 the size of the file, plus the other fields.
+    return studio.library.settings.max_upload_mb * 2**20 * 3 // 2 + 2**20
+
+
+class BodyLimitMiddleware(BaseHTTPMiddleware):
+    """Refuse oversized request bodies from their Content-Length, before anything reads them."""
+
+    def __init__(self, app, limit: int) -> None:
+        super().__init__(app)
+        self.limit = limit
+
+    async def dispatch(self, request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            return JSONResponse({"detail": f"The request is {int(length) / 2**20:.1f} MiB, above the limit of "
+                                 f"{self.limit // 2**20} MiB; upload a smaller image.", "field": None}, status_code=413)
+        return await call_next(request)
 
 
 def _add_routers(app: FastAPI) -> None:
@@ -56,5 +80,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
-        return JSONResponse({"detail": f"The field '{first['field']}' is not valid: {first['message']}.", "errors": errors},
-                            status_code=422)
+        return JSONResponse({"detail": f"The field '{first['field']}' is not valid: {first['message']}.",
+                             "field": first["field"] or None, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "field": None}, status_code=exc.status_code, headers=exc.headers)

@@ -46,6 +46,8 @@ class Settings(BaseModel):
     allow_pickle: bool = False
     # How much memory loaded pipelines may keep between generations (GiB); 0 means "pick from the machine".
     cache_budget_gb: float = Field(0.0, ge=0.0)
+    # The largest image upload the server accepts (MiB).
+    max_upload_mb: int = Field(32, ge=1, le=1024)
 
 
 def default_home() -> Path:
