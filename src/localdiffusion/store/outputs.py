@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -18,10 +19,22 @@ def output_folder(outputs: Path, mode: str) -> Path:
     return outputs / f"{mode}-images" / date.today().isoformat()
 
 
+_last_numbers: dict[Path, int] = {}
+_numbers_lock = threading.Lock()
+
+
 def next_number(folder: Path) -> int:
-    """The next free A1111-style image number (00001-...) in a folder."""
-    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"(\d{5,})-", p.name))]
-    return max(numbers, default=0) + 1
+    """The next A1111-style image number (00001-...) in a folder.
+
+    The folder is listed once per process; after that the number comes from memory, so saving
+    stays cheap in a folder of thousands of images.
+    """
+    with _numbers_lock:
+        if folder not in _last_numbers:
+            numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"(\d{5,})-", p.name))]
+            _last_numbers[folder] = max(numbers, default=0)
+        _last_numbers[folder] += 1
+        return _last_numbers[folder]
 
 
 def save_image(
@@ -31,6 +44,8 @@ def save_image(
     """Write `NNNNN-SEED.png` atomically and record it; returns the path and the database id."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
+    while path.exists():  # another process saved into the same folder meanwhile
+        path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
     save_png(image, path, infotext, recipe.to_json())
     if db is None:
         return path, None
