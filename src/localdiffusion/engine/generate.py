@@ -145,10 +145,22 @@ class Engine:
     def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> Prompts:
         prompt, loras = extract_loras(recipe.prompt)
         negative, negative_loras = extract_loras(recipe.negative_prompt)
-        self._apply_loras(pipe, loras + negative_loras, recipe.model or "")
-        embeddings = {e.name: e.path for e in self.library.list("embedding")}
-        encoder = PromptEncoder.from_pipeline(pipe, clip_skip=recipe.clip_skip, embeddings=embeddings)
+        changed = self._apply_loras(pipe, loras + negative_loras, recipe.model or "")
+        encoder = self._encoder_for(pipe, recipe.clip_skip, changed)
         return Prompts(encoder, prompt, negative, zero_empty_negative=zeros_for_empty(pipe, negative))
+
+    def _encoder_for(self, pipe: Any, clip_skip: int, weights_changed: bool) -> PromptEncoder:
+        """One prompt encoder per pipeline, clip skip and set of embeddings, so encodings are reused
+        across generations; its cache is dropped when LoRAs change the text encoder's weights."""
+        encoders: dict[Any, PromptEncoder] = pipe.__dict__.setdefault("_localdiffusion_encoders", {})
+        if weights_changed:
+            for cached in encoders.values():
+                cached.clear_cache()
+        embeddings = {e.name: e.path for e in self.library.list("embedding")}
+        key = (clip_skip, tuple(sorted((name, str(path)) for name, path in embeddings.items())))
+        if key not in encoders:
+            encoders[key] = PromptEncoder.from_pipeline(pipe, clip_skip=clip_skip, embeddings=embeddings)
+        return encoders[key]
 
     def _lora_hashes(self, recipe: Recipe) -> dict[str, str]:
         """A1111's `Lora hashes` entry, so that sites and tools can identify the LoRAs used."""
@@ -169,14 +181,14 @@ class Engine:
         if base_family(info.family) not in ("sdxl", "sdxl-refiner"):
             raise BadInput(f"The refiner '{info.name}' is a {info.family} model; a refiner must be an SDXL model.", field="refiner_checkpoint")
         pipe = self.pipeline(info)
-        return pipe, self._prompt_encoder(pipe, recipe)
+        # LoRAs are trained for the base model, so the refiner gets the prompts without them.
+        prompt, negative = extract_loras(recipe.prompt)[0], extract_loras(recipe.negative_prompt)[0]
+        encoder = self._encoder_for(pipe, recipe.clip_skip, weights_changed=False)
+        return pipe, Prompts(encoder, prompt, negative, zero_empty_negative=zeros_for_empty(pipe, negative))
 
-    def _apply_loras(self, pipe: Any, loras: list, model_name: str) -> None:
+    def _apply_loras(self, pipe: Any, loras: list, model_name: str) -> bool:
+        """Activate exactly these LoRAs at these weights; True when that changed the model's weights."""
         loaded: dict[str, str] = pipe.__dict__.setdefault("_localdiffusion_loras", {})
-        if not loras:
-            if loaded:
-                pipe.disable_lora()
-            return
         names, weights = [], []
         for ref in loras:
             info = self._lora(ref.name)
@@ -187,8 +199,16 @@ class Engine:
                 loaded[str(info.path)] = adapter
             names.append(adapter)
             weights.append(ref.weight)
-        pipe.enable_lora()
-        pipe.set_adapters(names, adapter_weights=weights)
+        state = tuple(zip(names, weights))
+        if state == pipe.__dict__.get("_localdiffusion_lora_state", ()):
+            return False
+        pipe.__dict__["_localdiffusion_lora_state"] = state
+        if state:
+            pipe.enable_lora()
+            pipe.set_adapters(names, adapter_weights=weights)
+        else:
+            pipe.disable_lora()
+        return True
 
     def _progress_hook(self, on_progress, iteration: int, iterations: int, sdxl: bool) -> Callable[[StepState], None] | None:
         if on_progress is None:
