@@ -1,7 +1,7 @@
 """Jobs layer: every generation request becomes a job in a persistent queue, run by a worker.
 
     queue = SQLiteJobQueue(db)           # the embedded default; JobQueue is the interface
-    worker = Worker(queue, engine, home, events)
+    worker = Worker(queue, engine, events)
     worker.start()
     job = queue.submit(recipe, owner_id=db.local_owner_id, client="tab-1")
 """

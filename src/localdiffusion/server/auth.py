@@ -42,7 +42,7 @@ class TokenMiddleware(BaseHTTPMiddleware):
         given = presented_token(request)
         if given is None or not secrets.compare_digest(given, self.token):
             return JSONResponse({"detail": "This server needs its access token: open the address it printed at start, "
-                                 "or send 'Authorization: Bearer TOKEN'."}, status_code=401,
+                                 "or send 'Authorization: Bearer TOKEN'.", "field": None}, status_code=401,
                                 headers={"WWW-Authenticate": 'Basic realm="localdiffusion"'})
         if request.query_params.get("token") and request.method == "GET" and not request.url.path.startswith(("/api", "/sdapi")):
             response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)

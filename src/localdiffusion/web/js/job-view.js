@@ -63,8 +63,6 @@ export class JobCard {
     } else if (event.type === "started") {
       this.setStatus("running");
       this.status.textContent = "Starting: loading the model…";
-    } else if (event.type === "queue" && this.job.status === "queued") {
-      this.render({ ...this.job, position: event.position ?? data.position });
     } else if (FINISHED.has(event.type)) {
       // The event carries the result for "done"; fetch the job to be sure of the whole record.
       api.get(`/api/jobs/${this.job.id}`).then((job) => this.render(job),
