@@ -104,6 +104,7 @@ class Engine:
 
     # --- generation ---
 
+    @torch.no_grad()
     def generate(
         self,
         recipe: Recipe,
@@ -333,12 +334,12 @@ class Engine:
         return self._encode_tensor(pipe, pixels).repeat(batch, 1, 1, 1)
 
     def _encode_tensor(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), _upcast_vae(pipe):
+        with _upcast_vae(pipe):
             latents = pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.mode()
         return (latents * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
 
     def _decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        with torch.no_grad(), _upcast_vae(pipe):
+        with _upcast_vae(pipe):
             image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
         return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
 

@@ -39,6 +39,21 @@ def schedule(
 ) -> list[tuple[int, str]]:
     """The texts a prompt turns into over `steps` sampling steps, as A1111 computes them.
 
+    Parsing costs milliseconds and the same prompts come back every generation, so results are cached.
+    """
+    return list(_cached_schedule(prompt, steps, hires_steps, use_old_scheduling))
+
+
+@lru_cache(maxsize=512)
+def _cached_schedule(prompt: str, steps: int, hires_steps: int | None, use_old_scheduling: bool) -> tuple[tuple[int, str], ...]:
+    return tuple(_schedule(prompt, steps, hires_steps, use_old_scheduling))
+
+
+def _schedule(
+    prompt: str, steps: int, hires_steps: int | None = None, use_old_scheduling: bool = False
+) -> list[tuple[int, str]]:
+    """Parse and schedule one prompt (uncached).
+
     With `hires_steps` (the second pass of hires fix) whole numbers count on from the end of the
     first pass and fractions from 1.0 up to 2.0 cover the second pass, as in current A1111;
     `use_old_scheduling` restores A1111's earlier rule (fractions of the steps of this pass).
