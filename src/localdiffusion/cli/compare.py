@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
-from localdiffusion.cli.generate import _library, _recipe, existing, mode_for, parse_size
+from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
 
 
 @app.command("compare")
@@ -39,13 +39,13 @@ def compare_command(
 
     axes = [parse_axis(x, "X"), parse_axis(y, "Y"), parse_axis(z, "Z") if z else None]
     width, height = parse_size(size) if size else (None, None)
-    recipe = _recipe(
+    recipe = recipe_from_fields(
         prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
         scheduler=scheduler, seed=seed, width=width, height=height, clip_skip=clip_skip, denoising_strength=denoise,
         mode=mode_for(init, None, None), init_image=existing(init, "input image"),
     )
     h = home_from(home)
-    engine = Engine(_library(h))
+    engine = Engine(library_for(h))
     with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total} cells"),
              TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("Loading model", total=None)

@@ -87,7 +87,7 @@ def generate(
 ) -> None:
     """Generate images from a prompt (txt2img), or from an input image (img2img, inpaint, outpaint)."""
     width, height = parse_size(size) if size else (None, None)
-    recipe = _recipe(
+    recipe = recipe_from_fields(
         prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
         scheduler=scheduler, seed=seed, subseed=subseed, subseed_strength=subseed_strength, width=width, height=height,
         batch_size=batch_size, n_iter=batch_count, denoising_strength=denoise, mask_blur=mask_blur, inpainting_fill=fill,
@@ -110,12 +110,12 @@ def replay(
     from localdiffusion.engine.replay import recipe_for_replay
 
     h = home_from(home)
-    library = _library(h)
+    library = library_for(h)
     recipe = recipe_for_replay(image, library)
     run(recipe, h, out_dir, {})
 
 
-def _recipe(**fields) -> Recipe:
+def recipe_from_fields(**fields) -> Recipe:
     from pydantic import ValidationError
 
     try:
@@ -126,7 +126,7 @@ def _recipe(**fields) -> Recipe:
         raise BadInput(f"The value {first.get('input')!r} for {name} is not allowed: {first['msg']}.", field=name) from None
 
 
-def _library(home: Home, allow_pickle: bool = False):
+def library_for(home: Home, allow_pickle: bool = False):
     from localdiffusion.models.library import ModelLibrary
     from localdiffusion.store.db import Database
 
@@ -139,7 +139,7 @@ def _library(home: Home, allow_pickle: bool = False):
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
     from localdiffusion.engine import Engine, EngineOptions
 
-    library = _library(home, allow_pickle)
+    library = library_for(home, allow_pickle)
     engine = Engine(library, EngineOptions(**options))
     total = recipe.steps * recipe.n_iter
     with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
