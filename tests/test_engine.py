@@ -275,3 +275,13 @@ def test_pipeline_is_cached_between_modes(engine, input_image):
 def test_a_lora_tag_never_reaches_the_disk_by_path(engine):
     with pytest.raises(BadInput, match="looks like a path"):
         engine.generate(Recipe(**{**BASE, "prompt": "a cat <lora:/etc/passwd:1>"}, model="tiny-sd1"))
+
+
+def test_step_observers_see_predictions_and_the_pass(engine):
+    seen = []
+    engine.generate(Recipe(**{**BASE, "steps": 2}, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2,
+                           denoising_strength=1.0, model="tiny-sd1"),
+                    on_step=lambda state, phase, batch: seen.append((phase, state.index, state.noise_cond is not None,
+                                                                     tuple(state.x0.shape))))
+    assert [s[:2] for s in seen] == [("sample", 0), ("sample", 1), ("hires", 0), ("hires", 1)]
+    assert all(s[2] for s in seen) and seen[0][3] == (1, 4, 16, 16) and seen[-1][3] == (1, 4, 24, 24)

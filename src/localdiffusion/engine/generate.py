@@ -54,6 +54,27 @@ class Progress:
 
 
 @dataclass
+class StepWatch:
+    """Who watches the steps of one batch: progress events (with cheap previews) and step observers
+    (explanations), told which batch and which pass ("sample" or "hires") a step belongs to."""
+
+    iteration: int
+    iterations: int
+    sdxl: bool
+    previews: bool
+    on_progress: Callable[[Progress], None] | None
+    on_step: Callable[[StepState, str, int], None] | None
+    phase: str = "sample"
+
+    def __call__(self, state: StepState) -> None:
+        if self.on_step is not None:
+            self.on_step(state, self.phase, self.iteration)
+        if self.on_progress is not None:
+            preview = latent_to_rgb(state.x0[0], sdxl=self.sdxl) if self.previews else None
+            self.on_progress(Progress(state.index + 1, state.total, self.iteration, self.iterations, self.phase, preview))
+
+
+@dataclass
 class Run:
     """One model pass over a batch: everything the loop needs besides the latents."""
 
@@ -62,7 +83,7 @@ class Run:
     seeds: list[int]
     subseeds: list[int]
     encoder: Any
-    on_step: Callable[[StepState], None] | None
+    on_step: StepWatch | None
     cancel: Callable[[], bool] | None
     refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
@@ -110,7 +131,11 @@ class Engine:
         recipe: Recipe,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        on_step: Callable[[StepState, str, int], None] | None = None,
     ) -> Result:
+        """Generate the recipe's images. `on_progress` gets a Progress per step (with a cheap preview),
+        `on_step` the raw StepState (latents, the x0 prediction, unconditional and conditional
+        predictions) with the pass ("sample"/"hires") and batch index; `cancel` is polled every step."""
         started = time.perf_counter()
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
@@ -125,7 +150,9 @@ class Engine:
             first = iteration * r.batch_size
             seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
             subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
-            progress = self._progress_hook(on_progress, iteration, r.n_iter, base_family(info.family) == "sdxl")
+            watching = on_progress is not None or on_step is not None
+            progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
+                                 on_progress, on_step) if watching else None
             run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner)
             images = self._run(run)
             for image, s, sub in zip(images, seeds, subseeds):
@@ -210,18 +237,6 @@ class Engine:
         else:
             pipe.disable_lora()
         return True
-
-    def _progress_hook(self, on_progress, iteration: int, iterations: int, sdxl: bool) -> Callable[[StepState], None] | None:
-        if on_progress is None:
-            return None
-        phase = {"name": "sample"}
-
-        def hook(state: StepState) -> None:
-            preview = latent_to_rgb(state.x0[0], sdxl=sdxl) if self.options.previews else None
-            on_progress(Progress(state.index + 1, state.total, iteration, iterations, phase["name"], preview))
-
-        hook.phase = phase  # type: ignore[attr-defined]
-        return hook
 
     # --- one batch ---
 
@@ -314,7 +329,7 @@ class Engine:
             allowed = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
             raise BadInput(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {', '.join(allowed)}.", field="hr_upscaler")
         if run.on_step is not None:
-            run.on_step.phase["name"] = "hires"  # type: ignore[attr-defined]
+            run.on_step.phase = "hires"
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
         noise = self._noise(run, (1, 4, height // 8, width // 8))
         steps = recipe.hr_second_pass_steps or recipe.steps
