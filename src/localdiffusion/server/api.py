@@ -242,8 +242,6 @@ def _as_field_error(error: BadInput) -> InvalidField:
 def check_mode_inputs(recipe: Recipe, home: Home) -> None:
     check_input_ref(home, recipe.init_image, "init_image")
     check_input_ref(home, recipe.mask, "mask")
-    for i, unit in enumerate(recipe.controls):
-        check_input_ref(home, unit.image, f"controls.{i}.image")
     if recipe.mode != "txt2img" and not recipe.init_image:
         raise InvalidField(f"Mode {recipe.mode} needs an input image; upload one and give its ref as init_image.", field="init_image")
     if recipe.mode == "inpaint" and not recipe.mask:
@@ -272,8 +270,8 @@ def check_recipe(studio: Studio, recipe: Recipe) -> None:
     model = resolve_model(library, recipe.model)
     if recipe.refiner_checkpoint:
         resolve_model(library, recipe.refiner_checkpoint, field="refiner_checkpoint")
-    for i, unit in enumerate(recipe.controls):
-        resolve_model(library, unit.model, kind="controlnet", field=f"controls.{i}.model")
+    if recipe.controls:
+        raise InvalidField("ControlNet units are not supported yet; remove the controls from the recipe.", field="controls")
     try:
         resolve_sampler(recipe.sampler_name, recipe.scheduler)
     except BadInput as e:
