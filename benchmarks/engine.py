@@ -44,6 +44,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -143,16 +145,6 @@ def compare(a: Samples, b: Samples) -> str:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def busy_fraction(seconds: float = 1.0) -> float:

@@ -45,6 +45,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -115,16 +117,6 @@ def spread(values: list[float]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def uptime() -> str:
