@@ -1,0 +1,204 @@
+"""Denoising timeline: what the model predicted at every step of one generation, and what changed when.
+
+A `TimelineRecorder` is a step observer (`Engine.generate(..., on_step=recorder)`). For image 0 of
+the first batch it keeps, per step, two small RGB previews made by the cheap latent-to-RGB matrix
+(the predicted final image x0 and the noisy latent), never the latents themselves, so memory stays
+bounded; optionally a full VAE decode of x0 at a few chosen steps. The explanation splits the
+steps into thirds and reports each third's share of this run's total change of x0.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from localdiffusion.engine.previews import latent_to_rgb
+from localdiffusion.engine.sampling import StepState
+from localdiffusion.explain.grid import draw_grid
+from localdiffusion.models.info import base_family
+from localdiffusion.recipe import Recipe
+
+MIN_CELL = 96  # filmstrip cells are enlarged to at least this many pixels, so that tiny latents stay visible
+THIRDS = ("composition", "shapes", "detail")
+
+
+@dataclass
+class TimelineFrame:
+    step: int  # 1-based, within its pass
+    total: int
+    phase: str  # "sample" or "hires"
+    x0: Image.Image  # the predicted final image, by latent-to-RGB
+    noisy: Image.Image  # the latents after this step, by latent-to-RGB
+    change: float  # mean absolute change of x0 (latent units) since the previous step of this pass; 0 at the first
+    normalised: float = 0.0  # change / the largest change of the pass, 0..1
+    decoded: Image.Image | None = None  # full VAE decode of x0, at the chosen steps only
+
+
+@dataclass
+class Third:
+    name: str  # "composition", "shapes" or "detail"
+    first: int  # 1-based steps, inclusive
+    last: int
+    share: float  # percent of the pass's total x0 change
+
+
+@dataclass
+class Timeline:
+    frames: list[TimelineFrame]
+    thirds: list[Third] = field(default_factory=list)
+    explanation: str = ""
+
+    def pass_frames(self, phase: str = "sample") -> list[TimelineFrame]:
+        return [f for f in self.frames if f.phase == phase]
+
+    def filmstrip(self) -> Image.Image:
+        return draw_filmstrip(self)
+
+    def animation(self, duration_ms: int = 200) -> bytes:
+        return animated_webp([f.x0 for f in self.frames], duration_ms)
+
+    def summary(self) -> dict[str, Any]:
+        steps = [{"step": f.step, "phase": f.phase, "change": round(f.change, 6), "normalised": round(f.normalised, 4),
+                  "decoded": f.decoded is not None} for f in self.frames]
+        thirds = [{"name": t.name, "first": t.first, "last": t.last, "share": round(t.share, 2)} for t in self.thirds]
+        return {"steps": steps, "thirds": thirds, "explanation": self.explanation}
+
+
+class TimelineRecorder:
+    """Step observer that records the timeline of batch image 0 (sample pass, and hires pass when on)."""
+
+    def __init__(self, sdxl: bool = False, decode: Callable[[torch.Tensor], Image.Image] | None = None,
+                 decode_steps: Iterable[int] = ()) -> None:
+        self.sdxl = sdxl
+        self.decode = decode
+        self.decode_steps = set(decode_steps)
+        self.frames: list[TimelineFrame] = []
+        self._previous: torch.Tensor | None = None
+        self._phase: str | None = None
+
+    def __call__(self, state: StepState, phase: str, batch: int) -> None:
+        if batch != 0:
+            return
+        x0 = state.x0[0].detach().float()
+        if phase != self._phase:
+            self._previous, self._phase = None, phase
+        change = 0.0 if self._previous is None else float((x0 - self._previous).abs().mean())
+        self._previous = x0.clone()
+        step = state.index + 1
+        decoded = None
+        if self.decode is not None and phase == "sample" and step in self.decode_steps:
+            decoded = self.decode(state.x0[:1])
+        self.frames.append(TimelineFrame(step, state.total, phase, latent_to_rgb(x0, self.sdxl),
+                                         latent_to_rgb(state.latents[0], self.sdxl), change, decoded=decoded))
+
+    def timeline(self) -> Timeline:
+        for phase in {f.phase for f in self.frames}:
+            frames = [f for f in self.frames if f.phase == phase]
+            largest = max(f.change for f in frames) or 1.0
+            for f in frames:
+                f.normalised = f.change / largest
+        timeline = Timeline(self.frames)
+        timeline.thirds = thirds_of([f.change for f in timeline.pass_frames("sample")])
+        timeline.explanation = explain(timeline.thirds, hires=bool(timeline.pass_frames("hires")))
+        return timeline
+
+
+def recorder_for(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = ()) -> TimelineRecorder:
+    """A recorder for this recipe's model family; VAE decodes (when asked) use the engine's own decode."""
+    info = engine.checkpoint(recipe.model)
+    steps = list(decode_steps)
+    decode = None
+    if steps:
+        pipe = engine.pipeline(info)
+        # Engine._decode is the engine's one VAE decode (scaling, fp16 upcast); a public one is requested.
+        decode = lambda latents: engine._decode(pipe, latents)[0]  # noqa: E731
+    return TimelineRecorder(base_family(info.family) == "sdxl", decode, steps)
+
+
+def capture_timeline(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = ()) -> tuple[Timeline, Any]:
+    """Generate `recipe` once (one image) and return its timeline and the engine's Result."""
+    recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
+    recorder = recorder_for(engine, recipe, decode_steps)
+    result = engine.generate(recipe, on_step=recorder)
+    return recorder.timeline(), result
+
+
+# --- explaining ---
+
+def thirds_of(changes: list[float]) -> list[Third]:
+    """Each third of the steps and its share (percent) of the total change; empty thirds are left out."""
+    n = len(changes)
+    total = sum(changes)
+    bounds = [round(n * k / 3) for k in range(4)]
+    thirds = []
+    for name, start, end in zip(THIRDS, bounds, bounds[1:]):
+        if end > start:
+            share = 100.0 * sum(changes[start:end]) / total if total > 0 else 100.0 * (end - start) / n
+            thirds.append(Third(name, start + 1, end, share))
+    return thirds
+
+
+def _steps(third: Third) -> str:
+    return f"step {third.first}" if third.first == third.last else f"steps {third.first}-{third.last}"
+
+
+def explain(thirds: list[Third], hires: bool = False) -> str:
+    """Plain words from this run's numbers: which third of the steps changed the predicted image most."""
+    if len(thirds) < 3:
+        return "Too few steps to tell composition, shapes and detail apart; each step's change is listed instead."
+    early, middle, late = thirds
+    top = max(thirds, key=lambda t: t.share)
+    lead = {
+        "composition": f"{early.share:.0f}% of the change happened in {_steps(early)}: the composition was decided early.",
+        "shapes": f"{middle.share:.0f}% of the change happened in the middle, {_steps(middle)}: that is where the "
+                  f"shapes formed, after {early.share:.0f}% in {_steps(early)} had laid out the composition.",
+        "detail": f"{late.share:.0f}% of the change happened late, in {_steps(late)}: the image was still being "
+                  "reworked at the end, so more steps may help it settle.",
+    }[top.name]
+    parts = [lead]
+    if top.name == "composition":
+        parts.append(f"The middle third ({_steps(middle)}) refined the shapes with {middle.share:.0f}%.")
+    if top.name != "detail":
+        quiet = "only " if late.share < 15 else ""
+        parts.append(f"The last third ({_steps(late)}) changed {quiet}{late.share:.0f}%: fine detail.")
+    if hires:
+        parts.append("The hires pass then refined the enlarged image; its frames are marked 'hires'.")
+    return " ".join(parts)
+
+
+# --- pictures ---
+
+def _enlarged(image: Image.Image, size: int = MIN_CELL) -> Image.Image:
+    scale = max(1, -(-size // max(1, min(image.size))))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST) if scale > 1 else image
+
+
+def draw_filmstrip(timeline: Timeline) -> Image.Image:
+    """Rows: predicted final image (x0), noisy latent and, when decoded, the VAE decode; columns: steps."""
+    frames = timeline.frames
+    x0_row = [_enlarged(f.x0) for f in frames]
+    noisy_row = [_enlarged(f.noisy) for f in frames]
+    rows, labels = [x0_row, noisy_row], ["Predicted final image (x0)", "Noisy latent"]
+    if any(f.decoded is not None for f in frames):
+        blank = lambda cell: Image.new("RGB", cell.size, (255, 255, 255))  # noqa: E731
+        rows.append([f.decoded.resize(c.size, Image.Resampling.LANCZOS) if f.decoded else blank(c)
+                     for f, c in zip(frames, x0_row)])
+        labels.append("Full decode (VAE)")
+    steps = [f"{f.step}" if f.phase == "sample" else f"hires {f.step}" for f in frames]
+    return draw_grid(rows, "Step", steps, "", labels)
+
+
+def animated_webp(images: list[Image.Image], duration_ms: int = 200) -> bytes:
+    """An animated WebP (looping) of these frames, enlarged to be visible."""
+    frames = [_enlarged(i, 256) for i in images]
+    size = frames[-1].size
+    frames = [f if f.size == size else f.resize(size, Image.Resampling.NEAREST) for f in frames]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0,
+                   lossless=True)
+    return buffer.getvalue()
