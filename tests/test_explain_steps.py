@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import localdiffusion.cli.explain  # noqa: F401  (registers the command until cli/app.py imports it)
 from localdiffusion.cli.app import main
+from localdiffusion.cli.explain import explain_run  # also registers the command until cli/app.py imports it
 from localdiffusion.errors import BadInput
 from localdiffusion.explain import guidance, timeline as tl
 from localdiffusion.recipe import Recipe
@@ -41,10 +41,11 @@ def euler_run(engine):
 
 
 def test_timeline_has_one_frame_per_step_with_numbers(euler_run):
-    timeline, _, _ = euler_run
+    timeline, _, own = euler_run
     assert [f.step for f in timeline.frames] == list(range(1, 7))
     assert all(f.phase == "sample" and isinstance(f.x0, Image.Image) for f in timeline.frames)
-    assert timeline.frames[0].change == 0.0 and all(f.change > 0 for f in timeline.frames[1:])
+    assert all(f.change > 0 for f in timeline.frames)
+    assert timeline.frames[0].change == pytest.approx(float(own[1].abs().mean()))  # from a blank canvas
     assert max(f.normalised for f in timeline.frames) == pytest.approx(1.0)
     film = timeline.filmstrip()
     assert film.width > 6 * tl.MIN_CELL and film.height > 2 * tl.MIN_CELL
@@ -58,7 +59,7 @@ def test_explanation_comes_from_the_run(euler_run):
     changes = [f.change for f in timeline.frames]
     assert shares[0] == pytest.approx(100 * sum(changes[:2]) / sum(changes))
     top = max(timeline.thirds, key=lambda t: t.share)
-    assert f"{top.share:.0f}%" in timeline.explanation
+    assert tl.percent(top.share) in timeline.explanation
 
 
 def test_thirds_and_wording_follow_the_numbers():
@@ -119,7 +120,7 @@ def run_cli(capsys, *args):
 
 def test_cli_writes_timeline_cfg_image_and_json(capsys, model_home, tmp_path):
     out = tmp_path / "why"
-    code, stdout, stderr = run_cli(capsys, "explain", "a red fox", "--negative", "blurry", *FAST,
+    code, stdout, stderr = run_cli(capsys, "explain", "a red fox", "--negative", "blurry", *FAST, "--decode-steps", "2",
                                    "--home", model_home.root, "-o", out)
     assert code == 0, stderr
     for name in ("timeline.png", "timeline.webp", "cfg-1.png", "cfg-3.png", "image.png", "explain.json"):
@@ -128,16 +129,18 @@ def test_cli_writes_timeline_cfg_image_and_json(capsys, model_home, tmp_path):
     assert set(data["files"]) == {p.name for p in out.iterdir()}
     assert data["recipe"]["seed"] == 3 and data["recipe"]["steps"] == 4
     assert len(data["timeline"]["steps"]) == 4 and data["timeline"]["explanation"]
+    assert [s["decoded"] for s in data["timeline"]["steps"]] == [False, True, False, False]
     assert sum(t["share"] for t in data["timeline"]["thirds"]) == pytest.approx(100, abs=0.1)
     assert [c["step"] for c in data["cfg"]] == [1, 3] and "blurry" in data["cfg"][0]["caption"]
     assert "parameters" in Image.open(out / "image.png").info
 
 
-def test_cli_cfg_steps_only(capsys, model_home, tmp_path):
+def test_explain_run_writes_only_what_was_asked(engine, tmp_path):
     out = tmp_path / "why"
-    code, _, stderr = run_cli(capsys, "explain", "a red fox", *FAST, "--cfg-steps", "2", "--home", model_home.root, "-o", out)
-    assert code == 0, stderr
-    assert {p.name for p in out.iterdir()} == {"cfg-2.png", "image.png", "explain.json"}
+    recipe = Recipe(**{**BASE, "steps": 3})
+    written = explain_run(engine, recipe, out, timeline=False, cfg_steps=[2])
+    assert written == ["image.png", "cfg-2.png", "explain.json"]
+    assert {p.name for p in out.iterdir()} == set(written)
 
 
 @pytest.mark.parametrize("value", ["5,x", "0", ""])

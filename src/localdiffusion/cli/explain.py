@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 from PIL import Image
 
-from localdiffusion.cli.app import HomeOption, app, home_from, out
+from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
 from localdiffusion.recipe import Recipe
 
@@ -41,7 +41,7 @@ def explain_command(
     from localdiffusion.explain.guidance import check_guidance, parse_steps
 
     wanted_cfg = parse_steps(cfg_steps) if cfg_steps is not None else None
-    decodes = parse_steps(decode_steps) if decode_steps is not None else []
+    decodes = parse_steps(decode_steps, "decode steps", "decode_steps") if decode_steps is not None else []
     do_timeline = timeline or wanted_cfg is None
     width, height = parse_size(size) if size else (None, None)
     recipe = recipe_from_fields(
@@ -52,7 +52,9 @@ def explain_command(
     do_cfg = wanted_cfg is not None or not timeline
     if wanted_cfg is not None:
         check_guidance(recipe)
-    do_cfg = do_cfg and recipe.cfg_scale > 1.0  # with neither flag, a run without CFG still gets its timeline
+    if do_cfg and recipe.cfg_scale <= 1.0:  # with neither flag, a run without CFG still gets its timeline
+        err.print(f"[dim]CFG scale {recipe.cfg_scale:g} turns guidance off, so there are no CFG triptychs.[/dim]")
+        do_cfg = False
     engine = Engine(library_for(home_from(home)))
     written = explain_run(engine, recipe, Path(out_dir), timeline=do_timeline, cfg_steps=wanted_cfg if do_cfg else [],
                           decode_steps=decodes, default_cfg=do_cfg and wanted_cfg is None)

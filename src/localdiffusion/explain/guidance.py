@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.sampling import StepState, predicted_x0
@@ -127,12 +127,12 @@ def clamp_steps(steps: Iterable[int], total: int) -> list[int]:
     return sorted({min(max(int(s), 1), total) for s in steps})
 
 
-def parse_steps(text: str) -> list[int]:
+def parse_steps(text: str, what: str = "CFG steps", field: str = "cfg_steps") -> list[int]:
     """'5,15' to [5, 15]; one sentence naming the bad value otherwise."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise BadInput(f"The CFG steps '{text}' are not step numbers; give whole numbers from 1, separated by commas, e.g. 5,15.",
-                       field="cfg_steps")
+        raise BadInput(f"The {what} '{text}' are not step numbers; give whole numbers from 1, separated by commas, e.g. 5,15.",
+                       field=field)
     return [int(p) for p in parts]
 
 
@@ -180,5 +180,7 @@ def heat_image(values: torch.Tensor) -> Image.Image:
 def draw_triptych(view: GuidanceView) -> Image.Image:
     without = "Negative prompt only (unconditional)" if view.negative_prompt.strip() else "Without the prompt (unconditional)"
     labels = [without, "With the prompt", f"Guided, CFG {view.cfg_scale:g}", "Difference your words make (|with - without|)"]
-    return draw_grid([[view.uncond, view.cond, view.guided, view.heat]], "", labels, "",
+    cells = [ImageOps.expand(c, border=max(2, c.width // 40), fill=(255, 255, 255))
+             for c in (view.uncond, view.cond, view.guided, view.heat)]
+    return draw_grid([cells], "", labels, "",
                      [f"Step {view.step} of {view.total}"], view.caption)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.sampling import StepState
@@ -34,7 +34,10 @@ class TimelineFrame:
     phase: str  # "sample" or "hires"
     x0: Image.Image  # the predicted final image, by latent-to-RGB
     noisy: Image.Image  # the latents after this step, by latent-to-RGB
-    change: float  # mean absolute change of x0 (latent units) since the previous step of this pass; 0 at the first
+    # Mean absolute change of x0 (latent units) since the previous step of this pass. The first sample
+    # step is measured from a blank canvas (the all-zero latent, mid grey), so that the composition the
+    # model lays down at step 1 counts; the first hires step, which starts from the upscaled image, is 0.
+    change: float
     normalised: float = 0.0  # change / the largest change of the pass, 0..1
     decoded: Image.Image | None = None  # full VAE decode of x0, at the chosen steps only
 
@@ -87,7 +90,10 @@ class TimelineRecorder:
         x0 = state.x0[0].detach().float()
         if phase != self._phase:
             self._previous, self._phase = None, phase
-        change = 0.0 if self._previous is None else float((x0 - self._previous).abs().mean())
+        if self._previous is None:
+            change = float(x0.abs().mean()) if phase == "sample" else 0.0
+        else:
+            change = float((x0 - self._previous).abs().mean())
         self._previous = x0.clone()
         step = state.index + 1
         decoded = None
@@ -143,6 +149,13 @@ def thirds_of(changes: list[float]) -> list[Third]:
     return thirds
 
 
+def percent(share: float) -> str:
+    """A share as people read it: whole percents, one decimal below 1%, '<0.1%' for traces."""
+    if share >= 1 or share == 0:
+        return f"{share:.0f}%"
+    return f"{share:.1f}%" if share >= 0.1 else "<0.1%"
+
+
 def _steps(third: Third) -> str:
     return f"step {third.first}" if third.first == third.last else f"steps {third.first}-{third.last}"
 
@@ -154,18 +167,18 @@ def explain(thirds: list[Third], hires: bool = False) -> str:
     early, middle, late = thirds
     top = max(thirds, key=lambda t: t.share)
     lead = {
-        "composition": f"{early.share:.0f}% of the change happened in {_steps(early)}: the composition was decided early.",
-        "shapes": f"{middle.share:.0f}% of the change happened in the middle, {_steps(middle)}: that is where the "
-                  f"shapes formed, after {early.share:.0f}% in {_steps(early)} had laid out the composition.",
-        "detail": f"{late.share:.0f}% of the change happened late, in {_steps(late)}: the image was still being "
+        "composition": f"{percent(early.share)} of the change happened in {_steps(early)}: the composition was decided early.",
+        "shapes": f"{percent(middle.share)} of the change happened in the middle, {_steps(middle)}: that is where the "
+                  f"shapes formed, after {percent(early.share)} in {_steps(early)} had laid out the composition.",
+        "detail": f"{percent(late.share)} of the change happened late, in {_steps(late)}: the image was still being "
                   "reworked at the end, so more steps may help it settle.",
     }[top.name]
     parts = [lead]
     if top.name == "composition":
-        parts.append(f"The middle third ({_steps(middle)}) refined the shapes with {middle.share:.0f}%.")
+        parts.append(f"The middle third ({_steps(middle)}) refined the shapes with {percent(middle.share)}.")
     if top.name != "detail":
         quiet = "only " if late.share < 15 else ""
-        parts.append(f"The last third ({_steps(late)}) changed {quiet}{late.share:.0f}%: fine detail.")
+        parts.append(f"The last third ({_steps(late)}) changed {quiet}{percent(late.share)}: fine detail.")
     if hires:
         parts.append("The hires pass then refined the enlarged image; its frames are marked 'hires'.")
     return " ".join(parts)
@@ -178,15 +191,20 @@ def _enlarged(image: Image.Image, size: int = MIN_CELL) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST) if scale > 1 else image
 
 
+def _framed(image: Image.Image) -> Image.Image:
+    """A white margin, so that neighbouring cells of the filmstrip do not run into each other."""
+    return ImageOps.expand(image, border=max(2, image.width // 40), fill=(255, 255, 255))
+
+
 def draw_filmstrip(timeline: Timeline) -> Image.Image:
     """Rows: predicted final image (x0), noisy latent and, when decoded, the VAE decode; columns: steps."""
     frames = timeline.frames
-    x0_row = [_enlarged(f.x0) for f in frames]
-    noisy_row = [_enlarged(f.noisy) for f in frames]
+    x0_row = [_framed(_enlarged(f.x0)) for f in frames]
+    noisy_row = [_framed(_enlarged(f.noisy)) for f in frames]
     rows, labels = [x0_row, noisy_row], ["Predicted final image (x0)", "Noisy latent"]
     if any(f.decoded is not None for f in frames):
         blank = lambda cell: Image.new("RGB", cell.size, (255, 255, 255))  # noqa: E731
-        rows.append([f.decoded.resize(c.size, Image.Resampling.LANCZOS) if f.decoded else blank(c)
+        rows.append([_framed(_enlarged(f.decoded).resize(_enlarged(f.x0).size, Image.Resampling.LANCZOS)) if f.decoded else blank(c)
                      for f, c in zip(frames, x0_row)])
         labels.append("Full decode (VAE)")
     steps = [f"{f.step}" if f.phase == "sample" else f"hires {f.step}" for f in frames]
