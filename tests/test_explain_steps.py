@@ -82,8 +82,9 @@ def test_guided_image_equals_the_engines_own_x0_euler(euler_run):
     assert views[0].triptych().width > 4 * guidance.CELL
 
 
-def test_guided_image_equals_the_engines_own_x0_dpmpp_2m(engine):
-    recipe = Recipe(**{**BASE, "sampler_name": "DPM++ 2M", "steps": 4})
+@pytest.mark.parametrize("sampler, model", [("DPM++ 2M", "tiny-sd1"), ("Euler", "tiny-sd2-v")])
+def test_guided_image_equals_the_engines_own_x0_other_samplers(engine, sampler, model):
+    recipe = Recipe(**{**BASE, "sampler_name": sampler, "model": model, "steps": 4})
     _, views, own = observed(engine, recipe, [1, 3, 99])
     assert [v.step for v in views] == [1, 3, 4]  # 99 clamped to the last step
     for view in views:
