@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from localdiffusion.cli.app import main
-from localdiffusion.cli.explain import explain_run  # also registers the command until cli/app.py imports it
+from localdiffusion.explain.report import explain_run
 from localdiffusion.errors import BadInput
 from localdiffusion.explain import guidance, timeline as tl
 from localdiffusion.recipe import Recipe

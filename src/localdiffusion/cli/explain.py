@@ -3,17 +3,14 @@ and CFG triptychs with plain-language explanations (DIR/explain.json describes e
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from PIL import Image
 
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
-from localdiffusion.recipe import Recipe
+from localdiffusion.explain.report import explain_run
 
 
 @app.command("explain")
@@ -60,51 +57,3 @@ def explain_command(
                           decode_steps=decodes, default_cfg=do_cfg and wanted_cfg is None)
     for name in written:
         out.print(str(Path(out_dir) / name), highlight=False)
-
-
-def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
-                decode_steps: list[int] | None = None, default_cfg: bool = False) -> list[str]:
-    """One generation with the asked observers; everything is built in memory first, then each file is
-    written atomically, so a failed run leaves nothing behind. Returns the written names."""
-    from localdiffusion.explain import guidance, timeline as tl
-    from localdiffusion.metadata.png import png_with_metadata
-    from localdiffusion.store.files import write_atomic, write_text_atomic
-
-    recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
-    film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
-    cfg = None
-    if cfg_steps or default_cfg:
-        steps = cfg_steps or guidance.default_steps(_steps_run(recipe))
-        cfg = guidance.recorder_for(engine, recipe, steps)
-    recorders = [r for r in (film, cfg) if r is not None]
-    result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders])
-    resolved, infotext = result.recipes[0], result.infotexts[0]
-    files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
-    summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}
-    if film is not None:
-        made = film.timeline()
-        files["timeline.png"] = _png(made.filmstrip())
-        files["timeline.webp"] = made.animation()
-        summary["timeline"] = {"filmstrip": "timeline.png", "animation": "timeline.webp", **made.summary()}
-    if cfg is not None:
-        for view in cfg.views:
-            files[view.file] = _png(view.triptych())
-        summary["cfg"] = [view.summary() for view in cfg.views]
-    summary["files"] = [*files, "explain.json"]
-    for name, data in files.items():
-        write_atomic(out_dir / name, lambda f, data=data: f.write(data))
-    write_text_atomic(out_dir / "explain.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    return summary["files"]
-
-
-def _steps_run(recipe: Recipe) -> int:
-    """Steps the sample pass will run: img2img runs only the last `denoising_strength` of them."""
-    if recipe.mode == "txt2img" or recipe.denoising_strength >= 1.0:
-        return recipe.steps
-    return max(1, min(int(recipe.steps * recipe.denoising_strength), recipe.steps))
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -249,11 +249,11 @@ class Engine:
             latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height)
             if recipe.enable_hr:
                 return self._hires(run, latents)
-            return self._decode(run.pipe, latents)
+            return self.decode(run.pipe, latents)
         image_latents = self._encode(run.pipe, inputs.image, len(run.seeds))
         inpaint = self._inpaint_latents(run, inputs, image_latents, noise) if inputs.mask is not None else None
         latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height, image_latents, recipe.denoising_strength, inpaint)
-        return [self._finish(image, inputs) for image in self._decode(run.pipe, latents)]
+        return [self._finish(image, inputs) for image in self.decode(run.pipe, latents)]
 
     def _noise(self, run: Run, shape: tuple[int, ...]) -> torch.Tensor:
         recipe = run.plan.recipe
@@ -323,7 +323,7 @@ class Engine:
                                     antialias=mode.endswith("-aa"))
         elif recipe.hr_upscaler in IMAGE_UPSCALERS:
             resample = IMAGE_UPSCALERS[recipe.hr_upscaler] or Image.Resampling.LANCZOS
-            images = [i.resize((width, height), resample) for i in self._decode(pipe, latents)]
+            images = [i.resize((width, height), resample) for i in self.decode(pipe, latents)]
             latents = torch.cat([self._encode(pipe, i, 1) for i in images])
         else:
             allowed = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
@@ -334,7 +334,7 @@ class Engine:
         noise = self._noise(run, (1, 4, height // 8, width // 8))
         steps = recipe.hr_second_pass_steps or recipe.steps
         latents = self._sample(run, noise, steps, width, height, latents, recipe.denoising_strength)
-        return self._decode(pipe, latents)
+        return self.decode(pipe, latents)
 
     # --- pixels and latents ---
 
@@ -353,7 +353,8 @@ class Engine:
             latents = pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.mode()
         return (latents * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
 
-    def _decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed)."""
         with _upcast_vae(pipe):
             image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
         return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])

@@ -121,8 +121,7 @@ def recorder_for(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = ()) 
     decode = None
     if steps:
         pipe = engine.pipeline(info)
-        # Engine._decode is the engine's one VAE decode (scaling, fp16 upcast); a public one is requested.
-        decode = lambda latents: engine._decode(pipe, latents)[0]  # noqa: E731
+        decode = lambda latents: engine.decode(pipe, latents)[0]  # noqa: E731
     return TimelineRecorder(base_family(info.family) == "sdxl", decode, steps)
 
 

@@ -1,0 +1,62 @@
+"""One explained generation: the timeline and CFG observers on a single run, written as files.
+
+Everything is built in memory first and each file is written atomically, so a failed run leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from localdiffusion.explain import guidance, timeline as tl
+from localdiffusion.metadata.png import png_with_metadata
+from localdiffusion.recipe import Recipe
+from localdiffusion.store.files import write_atomic, write_text_atomic
+
+
+def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
+                decode_steps: list[int] | None = None, default_cfg: bool = False) -> list[str]:
+    """One generation with the asked observers, written to `out_dir`; returns the written names."""
+    recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
+    film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
+    cfg = None
+    if cfg_steps or default_cfg:
+        steps = cfg_steps or guidance.default_steps(_steps_run(recipe))
+        cfg = guidance.recorder_for(engine, recipe, steps)
+    recorders = [r for r in (film, cfg) if r is not None]
+    result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders])
+    resolved, infotext = result.recipes[0], result.infotexts[0]
+    files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
+    summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}
+    if film is not None:
+        made = film.timeline()
+        files["timeline.png"] = _png(made.filmstrip())
+        files["timeline.webp"] = made.animation()
+        summary["timeline"] = {"filmstrip": "timeline.png", "animation": "timeline.webp", **made.summary()}
+    if cfg is not None:
+        for view in cfg.views:
+            files[view.file] = _png(view.triptych())
+        summary["cfg"] = [view.summary() for view in cfg.views]
+    summary["files"] = [*files, "explain.json"]
+    for name, data in files.items():
+        write_atomic(out_dir / name, lambda f, data=data: f.write(data))
+    write_text_atomic(out_dir / "explain.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary["files"]
+
+
+def _steps_run(recipe: Recipe) -> int:
+    """Steps the sample pass will run: img2img runs only the last `denoising_strength` of them."""
+    if recipe.mode == "txt2img" or recipe.denoising_strength >= 1.0:
+        return recipe.steps
+    return max(1, min(int(recipe.steps * recipe.denoising_strength), recipe.steps))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
