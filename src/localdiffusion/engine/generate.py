@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from localdiffusion.engine import images as im
+from localdiffusion.engine.attention import AttentionRecorder, capture_attention
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
@@ -132,10 +134,12 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         on_step: Callable[[StepState, str, int], None] | None = None,
+        attention: AttentionRecorder | None = None,
     ) -> Result:
         """Generate the recipe's images. `on_progress` gets a Progress per step (with a cheap preview),
         `on_step` the raw StepState (latents, the x0 prediction, unconditional and conditional
-        predictions) with the pass ("sample"/"hires") and batch index; `cancel` is polled every step."""
+        predictions) with the pass ("sample"/"hires") and batch index; `cancel` is polled every step.
+        `attention` records the base UNet's cross-attention maps (word heatmaps) during the run."""
         started = time.perf_counter()
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
@@ -146,18 +150,21 @@ class Engine:
         result = Result(timings={"load": loaded - started})
         seed, subseed = resolve_seed(plan.recipe.seed), resolve_seed(plan.recipe.subseed)
         r = plan.recipe
-        for iteration in range(r.n_iter):
-            first = iteration * r.batch_size
-            seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
-            subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
-            watching = on_progress is not None or on_step is not None
-            progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
-                                 on_progress, on_step) if watching else None
-            run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner)
-            images = self._run(run)
-            for image, s, sub in zip(images, seeds, subseeds):
-                result.images.append(image)
-                result.recipes.append(self._resolved(plan.recipe, s, sub))
+        if attention is not None:
+            on_step = _recording(attention, on_step)
+        with capture_attention(pipe.unet, attention) if attention is not None else nullcontext():
+            for iteration in range(r.n_iter):
+                first = iteration * r.batch_size
+                seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
+                subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
+                watching = on_progress is not None or on_step is not None
+                progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
+                                     on_progress, on_step) if watching else None
+                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner)
+                images = self._run(run)
+                for image, s, sub in zip(images, seeds, subseeds):
+                    result.images.append(image)
+                    result.recipes.append(self._resolved(plan.recipe, s, sub))
         self.library.ensure_hash(info)
         extra = self._lora_hashes(plan.recipe)
         result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra) for r in result.recipes]
@@ -377,6 +384,16 @@ class Engine:
 def steps_run(scheduler: Any, timesteps: torch.Tensor) -> int:
     """Sampling steps these timesteps make; a second-order sampler spends `order` timesteps per step."""
     return max(1, -(-len(timesteps) // scheduler.order))
+
+
+def _recording(attention: AttentionRecorder, on_step: Callable[[StepState, str, int], None] | None) -> Callable[[StepState, str, int], None]:
+    """Tell the attention recorder when a step ends, then whoever else watches the steps."""
+    def watch(state: StepState, phase: str, batch: int) -> None:
+        attention.after_step(state)
+        if on_step is not None:
+            on_step(state, phase, batch)
+
+    return watch
 
 
 def _shifted(conditioning: Callable[[int], Any], offset: int) -> Callable[[int], Any]:

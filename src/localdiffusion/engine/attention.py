@@ -1,0 +1,157 @@
+"""Cross-attention capture for word heatmaps (DAAM, Tang et al. 2022), with bounded memory.
+
+A wrapper processor on each UNet cross-attention layer (`attn2`) lets the layer's own processor
+(SDPA's `AttnProcessor2_0` by default) compute the output exactly as before, so the image does not
+change, and separately computes softmax(QK^T/sqrt(d)) over the text tokens for the capture only.
+Each map is averaged over heads, reshaped to the layer's (h, w), upsampled to a fixed size and added
+to running sums per token: for the conditional and the unconditional (negative) half of the CFG
+batch, and for early and late steps apart. No single map is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+MAP_SIZE = 64
+HALVES = ("cond", "uncond")
+PHASES = ("early", "late")
+
+
+class AttentionRecorder:
+    """Running sums of cross-attention maps per text token: `sums[(half, phase)]` is (tokens, S, S)."""
+
+    def __init__(self, steps: int, cfg: bool = True, size: int = MAP_SIZE) -> None:
+        self.size, self.cfg = size, cfg  # cfg: the UNet batch is [negative; positive]
+        self.total = max(1, steps)
+        self.step = 0  # index of the step now running, set by `after_step`
+        self.sums: dict[tuple[str, str], torch.Tensor] = {}
+        self.latent_size: tuple[int, int] | None = None
+
+    # --- driven by the engine ---
+
+    def after_step(self, state: Any) -> None:
+        """Called after each step: the next UNet calls belong to the next step (or the next pass)."""
+        self.total = max(1, state.total)
+        self.step = (state.index + 1) % self.total
+
+    def phase(self) -> str:
+        return "early" if self.step < (self.total + 1) // 2 else "late"
+
+    def add(self, probs: torch.Tensor) -> None:
+        """`probs`: (batch, pixels, tokens), already averaged over heads."""
+        halves = probs.chunk(2) if self.cfg else (probs,)
+        names = ("uncond", "cond") if self.cfg else ("cond",)
+        for name, half in zip(names, halves):
+            self._accumulate((name, self.phase()), self._upsampled(half.mean(0)))
+
+    def _upsampled(self, probs: torch.Tensor) -> torch.Tensor:
+        h, w = self._grid(probs.shape[0])
+        maps = probs.T.reshape(1, -1, h, w).float()
+        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)[0].cpu()
+
+    def _grid(self, pixels: int) -> tuple[int, int]:
+        """The layer's (h, w): the latent's aspect ratio, scaled down to `pixels` positions."""
+        lh, lw = self.latent_size or (1, 1)
+        h = max(1, round((pixels * lh / lw) ** 0.5))
+        while pixels % h:
+            h -= 1
+        return h, pixels // h
+
+    def _accumulate(self, key: tuple[str, str], maps: torch.Tensor) -> None:
+        current = self.sums.get(key)
+        if current is None:
+            self.sums[key] = maps.clone()
+            return
+        if current.shape[0] < maps.shape[0]:  # a later step's prompt has more chunks
+            current = torch.cat([current, current.new_zeros(maps.shape[0] - current.shape[0], *current.shape[1:])])
+        current[: maps.shape[0]] += maps
+        self.sums[key] = current
+
+    # --- read by explanations ---
+
+    def maps(self, half: str = "cond", phase: str | None = None) -> torch.Tensor | None:
+        """Summed maps (tokens, S, S) for one half, over all steps or over `phase` only."""
+        parts = [self.sums[(half, p)] for p in ([phase] if phase else PHASES) if (half, p) in self.sums]
+        if not parts:
+            return None
+        tokens = max(p.shape[0] for p in parts)
+        total = torch.zeros(tokens, self.size, self.size)
+        for p in parts:
+            total[: p.shape[0]] += p
+        return total
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.sums.values())
+
+
+class CaptureProcessor:
+    """Wraps a cross-attention layer's processor: the output is the wrapped one's, untouched."""
+
+    def __init__(self, inner: Any, recorder: AttentionRecorder) -> None:
+        self.inner, self.recorder = inner, recorder
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        output = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        if encoder_hidden_states is not None:
+            with torch.no_grad():
+                self._capture(attn, hidden_states, encoder_hidden_states)
+        return output
+
+    def _capture(self, attn: Any, hidden: torch.Tensor, context: torch.Tensor) -> None:
+        if hidden.ndim == 4:
+            b, c, h, w = hidden.shape
+            hidden = hidden.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key = attn.to_q(hidden), attn.to_k(context)
+        batch, heads = query.shape[0], attn.heads
+        query = query.view(batch, -1, heads, query.shape[-1] // heads).transpose(1, 2)
+        key = key.view(batch, -1, heads, key.shape[-1] // heads).transpose(1, 2)
+        if getattr(attn, "norm_q", None) is not None:
+            query = attn.norm_q(query)
+        if getattr(attn, "norm_k", None) is not None:
+            key = attn.norm_k(key)
+        # Per head, so the (pixels, tokens) scores of all heads never sit in memory at once.
+        probs = torch.zeros(batch, query.shape[2], key.shape[2], device=query.device, dtype=torch.float32)
+        for head in range(heads):
+            scores = query[:, head].float() @ key[:, head].float().transpose(-1, -2) * attn.scale
+            probs += scores.softmax(dim=-1)
+        self.recorder.add(probs / heads)
+
+
+def cross_attention_names(unet: Any) -> list[str]:
+    return [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+
+
+@contextmanager
+def capture_attention(unet: Any, recorder: AttentionRecorder) -> Iterator[None]:
+    """Record `unet`'s cross-attention into `recorder` inside the block; the original processors
+    come back afterwards, also on an error or a cancel."""
+    originals = dict(unet.attn_processors)
+    wrapped = dict(originals)
+    for name in cross_attention_names(unet):
+        wrapped[name] = CaptureProcessor(originals[name], recorder)
+    hook = unet.register_forward_pre_hook(_latent_size_hook(recorder), with_kwargs=True)
+    unet.set_attn_processor(wrapped)
+    try:
+        yield
+    finally:
+        hook.remove()
+        unet.set_attn_processor(originals)
+
+
+def _latent_size_hook(recorder: AttentionRecorder) -> Callable[..., None]:
+    def hook(module: Any, args: tuple, kwargs: dict) -> None:
+        sample = args[0] if args else kwargs.get("sample")
+        if sample is not None:
+            recorder.latent_size = tuple(sample.shape[-2:])
+
+    return hook
