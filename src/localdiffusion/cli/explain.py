@@ -30,23 +30,24 @@ def explain_command(
     timeline: bool = typer.Option(False, "--timeline", help="Write the denoising timeline (filmstrip and animation)."),
     cfg_steps: Optional[str] = typer.Option(None, "--cfg-steps", help="Steps for the CFG triptychs, e.g. 5,15."),
     decode_steps: Optional[str] = typer.Option(None, "--decode-steps", help="Timeline steps to decode fully with the VAE, e.g. 5,20."),
-    out_dir: Path = typer.Option(..., "-o", "--out", help="Folder for timeline.png, cfg-<step>.png, image.png and explain.json."),
+    attention: bool = typer.Option(False, "--attention", help="Write one heatmap per word of the prompt and negative prompt (attention/<word>.png)."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Folder for timeline.png, cfg-<step>.png, attention/, image.png and explain.json."),
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Explain one image: how it formed step by step, and what guidance (CFG) did to it."""
+    """Explain one image: how it formed step by step, what guidance (CFG) did to it, and where each word acted."""
     from localdiffusion.engine import Engine
     from localdiffusion.explain.guidance import check_guidance, parse_steps
 
     wanted_cfg = parse_steps(cfg_steps) if cfg_steps is not None else None
     decodes = parse_steps(decode_steps, "decode steps", "decode_steps") if decode_steps is not None else []
-    do_timeline = timeline or wanted_cfg is None
+    do_timeline = timeline or (wanted_cfg is None and not attention)
     width, height = parse_size(size) if size else (None, None)
     recipe = recipe_from_fields(
         prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
         scheduler=scheduler, seed=seed, width=width, height=height, clip_skip=clip_skip, denoising_strength=denoise,
         mode=mode_for(init, None, None), init_image=existing(init, "input image"),
     )
-    do_cfg = wanted_cfg is not None or not timeline
+    do_cfg = wanted_cfg is not None or not (timeline or attention)
     if wanted_cfg is not None:
         check_guidance(recipe)
     if do_cfg and recipe.cfg_scale <= 1.0:  # with neither flag, a run without CFG still gets its timeline
@@ -54,6 +55,6 @@ def explain_command(
         do_cfg = False
     engine = Engine(library_for(home_from(home)))
     written = explain_run(engine, recipe, Path(out_dir), timeline=do_timeline, cfg_steps=wanted_cfg if do_cfg else [],
-                          decode_steps=decodes, default_cfg=do_cfg and wanted_cfg is None)
+                          decode_steps=decodes, default_cfg=do_cfg and wanted_cfg is None, attention=attention)
     for name in written:
         out.print(str(Path(out_dir) / name), highlight=False)

@@ -1,4 +1,4 @@
-"""One explained generation: the timeline and CFG observers on a single run, written as files.
+"""One explained generation: the timeline, CFG and attention observers on a single run, written as files.
 
 Everything is built in memory first and each file is written atomically, so a failed run leaves
 nothing behind.
@@ -13,14 +13,16 @@ from typing import Any
 
 from PIL import Image
 
-from localdiffusion.explain import guidance, timeline as tl
+from localdiffusion.engine.attention import AttentionRecorder
+from localdiffusion.explain import attention as attn, guidance, timeline as tl
 from localdiffusion.metadata.png import png_with_metadata
+from localdiffusion.prompts import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.files import write_atomic, write_text_atomic
 
 
 def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
-                decode_steps: list[int] | None = None, default_cfg: bool = False) -> list[str]:
+                decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False) -> list[str]:
     """One generation with the asked observers, written to `out_dir`; returns the written names."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
@@ -29,7 +31,9 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         steps = cfg_steps or guidance.default_steps(_steps_run(recipe))
         cfg = guidance.recorder_for(engine, recipe, steps)
     recorders = [r for r in (film, cfg) if r is not None]
-    result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders])
+    words = AttentionRecorder(_steps_run(recipe), cfg=recipe.cfg_scale > 1.0) if attention else None
+    result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders],
+                             attention=words)
     resolved, infotext = result.recipes[0], result.infotexts[0]
     files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
     summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}
@@ -42,11 +46,22 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         for view in cfg.views:
             files[view.file] = _png(view.triptych())
         summary["cfg"] = [view.summary() for view in cfg.views]
+    if words is not None:
+        images, summary["attention"] = _heatmaps(engine, resolved, words, result.images[0])
+        files.update({name: _png(image) for name, image in images.items()})
     summary["files"] = [*files, "explain.json"]
     for name, data in files.items():
         write_atomic(out_dir / name, lambda f, data=data: f.write(data))
     write_text_atomic(out_dir / "explain.json", json.dumps(summary, indent=2, ensure_ascii=False))
     return summary["files"]
+
+
+def _heatmaps(engine: Any, recipe: Recipe, recorder: AttentionRecorder, image: Image.Image) -> tuple[dict[str, Image.Image], dict[str, Any]]:
+    pipe = engine.pipeline(engine.checkpoint(recipe.model))
+    prompt, negative = extract_loras(recipe.prompt)[0], extract_loras(recipe.negative_prompt)[0]
+    embeddings = {e.name: e.path for e in engine.library.list("embedding")}
+    maps = attn.word_heatmaps(recorder, prompt, negative, pipe, _steps_run(recipe), embeddings)
+    return attn.heatmap_files(maps, image)
 
 
 def _steps_run(recipe: Recipe) -> int:
