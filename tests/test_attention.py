@@ -97,13 +97,13 @@ def test_safe_names_deduplicate():
 def test_cli_writes_heatmaps_with_timeline(capsys, model_home, tmp_path):
     out = tmp_path / "why"
     args = ["explain", "a red fox", "--negative", "blurry", "--size", "64x64", "--steps", "3", "--sampler", "Euler",
-            "--seed", "3", "--model", "tiny-sd1", "--attention", "--timeline", "--home", str(model_home.root), "-o", str(out)]
+            "--seed", "3", "--model", "tiny-sd1", "--attention", "--timeline", "--cfg-steps", "2", "--home", str(model_home.root), "-o", str(out)]
     try:
         main(args)
     except SystemExit as e:
         assert not e.code, capsys.readouterr().err
     for name in ("attention/a.png", "attention/red.png", "attention/fox.png", "attention/negative/blurry.png",
-                 "timeline.png", "explain.json"):
+                 "timeline.png", "cfg-2.png", "explain.json"):
         assert (out / name).is_file(), name
     data = json.loads((out / "explain.json").read_text())
     assert [w["word"] for w in data["attention"]["prompt"]] == ["a", "red", "fox"]
