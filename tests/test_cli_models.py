@@ -180,7 +180,7 @@ def test_hub_errors_become_sentences(monkeypatch, home):
     import httpx2
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/models/x/y"))
+    response = httpx2.Response(404, request=httpx2.Request("GET", "http://127.0.0.1/api/models/x/y"))
     online(monkeypatch)
     monkeypatch.setattr(hub, "_list_files", lambda *a: (_ for _ in ()).throw(RepositoryNotFoundError("404", response=response)))
     with pytest.raises(ModelNotFound, match="no repository 'x/y'"):

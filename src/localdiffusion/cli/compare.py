@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
+from localdiffusion.cli import options
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
 
@@ -18,17 +19,17 @@ def compare_command(
     x: str = typer.Option(..., "--x", help="X axis as field=values, e.g. \"cfg_scale=3,7,12\" or \"steps=10-30 (+10)\"."),
     y: str = typer.Option(..., "--y", help="Y axis as field=values, e.g. \"seed=1-3\"."),
     z: Optional[str] = typer.Option(None, "--z", help="Optional Z axis: one grid per value."),
-    negative: str = typer.Option("", "--negative", "-n", help="What to avoid (same syntax)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint)."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
-    cfg: float = typer.Option(7.0, "--cfg", help="Guidance scale."),
-    sampler: str = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'."),
-    scheduler: str = typer.Option("Automatic", "--scheduler", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."),
+    negative: str = options.NEGATIVE,
+    model: Optional[str] = options.MODEL,
+    steps: int = options.STEPS,
+    cfg: float = options.CFG,
+    sampler: str = options.SAMPLER,
+    scheduler: str = options.SCHEDULER,
     seed: int = typer.Option(-1, "--seed", help="-1 picks one random seed for the whole comparison (recorded)."),
     size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)."),
-    clip_skip: int = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer."),
+    clip_skip: int = options.CLIP_SKIP,
     init: Optional[Path] = typer.Option(None, "--init", help="Input image: compare img2img results."),
-    denoise: float = typer.Option(0.75, "--denoise", help="Denoising strength for --init."),
+    denoise: float = options.DENOISE,
     out_dir: Path = typer.Option(..., "-o", "--out", help="Folder for grid.png, cells/ and compare.json."),
     home: Optional[Path] = HomeOption,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from localdiffusion.cli import options
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
 from localdiffusion.explain.report import explain_run
@@ -16,17 +17,17 @@ from localdiffusion.explain.report import explain_run
 @app.command("explain")
 def explain_command(
     prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax."),
-    negative: str = typer.Option("", "--negative", "-n", help="What to avoid (same syntax)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint)."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
-    cfg: float = typer.Option(7.0, "--cfg", help="Guidance scale."),
-    sampler: str = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'."),
-    scheduler: str = typer.Option("Automatic", "--scheduler", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."),
+    negative: str = options.NEGATIVE,
+    model: Optional[str] = options.MODEL,
+    steps: int = options.STEPS,
+    cfg: float = options.CFG,
+    sampler: str = options.SAMPLER,
+    scheduler: str = options.SCHEDULER,
     seed: int = typer.Option(-1, "--seed", help="-1 picks a random seed (recorded)."),
     size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)."),
-    clip_skip: int = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer."),
+    clip_skip: int = options.CLIP_SKIP,
     init: Optional[Path] = typer.Option(None, "--init", help="Input image: explain an img2img run."),
-    denoise: float = typer.Option(0.75, "--denoise", help="Denoising strength for --init."),
+    denoise: float = options.DENOISE,
     timeline: bool = typer.Option(False, "--timeline", help="Write the denoising timeline (filmstrip and animation)."),
     cfg_steps: Optional[str] = typer.Option(None, "--cfg-steps", help="Steps for the CFG triptychs, e.g. 5,15."),
     decode_steps: Optional[str] = typer.Option(None, "--decode-steps", help="Timeline steps to decode fully with the VAE, e.g. 5,20."),

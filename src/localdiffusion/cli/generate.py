@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
+from localdiffusion.cli import options
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Outpaint, Recipe
@@ -51,12 +52,12 @@ def existing(path: Optional[Path], what: str) -> Optional[str]:
 @app.command("generate")
 def generate(
     prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax: (word:1.2), \\[from:to:0.5], <lora:name:0.8>, BREAK."),
-    negative: str = typer.Option("", "--negative", "-n", help="What to avoid (same syntax)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint)."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps: more refines detail, slower."),
-    cfg: float = typer.Option(7.0, "--cfg", help="Guidance scale: how strongly the image follows the prompt."),
-    sampler: str = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'."),
-    scheduler: str = typer.Option("Automatic", "--scheduler", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."),
+    negative: str = options.NEGATIVE,
+    model: Optional[str] = options.MODEL,
+    steps: int = options.STEPS,
+    cfg: float = options.CFG,
+    sampler: str = options.SAMPLER,
+    scheduler: str = options.SCHEDULER,
     seed: int = typer.Option(-1, "--seed", help="-1 picks a random seed (recorded in the image)."),
     subseed: int = typer.Option(-1, "--subseed", help="Variation seed."),
     subseed_strength: float = typer.Option(0.0, "--subseed-strength", help="How far toward the variation seed (0-1)."),
@@ -64,7 +65,7 @@ def generate(
     batch_size: int = typer.Option(1, "--batch-size", help="Images per batch (generated together)."),
     batch_count: int = typer.Option(1, "--batch-count", help="Number of batches (generated one after another)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Input image for img2img, inpaint or outpaint."),
-    denoise: float = typer.Option(0.75, "--denoise", help="Denoising strength: 0 keeps the input, 1 ignores it."),
+    denoise: float = options.DENOISE,
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpaint mask: white where the image should change."),
     mask_blur: int = typer.Option(4, "--mask-blur", help="Feather the mask edge by this many pixels."),
     fill: int = typer.Option(1, "--fill", help="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."),
@@ -74,7 +75,7 @@ def generate(
     hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
     hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos or Nearest."),
-    clip_skip: int = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer (2 suits many anime models)."),
+    clip_skip: int = options.CLIP_SKIP,
     rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
