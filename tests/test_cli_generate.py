@@ -18,20 +18,12 @@ from PIL import Image, ImageDraw
 
 from localdiffusion.cli.app import main
 from localdiffusion.recipe import Recipe
+from cli_runner import run_cli as run
 
 PROMPT = "a red fox in the snow"
 FAST = ["--steps", "2", "--size", "64x64", "--seed", "3", "--sampler", "Euler"]
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    """Run the CLI in-process; (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def pngs(folder: Path) -> list[str]:

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import localdiffusion.cli.compare  # noqa: F401  (registers the command until cli/app.py imports it)
-from localdiffusion.cli.app import main
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import apply, parse_axis
 from localdiffusion.explain.compare import batch_runs, compare, explain_axis, plan_cells
 from localdiffusion.explain.grid import BACKGROUND, draw_grid, font_size, layout_grid
 from localdiffusion.recipe import Recipe
+from cli_runner import run_cli
 
 BASE = dict(prompt="a red fox in the snow", negative_prompt="blurry", steps=2, width=64, height=64,
             sampler_name="Euler a", seed=11, model="tiny-sd1")
@@ -224,14 +223,6 @@ def test_a_bad_base_recipe_is_reported_plainly_unless_an_axis_replaces_it(engine
 
 # --- CLI ---
 
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 FAST = ["--model", "tiny-sd1", "--steps", "2", "--size", "64x64", "--sampler", "Euler", "--seed", "4"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from localdiffusion.cli.app import main
 from localdiffusion.explain.report import explain_run
 from localdiffusion.errors import BadInput
 from localdiffusion.explain import guidance, timeline as tl
 from localdiffusion.recipe import Recipe
+from cli_runner import run_cli
 
 BASE = dict(prompt="a red fox in snow", negative_prompt="blurry", width=64, height=64, steps=6, cfg_scale=7.0,
             sampler_name="Euler", seed=7, model="tiny-sd1")
@@ -109,14 +109,6 @@ def test_cfg_steps_parse_and_guidance_off_is_refused():
         guidance.check_guidance(Recipe(**{**BASE, "cfg_scale": 1.0}))
 
 
-def run_cli(capsys, *args):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_writes_timeline_cfg_image_and_json(capsys, model_home, tmp_path):
