@@ -11,6 +11,6 @@ fi
 PIP=".venv/bin/python -m pip"
 # torch and torchvision first and together: their versions must match (spandrel, open_clip need torchvision).
 $PIP install --quiet "torch>=2.1" "torchvision>=0.16"
-$PIP install --quiet -e ".[test]"
+$PIP install --quiet -e ".[test,pose]"
 $PIP check
 echo "Local Diffusion is set up in .venv: run .venv/bin/localdiffusion --help"
