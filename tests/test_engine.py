@@ -286,3 +286,20 @@ def test_step_observers_see_predictions_and_the_pass(engine):
                                                                      tuple(state.x0.shape))))
     assert [s[:2] for s in seen] == [("sample", 0), ("sample", 1), ("hires", 0), ("hires", 1)]
     assert all(s[2] for s in seen) and seen[0][3] == (1, 4, 16, 16) and seen[-1][3] == (1, 4, 24, 24)
+
+
+@pytest.mark.parametrize("fill", ["edge", "noise", "blur"])
+def test_outpaint_fill_modes_fill_only_the_new_area(fill):
+    from localdiffusion.engine.images import extend_canvas
+
+    rng = np.random.default_rng(1)
+    source = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "RGB")
+    canvas = extend_canvas(source, Outpaint(right=16, up=8, fill=fill), overlap=4)
+    array = pixels(canvas.image)
+    assert canvas.image.size == (48, 40)
+    assert (array[8:, :32] == pixels(source)).all()  # the original is untouched
+    new = array[:8].reshape(-1, 3)
+    stretched = pixels(extend_canvas(source, Outpaint(right=16, up=8), overlap=4).image)[:8].reshape(-1, 3)
+    assert (new == stretched).all() == (fill == "edge")
+    if fill == "noise":
+        assert new.std() > 20  # noise, not a smear of the edge

@@ -27,13 +27,18 @@ class ControlUnit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    image: str | None = None
-    module: str = "none"
-    weight: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
+    model: str = ""  # empty: picked from the library by the checkpoint's family and the module's type
+    image: str | None = None  # the source picture (a photo, a drawing, a pose rendering)
+    module: str = "none"  # the preprocessor; "none" uses the image as the control map
+    weight: float = Field(1.0, ge=0.0, le=2.0)
+    guidance_start: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_end: float = Field(1.0, ge=0.0, le=1.0)
     resize_mode: Literal["Just Resize", "Crop and Resize", "Resize and Fill"] = "Crop and Resize"
+    processor_res: int = Field(512, ge=64, le=2048)
+    threshold_a: float = -1.0  # preprocessor-specific (canny: low threshold); -1 = its default
+    threshold_b: float = -1.0  # preprocessor-specific (canny: high threshold); -1 = its default
+    # The control map the preprocessor made from `image`, kept so that a replay uses the very same map.
+    map: str | None = None
 
 
 class Outpaint(BaseModel):
@@ -45,6 +50,8 @@ class Outpaint(BaseModel):
     right: int = Field(0, ge=0)
     up: int = Field(0, ge=0)
     down: int = Field(0, ge=0)
+    # What the new area starts from: the stretched edge, noise in the image's colours, or a blurred edge.
+    fill: Literal["edge", "noise", "blur"] = "edge"
 
     def is_empty(self) -> bool:
         return not (self.left or self.right or self.up or self.down)

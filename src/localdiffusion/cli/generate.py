@@ -23,12 +23,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+OUTPAINT_FILLS = ("edge", "noise", "blur")
+
+
 def parse_outpaint(text: str) -> Outpaint:
     parts = [p.strip() for p in text.split(",")]
+    fill = parts.pop() if len(parts) == 5 else "edge"
     if len(parts) != 4 or not all(p.isdigit() for p in parts):
-        raise BadInput(f"The outpaint sides '{text}' are not four pixel counts; write them as left,right,up,down, e.g. 0,128,0,0.", field="outpaint")
+        raise BadInput(f"The outpaint sides '{text}' are not four pixel counts; write them as left,right,up,down[,fill], e.g. 0,128,0,0.", field="outpaint")
+    if fill not in OUTPAINT_FILLS:
+        raise BadInput(f"The outpaint fill '{fill}' is unknown; choose one of {', '.join(OUTPAINT_FILLS)}.", field="outpaint")
     left, right, up, down = map(int, parts)
-    return Outpaint(left=left, right=right, up=up, down=down)
+    return Outpaint(left=left, right=right, up=up, down=down, fill=fill)
 
 
 def mode_for(init: Optional[Path], mask: Optional[Path], outpaint: Optional[str]) -> str:
@@ -71,7 +77,7 @@ def generate(
     fill: int = typer.Option(1, "--fill", help="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."),
     only_masked: bool = typer.Option(False, "--only-masked", help="Inpaint only the masked area, at full resolution."),
     padding: int = typer.Option(32, "--padding", help="With --only-masked: pixels of context around the mask."),
-    outpaint: Optional[str] = typer.Option(None, "--outpaint", help="Extend the image: pixels left,right,up,down."),
+    outpaint: Optional[str] = typer.Option(None, "--outpaint", help="Extend the image: pixels left,right,up,down, then optionally the fill (edge, noise, blur)."),
     hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
     hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos or Nearest."),

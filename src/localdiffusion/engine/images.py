@@ -72,13 +72,19 @@ class Canvas:
 
 
 def extend_canvas(image: Image.Image, sides: Outpaint, overlap: int = 8) -> Canvas:
-    """Add pixels on each side, filled by stretching the edge; mask the new area plus a small overlap."""
+    """Add pixels on each side, filled as `sides.fill` says; mask the new area plus a small overlap."""
     w, h = image.size
     width, height = w + sides.left + sides.right, h + sides.up + sides.down
     arr = np.asarray(image)
     ys = np.clip(np.arange(height) - sides.up, 0, h - 1)
     xs = np.clip(np.arange(width) - sides.left, 0, w - 1)
     canvas = Image.fromarray(np.ascontiguousarray(arr[ys][:, xs]), "RGB")
+    new_area = Image.new("L", (width, height), 255)
+    new_area.paste(0, (sides.left, sides.up, sides.left + w, sides.up + h))
+    if sides.fill == "noise":
+        canvas.paste(_colour_noise(arr, (width, height)), (0, 0), new_area)
+    elif sides.fill == "blur":
+        canvas.paste(canvas.filter(ImageFilter.GaussianBlur(max(width, height) / 16)), (0, 0), new_area)
     mask = Image.new("L", (width, height), 255)
     keep = (
         sides.left + (overlap if sides.left else 0), sides.up + (overlap if sides.up else 0),
@@ -86,6 +92,14 @@ def extend_canvas(image: Image.Image, sides: Outpaint, overlap: int = 8) -> Canv
     )
     mask.paste(0, keep)
     return Canvas(canvas, mask)
+
+
+def _colour_noise(arr: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """Noise with the image's own mean and spread per channel; a fixed seed keeps outpainting reproducible."""
+    pixels = arr.reshape(-1, 3).astype(np.float32)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(pixels.mean(0), pixels.std(0) + 1.0, size=(size[1], size[0], 3))
+    return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8), "RGB")
 
 
 def crop_region(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int]:
