@@ -41,6 +41,16 @@ class ControlUnit(BaseModel):
     map: str | None = None
 
 
+class Reference(BaseModel):
+    """A picture the image should resemble (a character's look), applied through an IP-Adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str
+    scale: float = Field(0.5, ge=0.0, le=1.5)
+    model: str = ""  # an IP-Adapter in models/IP-Adapter; empty: the one that fits the checkpoint
+
+
 class Outpaint(BaseModel):
     """How many pixels to add on each side of the input image before inpainting the new area."""
 
@@ -97,6 +107,7 @@ class Recipe(BaseModel):
     mask: str | None = None
     outpaint: Outpaint | None = None
     controls: list[ControlUnit] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
     rng: RNG = "cpu"
 
     def to_json(self) -> str:

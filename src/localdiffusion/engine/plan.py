@@ -39,6 +39,8 @@ def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: P
     resolve_sampler(recipe.sampler_name, recipe.scheduler)
     if recipe.controls:
         raise BadInput("ControlNet units are not supported yet; remove the controls from the recipe.", field="controls")
+    if recipe.references:
+        raise BadInput("Reference images (IP-Adapter) are not supported yet; remove the references from the recipe.", field="references")
     if recipe.enable_hr and recipe.mode != "txt2img":
         raise BadInput(f"Hires fix works on txt2img only, not on {recipe.mode}; upscale the finished image instead.", field="enable_hr")
     if recipe.mode == "txt2img":
