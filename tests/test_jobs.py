@@ -120,3 +120,26 @@ def test_a_graceful_stop_puts_the_running_job_back_in_the_queue(worker):
     back = worker.queue.get(job.id)
     assert back.status == "queued" and back.attempts == 0
     assert worker.queue.counts() == {"queued": 1, "running": 0}
+
+
+def test_jobs_of_another_kind_run_their_task_with_their_params(queue):
+    from localdiffusion.jobs.tasks import TaskContext
+
+    db = queue.db
+    seen: list[dict] = []
+
+    def echo(ctx: TaskContext) -> dict:
+        seen.append(ctx.job.params)
+        return {"echo": ctx.job.params["word"]}
+
+    worker = Worker(queue, engine=None, events=EventBus())  # type: ignore[arg-type]
+    worker.tasks["echo"] = echo
+    job = queue.submit(Recipe(prompt="x"), owner_id=db.local_owner_id, kind="echo", params={"word": "hello"})
+    worker.run(queue.claim())
+    done = queue.get(job.id)
+    assert (done.status, done.kind, done.result, seen) == ("done", "echo", {"echo": "hello"}, [{"word": "hello"}])
+
+    unknown = queue.submit(Recipe(prompt="x"), owner_id=db.local_owner_id, kind="nonsense")
+    worker.run(queue.claim())
+    assert queue.get(unknown.id).status == "failed"
+    assert "kind 'nonsense'" in queue.get(unknown.id).error

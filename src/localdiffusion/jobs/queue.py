@@ -34,6 +34,8 @@ class Job:
     attempts: int = 0
     error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)  # image ids, infotexts, timings
+    kind: str = "generate"  # which task runs it (jobs/tasks): generate, explain, upscale, ...
+    params: dict[str, Any] = field(default_factory=dict)  # the task's own parameters besides the recipe
 
     @property
     def finished(self) -> bool:
@@ -44,7 +46,8 @@ class JobQueue(ABC):
     """What the server and the worker need from a queue."""
 
     @abstractmethod
-    def submit(self, recipe: Recipe, owner_id: int, client: str = "") -> Job: ...
+    def submit(self, recipe: Recipe, owner_id: int, client: str = "", kind: str = "generate",
+               params: dict[str, Any] | None = None) -> Job: ...
 
     @abstractmethod
     def get(self, job_id: int) -> Job | None: ...
@@ -83,13 +86,13 @@ class JobQueue(ABC):
         """At start-up: re-queue jobs a dead server left running (once), fail them the second time."""
 
 
-_COLUMNS = "id, owner_id, client, payload, status, created_at, started_at, finished_at, attempts, error, result"
+_COLUMNS = "id, owner_id, client, payload, status, created_at, started_at, finished_at, attempts, error, result, kind, params"
 
 
 def _job(row: tuple) -> Job:
-    id_, owner, client, payload, status, created, started, finished, attempts, error, result = row
+    id_, owner, client, payload, status, created, started, finished, attempts, error, result, kind, params = row
     return Job(id_, owner, client, Recipe.model_validate_json(payload), status, created, started, finished,
-               attempts, error, json.loads(result or "{}"))
+               attempts, error, json.loads(result or "{}"), kind, json.loads(params or "{}"))
 
 
 class SQLiteJobQueue(JobQueue):
@@ -99,10 +102,11 @@ class SQLiteJobQueue(JobQueue):
         self.db = db
         self._work = threading.Condition()
 
-    def submit(self, recipe: Recipe, owner_id: int, client: str = "") -> Job:
+    def submit(self, recipe: Recipe, owner_id: int, client: str = "", kind: str = "generate",
+               params: dict[str, Any] | None = None) -> Job:
         with self.db.transaction() as conn:
-            cur = conn.execute("INSERT INTO jobs (owner_id, client, payload, created_at) VALUES (?, ?, ?, ?)",
-                               (owner_id, client, recipe.to_json(), time.time()))
+            cur = conn.execute("INSERT INTO jobs (owner_id, client, payload, created_at, kind, params) VALUES (?, ?, ?, ?, ?, ?)",
+                               (owner_id, client, recipe.to_json(), time.time(), kind, json.dumps(params or {})))
             job_id = int(cur.lastrowid)
         with self._work:
             self._work.notify_all()

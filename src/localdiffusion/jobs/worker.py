@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from localdiffusion.engine import Engine, Progress
-from localdiffusion.errors import Cancelled, LocalDiffusionError
+from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
 from localdiffusion.jobs.events import Event, EventBus
 from localdiffusion.jobs.queue import Job, JobQueue
+from localdiffusion.jobs.tasks import Task, TaskContext, default_tasks
 from localdiffusion.recipe import Result
 from localdiffusion.store.outputs import output_folder, save_image
 
@@ -37,6 +38,7 @@ class Worker:
         self.queue = queue
         self.engine = engine
         self.events = events
+        self.tasks: dict[str, Task] = default_tasks()
         self.current: Running | None = None
         self._cancelled: set[int] = set()
         self._stop = threading.Event()
@@ -85,9 +87,12 @@ class Worker:
         self.current = Running(job, total=job.recipe.steps, started=time.time())
         self._publish("started", job)
         try:
-            result = self.engine.generate(job.recipe, on_progress=lambda p: self._progress(job, p),
-                                          cancel=lambda: job.id in self._cancelled)
-            self.queue.finish(job.id, self._save(job, result))
+            task = self.tasks.get(job.kind)
+            if task is None:
+                raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
+            context = TaskContext(job, self.engine, on_progress=lambda p: self._progress(job, p),
+                                  cancel=lambda: job.id in self._cancelled, save=lambda r: self._save(job, r))
+            self.queue.finish(job.id, task(context))
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
             if self._stop.is_set():

@@ -102,7 +102,12 @@ CREATE INDEX jobs_status_id ON jobs (status, id);
 CREATE INDEX jobs_owner_created ON jobs (owner_id, created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# v3: jobs of other kinds than "generate" (explanations, upscales) carry their own parameters.
+_V3 = """
+ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
