@@ -292,7 +292,7 @@ def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
 
 def job_json(studio: Studio, job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "status": job.status, "position": studio.queue.position(job.id) if job.status == "queued" else 0,
+        "id": job.id, "kind": job.kind, "params": job.params, "status": job.status, "position": studio.queue.position(job.id) if job.status == "queued" else 0,
         "client": job.client, "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "attempts": job.attempts, "recipe": job.recipe.model_dump(mode="json"), "error": job.error,
         "result": jsonable_encoder(job.result) if job.result else None,
