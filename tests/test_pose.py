@@ -214,3 +214,98 @@ def test_presets_ship_and_are_plausible():
         assert y["nose"] < y["neck"] < y["right_hip"] < y["right_ankle"], name
         assert all(0 <= x <= pose.canvas_width and 0 <= yy <= pose.canvas_height for x, yy, c in p.keypoints if c), name
         assert render_pose(pose).getbbox() is not None
+
+
+# --- detection -------------------------------------------------------------------------------------
+
+
+def made_up_landmarks() -> list[tuple[float, float, float]]:
+    """33 mediapipe landmarks: landmark i at x = i/40, y = i/50, fully visible."""
+    return [(i / 40, i / 50, 0.99) for i in range(33)]
+
+
+def test_landmarks_map_to_the_18_points():
+    person = landmarks_to_person(made_up_landmarks(), 400, 500)
+    at = {name: person.keypoints[i] for i, name in enumerate(KEYPOINTS)}
+    assert at["nose"] == pytest.approx((0, 0, 1))
+    assert at["neck"] == pytest.approx((11.5 * 10, 11.5 * 10, 1))  # the midpoint of landmarks 11 and 12
+    expected = {"right_shoulder": 12, "left_shoulder": 11, "right_elbow": 14, "left_elbow": 13, "right_wrist": 16,
+                "left_wrist": 15, "right_hip": 24, "left_hip": 23, "right_knee": 26, "left_knee": 25,
+                "right_ankle": 28, "left_ankle": 27, "right_eye": 5, "left_eye": 2, "right_ear": 8, "left_ear": 7}  # fmt: skip
+    for name, landmark in expected.items():
+        assert at[name] == pytest.approx((landmark * 10, landmark * 10, 1)), name
+
+
+def test_unsure_or_outside_landmarks_are_missing():
+    landmarks = made_up_landmarks()
+    landmarks[12] = (0.3, 0.3, 0.2)  # right shoulder barely visible: it and the neck go missing
+    landmarks[27] = (1.2, 0.5, 0.99)  # left ankle outside the picture
+    person = landmarks_to_person(landmarks, 400, 500)
+    for name in ("right_shoulder", "neck", "left_ankle"):
+        assert not person.present(KEYPOINTS.index(name)), name
+    assert person.present(KEYPOINTS.index("left_shoulder"))
+    with pytest.raises(BadInput, match="33"):
+        landmarks_to_person(landmarks[:17], 400, 500)
+
+
+def drawn_figure() -> Image.Image:
+    """A flat cartoon person, facing the viewer, with their left arm raised (it is on the image's right)."""
+    from PIL import ImageDraw, ImageFilter
+
+    im = Image.new("RGB", (384, 640), (200, 210, 220))
+    d = ImageDraw.Draw(im)
+    skin, shirt, pants, hair, shoe = (224, 172, 138), (40, 90, 160), (50, 50, 60), (60, 40, 20), (30, 20, 20)
+    cx = 192
+    for side in (-1, 1):  # legs and shoes
+        d.line([(cx + side * 28, 360), (cx + side * 32, 470), (cx + side * 34, 585)], fill=pants, width=34, joint="curve")
+        d.ellipse(sorted([cx + side * 14, cx + side * 60]) + [575, 600], fill=shoe)
+    d.rounded_rectangle([cx - 62, 150, cx + 62, 375], radius=26, fill=shirt)
+    d.line([(cx - 58, 165), (cx - 76, 260)], fill=shirt, width=30, joint="curve")  # right arm, hanging
+    d.line([(cx - 76, 260), (cx - 84, 350)], fill=skin, width=24, joint="curve")
+    d.ellipse([cx - 98, 340, cx - 68, 378], fill=skin)
+    d.line([(cx + 58, 165), (cx + 110, 110)], fill=shirt, width=30, joint="curve")  # left arm, raised
+    d.line([(cx + 110, 110), (cx + 128, 40)], fill=skin, width=24, joint="curve")
+    d.ellipse([cx + 113, 12, cx + 143, 50], fill=skin)
+    d.rectangle([cx - 14, 120, cx + 14, 158], fill=skin)  # neck, head, hair, ears
+    d.ellipse([cx - 42, 40, cx + 42, 140], fill=skin)
+    d.chord([cx - 44, 32, cx + 44, 110], 180, 360, fill=hair)
+    d.ellipse([cx - 50, 80, cx - 38, 104], fill=skin)
+    d.ellipse([cx + 38, 80, cx + 50, 104], fill=skin)
+    for ex in (cx - 18, cx + 18):  # eyes and brows
+        d.ellipse([ex - 9, 80, ex + 9, 90], fill=(255, 255, 255))
+        d.ellipse([ex - 4, 81, ex + 4, 89], fill=(40, 30, 20))
+        d.line([(ex - 10, 72), (ex + 10, 72)], fill=hair, width=3)
+    d.polygon([(cx, 88), (cx - 6, 106), (cx + 6, 106)], fill=(200, 140, 110))  # nose and mouth
+    d.line([(cx - 14, 118), (cx, 122), (cx + 14, 118)], fill=(170, 70, 70), width=3)
+    return im.filter(ImageFilter.GaussianBlur(1.2))
+
+
+@pytest.fixture(scope="module")
+def detected() -> Pose:
+    pytest.importorskip("mediapipe")
+    return detect_pose(drawn_figure())
+
+
+def test_detects_the_drawn_figure(detected):
+    assert (detected.canvas_width, detected.canvas_height) == (384, 640)
+    assert len(detected.people) == 1
+    person = detected.people[0]
+    assert all(person.present(i) for i in range(18))
+    at = {name: person.keypoints[i][:2] for i, name in enumerate(KEYPOINTS)}
+    assert at["nose"][1] < at["neck"][1] < at["right_hip"][1] < at["right_knee"][1] < at["right_ankle"][1]
+    assert at["right_shoulder"][0] < at["left_shoulder"][0]  # facing the viewer: their right is on the image's left
+    assert at["left_wrist"][1] < at["nose"][1] < at["right_wrist"][1]  # the raised arm is the left one
+    assert math.dist(at["left_wrist"], (320, 40)) < 30 and math.dist(at["right_wrist"], (108, 355)) < 30
+
+
+def test_detection_without_a_person_finds_nobody():
+    pytest.importorskip("mediapipe")
+    assert detect_pose(Image.new("RGB", (128, 128), (90, 90, 90))).people == []
+
+
+def test_detection_needs_the_pose_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    with pytest.raises(BadInput, match=r"\[pose\]"):
+        detect_pose(Image.new("RGB", (64, 64)))
