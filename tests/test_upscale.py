@@ -1,0 +1,141 @@
+"""Upscalers: resamplers and spandrel models from models/ESRGAN, tiled, with the pickle policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from localdiffusion.errors import BadInput, Cancelled, ModelNotFound, UnsupportedModel
+from localdiffusion.finish import upscale as up
+from localdiffusion.models.library import ModelLibrary
+from localdiffusion.store.db import Database
+from localdiffusion.store.home import Settings
+
+
+def esrgan_state_dict(scale: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random-weight RRDBNet (the ESRGAN architecture), tiny: 8 filters, one block."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    net = ESRGAN(num_filters=8, num_blocks=1, scale=scale)
+    return {k: v.contiguous() for k, v in net.state_dict().items()}
+
+
+def write_esrgan(folder, name: str = "4x-tiny.safetensors", scale: int = 4):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if path.suffix == ".safetensors":
+        save_file(esrgan_state_dict(scale), str(path))
+    else:
+        torch.save(esrgan_state_dict(scale), path)
+    return path
+
+
+@pytest.fixture
+def library(home):
+    write_esrgan(home.model_dir("upscaler"))
+    with Database(home.db_path) as db:
+        yield ModelLibrary(home, db)
+
+
+def picture(w: int = 40, h: int = 28) -> Image.Image:
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def test_the_list_has_resamplers_then_library_models(library):
+    names = [(u.name, u.scale, u.is_model) for u in up.list_upscalers(library)]
+    assert names == [("None", 4, False), ("Lanczos", 4, False), ("Nearest", 4, False), ("4x-tiny", 4, True)]
+    assert up.find_upscaler("lanczos", library).name == "Lanczos"
+
+
+def test_an_unknown_upscaler_is_one_sentence_naming_close_ones(library):
+    with pytest.raises(ModelNotFound, match=r"No upscaler named '4x-tiyn'; did you mean '4x-tiny'\?"):
+        up.find_upscaler("4x-tiyn", library)
+
+
+def test_spandrel_loads_the_written_esrgan_and_upscales_4x_through_the_library(library):
+    image = picture()
+    big = up.upscale(image, "4x-tiny", 4, library, device="cpu")
+    assert big.size == (160, 112) and big.mode == "RGB"
+    model = up.load_upscaler(library.get("4x-tiny", kind="upscaler"), False, torch.device("cpu"))
+    assert model.architecture.name == "ESRGAN" and model.scale == 4
+    # Tiling is invisible: the same pass on one tile covering everything gives the same pixels (up to rounding).
+    whole = up.run_model(model, image, tile=1024)
+    tiled = up.run_model(model, image, tile=16, overlap=6)
+    diff = np.abs(np.asarray(whole, dtype=int) - np.asarray(tiled, dtype=int))
+    assert diff.max() <= 2
+
+
+def test_the_model_is_cached(library):
+    info = library.get("4x-tiny", kind="upscaler")
+    first = up.load_upscaler(info, False, torch.device("cpu"))
+    assert up.load_upscaler(info, False, torch.device("cpu")) is first
+
+
+def test_any_scale_reaches_the_exact_size(library):
+    image = picture(33, 21)
+    assert up.upscale(image, "4x-tiny", 2.5, library).size == (82, 52)  # one 4x pass, then Lanczos down
+    assert up.upscale(image, "Lanczos", 1.5, library).size == (50, 32)
+    assert up.resize(image, "Nearest", (66, 42), library).size == (66, 42)
+
+
+def test_bad_scale_is_refused(library):
+    with pytest.raises(BadInput, match="upscale factor 0 is out of range"):
+        up.upscale(picture(), "Lanczos", 0, library)
+
+
+def test_tiles_report_progress_and_cancel(library):
+    seen = []
+    up.run_model(up.load_upscaler(library.get("4x-tiny", kind="upscaler"), False, torch.device("cpu")), picture(),
+                 on_tile=lambda done, total: seen.append((done, total)), tile=16, overlap=4)
+    assert seen[-1][0] == seen[-1][1] == len(seen) > 1
+    with pytest.raises(Cancelled):
+        up.upscale(picture(), "4x-tiny", 4, library, cancel=lambda: True)
+
+
+def test_pth_is_refused_unless_pickles_are_allowed_and_then_loads_weights_only(home):
+    write_esrgan(home.model_dir("upscaler"), "2x-pickled.pth", scale=2)
+    with Database(home.db_path) as db:
+        library = ModelLibrary(home, db)
+        assert [u.name for u in up.list_upscalers(library)][-1] == "2x-pickled"  # listed, not opened
+        with pytest.raises(UnsupportedModel, match=r"^The upscaler '2x-pickled.pth' is a pickled file.*allow_pickle"):
+            up.upscale(picture(), "2x-pickled", 2, library)
+        home.save_settings(Settings(allow_pickle=True))
+        library = ModelLibrary(home, db)
+        assert up.upscale(picture(), "2x-pickled", 2, library).size == (80, 56)
+
+
+def test_a_pickle_with_code_is_refused_even_when_pickles_are_allowed(home, tmp_path):
+    class Sneaky:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    path = home.model_dir("upscaler") / "4x-sneaky.pth"
+    torch.save({"model.0.weight": Sneaky()}, path)
+    home.save_settings(Settings(allow_pickle=True))
+    with Database(home.db_path) as db:
+        with pytest.raises(UnsupportedModel, match="holds more than plain weights"):
+            up.upscale(picture(), "4x-sneaky", 4, ModelLibrary(home, db))
+
+
+def test_a_file_that_is_not_an_upscaler_is_refused(home):
+    path = home.model_dir("upscaler") / "notes.safetensors"
+    save_file({"foo.weight": torch.zeros(2, 2)}, str(path))
+    with Database(home.db_path) as db:
+        with pytest.raises(UnsupportedModel, match="not an upscaler architecture that spandrel knows"):
+            up.upscale(picture(), "notes", 2, ModelLibrary(home, db))
+
+
+@pytest.mark.parametrize("name,scale", [("4x-UltraSharp", 4), ("RealESRGAN_x2plus", 2), ("ESRGAN", 4), ("SwinIR_x8", 8)])
+def test_scale_is_guessed_from_the_name_for_listing(name, scale):
+    assert up._scale_from_name(name) == scale
+
+
+def test_feather_weights_blend_only_where_neighbours_are():
+    w = up.feather(8, 8, 4, (True, False, False, False))
+    assert w[:, -1].eq(1).all() and w[0, 0] < 0.2 and w[:, 4:].eq(1).all()
+    assert up.tile_boxes(100, 40, 48, 8) == [(0, 0, 48, 40), (40, 0, 88, 40), (52, 0, 100, 40)]
