@@ -36,7 +36,18 @@ PROCESSOR_RES = {"name": "processor_res", "label": "Processing resolution", "min
                  "help": "The picture is resized so its short side is this many pixels before the map is made. "
                          "Higher keeps finer detail but takes longer."}
 
-# module -> label, help, the thresholds it reads (threshold_a / threshold_b), and whether processor_res applies.
+
+def line_threshold(default: int) -> dict[str, Any]:
+    return {"name": "threshold_a", "label": "Line threshold", "min": 0, "max": 255, "step": 1, "default": default,
+            "help": "How strong a stroke must be to count as a line (a dark-on-light drawing is inverted first). "
+                    "Lower it to pick up light pencil strokes; raise it to drop smudges."}
+
+
+THINNING = {"name": "threshold_b", "label": "Thinning", "min": 0, "max": 16, "step": 1, "default": 0,
+            "help": "Makes the lines this many pixels thinner on each side, never breaking a stroke. "
+                    "Thin lines give the ControlNet less to follow, so details stay freer."}
+
+# module -> label, help and the thresholds it reads (threshold_a, threshold_b); every module but "none" also reads processor_res.
 MODULE_TEXTS: dict[str, dict[str, Any]] = {
     "none": {
         "label": "None: the image is the map",
@@ -56,21 +67,14 @@ MODULE_TEXTS: dict[str, dict[str, Any]] = {
     },
     "scribble": {
         "label": "Scribble",
-        "help": "Turns a rough drawing into bold white lines on black; the image follows your drawing loosely.",
-        "params": [
-            {"name": "threshold_a", "label": "Line threshold", "min": 1, "max": 255, "step": 1, "default": 127,
-             "help": "How dark (or, on a dark drawing, how bright) a pixel must be to count as a line; "
-                     "raise it to pick up lighter strokes."},
-        ],
+        "help": "Turns a rough drawing into bold white strokes on black; the image follows your drawing loosely.",
+        "params": [line_threshold(127), THINNING],
     },
     "lineart": {
         "label": "Line art",
-        "help": "Turns a clean drawing into thin white lines on black; the image follows your lines closely.",
-        "params": [
-            {"name": "threshold_a", "label": "Line threshold", "min": 1, "max": 255, "step": 1, "default": 127,
-             "help": "How dark (or, on a dark drawing, how bright) a pixel must be to count as a line; "
-                     "raise it to pick up lighter strokes."},
-        ],
+        "help": "Turns a clean drawing into thin white lines on black, keeping their soft edges; the image follows "
+                "your lines closely.",
+        "params": [line_threshold(64), THINNING],
     },
     "openpose": {
         "label": "Pose from a photo",
