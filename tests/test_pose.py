@@ -309,3 +309,56 @@ def test_detection_needs_the_pose_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(BadInput, match=r"\[pose\]"):
         detect_pose(Image.new("RGB", (64, 64)))
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def test_cli_render_a_file_and_a_preset(tmp_path, capsys):
+    from cli_runner import run_cli
+
+    pose_file = write_pose(read_pose(KNOWN), tmp_path / "known.json")
+    code, stdout, _ = run_cli(capsys, "pose", "render", pose_file, "-o", tmp_path / "known.png")
+    assert code == 0 and "known.png" in stdout
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "known.png")), np.asarray(Image.open(DATA / "pose-reference.png").convert("RGB")))
+    code, _, _ = run_cli(capsys, "pose", "render", "walking", "-o", tmp_path / "walking.png", "--size", "256x384")
+    assert code == 0 and Image.open(tmp_path / "walking.png").size == (256, 384)
+    code, stdout, _ = run_cli(capsys, "pose", "presets")
+    assert code == 0 and "looking-back" in stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["render", "{pose}", "--size", "big"], "WIDTHxHEIGHT"),
+        (["render", "{pose}", "--size", "0x512"], "between 1 and"),
+        (["render", "dancing"], "neither a file nor a preset"),
+        (["render", "{bad}"], "54"),
+        (["detect", "{missing}"], "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_sentence_and_write_nothing(tmp_path, capsys, args, words):
+    from cli_runner import run_cli
+
+    pose_file = write_pose(read_pose(KNOWN), tmp_path / "known.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"canvas_width": 8, "canvas_height": 8, "people": [{"pose_keypoints_2d": [1, 2]}]}))
+    names = {"pose": pose_file, "bad": bad, "missing": tmp_path / "nope.jpg"}
+    target = tmp_path / "out.png"
+    code, _, stderr = run_cli(capsys, "pose", *[a.format(**names) for a in args], "-o", target)
+    assert code != 0 and words in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "known.json"]
+
+
+def test_cli_detect_writes_json_and_image(tmp_path, capsys):
+    pytest.importorskip("mediapipe")
+    from cli_runner import run_cli
+
+    drawn_figure().save(tmp_path / "person.png")
+    code, stdout, _ = run_cli(capsys, "pose", "detect", tmp_path / "person.png", "-o", tmp_path / "pose.json", "--render", tmp_path / "pose.png")
+    assert code == 0 and "18 of 18" in stdout
+    assert len(read_pose(tmp_path / "pose.json").people) == 1
+    assert Image.open(tmp_path / "pose.png").size == (384, 640)
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(tmp_path / "empty.png")
+    code, _, stderr = run_cli(capsys, "pose", "detect", tmp_path / "empty.png", "-o", tmp_path / "none.json")
+    assert code != 0 and "No person" in stderr and not (tmp_path / "none.json").exists()
