@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from localdiffusion.cli.app import main
@@ -66,9 +67,20 @@ def test_sub_tokens_and_chunks_map_to_words(engine):
     assert words[1].positions == [77 + 1]  # BREAK: the second chunk, after its BOS
 
 
-def test_memory_is_bounded_by_map_size_not_steps(engine):
+def test_memory_is_bounded_by_layer_sizes_not_steps(engine):
     sizes = [recorded(engine, Recipe(**{**BASE, "steps": n}))[0].nbytes() for n in (2, 4)]
-    assert sizes[0] == sizes[1] == 4 * 77 * 64 * 64 * 4  # (cond, uncond) x (early, late), fp32
+    # (cond, uncond) x (early, late), 77 tokens, fp32, one sum per attention resolution of the tiny
+    # UNet at a 64 px image (8x8 latent): 8x8 and 4x4.
+    assert sizes[0] == sizes[1] == 4 * 77 * (8 * 8 + 4 * 4) * 4
+
+
+def test_skipping_the_negative_half_keeps_the_prompt_maps(engine, sd1_run):
+    full = sd1_run[0]
+    lean = AttentionRecorder(3, cfg=True, keep_uncond=False)
+    engine.generate(Recipe(**BASE), attention=lean)
+    assert lean.maps("uncond") is None
+    assert torch.allclose(lean.maps("cond"), full.maps("cond"), atol=1e-6)
+    assert lean.nbytes() == full.nbytes() // 2
 
 
 def test_processors_restored_after_run_and_after_cancel(engine, sd1_run):

@@ -3,9 +3,10 @@
 A wrapper processor on each UNet cross-attention layer (`attn2`) lets the layer's own processor
 (SDPA's `AttnProcessor2_0` by default) compute the output exactly as before, so the image does not
 change, and separately computes softmax(QK^T/sqrt(d)) over the text tokens for the capture only.
-Each map is averaged over heads, reshaped to the layer's (h, w), upsampled to a fixed size and added
-to running sums per token: for the conditional and the unconditional (negative) half of the CFG
-batch, and for early and late steps apart. No single map is kept.
+Each map is averaged over heads and added to running sums per token at the layer's own resolution:
+for the conditional and the unconditional (negative) half of the CFG batch, and for early and late
+steps apart. Bilinear upsampling is linear, so the sums are upsampled once, when read, instead of
+every map every step; memory stays fixed (one sum per layer resolution), whatever the step count.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ import torch.nn.functional as F
 MAP_SIZE = 64
 HALVES = ("cond", "uncond")
 PHASES = ("early", "late")
+SCORES_BUDGET = 64 * 2**20  # bytes of attention scores computed at once; larger layers go a few heads at a time
 
 
 class AttentionRecorder:
-    """Running sums of cross-attention maps per text token: `sums[(half, phase)]` is (tokens, S, S)."""
+    """Running sums of cross-attention maps per text token: `sums[(half, phase, (h, w))]` is (tokens, h, w)."""
 
-    def __init__(self, steps: int, cfg: bool = True, size: int = MAP_SIZE) -> None:
+    def __init__(self, steps: int, cfg: bool = True, size: int = MAP_SIZE, keep_uncond: bool = True) -> None:
         self.size, self.cfg = size, cfg  # cfg: the UNet batch is [negative; positive]
+        self.keep_uncond = cfg and keep_uncond  # False: skip the negative half (no negative-prompt maps wanted)
         self.total = max(1, steps)
         self.step = 0  # index of the step now running, set by `after_step`
-        self.sums: dict[tuple[str, str], torch.Tensor] = {}
+        self.sums: dict[tuple[str, str, tuple[int, int]], torch.Tensor] = {}
         self.latent_size: tuple[int, int] | None = None
 
     # --- driven by the engine ---
@@ -42,17 +45,18 @@ class AttentionRecorder:
     def phase(self) -> str:
         return "early" if self.step < (self.total + 1) // 2 else "late"
 
-    def add(self, probs: torch.Tensor) -> None:
-        """`probs`: (batch, pixels, tokens), already averaged over heads."""
-        halves = probs.chunk(2) if self.cfg else (probs,)
-        names = ("uncond", "cond") if self.cfg else ("cond",)
-        for name, half in zip(names, halves):
-            self._accumulate((name, self.phase()), self._upsampled(half.mean(0)))
+    def halves(self, batch: int) -> list[tuple[str, slice]]:
+        """Which rows of a UNet batch of `batch` to capture, by half."""
+        if not self.cfg:
+            return [("cond", slice(0, batch))]
+        half = batch // 2
+        wanted = [("uncond", slice(0, half))] if self.keep_uncond else []
+        return [*wanted, ("cond", slice(half, batch))]
 
-    def _upsampled(self, probs: torch.Tensor) -> torch.Tensor:
+    def add(self, name: str, probs: torch.Tensor) -> None:
+        """`probs`: (pixels, tokens) for one half, averaged over heads and the half's images."""
         h, w = self._grid(probs.shape[0])
-        maps = probs.T.reshape(1, -1, h, w).float()
-        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)[0].cpu()
+        self._accumulate((name, self.phase(), (h, w)), probs.T.reshape(-1, h, w).float().cpu())
 
     def _grid(self, pixels: int) -> tuple[int, int]:
         """The layer's (h, w): the latent's aspect ratio, scaled down to `pixels` positions."""
@@ -62,7 +66,7 @@ class AttentionRecorder:
             h -= 1
         return h, pixels // h
 
-    def _accumulate(self, key: tuple[str, str], maps: torch.Tensor) -> None:
+    def _accumulate(self, key: tuple[str, str, tuple[int, int]], maps: torch.Tensor) -> None:
         current = self.sums.get(key)
         if current is None:
             self.sums[key] = maps.clone()
@@ -76,13 +80,13 @@ class AttentionRecorder:
 
     def maps(self, half: str = "cond", phase: str | None = None) -> torch.Tensor | None:
         """Summed maps (tokens, S, S) for one half, over all steps or over `phase` only."""
-        parts = [self.sums[(half, p)] for p in ([phase] if phase else PHASES) if (half, p) in self.sums]
+        phases = [phase] if phase else PHASES
+        parts = [t for (h, p, _), t in self.sums.items() if h == half and p in phases]
         if not parts:
             return None
-        tokens = max(p.shape[0] for p in parts)
-        total = torch.zeros(tokens, self.size, self.size)
+        total = torch.zeros(max(p.shape[0] for p in parts), self.size, self.size)
         for p in parts:
-            total[: p.shape[0]] += p
+            total[: p.shape[0]] += F.interpolate(p[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
         return total
 
     def nbytes(self) -> int:
@@ -104,6 +108,9 @@ class CaptureProcessor:
         return output
 
     def _capture(self, attn: Any, hidden: torch.Tensor, context: torch.Tensor) -> None:
+        halves = self.recorder.halves(hidden.shape[0])
+        first = halves[0][1].start  # the wanted rows are contiguous: all, or the conditional half
+        hidden, context = hidden[first:], context[first:]
         if hidden.ndim == 4:
             b, c, h, w = hidden.shape
             hidden = hidden.view(b, c, h * w).transpose(1, 2)
@@ -119,12 +126,24 @@ class CaptureProcessor:
             query = attn.norm_q(query)
         if getattr(attn, "norm_k", None) is not None:
             key = attn.norm_k(key)
-        # Per head, so the (pixels, tokens) scores of all heads never sit in memory at once.
-        probs = torch.zeros(batch, query.shape[2], key.shape[2], device=query.device, dtype=torch.float32)
-        for head in range(heads):
-            scores = query[:, head].float() @ key[:, head].float().transpose(-1, -2) * attn.scale
-            probs += scores.softmax(dim=-1)
-        self.recorder.add(probs / heads)
+        probs = _head_mean_probs(query, key, attn.scale)  # (batch, pixels, tokens)
+        for name, rows in halves:
+            self.recorder.add(name, probs[rows.start - first: rows.stop - first].mean(0))
+
+
+def _head_mean_probs(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(QK^T * scale) averaged over heads: (batch, heads, pixels, d) -> (batch, pixels, tokens).
+    All heads at once when the scores fit SCORES_BUDGET, else a group of heads at a time."""
+    batch, heads, pixels, _ = query.shape
+    per_head = batch * pixels * key.shape[2] * 4
+    group = max(1, min(heads, SCORES_BUDGET // max(1, per_head)))
+    total = None
+    for start in range(0, heads, group):
+        # Scaling the queries (pixels x d) is cheaper than scaling the scores (pixels x tokens).
+        q, k = query[:, start:start + group].float() * scale, key[:, start:start + group].float()
+        part = (q @ k.transpose(-1, -2)).softmax(dim=-1).sum(dim=1)
+        total = part if total is None else total + part
+    return total / heads
 
 
 def cross_attention_names(unet: Any) -> list[str]:
