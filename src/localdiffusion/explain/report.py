@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from localdiffusion.store.files import write_atomic, write_text_atomic
 
 
 def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
-                decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False) -> list[str]:
-    """One generation with the asked observers, written to `out_dir`; returns the written names."""
+                decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False,
+                on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None) -> list[str]:
+    """One generation with the asked observers, written to `out_dir`; returns the written names.
+    `on_progress` and `cancel` go to the engine (progress events, cancelling within a step)."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
     cfg = None
@@ -31,9 +34,9 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         steps = cfg_steps or guidance.default_steps(_steps_run(recipe))
         cfg = guidance.recorder_for(engine, recipe, steps)
     recorders = [r for r in (film, cfg) if r is not None]
-    words = AttentionRecorder(_steps_run(recipe), cfg=recipe.cfg_scale > 1.0) if attention else None
+    words = _attention_recorder(recipe) if attention else None
     result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders],
-                             attention=words)
+                             attention=words, on_progress=on_progress, cancel=cancel)
     resolved, infotext = result.recipes[0], result.infotexts[0]
     files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
     summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}
@@ -41,7 +44,11 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         made = film.timeline()
         files["timeline.png"] = _png(made.filmstrip())
         files["timeline.webp"] = made.animation()
+        frames = _frame_files(made)
+        files.update(frames)
         summary["timeline"] = {"filmstrip": "timeline.png", "animation": "timeline.webp", **made.summary()}
+        for entry, name in zip(summary["timeline"]["steps"], frames):
+            entry["frame"] = name
     if cfg is not None:
         for view in cfg.views:
             files[view.file] = _png(view.triptych())
@@ -54,6 +61,18 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         write_atomic(out_dir / name, lambda f, data=data: f.write(data))
     write_text_atomic(out_dir / "explain.json", json.dumps(summary, indent=2, ensure_ascii=False))
     return summary["files"]
+
+
+def _attention_recorder(recipe: Recipe) -> AttentionRecorder:
+    # The unconditional half only matters for negative-prompt maps; without a negative prompt it is skipped.
+    cfg = recipe.cfg_scale > 1.0
+    return AttentionRecorder(_steps_run(recipe), cfg=cfg, keep_uncond=cfg and bool(recipe.negative_prompt.strip()))
+
+
+def _frame_files(made: tl.Timeline) -> dict[str, bytes]:
+    """Each step's predicted final image (x0) as its own PNG, for a slider to scrub through."""
+    names = [f"timeline/{f.phase}-{f.step:03d}.png" for f in made.frames]
+    return {name: _png(_enlarged(f.x0, 256)) for name, f in zip(names, made.frames)}
 
 
 def _heatmaps(engine: Any, recipe: Recipe, recorder: AttentionRecorder, image: Image.Image) -> tuple[dict[str, Image.Image], dict[str, Any]]:
@@ -75,3 +94,9 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _enlarged(image: Image.Image, size: int) -> Image.Image:
+    """Latent-sized previews (a 64 px image has an 8 px latent) blown up by whole pixels, so they stay crisp."""
+    scale = max(1, -(-size // max(1, min(image.size))))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST) if scale > 1 else image
