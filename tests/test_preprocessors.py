@@ -69,6 +69,13 @@ def test_scribble_inverts_a_pencil_drawing_to_white_on_black(tmp_path):
     assert np.array_equal(np.asarray(run_preprocessor(unit("scribble", processor_res=128), white_on_black, tmp_path))[:, :, 0], out)
 
 
+def test_a_transparent_drawing_counts_as_drawn_on_white(tmp_path):
+    strokes = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    ImageDraw.Draw(strokes).line([(10, 64), (118, 64)], fill=(0, 0, 0, 255), width=6)
+    out = np.asarray(run_preprocessor(unit("scribble", processor_res=128), strokes, tmp_path))[:, :, 0]
+    assert out[64, 64] == 255 and out[20, 20] == 0
+
+
 def test_thinning_keeps_every_stroke(tmp_path):
     thick = np.asarray(run_preprocessor(unit("scribble", processor_res=128), pencil_drawing(9), tmp_path))[:, :, 0]
     thin = np.asarray(run_preprocessor(unit("scribble", processor_res=128, threshold_b=20), pencil_drawing(9), tmp_path))[:, :, 0]

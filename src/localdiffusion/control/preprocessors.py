@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from localdiffusion.engine.images import as_rgb
 from localdiffusion.errors import BadInput, ModelNotFound, UnsupportedModel, one_of
 from localdiffusion.recipe import ControlUnit
 
@@ -45,7 +46,8 @@ def run_preprocessor(unit: ControlUnit, image: Image.Image, home_root: Path) -> 
     module = _checked(unit.module)
     if module == "none":
         return image.convert("RGB")
-    picture = resize_short_side(np.asarray(image.convert("RGB")), unit.processor_res)
+    # A transparent drawing is laid on white paper, so its strokes keep their contrast.
+    picture = resize_short_side(np.asarray(as_rgb(image)), unit.processor_res)
     if module == "canny":
         return _rgb(canny(picture, _or(unit.threshold_a, 100), _or(unit.threshold_b, 200)))
     if module == "scribble":
