@@ -37,4 +37,6 @@ def generate(ctx: TaskContext) -> dict[str, Any]:
 
 
 def default_tasks() -> dict[str, Task]:
-    return {"generate": generate}
+    from localdiffusion.jobs.tasks import compare, explain  # they import this module's TaskContext
+
+    return {"generate": generate, "explain": explain.explain, "compare": compare.compare}
