@@ -1,0 +1,56 @@
+"""A whole comic in one call: generate the panels that have no image yet, save the project, export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localdiffusion.comic.export import export_cbz, export_pages, export_panels, export_pdf
+from localdiffusion.comic.generate import generate_panel
+from localdiffusion.comic.layouts import ordered_panels
+from localdiffusion.comic.model import Panel, Project
+from localdiffusion.comic.storage import save_project
+
+
+@dataclass
+class Book:
+    project: Path
+    pdf: Path
+    cbz: Path
+    pages: list[Path] = field(default_factory=list)
+    panels: list[Path] = field(default_factory=list)
+
+
+def generate_missing(engine: Any, project: Project, folder: Path, candidates: int = 1,
+                     on_panel: Callable[[int, int, Panel], None] | None = None) -> int:
+    """Generate candidates for every panel without a chosen image, in reading order; returns how many panels."""
+    todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
+    for i, panel in enumerate(todo):
+        if on_panel is not None:
+            on_panel(i, len(todo), panel)
+        generate_panel(engine, project, panel, folder, candidates)
+        save_project(project, folder)  # a long run keeps what it has made so far
+    return len(todo)
+
+
+def export_all(project: Project, folder: Path, out_dir: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> Book:
+    out_dir = Path(out_dir)
+    return Book(
+        project=Path(folder),
+        pdf=export_pdf(project, folder, out_dir / "comic.pdf", bleed_mm, trim_marks),
+        cbz=export_cbz(project, folder, out_dir / "comic.cbz"),
+        pages=export_pages(project, folder, out_dir),
+        panels=export_panels(project, folder, out_dir / "panels"),
+    )
+
+
+def render_book(engine: Any, project: Project, out_dir: Path, candidates: int = 1, bleed_mm: float = 0.0,
+                trim_marks: bool = False, on_panel: Callable[[int, int, Panel], None] | None = None) -> Book:
+    """`out_dir/project/` (the saved project), `comic.pdf`, `comic.cbz`, `page-N.png` and `panels/`."""
+    folder = Path(out_dir) / "project"
+    save_project(project, folder)
+    generate_missing(engine, project, folder, candidates, on_panel)
+    save_project(project, folder)
+    return export_all(project, folder, out_dir, bleed_mm, trim_marks)
