@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +31,9 @@ def detect(
     from localdiffusion.control.pose import detect_pose, render_pose, write_pose
     from localdiffusion.engine.images import as_rgb, open_image
 
-    pose = detect_pose(as_rgb(open_image(str(photo), "photo")))
+    image = as_rgb(open_image(str(photo), "photo"))
+    with native_stderr_silenced():
+        pose = detect_pose(image)
     if not pose.people:
         raise BadInput(f"No person was found in the photo '{photo}'; use a photo where one whole body is clearly visible.")
     if render is not None:
@@ -83,3 +89,18 @@ def _save_png(image, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """mediapipe's C++ side logs TensorFlow Lite chatter straight to file descriptor 2, which Python's
+    logging cannot filter; a person running `pose detect` should see only our own messages."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
