@@ -79,3 +79,40 @@ def engine(model_home):
     from localdiffusion.store.db import Database
 
     return Engine(ModelLibrary(model_home, Database(model_home.db_path)))
+
+
+@pytest.fixture(scope="session")
+def controlnets(tmp_path_factory, sd1_folder, sdxl_folder) -> dict[str, Path]:
+    """Tiny live ControlNets for SD1 and SDXL in both layouts, named by type as people name theirs."""
+    from factories import build_controlnet_file, build_live_controlnet
+
+    root = tmp_path_factory.mktemp("controlnets")
+    sd1 = build_live_controlnet(sd1_folder, root / "tiny-sd1-canny")
+    sdxl = build_live_controlnet(sdxl_folder, root / "tiny-sdxl-canny")
+    return {
+        "sd1": sd1, "sdxl": sdxl,
+        "sd1.file": build_controlnet_file(sd1, root / "control_tiny_sd15_scribble.safetensors"),
+        "sdxl.file": build_controlnet_file(sdxl, root / "control_tiny_sdxl_depth.safetensors"),
+    }
+
+
+@pytest.fixture(scope="session")
+def control_home(tmp_path_factory, sd1_folder, sd1_inpaint_folder, sdxl_folder, controlnets):
+    """A home folder with SD1 (plain and inpaint) and SDXL checkpoints and the tiny ControlNets."""
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("control-home")).ensure()
+    for folder in (sd1_folder, sd1_inpaint_folder, sdxl_folder):
+        (home.model_dir("checkpoint") / folder.name).symlink_to(folder, target_is_directory=True)
+    for path in controlnets.values():
+        (home.model_dir("controlnet") / path.name).symlink_to(path, target_is_directory=path.is_dir())
+    return home
+
+
+@pytest.fixture(scope="session")
+def control_engine(control_home):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+
+    return Engine(ModelLibrary(control_home, Database(control_home.db_path)))

@@ -266,3 +266,34 @@ def build_zoo(root: Path) -> dict[str, Path]:
     zoo["controlnet"] = _once(root / "controlnet", lambda p: build_controlnet(zoo["sd1"], p))
     zoo["cache"] = cache
     return zoo
+
+
+def build_live_controlnet(folder: Path, out: Path, seed: int = 0) -> Path:
+    """A tiny ControlNet whose zero convolutions are random, so that it visibly steers the image.
+
+    `ControlNetModel.from_unet` starts every output convolution at zero (as training does), which
+    would make any control a no-op; a test that checks the effect needs non-zero residuals.
+    """
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 32, 32))
+    zeroed = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zeroed:
+            conv.weight.normal_(0.0, 0.2)
+            conv.bias.normal_(0.0, 0.05)
+    controlnet.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def build_controlnet_file(controlnet_folder: Path, path: Path) -> Path:
+    """The A1111-style single-file twin (`control_model.*` keys) of a diffusers ControlNet folder."""
+    from diffusers import ControlNetModel
+
+    from localdiffusion.models.single_file import save_controlnet_file
+
+    controlnet = ControlNetModel.from_pretrained(str(controlnet_folder), local_files_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_controlnet_file(controlnet, path)

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from localdiffusion import __version__
-from localdiffusion.recipe import INPAINTING_FILL, Recipe
+from localdiffusion.recipe import INPAINTING_FILL, ControlUnit, Recipe
 
 # A1111's `re_param`, with one addition: an unquoted JSON object (`Hashes: {"vae": "..."}`,
 # written by Civitai and some extensions) is taken whole instead of being cut at its first comma.
@@ -84,6 +84,7 @@ def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | Non
     """The A1111 infotext for `recipe`; `extra` adds keys such as `Lora hashes` before `Version`."""
     params = _generation_params(recipe, model_name=model_name, model_hash=model_hash)
     params.update(_mode_params(recipe))
+    params.update(control_params(recipe.controls))
     params.update(extra or {})
     if recipe.refiner_checkpoint:
         params["Refiner"] = recipe.refiner_checkpoint
@@ -136,6 +137,60 @@ def _mode_params(r: Recipe) -> dict[str, str | None]:
     return params
 
 
+# The sd-webui-controlnet extension's infotext fields (`ControlNetUnit.infotext_fields()` in
+# internal_controlnet/args.py), in its order. The last two are fixed here: we have no pixel-perfect
+# preprocessor resolution and only the "Balanced" control mode.
+CONTROL_FIELDS = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
+                  "guidance_start", "guidance_end")
+CONTROL_FIXED = {"Pixel Perfect": "False", "Control Mode": "Balanced"}
+RE_CONTROL_KEY = re.compile(r"^ControlNet (\d+)$")
+
+
+def control_params(units: list[ControlUnit]) -> dict[str, str]:
+    """`ControlNet 0: "Module: canny, Model: control_x [hash], Weight: 1.0, ..."`, as the extension writes it
+    (its field names title-cased, values as Python prints them)."""
+    return {f"ControlNet {i}": serialize_control(unit) for i, unit in enumerate(units)}
+
+
+def serialize_control(unit: ControlUnit) -> str:
+    items = {_display(name): str(getattr(unit, name)) for name in CONTROL_FIELDS} | CONTROL_FIXED
+    return ", ".join(f"{key}: {value}" for key, value in items.items())
+
+
+def parse_control(text: str) -> ControlUnit | None:
+    """A unit from its infotext value (without image or map, which infotext cannot hold); None when malformed."""
+    from pydantic import ValidationError
+
+    fields: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition(": ")
+        name = "_".join(key.lower().split())
+        if sep and name in CONTROL_FIELDS:
+            fields[name] = value.strip()
+    if fields.get("model") == "None":
+        fields.pop("model")
+    try:
+        return ControlUnit(**fields)
+    except ValidationError:
+        return None
+
+
+def _display(field: str) -> str:
+    return " ".join(word.capitalize() for word in field.split("_"))
+
+
+def _read_controls(rest: dict[str, str], fields: dict[str, Any]) -> None:
+    found = {int(m.group(1)): key for key in rest if (m := RE_CONTROL_KEY.match(key))}
+    units: list[dict[str, Any]] = []
+    for index in sorted(found):
+        unit = parse_control(rest[found[index]])
+        if unit is not None:
+            units.append(unit.model_dump(exclude_none=True))
+            del rest[found[index]]
+    if units:
+        fields["controls"] = units
+
+
 def split_lines(text: str) -> tuple[str, str, str]:
     """(prompt, negative prompt, parameter line), as A1111 splits them."""
     *lines, last = text.strip().split("\n")
@@ -171,6 +226,7 @@ def from_infotext(text: str) -> tuple[dict[str, Any], dict[str, str]]:
         if not _read_param(key, value, fields):
             rest[key] = value
     _read_sampler(fields, rest)
+    _read_controls(rest, fields)
     return fields, rest
 
 

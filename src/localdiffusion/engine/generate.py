@@ -16,6 +16,7 @@ from PIL import Image
 from localdiffusion.engine import images as im
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
+from localdiffusion.engine.control import Control, prepare_control
 from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
 from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
@@ -25,11 +26,12 @@ from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, s
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
+from localdiffusion.models.controlnet import LoadedControlNet, check_fits, load_controlnet
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.lora import load_lora
 from localdiffusion.prompts import PromptEncoder, extract_loras
-from localdiffusion.recipe import Recipe, Result
+from localdiffusion.recipe import ControlUnit, Recipe, Result
 
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
 IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST, "None": None}
@@ -89,6 +91,7 @@ class Run:
     cancel: Callable[[], bool] | None
     refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
+    controls: list[tuple[ControlUnit, Any, Image.Image]] = field(default_factory=list)  # unit, ControlNet, raw map
 
 
 class Engine:
@@ -125,6 +128,34 @@ class Engine:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def controlnet(self, info: ModelInfo, pipe: Any) -> Any:
+        """A ControlNet on the engine's device and dtype, kept in the same cache as the pipelines."""
+        key = ("controlnet", str(info.path), str(self.dtype), str(self.device))
+
+        def load() -> LoadedControlNet:
+            model = load_controlnet(info, self.dtype, self.settings.allow_pickle, base_unet=dict(pipe.unet.config))
+            return LoadedControlNet(model.to(self.device))
+
+        return self.cache.get(key, load).model
+
+    def _control_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[ModelInfo]:
+        """Each unit's ControlNet from the library, refused when it does not fit the checkpoint's family."""
+        infos = []
+        for i, unit in enumerate(recipe.controls):
+            info = self.library.get(unit.model, kind="controlnet")
+            check_fits(info, checkpoint, field=f"controls.{i}.model")
+            infos.append(info)
+        return infos
+
+    def _with_controls(self, plan: Plan, infos: list[ModelInfo], pipe: Any) -> tuple[Plan, list[tuple[ControlUnit, Any, Image.Image]]]:
+        """Load the units' ControlNets; the plan's recipe names each by A1111's 'name [hash]' title."""
+        units = []
+        for unit, info in zip(plan.recipe.controls, infos):
+            self.library.ensure_hash(info)
+            units.append(unit.model_copy(update={"model": f"{info.name} [{info.short_hash}]"}))
+        plan = dataclasses.replace(plan, recipe=plan.recipe.model_copy(update={"controls": units}))
+        return plan, [(u, self.controlnet(info, pipe), raw) for u, info, raw in zip(units, infos, plan.control_maps)]
+
     # --- generation ---
 
     @torch.no_grad()
@@ -143,7 +174,9 @@ class Engine:
         started = time.perf_counter()
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
+        control_infos = self._control_infos(plan.recipe, info)
         pipe = self.pipeline(info)
+        plan, controls = self._with_controls(plan, control_infos, pipe)
         loaded = time.perf_counter()
         encoder = self._prompt_encoder(pipe, plan.recipe)
         refiner = self._refiner(plan.recipe)
@@ -160,7 +193,7 @@ class Engine:
                 watching = on_progress is not None or on_step is not None
                 progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
                                      on_progress, on_step) if watching else None
-                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner)
+                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner, controls=controls)
                 images = self._run(run)
                 for image, s, sub in zip(images, seeds, subseeds):
                     result.images.append(image)
@@ -289,15 +322,23 @@ class Engine:
             start = noise * scheduler.init_noise_sigma if recipe.inpainting_fill == 2 else torch.zeros_like(latents)
             latents = inpaint.mask * start + (1 - inpaint.mask) * latents
         extra = step_kwargs(scheduler, run.generators)
+        control = self._control(run, width, height, len(timesteps))
         for owner, prompts, part, offset in self._segments(run, scheduler, timesteps):
             conditioning = prompts.for_run(owner, steps_run(scheduler, timesteps), scheduler.order, len(run.seeds),
                                            recipe, width, height, self.device)
             latents = denoise(
                 owner.unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
                 extra_step_kwargs=extra, inpaint=inpaint, on_step=_shifted_hook(run.on_step, offset, len(timesteps)),
-                cancel=run.cancel,
+                cancel=run.cancel, control=control if owner is pipe else None,  # the refiner has no ControlNet
             )
         return latents
+
+    def _control(self, run: Run, width: int, height: int, total: int) -> Control | None:
+        inputs = run.plan.inputs
+        crop = inputs.crop if inputs is not None else None
+        full_size = inputs.original.size if crop is not None and inputs.original is not None else None
+        return prepare_control(run.controls, width, height, len(run.seeds), run.plan.recipe.cfg_scale > 1.0,
+                               self.device, total, crop=crop, full_size=full_size)
 
     def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, Prompts, torch.Tensor, int]]:
         """Which model denoises which timesteps: the base, then the SDXL refiner from `refiner_switch_at`."""

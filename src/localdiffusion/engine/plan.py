@@ -6,7 +6,7 @@ size the model will work at. Every bad value is caught here, before any model wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -15,7 +15,7 @@ from localdiffusion.engine import images as im
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput
 from localdiffusion.models.info import ModelInfo
-from localdiffusion.recipe import Outpaint, Recipe
+from localdiffusion.recipe import ControlUnit, Outpaint, Recipe
 from localdiffusion.store.home import Settings
 
 
@@ -33,12 +33,12 @@ class Inputs:
 class Plan:
     recipe: Recipe  # with width, height and sampler resolved
     inputs: Inputs | None
+    control_maps: list[Image.Image] = field(default_factory=list)  # one raw map per ControlNet unit, RGB
 
 
 def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: Path) -> Plan:
     resolve_sampler(recipe.sampler_name, recipe.scheduler)
-    if recipe.controls:
-        raise BadInput("ControlNet units are not supported yet; remove the controls from the recipe.", field="controls")
+    control_maps = [_control_map(i, unit, home_root) for i, unit in enumerate(recipe.controls)]
     if recipe.references:
         raise BadInput("Reference images (IP-Adapter) are not supported yet; remove the references from the recipe.", field="references")
     if recipe.enable_hr and recipe.mode != "txt2img":
@@ -52,7 +52,30 @@ def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: P
     check_size(recipe.width, recipe.height, settings.max_side)
     if recipe.enable_hr:
         check_size(*hires_size(recipe), settings.max_side, what="hires size")
-    return Plan(recipe, inputs)
+    return Plan(recipe, inputs, control_maps)
+
+
+def _control_map(index: int, unit: ControlUnit, home_root: Path) -> Image.Image:
+    """A unit's control map. The engine never runs preprocessors: the map must be ready (or be the image)."""
+    where = f"controls.{index}"
+    if not unit.model:
+        raise BadInput(f"ControlNet unit {index} names no ControlNet model; name one from models/ControlNet.", field=f"{where}.model")
+    if unit.guidance_start > unit.guidance_end:
+        raise BadInput(
+            f"ControlNet unit {index} starts at {unit.guidance_start} but ends at {unit.guidance_end}; the start must not come after the end.",
+            field=f"{where}.guidance_start",
+        )
+    ref = unit.map or (unit.image if unit.module == "none" else None)
+    if ref is None:
+        if unit.image is None:
+            raise BadInput(f"ControlNet unit {index} has no image; give the control image, or a ready-made map with module 'none'.", field=f"{where}.image")
+        raise BadInput(
+            f"ControlNet unit {index} uses the preprocessor '{unit.module}' but its map was not prepared; "
+            f"prepare it first (localdiffusion.control.units.prepare_controls), or give a ready-made map with module 'none'.",
+            field=f"{where}.map",
+        )
+    # A plain conversion, not `as_rgb`: a transparent map area means "no signal" (black), not white paper.
+    return im.open_image(resolve_path(ref, home_root), f"ControlNet unit {index} map").convert("RGB")
 
 
 def check_size(width: int, height: int, max_side: int, what: str = "size") -> None:

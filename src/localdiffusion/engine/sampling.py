@@ -92,8 +92,12 @@ def denoise(
     inpaint: InpaintLatents | None = None,
     on_step: Callable[[StepState], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    control: Any | None = None,
 ) -> torch.Tensor:
-    """Run the scheduler over `timesteps` from `latents`; return the final latents."""
+    """Run the scheduler over `timesteps` from `latents`; return the final latents.
+
+    `control` (an `engine.control.Control`) adds ControlNet residuals to the UNet at the steps
+    where its units are active; it sees the 4-channel latents even for a 9-channel inpainting UNet."""
     do_cfg = cfg_scale > 1.0
     for i, t in enumerate(timesteps):
         if cancel is not None and cancel():
@@ -101,12 +105,13 @@ def denoise(
         hidden, added = conditioning(i)
         model_input = torch.cat([latents] * 2) if do_cfg else latents
         model_input = scheduler.scale_model_input(model_input, t)
+        residuals = control.residuals(i, model_input, t, hidden, added) if control is not None else None
         if inpaint is not None and inpaint.masked_image_latents is not None:
             extra = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1)
             model_input = torch.cat([model_input, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
         noise_pred = unet(
             model_input, t, encoder_hidden_states=hidden, timestep_cond=None,
-            cross_attention_kwargs=None, added_cond_kwargs=added, return_dict=False,
+            cross_attention_kwargs=None, added_cond_kwargs=added, return_dict=False, **_residual_kwargs(residuals),
         )[0]
         noise_uncond = noise_cond = None
         if do_cfg:
@@ -120,6 +125,14 @@ def denoise(
         if on_step is not None:
             on_step(StepState(i, len(timesteps), t, sample, latents, noise_pred, noise_uncond, noise_cond, scheduler, output))
     return latents
+
+
+def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict[str, Any]:
+    """The UNet's ControlNet arguments; none at all without control, so that path stays exactly as before."""
+    if residuals is None:
+        return {}
+    down, mid = residuals
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def _keep_unmasked(scheduler: Any, latents: torch.Tensor, inpaint: InpaintLatents, timesteps: torch.Tensor, i: int) -> torch.Tensor:

@@ -492,3 +492,124 @@ def save_single_file(pipe, path: Path) -> Path:
 
             save_file(state, str(tmp), metadata={"format": "pt"})
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# ControlNet: A1111 single files (`control_model.*`, the LDM layout) <-> diffusers
+
+CONTROL = "control_model."
+
+
+def _controlnet_pairs(config: dict) -> list[tuple[str, str, dict]]:
+    """(diffusers prefix, LDM prefix, inner renames) for every part of a ControlNet with this config.
+
+    A ControlNet is a UNet encoder (named as in the UNet), plus zero convolutions after each
+    encoder output (`zero_convs`) and the middle block (`middle_block_out`), plus the hint encoder
+    that turns the control map into a latent-sized feature (`input_hint_block`, a Sequential whose
+    convolutions sit at the even indices, with activations between).
+    """
+    per = config["layers_per_block"]
+    levels = len(config["block_out_channels"])
+    hint_blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    pairs: list[tuple[str, str, dict]] = [
+        ("time_embedding.linear_1", "time_embed.0", {}), ("time_embedding.linear_2", "time_embed.2", {}),
+        ("add_embedding.linear_1", "label_emb.0.0", {}), ("add_embedding.linear_2", "label_emb.0.2", {}),
+        ("conv_in", "input_blocks.0.0", {}),
+        ("mid_block.resnets.0", "middle_block.0", RESNET_UNET), ("mid_block.attentions.0", "middle_block.1", {}),
+        ("mid_block.resnets.1", "middle_block.2", RESNET_UNET),
+        ("controlnet_mid_block", "middle_block_out.0", {}),
+        ("controlnet_cond_embedding.conv_in", "input_hint_block.0", {}),
+        ("controlnet_cond_embedding.conv_out", f"input_hint_block.{2 * (hint_blocks + 1)}", {}),
+    ]
+    pairs += [(f"controlnet_cond_embedding.blocks.{j}", f"input_hint_block.{2 * (j + 1)}", {}) for j in range(hint_blocks)]
+    for b in range(levels):
+        for i in range(per):
+            n = 1 + b * (per + 1) + i
+            pairs += [(f"down_blocks.{b}.resnets.{i}", f"input_blocks.{n}.0", RESNET_UNET),
+                      (f"down_blocks.{b}.attentions.{i}", f"input_blocks.{n}.1", {})]
+        pairs.append((f"down_blocks.{b}.downsamplers.0.conv", f"input_blocks.{1 + b * (per + 1) + per}.0.op", {}))
+    outputs = 1 + levels * (per + 1) - 1  # one zero convolution per encoder output, the input conv's included
+    pairs += [(f"controlnet_down_blocks.{i}", f"zero_convs.{i}.0", {}) for i in range(outputs)]
+    return pairs
+
+
+def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel's weights under A1111's `control_model.` names."""
+    state = _apply_prefix_map(controlnet.state_dict(), _controlnet_pairs(dict(controlnet.config)), "ControlNet")
+    return {CONTROL + k: v.detach().contiguous() for k, v in state.items()}
+
+
+def save_controlnet_file(controlnet, path: Path) -> Path:
+    """Write a ControlNet as an A1111-style `control_*.safetensors` file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(controlnet_to_ldm(controlnet), str(tmp), metadata={"format": "pt"})
+    return path
+
+
+def _ldm_to_diffusers(state: dict[str, torch.Tensor], pairs: list[tuple[str, str, dict]]) -> dict[str, torch.Tensor]:
+    """The inverse of `_apply_prefix_map`: LDM names back to diffusers names."""
+    inverse = [(ldm, diffusers, {v: k for k, v in inner.items()}) for diffusers, ldm, inner in pairs]
+    return _apply_prefix_map(state, inverse, "ControlNet")
+
+
+def infer_controlnet(shapes: Shapes, family: str, base_unet: dict | None = None) -> dict:
+    """A ControlNetModel config from the tensor shapes of an LDM ControlNet (keys without `control_model.`).
+
+    `base_unet` (the checkpoint's UNet config) supplies what the shapes cannot show, such as
+    SDXL's time-embedding width; without it the family's standard is used.
+    """
+    base = base_unet or standard_configs(family)["unet"]
+    inputs = _count(shapes, "input_blocks.")
+    ops = sorted(i for i in range(inputs) if f"input_blocks.{i}.0.op.weight" in shapes)
+    per = ops[0] - 1 if ops else inputs - 1
+    levels = len(ops) + 1
+    channels = [_shape(shapes, f"input_blocks.{1 + level * (per + 1)}.0.out_layers.3.weight")[0] for level in range(levels)]
+    depths = [_count(shapes, f"input_blocks.{1 + level * (per + 1)}.1.transformer_blocks.") for level in range(levels)]
+    mid_depth = _count(shapes, "middle_block.1.transformer_blocks.") or 1
+    to_k, proj_in = first_shape(shapes, "", "attn2.to_k.weight"), first_shape(shapes, "", "proj_in.weight")
+    if to_k is None or proj_in is None:
+        raise UnsupportedModel("The ControlNet has no cross-attention, so it is not a Stable Diffusion ControlNet.")
+    hint_convs = sorted(int(k.split(".")[1]) for k in shapes if k.startswith("input_hint_block.") and k.endswith(".weight"))
+    hint_out = [_shape(shapes, f"input_hint_block.{i}.weight")[0] for i in hint_convs]
+    config = {
+        "_class_name": "ControlNetModel",
+        "in_channels": _shape(shapes, "input_blocks.0.0.weight")[1],
+        "conditioning_channels": _shape(shapes, "input_hint_block.0.weight")[1],
+        "block_out_channels": channels, "layers_per_block": per,
+        "down_block_types": ["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths],
+        "transformer_layers_per_block": _transformer_depths(depths, mid_depth),
+        "cross_attention_dim": to_k[1], "use_linear_projection": len(proj_in) == 2,
+        "attention_head_dim": SD1_UNET_HEADS if family.startswith("sd1") else [c // HEAD_WIDTH for c in channels],
+        # conv_in, then each strided block convolution (every second one) sets the next width
+        "conditioning_embedding_out_channels": hint_out[:-1:2],
+        "norm_num_groups": base.get("norm_num_groups", 32),
+    }
+    label = shapes.get("label_emb.0.0.weight")
+    if label is not None:
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=label[1],
+                      addition_time_embed_dim=base.get("addition_time_embed_dim", 256))
+    return config
+
+
+def load_controlnet_file(path: Path, family: str, torch_dtype=torch.float32, allow_pickle: bool = False,
+                         base_unet: dict | None = None):
+    """A diffusers ControlNetModel from an A1111-style single file, built offline (no config download)."""
+    from diffusers import ControlNetModel
+
+    path = _check_readable(path, allow_pickle)
+    tensors = read_tensors(path, "", allow_pickle)
+    prefix = CONTROL if any(k.startswith(CONTROL) for k in tensors) else ""
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if "input_hint_block.0.weight" not in state:
+        raise UnsupportedModel(f"'{path.name}' is not an A1111-style ControlNet file (it has no `control_model.input_hint_block` weights).")
+    config = infer_controlnet({k: tuple(v.shape) for k, v in state.items()}, family, base_unet)
+    controlnet = ControlNetModel.from_config(config)
+    try:
+        controlnet.load_state_dict(_ldm_to_diffusers(state, _controlnet_pairs(config)), strict=True)
+    except (RuntimeError, UnsupportedModel) as exc:
+        raise UnsupportedModel(f"'{path.name}' could not be loaded as a {family} ControlNet ({str(exc).splitlines()[0]}).") from exc
+    # nn.Module's own `to`: diffusers' override warns about fp32-kept modules, which ControlNets have none of
+    return torch.nn.Module.to(controlnet, torch_dtype).eval()

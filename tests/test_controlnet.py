@@ -1,0 +1,233 @@
+"""ControlNet: loading both layouts, the engine's per-step residuals, resize modes, recording, preparing maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from localdiffusion.errors import BadInput
+from localdiffusion.recipe import ControlUnit, Recipe
+
+SD1 = dict(prompt="a red cube", seed=3, steps=4, width=64, height=64, cfg_scale=5.0, sampler_name="Euler", model="tiny-sd1")
+SDXL = {**SD1, "model": "tiny-sdxl"}
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def differs(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(pixels(a) - pixels(b)).mean())
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory) -> str:
+    """A ready-made control map: white outlines on black, as a canny map looks."""
+    image = Image.new("RGB", (96, 64), "black")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 10, 70, 50), outline="white", width=2)
+    draw.line((0, 63, 95, 0), fill="white", width=2)
+    path = tmp_path_factory.mktemp("maps") / "edges.png"
+    image.save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def generate(control_engine):
+    """Engine.generate, remembered per recipe: several tests compare against the same images."""
+    done: dict[str, object] = {}
+
+    def run(recipe: Recipe):
+        key = recipe.to_json()
+        if key not in done:
+            done[key] = control_engine.generate(recipe)
+        return done[key]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def plain(generate) -> dict[str, Image.Image]:
+    return {name: generate(Recipe(**fields)).images[0] for name, fields in (("sd1", SD1), ("sdxl", SDXL))}
+
+
+def unit(model: str, image: str, **fields) -> ControlUnit:
+    return ControlUnit(model=model, image=image, module="none", **fields)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_single_file_twin_loads_the_same_weights(controlnets, sd1_folder, sdxl_folder):
+    import json
+
+    from diffusers import ControlNetModel
+
+    from localdiffusion.models.detect import detect
+    from localdiffusion.models.single_file import load_controlnet_file
+
+    for family, unet_folder in (("sd1", sd1_folder), ("sdxl", sdxl_folder)):
+        detected = detect(controlnets[f"{family}.file"])
+        assert (detected.kind, detected.family) == ("controlnet", family)
+        folder = ControlNetModel.from_pretrained(str(controlnets[family]), local_files_only=True)
+        base = json.loads((unet_folder / "unet" / "config.json").read_text())
+        loaded = load_controlnet_file(controlnets[f"{family}.file"], family, base_unet=base)
+        expected, got = folder.state_dict(), loaded.state_dict()
+        assert set(expected) == set(got)
+        assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.parametrize("family, fields, model", [
+    ("sd1", SD1, "tiny-sd1-canny"), ("sd1", SD1, "control_tiny_sd15_scribble"),
+    ("sdxl", SDXL, "tiny-sdxl-canny"), ("sdxl", SDXL, "control_tiny_sdxl_depth"),
+])
+def test_a_controlnet_in_either_layout_steers_the_image(generate, plain, edges, family, fields, model):
+    result = generate(Recipe(**fields, controls=[unit(model, edges)]))
+    assert differs(result.images[0], plain[family]) > 1.0
+    recorded = result.recipes[0].controls[0]
+    assert recorded.model.startswith(model + " [") and len(recorded.model.split("[")[1]) == 9  # 8 hex + "]"
+
+
+def test_both_layouts_give_the_same_image(generate, edges):
+    folder = generate(Recipe(**SD1, controls=[unit("tiny-sd1-canny", edges)])).images[0]
+    single = generate(Recipe(**SD1, controls=[unit("control_tiny_sd15_scribble", edges)])).images[0]
+    assert differs(folder, single) == 0
+
+
+def test_sd1_controlnet_is_refused_on_sdxl(control_engine, edges):
+    with pytest.raises(BadInput) as e:
+        control_engine.generate(Recipe(**SDXL, controls=[unit("tiny-sd1-canny", edges)]))
+    assert str(e.value) == "The ControlNet 'tiny-sd1-canny' is for SD 1.x but the model 'tiny-sdxl' is SDXL; choose an SDXL ControlNet."
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def test_zero_weight_is_exactly_no_control(generate, plain, edges):
+    result = generate(Recipe(**SD1, controls=[unit("tiny-sd1-canny", edges, weight=0.0)]))
+    assert differs(result.images[0], plain["sd1"]) == 0
+
+
+def test_two_units_add_up(generate, edges, tmp_path):
+    dots = tmp_path / "dots.png"
+    image = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(image).ellipse((10, 10, 40, 40), fill="white")
+    image.save(dots)
+    one = generate(Recipe(**SD1, controls=[unit("tiny-sd1-canny", edges)])).images[0]
+    two = generate(Recipe(**SD1, controls=[unit("tiny-sd1-canny", edges), unit("control_tiny_sd15_scribble", str(dots))]))
+    assert differs(two.images[0], one) > 1.0
+    assert len(two.recipes[0].controls) == 2
+
+
+def test_the_guidance_window_matters(generate, plain, edges):
+    def run(start: float, end: float) -> Image.Image:
+        return generate(Recipe(**SD1, controls=[unit("tiny-sd1-canny", edges, guidance_start=start, guidance_end=end)])).images[0]
+
+    full, early, late = run(0.0, 1.0), run(0.0, 0.5), run(0.5, 1.0)
+    assert differs(early, full) > 0.5 and differs(late, full) > 0.5 and differs(early, late) > 0.5
+    # A window that no step fits in (step 1 of 4 ends at 0.25) is no control at all.
+    assert differs(run(0.0, 0.2), plain["sd1"]) == 0
+
+
+def test_step_window_follows_diffusers():
+    from localdiffusion.engine.control import step_active
+
+    window = ControlUnit(model="x", guidance_start=0.25, guidance_end=0.75)
+    assert [step_active(window, i, 4) for i in range(4)] == [False, True, True, False]
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_control_in_img2img_and_inpaint(generate, edges, tmp_path, mode):
+    source = tmp_path / "source.png"
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(source)
+    mask = tmp_path / "mask.png"
+    m = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(m).rectangle((16, 16, 48, 48), fill=255)
+    m.save(mask)
+    fields = {**SD1, "mode": mode, "init_image": str(source), "denoising_strength": 0.9}
+    if mode == "inpaint":
+        fields["mask"] = str(mask)
+    plain = generate(Recipe(**fields)).images[0]
+    steered = generate(Recipe(**fields, controls=[unit("tiny-sd1-canny", edges)])).images[0]
+    assert differs(steered, plain) > 0.5
+
+
+def test_control_with_a_nine_channel_inpaint_model(generate, edges, tmp_path):
+    source, mask = tmp_path / "s.png", tmp_path / "m.png"
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(source)
+    Image.new("L", (64, 64), 255).save(mask)
+    fields = {**SD1, "model": "tiny-sd1-inpaint", "mode": "inpaint", "init_image": str(source), "mask": str(mask), "denoising_strength": 1.0}
+    plain = generate(Recipe(**fields)).images[0]
+    steered = generate(Recipe(**fields, controls=[unit("tiny-sd1-canny", edges)])).images[0]
+    assert differs(steered, plain) > 0.5
+
+
+def test_control_in_hires_fix_uses_the_hires_size(generate, edges, monkeypatch):
+    from localdiffusion.engine import control as control_module
+
+    sizes = []
+    real = control_module.fit_map
+    monkeypatch.setattr(control_module, "fit_map", lambda image, w, h, mode: sizes.append((w, h)) or real(image, w, h, mode))
+    fields = {**SD1, "enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2, "denoising_strength": 0.6}
+    plain = generate(Recipe(**fields)).images[0]
+    steered = generate(Recipe(**fields, controls=[unit("tiny-sd1-canny", edges)])).images[0]
+    assert steered.size == (96, 96) and differs(steered, plain) > 0.5
+    assert sizes == [(64, 64), (96, 96)]
+
+
+def test_no_control_keeps_the_loop_bit_identical(control_engine):
+    from localdiffusion.engine import sampling
+
+    calls = []
+    real = sampling._residual_kwargs
+    sampling_kwargs = lambda residuals: calls.append(residuals) or real(residuals)  # noqa: E731
+    try:
+        sampling._residual_kwargs = sampling_kwargs
+        control_engine.generate(Recipe(**{**SD1, "steps": 1}))
+    finally:
+        sampling._residual_kwargs = real
+    assert calls and all(c is None for c in calls) and real(None) == {}
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(model="tiny-sd1-canny", module="canny", image="x.png"), "uses the preprocessor 'canny' but its map was not prepared"),
+    (dict(model="tiny-sd1-canny"), "ControlNet unit 0 has no image"),
+    (dict(image="x.png"), "ControlNet unit 0 names no ControlNet model"),
+    (dict(model="tiny-sd1-canny", image="x.png", guidance_start=0.8, guidance_end=0.2), "starts at 0.8 but ends at 0.2"),
+    (dict(model="no-such-net", image="EDGES"), "No controlnet named 'no-such-net'"),
+])
+def test_bad_units_get_one_sentence(control_engine, edges, fields, message):
+    fields = {k: (edges if v == "EDGES" else v) for k, v in fields.items()}
+    with pytest.raises(Exception) as e:
+        control_engine.generate(Recipe(**SD1, controls=[ControlUnit(**fields)]))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# --- resize modes -----------------------------------------------------------------------------
+
+
+def test_resize_modes_geometry():
+    from localdiffusion.engine.control import fit_map
+
+    # A 200x100 map: white left half, black right half, a grey one-pixel frame.
+    source = Image.new("RGB", (200, 100), "black")
+    source.paste((255, 255, 255), (0, 0, 100, 100))
+    ImageDraw.Draw(source).rectangle((0, 0, 199, 99), outline=(128, 128, 128))
+
+    stretched = fit_map(source, 64, 64, "Just Resize")
+    assert stretched.size == (64, 64)
+    assert pixels(stretched)[32, 16].min() > 200 and pixels(stretched)[32, 48].max() < 50
+
+    cropped = fit_map(source, 64, 64, "Crop and Resize")  # scale to 128x64, keep the middle 64 columns
+    assert cropped.size == (64, 64)
+    assert pixels(cropped)[32, 20].min() > 200 and pixels(cropped)[32, 44].max() < 50
+
+    filled = fit_map(source, 64, 64, "Resize and Fill")  # scale to 64x32, centred, padded with the border's median
+    assert filled.size == (64, 64)
+    assert tuple(pixels(filled)[4, 32]) == (128, 128, 128) and tuple(pixels(filled)[60, 32]) == (128, 128, 128)
+    assert pixels(filled)[32, 16].min() > 200 and pixels(filled)[32, 48].max() < 50
