@@ -1,0 +1,219 @@
+"""The comic API under /api/comics, for the studio's page editor: projects (owner-scoped), layout
+templates, panel prompt previews, candidate generation through the job queue, and exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from localdiffusion.comic import Project, new_page, page_size, templates_json
+from localdiffusion.comic.export import cbz_bytes, page_png_bytes, pdf_bytes
+from localdiffusion.comic.generate import candidate_recipes, choose
+from localdiffusion.comic.model import Candidate, Panel
+from localdiffusion.comic.prompts import compose_prompt, consistency_notes, panel_prompt
+from localdiffusion.comic.storage import ASSETS, archive_bytes, asset_path, list_projects, open_project, project_folder, save_project
+from localdiffusion.errors import BadInput
+from localdiffusion.server.api import check_recipe
+from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.studio import Studio
+from localdiffusion.store.files import write_atomic
+
+router = APIRouter(prefix="/api/comics", tags=["comics"])
+
+StudioDep = Annotated[Studio, Depends(get_studio)]
+ClientDep = Annotated[str, Depends(client_id)]
+MEDIA = {"pdf": "application/pdf", "cbz": "application/vnd.comicbook+zip", "png": "image/png", "ldcomic": "application/zip"}
+
+
+class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("Untitled comic", max_length=200)
+    authors: list[str] = Field(default_factory=list)
+    page: str = "A4"  # A4, Letter, square or custom
+    width: float | None = None
+    height: float | None = None
+    unit: Literal["mm", "in"] = "mm"
+    direction: Literal["ltr", "rtl"] = "ltr"
+    template: str = "grid-2x2"
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidates: int = Field(2, ge=1, le=8)
+
+
+class PickRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidate: str
+
+
+def not_found(project_id: str) -> HTTPException:
+    return HTTPException(404, f"There is no comic project '{project_id[:40]}'.")
+
+
+def load(studio: Studio, project_id: str) -> tuple[Path, Project]:
+    """The project and its folder, if it exists and belongs to whoever asks."""
+    folder = project_folder(studio.home.root, project_id)
+    if not (folder / "project.json").is_file():
+        raise not_found(project_id)
+    project = open_project(folder)
+    if project.owner_id != studio.owner_id:
+        raise not_found(project_id)
+    return folder, project
+
+
+def summary(project: Project) -> dict[str, Any]:
+    return {"id": project.id, "title": project.title, "authors": project.authors, "pages": len(project.pages),
+            "panels": sum(len(p.panels) for p in project.pages), "created": project.created}
+
+
+@router.get("")
+def list_comics(studio: StudioDep) -> list[dict[str, Any]]:
+    return [summary(p) for _, p in list_projects(studio.home.root, studio.owner_id)]
+
+
+@router.post("", status_code=201)
+def create_comic(body: NewProject, studio: StudioDep) -> Project:
+    """A new project with one page laid out from a template; every panel belongs to whoever created it."""
+    project = Project(title=body.title, authors=body.authors, owner_id=studio.owner_id, direction=body.direction,
+                      page_size=page_size(body.page, body.width, body.height, body.unit))
+    project.pages.append(new_page(project, body.template, owner_id=studio.owner_id))
+    save_project(project, project_folder(studio.home.root, project.id))
+    return project
+
+
+@router.get("/templates")
+def templates() -> list[dict[str, Any]]:
+    """Layout templates: name, title, panel count and cells as quads in fractions of the live area."""
+    return templates_json()
+
+
+@router.get("/{project_id}")
+def get_comic(project_id: str, studio: StudioDep) -> Project:
+    """The project; candidates whose jobs finished since the last look get their images now."""
+    folder, project = load(studio, project_id)
+    if sync_candidates(studio, project, folder):
+        save_project(project, folder)
+    return project
+
+
+@router.put("/{project_id}")
+def save_comic(project_id: str, body: Project, studio: StudioDep) -> Project:
+    """Save the editor's project (layout, balloons, prompts); the id and owner stay as they were."""
+    folder, current = load(studio, project_id)
+    if body.id != current.id:
+        raise BadInput(f"The project id '{body.id}' does not match the address '{project_id}'.", field="id")
+    for candidate in (c for page in body.pages for panel in page.panels for c in panel.candidates if c.image):
+        asset_path(folder, candidate.image)  # refuses paths that leave the project folder
+    project = body.model_copy(update={"owner_id": current.owner_id})
+    save_project(project, folder)
+    return project
+
+
+@router.get("/{project_id}/panels/{panel_id}/prompt")
+def prompt_preview(project_id: str, panel_id: str, studio: StudioDep) -> dict[str, Any]:
+    """The composed prompt (style + shot + characters + action + setting), the one used, and the recipe."""
+    folder, project = load(studio, project_id)
+    _, panel = project.find_panel(panel_id)
+    recipe = candidate_recipes(studio.engine, project, panel, folder, 1)[0]
+    return {"composed": compose_prompt(project, panel), "prompt": panel_prompt(project, panel),
+            "override": panel.prompt_override, "recipe": recipe.model_dump(mode="json"),
+            "consistency": consistency_notes(project, studio.home.root)}
+
+
+@router.post("/{project_id}/panels/{panel_id}/generate", status_code=201)
+def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, client: ClientDep) -> list[Candidate]:
+    """Queue one generate job per candidate; each candidate records its job id and gets its image when the
+    job is done (see GET /api/comics/{id})."""
+    folder, project = load(studio, project_id)
+    _, panel = project.find_panel(panel_id)
+    recipes = candidate_recipes(studio.engine, project, panel, folder, body.candidates)
+    for recipe in recipes:
+        check_recipe(studio, recipe)
+    made = []
+    for recipe in recipes:
+        job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
+        made.append(Candidate(recipe=recipe, job_id=job.id))
+    panel.candidates += made
+    save_project(project, folder)
+    return made
+
+
+@router.post("/{project_id}/panels/{panel_id}/pick")
+def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep) -> Panel:
+    folder, project = load(studio, project_id)
+    sync_candidates(studio, project, folder)
+    _, panel = project.find_panel(panel_id)
+    choose(panel, body.candidate)
+    save_project(project, folder)
+    return panel
+
+
+@router.get("/{project_id}/assets/{name}")
+def asset(project_id: str, name: str, studio: StudioDep) -> FileResponse:
+    folder, _ = load(studio, project_id)
+    path = asset_path(folder, f"{ASSETS}/{name}")
+    if "/" in name or not path.is_file():
+        raise HTTPException(404, f"The project has no asset '{name[:80]}'.")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/{project_id}/export/{fmt}")
+def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep,
+           page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False) -> Response:
+    """Download the comic as a PDF, a CBZ, one page as PNG (`page`, from 1) or the project archive."""
+    folder, project = load(studio, project_id)
+    if fmt == "pdf":
+        data = pdf_bytes(project, folder, bleed, trim_marks)
+    elif fmt == "cbz":
+        data = cbz_bytes(project, folder)
+    elif fmt == "png":
+        if page > len(project.pages):
+            raise BadInput(f"The comic has {len(project.pages)} page(s), so there is no page {page}.", field="page")
+        data = page_png_bytes(project, page - 1, folder)
+    else:
+        data = archive_bytes(folder)
+    name = f"{project.id}-page-{page}.png" if fmt == "png" else f"{project.id}.{fmt}"
+    return Response(data, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def sync_candidates(studio: Studio, project: Project, folder: Path) -> bool:
+    """Copy the images of finished candidate jobs into the project's assets; True when anything changed."""
+    changed = False
+    for page in project.pages:
+        for panel in page.panels:
+            for candidate in panel.candidates:
+                if candidate.image is None and candidate.job_id is not None and candidate.error is None:
+                    changed |= _collect(studio, panel, candidate, folder)
+            if panel.chosen_candidate() is None and any(c.image for c in panel.candidates):
+                panel.chosen = next(c.id for c in panel.candidates if c.image)
+                changed = True
+    return changed
+
+
+def _collect(studio: Studio, panel: Panel, candidate: Candidate, folder: Path) -> bool:
+    job = studio.queue.get(candidate.job_id)
+    if job is None or job.owner_id != studio.owner_id:
+        candidate.error = "Its job is gone."
+        return True
+    if job.status in ("failed", "cancelled"):
+        candidate.error = job.error or f"Its job was {job.status}."
+        return True
+    if job.status != "done" or not job.result.get("images"):
+        return False
+    row = studio.db.get_image(job.result["images"][0])
+    if row is None or not Path(row.path).is_file():
+        candidate.error = "Its image is no longer in the gallery."
+        return True
+    ref = f"{ASSETS}/{panel.id}-{candidate.id}.png"
+    data = Path(row.path).read_bytes()
+    write_atomic(folder / ref, lambda f: f.write(data))
+    candidate.image = ref
+    candidate.recipe = type(candidate.recipe).model_validate(json.loads(row.recipe_json))
+    return True
