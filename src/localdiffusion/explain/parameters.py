@@ -6,6 +6,7 @@ Limits and defaults are read from `Recipe` itself, so they cannot drift from wha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -66,6 +67,88 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                  "new area to match. Extend a little at a time for the most coherent result.", 8),
 }
 
+@dataclass(frozen=True)
+class Card:
+    """A parameter guide card: one plain sentence, typical values, the illustration to draw, and
+    the values a quick comparison tries (None where one image cannot show it)."""
+
+    sentence: str
+    typical: str
+    illustration: str  # a drawing in explain/illustrations.py
+    try_values: tuple[str, ...] | None = None
+    why_not: str = ""  # why there is no quick comparison
+
+
+_NEEDS_INPUT = "it acts on an input image, so try it on the img2img or inpaint tab instead."
+_NEEDS_MASK = "it shapes the painted mask, so try it on the inpaint tab instead."
+CARDS: dict[str, Card] = {
+    "prompt": Card("The words that describe the picture you want.", "Subject first, then medium, style, light "
+                   "and detail; 10-40 words.", "words", why_not="the prompt is what the comparison runs on."),
+    "negative_prompt": Card("Words describing what the picture should avoid.", "A few words: 'blurry, lowres, "
+                            "watermark'.", "words-away", why_not="write it on the Generate page and use "
+                            "'Why does it look like this?' to see its heatmaps."),
+    "model": Card("The trained network that paints, with its own style and native size.", "One that matches the "
+                  "look you want; SD 1.5 at 512 px, SDXL at 1024 px.", "models",
+                  why_not="a comparison across models needs two or more checkpoints; use 'localdiffusion compare --x model=...'."),
+    "width": Card("How wide the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
+                  "multiples of 64.", "frames", ("square", "tall", "wide")),
+    "height": Card("How tall the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
+                   "multiples of 64.", "frames", ("square", "tall", "wide")),
+    "steps": Card("How many times the noise is cleaned up on the way to the picture.", "20-30; 4-8 for turbo and "
+                  "LCM models.", "noise-strip", ("4", "10", "20")),
+    "cfg_scale": Card("How strongly your words push the picture.", "5-8; 1-2 for turbo models; above 12 looks harsh.",
+                      "dial", ("2", "7", "14")),
+    "sampler_name": Card("The method used to clean up the noise at each step.", "Euler a, DPM++ 2M or Euler.",
+                         "paths", ("Euler", "Euler a", "DPM++ 2M")),
+    "scheduler": Card("How quickly the noise level drops from one step to the next.", "Automatic; Karras for "
+                      "DPM++ samplers.", "curves", ("Automatic", "Karras", "Exponential")),
+    "seed": Card("The number that picks the starting noise, and so the composition.", "Any number; -1 for a "
+                 "new one each time.", "seeds", ("-1", "-1", "-1")),
+    "subseed": Card("A second starting noise, blended in for variations.", "Any number, with a small variation "
+                    "strength.", "seeds", why_not="it only acts with a variation strength above 0."),
+    "subseed_strength": Card("How far the starting noise moves toward the variation seed.", "0.05-0.3 for close "
+                             "variations.", "blend", why_not="a variation axis is not offered by compare yet."),
+    "batch_size": Card("How many pictures are made side by side in one go.", "1-4, as memory allows.", "stack",
+                       why_not="it changes how many images you get, not how they look."),
+    "n_iter": Card("How many batches are made one after another.", "1-10.", "stack",
+                   why_not="it changes how many images you get, not how they look."),
+    "denoising_strength": Card("How much of the input picture may be redrawn.", "0.3-0.6 to keep the layout; "
+                               "0.7-0.9 to redraw.", "blend", why_not=_NEEDS_INPUT),
+    "clip_skip": Card("How early in the text model your words are read.", "1; 2 for many anime-style models.",
+                      "layers", ("1", "2", "3")),
+    "enable_hr": Card("Paint small, then enlarge and repaint for a big, clean picture.", "On above the native "
+                      "size.", "enlarge", why_not="it makes large images, too slow for a quick comparison."),
+    "hr_scale": Card("How much larger the second pass makes the picture.", "1.5-2.", "enlarge",
+                     why_not="it makes large images, too slow for a quick comparison."),
+    "hr_upscaler": Card("How the picture is enlarged before the second pass.", "Latent for fresh detail; "
+                        "Lanczos to stay close.", "enlarge", why_not="it makes large images, too slow for a quick comparison."),
+    "hr_second_pass_steps": Card("How many steps the second pass takes.", "0 (the same as the first pass), or "
+                                 "10-20.", "noise-strip", why_not="it makes large images, too slow for a quick comparison."),
+    "mask_blur": Card("How soft the edge of the painted mask is.", "4-8 pixels.", "mask", why_not=_NEEDS_MASK),
+    "inpainting_fill": Card("What the painted area starts from before it is repainted.", "original; 'latent "
+                            "noise' to invent something new.", "mask", why_not=_NEEDS_MASK),
+    "inpaint_full_res": Card("Repaint only the masked area, at full resolution.", "On for faces and hands.",
+                             "mask", why_not=_NEEDS_MASK),
+    "inpaint_full_res_padding": Card("How much surrounding picture is repainted with the masked area.",
+                                     "32-64 pixels.", "mask", why_not=_NEEDS_MASK),
+    "outpaint": Card("How many pixels to add beyond each edge.", "64-256 per side, a little at a time.", "enlarge",
+                     why_not="it needs an input image; use the outpaint tab."),
+}
+
+
+def try_axis(name: str, recipe: Recipe, side: int) -> str | None:
+    """The compare X axis ('field=a,b,c') that shows this parameter on `recipe`, or None.
+    Sizes are drawn around `side` pixels, so the comparison stays small."""
+    card = CARDS.get(name)
+    if card is None or card.try_values is None:
+        return None
+    if name in ("width", "height"):
+        long = side // 8 * 8
+        short = max(64, round(side * 2 / 3 / 8) * 8)
+        return f"size={long}x{long},{short}x{long},{long}x{short}"
+    return f"{name}=" + ",".join(card.try_values)
+
+
 # Width/height pairs (multiples of 64) near each family's trained pixel count.
 _SD_512 = [[512, 512], [512, 768], [768, 512], [448, 640], [640, 448], [576, 448], [448, 576]]
 _SD_768 = [[768, 768], [640, 896], [896, 640], [576, 1024], [1024, 576]]
@@ -97,6 +180,12 @@ def parameter_table(max_side: int = 2048) -> dict[str, dict[str, Any]]:
             limits = {"min": 0, "max": max_side}
         default = None if info.default_factory else info.default
         table[name] = {"label": label, "help": help_text, "min": limits.get("min"), "max": limits.get("max"),
-                       "step": step, "default": default}
+                       "step": step, "default": default, "card": card_json(name)}
     table["inpainting_fill"]["choices"] = {str(k): v for k, v in INPAINTING_FILL.items()}
     return table
+
+
+def card_json(name: str) -> dict[str, Any]:
+    card = CARDS[name]
+    return {"sentence": card.sentence, "typical": card.typical, "illustration": card.illustration,
+            "try_values": list(card.try_values) if card.try_values else None, "why_not": card.why_not}
