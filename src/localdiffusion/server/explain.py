@@ -1,4 +1,11 @@
-"""The studio's explanation API: `POST /api/anatomy` (a prompt's tokens, chunks, schedule and structure)."""
+"""The studio's explanation API.
+
+- `POST /api/anatomy`: a prompt's tokens, chunks, schedule and structure;
+- `POST /api/images/{id}/explain`, `GET /api/images/{id}/explanation` (+ `/files/...`): the "Why does it
+  look like this?" panel's data, computed by an "explain" job;
+- `GET /api/parameters/{name}` (+ `/illustration.svg`), `POST /api/parameters/{name}/try`: the parameter
+  guide's cards and their quick comparisons ("compare" jobs, files under `/api/jobs/{id}/files/...`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from localdiffusion.engine.noise import resolve_seed
+from localdiffusion.errors import BadInput, one_of
 from localdiffusion.explain.anatomy import MAX_STEPS, AnatomyReport, anatomy_report, library_context, load_lexicon
+from localdiffusion.explain.axes import parse_axis
+from localdiffusion.explain.compare import check_axes
+from localdiffusion.explain.illustrations import illustration
+from localdiffusion.explain.parameters import CARDS, parameter_table, try_axis
+from localdiffusion.jobs import Event, Job
+from localdiffusion.jobs.tasks.compare import compare_dir
+from localdiffusion.jobs.tasks.explain import covers, explanation_dir, read_explanation
 from localdiffusion.models.tokenizer import load_tokenizer
-from localdiffusion.server.deps import get_studio
+from localdiffusion.recipe import Recipe
+from localdiffusion.server.api import check_recipe, find_image, find_job, job_json, refused, resolve_model
+from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(prefix="/api", tags=["explain"])
 
 StudioDep = Annotated[Studio, Depends(get_studio)]
+ClientDep = Annotated[str, Depends(client_id)]
 
 
 class AnatomyRequest(BaseModel):
@@ -41,3 +61,163 @@ def anatomy(request: AnatomyRequest, studio: StudioDep) -> AnatomyReport:
     return anatomy_report(request.prompt, _tokenizer(studio.home.cache), negative_prompt=request.negative_prompt,
                           steps=request.steps, embeddings=embeddings, lexicon=load_lexicon(studio.home),
                           model=model, family=family)
+
+
+# --- explanations of gallery images ----------------------------------------------------------
+#
+# Explaining re-runs the recipe on the shared engine, so it is always a queued job ("explain"),
+# never work on a request thread. Its artefacts are served only when listed in its explain.json.
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cfg_steps: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] | None = Field(None, max_length=8)
+    attention: bool = True
+
+
+def explanation_json(image_id: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """explain.json with where to fetch each artefact: `files_base` + a name from `files`, or `urls`."""
+    base = f"/api/images/{image_id}/explanation/files/"
+    return {**summary, "image_id": image_id, "files_base": base, "urls": {name: base + name for name in summary.get("files", [])}}
+
+
+def _pending_explanation(studio: Studio, image_id: int) -> Job | None:
+    for job in studio.queue.list(owner_id=studio.owner_id, limit=200):
+        if job.kind == "explain" and not job.finished and job.params.get("image_id") == image_id:
+            return job
+    return None
+
+
+def _queued(studio: Studio, job: Job) -> dict[str, Any]:
+    body = job_json(studio, studio.queue.get(job.id) or job)
+    if body["status"] == "queued":  # the worker may have started it already
+        studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
+    return body
+
+
+@router.post("/images/{image_id}/explain")
+def explain_image(image_id: int, studio: StudioDep, client: ClientDep, body: ExplainRequest | None = None) -> JSONResponse:
+    """Queue an explanation of a gallery image (timeline, CFG views, word heatmaps), or give the finished
+    one at once when it already covers the request: {"job": ..., "explanation": ...}, one of them null."""
+    body = body or ExplainRequest()
+    row = find_image(studio, image_id)
+    summary = read_explanation(explanation_dir(studio.home.outputs, image_id))
+    if summary is not None and covers(summary, body.cfg_steps, body.attention):
+        return JSONResponse({"job": None, "explanation": explanation_json(image_id, summary)})
+    pending = _pending_explanation(studio, image_id)
+    if pending is not None:
+        return JSONResponse({"job": job_json(studio, pending), "explanation": None}, status_code=202)
+    recipe = Recipe.from_json(row.recipe_json)
+    check_recipe(studio, recipe)
+    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="explain",
+                              params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
+    return JSONResponse({"job": _queued(studio, job), "explanation": None}, status_code=202)
+
+
+@router.get("/images/{image_id}/explanation")
+def get_explanation(image_id: int, studio: StudioDep) -> dict[str, Any]:
+    find_image(studio, image_id)
+    summary = read_explanation(explanation_dir(studio.home.outputs, image_id))
+    if summary is None:
+        raise refused(404, f"Image {image_id} has no explanation yet; ask for one with POST /api/images/{image_id}/explain.")
+    return explanation_json(image_id, summary)
+
+
+MEDIA_TYPES = {".png": "image/png", ".webp": "image/webp", ".json": "application/json"}
+
+
+def _listed_file(folder: Path, listed: list[str], name: str, what: str) -> FileResponse:
+    """A file of `folder` named in `listed` (written by our own task), never anything else."""
+    path = (folder / name).resolve()
+    if name not in listed or not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise refused(404, f"The {what} has no file '{name[:80]}'.")
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/images/{image_id}/explanation/files/{name:path}")
+def get_explanation_file(image_id: int, name: str, studio: StudioDep) -> FileResponse:
+    find_image(studio, image_id)
+    folder = explanation_dir(studio.home.outputs, image_id)
+    summary = read_explanation(folder)
+    if summary is None:
+        raise refused(404, f"Image {image_id} has no explanation yet; ask for one with POST /api/images/{image_id}/explain.")
+    return _listed_file(folder, summary.get("files", []), name, f"explanation of image {image_id}")
+
+
+# --- the parameter guide ---------------------------------------------------------------------
+
+TRY_SIDE = 256  # the longer side of a "Try it" comparison's images, at most
+TRY_STEPS = 10
+
+
+class TryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: Recipe
+
+
+def _card(studio: Studio, name: str) -> dict[str, Any]:
+    table = parameter_table(max_side=studio.library.settings.max_side)
+    if name not in table:
+        raise refused(404, f"There is no parameter '{name[:80]}'; the guide has {one_of(sorted(table))}.")
+    return {"name": name, **table[name], "illustration_url": f"/api/parameters/{name}/illustration.svg",
+            "can_try": table[name]["card"]["try_values"] is not None}
+
+
+@router.get("/parameters/{name}")
+def get_parameter(name: str, studio: StudioDep) -> dict[str, Any]:
+    """One parameter's guide card: label, explanation, one plain sentence, typical values, limits,
+    its illustration and whether 'Try it on my prompt' can show it."""
+    return _card(studio, name)
+
+
+@router.get("/parameters/{name}/illustration.svg")
+def get_parameter_illustration(name: str) -> Response:
+    card = CARDS.get(name)
+    if card is None:
+        raise refused(404, f"There is no parameter '{name[:80]}'.")
+    return Response(illustration(card.illustration), media_type="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+
+
+def try_recipe(studio: Studio, recipe: Recipe, name: str) -> Recipe:
+    """The user's recipe made small and quick: text to image, at most TRY_SIDE pixels, few steps, one image."""
+    if not recipe.prompt.strip():
+        raise BadInput("Write a prompt on the Generate page first; the comparison runs on it.", field="prompt")
+    model = resolve_model(studio.library, recipe.model)
+    native = model.native_size or 512
+    width, height = recipe.width or native, recipe.height or native
+    scale = min(1.0, TRY_SIDE / max(width, height))
+    steps = recipe.steps if name == "steps" else min(recipe.steps, TRY_STEPS)
+    return recipe.model_copy(update={
+        "model": model.name, "mode": "txt2img", "init_image": None, "mask": None, "outpaint": None, "enable_hr": False,
+        "width": max(64, round(width * scale / 8) * 8), "height": max(64, round(height * scale / 8) * 8),
+        "steps": steps, "batch_size": 1, "n_iter": 1, "seed": resolve_seed(recipe.seed), "subseed_strength": 0.0,
+    })
+
+
+@router.post("/parameters/{name}/try", status_code=201)
+def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+    """Queue a tiny comparison (3 values of this parameter) on the user's current recipe; the job's result
+    names the grid (fetch it from /api/jobs/{id}/files/grid.png) and explains the axis."""
+    card = _card(studio, name)
+    recipe = try_recipe(studio, body.recipe, name)
+    x = try_axis(name, recipe, min(TRY_SIDE, max(recipe.width or TRY_SIDE, recipe.height or TRY_SIDE)))
+    if x is None:
+        raise BadInput(f"'{card['label']}' has no quick comparison: {card['card']['why_not']}", field="name")
+    y = f"steps={recipe.steps}" if name == "seed" else f"seed={recipe.seed}"
+    check_recipe(studio, recipe)
+    check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
+    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
+                              params={"x": x, "y": y, "parameter": name})
+    return _queued(studio, job)
+
+
+@router.get("/jobs/{job_id}/files/{name:path}")
+def get_job_file(job_id: int, name: str, studio: StudioDep) -> FileResponse:
+    """A file a finished compare job wrote (its grid, cells, compare.json)."""
+    job = find_job(studio, job_id)
+    if job.kind != "compare" or job.status != "done":
+        raise refused(404, f"Job {job_id} has no files; only finished comparisons have.")
+    folder = compare_dir(studio.home.outputs, job.id)
+    return _listed_file(folder, job.result.get("files", []), name, f"comparison of job {job_id}")

@@ -1,0 +1,174 @@
+"""The explanation and parameter-guide API on a tiny model: explain jobs for gallery images (queued,
+reused, their files served owner- and path-checked), guide cards for every field the studio shows,
+and the 'Try it on my prompt' comparison."""
+
+from __future__ import annotations
+
+import time
+import xml.dom.minidom
+from io import BytesIO
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from localdiffusion.explain.parameters import CARDS, TEXTS
+from localdiffusion.recipe import Recipe
+from localdiffusion.server.app import create_app
+from localdiffusion.server.studio import Studio
+from localdiffusion.store.home import Home
+
+STEPS = 4
+RECIPE = {"prompt": "a red fox, snowy forest", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": STEPS,
+          "sampler_name": "Euler", "seed": 5, "cfg_scale": 7.0, "model": "tiny-sd1"}
+# The Recipe fields the Generate page shows (web/js/generate.js); each needs a guide card.
+UI_FIELDS = ["prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler_name", "scheduler",
+             "seed", "subseed", "subseed_strength", "batch_size", "n_iter", "denoising_strength", "clip_skip", "enable_hr",
+             "hr_scale", "hr_upscaler", "hr_second_pass_steps", "mask_blur", "inpainting_fill", "inpaint_full_res",
+             "inpaint_full_res_padding", "outpaint"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, sd1_folder) -> Home:
+    home = Home(tmp_path_factory.mktemp("explain-home")).ensure()
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    return home
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    with TestClient(create_app(Studio.open(home)), headers={"X-Client-Id": "tab-a"}) as c:
+        yield c
+
+
+def wait_done(client: TestClient, job_id: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            assert job["status"] == "done", job
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def image_id(client) -> int:
+    job = client.post("/api/jobs", json=RECIPE).json()
+    return wait_done(client, job["id"])["result"]["images"][0]
+
+
+@pytest.fixture(scope="module")
+def explanation(client, image_id) -> dict:
+    answer = client.post(f"/api/images/{image_id}/explain", json={"cfg_steps": [2]})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["job"]
+    assert job["kind"] == "explain" and job["params"]["image_id"] == image_id
+    done = wait_done(client, job["id"])
+    assert done["result"]["reused"] is False and "explain.json" in done["result"]["files"]
+    return client.get(f"/api/images/{image_id}/explanation").json()
+
+
+def test_explanation_has_a_frame_per_step_and_a_heatmap_per_word(explanation, image_id):
+    steps = explanation["timeline"]["steps"]
+    assert len(steps) == STEPS and all(s["frame"] in explanation["files"] for s in steps)
+    assert explanation["timeline"]["explanation"]
+    assert [w["word"] for w in explanation["attention"]["prompt"]] == ["a", "red", "fox", "snowy", "forest"]
+    assert [w["word"] for w in explanation["attention"]["negative"]] == ["blurry"]
+    assert all({"file", "early", "late"} <= set(w) for w in explanation["attention"]["prompt"])
+    assert [v["step"] for v in explanation["cfg"]] == [2] and "multiplied by the scale" in explanation["cfg"][0]["caption"]
+    assert explanation["urls"]["image.png"] == f"/api/images/{image_id}/explanation/files/image.png"
+
+
+def test_every_listed_file_is_served(client, explanation):
+    for name, url in explanation["urls"].items():
+        answer = client.get(url)
+        assert answer.status_code == 200, name
+        if name.endswith(".png"):
+            assert answer.headers["content-type"] == "image/png"
+            Image.open(BytesIO(answer.content)).verify()
+
+
+def test_the_explained_image_is_the_gallery_image(client, explanation, image_id):
+    original = Image.open(BytesIO(client.get(f"/api/images/{image_id}/file").content))
+    again = Image.open(BytesIO(client.get(explanation["urls"]["image.png"]).content))
+    assert original.tobytes() == again.tobytes()
+
+
+def test_a_second_request_reuses_the_finished_explanation(client, explanation, image_id):
+    answer = client.post(f"/api/images/{image_id}/explain", json={})
+    assert answer.status_code == 200
+    assert answer.json()["job"] is None and answer.json()["explanation"]["files"] == explanation["files"]
+
+
+def test_files_outside_the_list_are_refused(client, explanation, image_id):
+    base = f"/api/images/{image_id}/explanation/files/"
+    for name in ("..%2F..%2F..%2Fdb.sqlite", "missing.png", "%2Fetc%2Fpasswd"):
+        answer = client.get(base + name)
+        assert answer.status_code == 404 and answer.json()["detail"].endswith(".")
+
+
+def test_unknown_and_foreign_images_are_404_with_a_sentence(client, home, image_id, explanation):
+    for path in ("/api/images/9999/explanation", "/api/images/9999/explanation/files/image.png"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.json()["detail"] == "There is no image 9999."
+    assert client.post("/api/images/9999/explain", json={}).status_code == 404
+    studio: Studio = client.app.state.studio
+    other = studio.db.ensure_owner("someone-else")
+    with studio.db.transaction() as conn:
+        conn.execute("UPDATE images SET owner_id = ? WHERE id = ?", (other, image_id))
+    try:
+        assert client.get(f"/api/images/{image_id}/explanation").status_code == 404
+        assert client.get(explanation["urls"]["image.png"]).status_code == 404
+    finally:
+        with studio.db.transaction() as conn:
+            conn.execute("UPDATE images SET owner_id = ? WHERE id = ?", (studio.owner_id, image_id))
+
+
+def test_no_explanation_yet_is_a_404_sentence(client):
+    job = client.post("/api/jobs", json={**RECIPE, "seed": 6}).json()
+    fresh = wait_done(client, job["id"])["result"]["images"][0]
+    answer = client.get(f"/api/images/{fresh}/explanation")
+    assert answer.status_code == 404 and "no explanation yet" in answer.json()["detail"]
+
+
+def test_every_field_the_studio_shows_has_a_guide_card(client):
+    table = client.get("/api/parameters").json()
+    assert set(UI_FIELDS) <= set(table) and set(TEXTS) == set(CARDS)
+    for name in UI_FIELDS:
+        assert name in Recipe.model_fields
+        card = table[name]["card"]
+        assert card["sentence"].endswith(".") and card["typical"], name
+        assert card["try_values"] or card["why_not"], name
+
+
+def test_a_card_with_its_illustration(client):
+    card = client.get("/api/parameters/cfg_scale").json()
+    assert card["label"] == "CFG scale" and card["can_try"] and card["card"]["try_values"] == ["2", "7", "14"]
+    svg = client.get(card["illustration_url"])
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    xml.dom.minidom.parseString(svg.text)
+    for name in CARDS:
+        xml.dom.minidom.parseString(client.get(f"/api/parameters/{name}/illustration.svg").text)
+    missing = client.get("/api/parameters/nonsense")
+    assert missing.status_code == 404 and "There is no parameter 'nonsense'" in missing.json()["detail"]
+
+
+def test_try_it_runs_a_tiny_comparison_of_three_values(client):
+    answer = client.post("/api/parameters/cfg_scale/try", json={"recipe": {**RECIPE, "steps": 20}})
+    assert answer.status_code == 201, answer.text
+    job = answer.json()
+    assert job["kind"] == "compare" and job["params"]["x"] == "cfg_scale=2,7,14" and job["recipe"]["steps"] == 10
+    result = wait_done(client, job["id"])["result"]
+    assert result["parameter"] == "cfg_scale" and "CFG scale changes" in result["axes"]["x"]["explanation"]
+    grid = client.get(f"/api/jobs/{job['id']}/files/{result['grid']}")
+    assert grid.status_code == 200
+    assert Image.open(BytesIO(grid.content)).width > 3 * 64
+    assert client.get(f"/api/jobs/{job['id']}/files/..%2F..%2Fdb.sqlite").status_code == 404
+
+
+def test_try_it_refuses_what_it_cannot_show(client):
+    answer = client.post("/api/parameters/batch_size/try", json={"recipe": RECIPE})
+    assert answer.status_code == 400 and "no quick comparison" in answer.json()["detail"]
+    answer = client.post("/api/parameters/steps/try", json={"recipe": {**RECIPE, "prompt": " "}})
+    assert answer.status_code == 400 and answer.json()["field"] == "prompt"
