@@ -231,3 +231,92 @@ def test_resize_modes_geometry():
     assert filled.size == (64, 64)
     assert tuple(pixels(filled)[4, 32]) == (128, 128, 128) and tuple(pixels(filled)[60, 32]) == (128, 128, 128)
     assert pixels(filled)[32, 16].min() > 200 and pixels(filled)[32, 48].max() < 50
+
+
+# --- recording --------------------------------------------------------------------------------
+
+
+def test_infotext_writes_units_as_the_extension_and_reads_them_back(generate, edges):
+    from localdiffusion.infotext import from_infotext
+
+    controls = [unit("tiny-sd1-canny", edges, weight=0.8, guidance_end=0.5, resize_mode="Just Resize"),
+                ControlUnit(model="control_tiny_sd15_scribble", image=edges, map=edges, module="canny", threshold_a=100, threshold_b=200)]
+    result = generate(Recipe(**SD1, controls=controls))
+    text = result.infotexts[0]
+    title = result.recipes[0].controls[0].model
+    assert (f'ControlNet 0: "Module: none, Model: {title}, Weight: 0.8, Resize Mode: Just Resize, Processor Res: 512, '
+            f'Threshold A: -1.0, Threshold B: -1.0, Guidance Start: 0.0, Guidance End: 0.5, Pixel Perfect: False, Control Mode: Balanced"') in text
+    assert "Threshold A: 100.0, Threshold B: 200.0" in text.split("ControlNet 1: ")[1]
+    fields, rest = from_infotext(text)
+    assert not any(k.startswith("ControlNet") for k in rest)
+    parsed = Recipe(**fields).controls
+    assert [u.model for u in parsed] == [u.model for u in result.recipes[0].controls]
+    assert parsed[0].weight == 0.8 and parsed[0].guidance_end == 0.5 and parsed[0].resize_mode == "Just Resize"
+    assert parsed[1].module == "canny" and parsed[1].threshold_b == 200.0 and parsed[1].map is None
+    # The JSON recipe keeps everything, maps included.
+    assert Recipe.from_json(result.recipes[0].to_json()).controls == result.recipes[0].controls
+
+
+def test_a1111_written_infotext_parses():
+    from localdiffusion.infotext import recipe_from_infotext
+
+    text = ('a house\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model: x, '
+            'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, Resize Mode: Crop and Resize, '
+            'Low Vram: False, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance End: 1.0, '
+            'Pixel Perfect: True, Control Mode: Balanced, Hr Option: Both", Version: v1.10.1')
+    (parsed,) = recipe_from_infotext(text).controls
+    assert parsed.module == "canny" and parsed.model == "control_v11p_sd15_canny [d14c016b]" and parsed.threshold_a == 100.0
+
+
+# --- preparing units (the control feature layer) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> str:
+    image = Image.new("RGB", (80, 64), (30, 30, 30))
+    ImageDraw.Draw(image).ellipse((15, 8, 65, 56), fill=(230, 220, 200))
+    path = tmp_path_factory.mktemp("photos") / "photo.png"
+    image.save(path)
+    return str(path)
+
+
+def test_prepare_controls_keeps_the_map_so_a_replay_is_identical(generate, control_home, control_engine, photo):
+    from localdiffusion.control.units import prepare_controls
+
+    recipe = Recipe(**SD1, controls=[ControlUnit(image=photo, module="canny")])
+    ready = prepare_controls(recipe, control_home.root, control_engine.library)
+    (prepared,) = ready.controls
+    assert prepared.model == "tiny-sd1-canny"  # picked by family and type
+    assert prepared.map.startswith("inputs/") and (control_home.root / prepared.map).is_file()
+    edges_found = np.asarray(Image.open(control_home.root / prepared.map))
+    assert set(np.unique(edges_found)) <= {0, 255} and edges_found.max() == 255
+    first = generate(ready)
+    replay = control_engine.generate(Recipe.from_json(first.recipes[0].to_json()))
+    assert differs(first.images[0], replay.images[0]) == 0
+    assert prepare_controls(ready, control_home.root) == ready  # a prepared unit stays as it is
+
+
+@pytest.mark.parametrize("model, module, expected", [
+    ("tiny-sdxl", "depth", "control_tiny_sdxl_depth"),
+    ("tiny-sd1", "scribble", "control_tiny_sd15_scribble"),
+    ("tiny-sd1", "canny", "tiny-sd1-canny"),
+])
+def test_models_are_picked_by_family_and_type(control_home, control_engine, edges, model, module, expected):
+    from localdiffusion.control.units import pick_model
+
+    library = control_engine.library
+    chosen = pick_model(0, ControlUnit(module=module, image=edges), library.get(model), library.list("controlnet"))
+    assert chosen.name == expected
+
+
+def test_no_fitting_model_names_the_installed_ones(control_engine, edges):
+    from localdiffusion.control.units import pick_model
+
+    library = control_engine.library
+    with pytest.raises(BadInput) as e:
+        pick_model(1, ControlUnit(module="openpose", image=edges), library.get("tiny-sdxl"), library.list("controlnet"))
+    message = str(e.value)
+    assert message.startswith("ControlNet unit 1 needs an openpose ControlNet for SDXL and none is installed (installed: ")
+    assert "'tiny-sd1-canny (SD 1.x)'" in message and "--control-model" in message
+    with pytest.raises(BadInput, match="ready-made map, so which of the SD 1.x ControlNets"):
+        pick_model(0, ControlUnit(module="none", image=edges), library.get("tiny-sd1"), library.list("controlnet"))

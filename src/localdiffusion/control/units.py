@@ -1,0 +1,76 @@
+"""Make a recipe's ControlNet units ready for the engine: prepared maps, and a model for each unit.
+
+The engine never runs preprocessors (features sit above it). Here every unit without a map gets
+one: the preprocessor's output (canny, scribble, lineart, openpose, depth), or the image itself
+for module "none", kept under HOME/inputs by content hash so that replaying the recipe uses the
+very same map. A unit without a model gets the installed ControlNet that fits the checkpoint's
+family and the preprocessor's type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from localdiffusion.control.preprocessors import control_type, run_preprocessor
+from localdiffusion.engine import images as im
+from localdiffusion.engine.plan import resolve_path
+from localdiffusion.errors import BadInput, one_of
+from localdiffusion.models.controlnet import family_name, fits
+from localdiffusion.models.info import ModelInfo
+from localdiffusion.recipe import ControlUnit, Recipe
+from localdiffusion.store.inputs import keep_input
+
+# Words that ControlNet file names use for each control type (control_v11p_sd15_openpose, t2i-adapter_sketch, ...).
+TYPE_WORDS = {
+    "canny": ("canny",),
+    "scribble": ("scribble", "sketch"),
+    "lineart": ("lineart",),
+    "openpose": ("openpose", "pose"),
+    "depth": ("depth",),
+}
+
+
+def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None) -> Recipe:
+    """The recipe with a kept map on every unit; with a `library`, also a model on every unit that names none."""
+    if not recipe.controls:
+        return recipe
+    units = [prepare_unit(i, unit, Path(home_root)) for i, unit in enumerate(recipe.controls)]
+    if library is not None:
+        checkpoint = library.get(recipe.model, kind="checkpoint") if recipe.model else library.default_checkpoint()
+        installed = library.list("controlnet")
+        units = [u if u.model else u.model_copy(update={"model": pick_model(i, u, checkpoint, installed).name})
+                 for i, u in enumerate(units)]
+    return recipe.model_copy(update={"controls": units})
+
+
+def prepare_unit(index: int, unit: ControlUnit, home_root: Path) -> ControlUnit:
+    """The unit with its map made (by its preprocessor) and kept; a unit that has a map stays as it is."""
+    if unit.map:
+        return unit
+    if not unit.image:
+        raise BadInput(f"ControlNet unit {index} has no image; give the picture to take the control from.", field=f"controls.{index}.image")
+    image = im.open_image(resolve_path(unit.image, home_root), f"ControlNet unit {index} image")
+    control_map = run_preprocessor(unit, image, home_root)
+    return unit.model_copy(update={"map": keep_input(home_root, control_map.convert("RGB"))})
+
+
+def pick_model(index: int, unit: ControlUnit, checkpoint: ModelInfo, installed: list[ModelInfo]) -> ModelInfo:
+    """The installed ControlNet for this unit: it fits the checkpoint and its name says the unit's type."""
+    fitting = sorted((m for m in installed if fits(m.family, checkpoint.family)), key=lambda m: m.name.lower())
+    kind = control_type(unit.module)
+    words = TYPE_WORDS.get(kind, (kind,)) if kind else ()
+    if words:
+        matching = [m for m in fitting if any(w in m.name.lower() for w in words)]
+    else:  # a ready-made map says nothing of its type: only a lone fitting ControlNet is a safe guess
+        matching = fitting if len(fitting) == 1 else []
+    if matching:
+        return matching[0]
+    family = family_name(checkpoint.family)
+    listed = one_of([f"{m.name} ({family_name(m.family)})" for m in installed]) if installed else "none"
+    if kind or not fitting:
+        need = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} ControlNet for {family}" if kind else f"a ControlNet for {family}"
+        reason = f"needs {need} and none is installed (installed: {listed}); add one to models/ControlNet"
+    else:
+        reason = f"uses a ready-made map, so which of the {family} ControlNets it is for cannot be guessed (installed: {listed})"
+    raise BadInput(f"ControlNet unit {index} {reason} or name one with --control-model.", field=f"controls.{index}.model")
