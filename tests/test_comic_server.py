@@ -1,0 +1,106 @@
+"""The /api/comics routes over FastAPI's TestClient, with the worker running on the tiny SD1 model."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import pypdf
+import pytest
+from fastapi.testclient import TestClient
+
+from localdiffusion.server.app import create_app
+from localdiffusion.server.studio import Studio
+from localdiffusion.store.home import Home
+
+FAST = {"steps": 1, "base_size": 64, "sampler": "Euler"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, sd1_folder):
+    home = Home(tmp_path_factory.mktemp("comic-api")).ensure()
+    (home.model_dir("checkpoint") / sd1_folder.name).symlink_to(sd1_folder, target_is_directory=True)
+    with TestClient(create_app(Studio.open(home)), headers={"X-Client-Id": "tab-a"}) as c:
+        yield c
+
+
+def wait_for_images(client: TestClient, project_id: str, panel_id: str, count: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        project = client.get(f"/api/comics/{project_id}").json()
+        panel = next(p for page in project["pages"] for p in page["panels"] if p["id"] == panel_id)
+        if sum(1 for c in panel["candidates"] if c["image"] or c["error"]) >= count:
+            return project
+        time.sleep(0.1)
+    raise AssertionError("candidates did not finish")
+
+
+def test_templates_and_create_list(client):
+    templates = client.get("/api/comics/templates").json()
+    assert {t["name"] for t in templates} >= {"grid-2x2", "three-tiers", "large-plus-three", "splash-inset", "manga-5",
+                                              "grid-2x3", "grid-4x2"}
+    response = client.post("/api/comics", json={"title": "API comic", "template": "large-plus-three", "page": "square"})
+    assert response.status_code == 201, response.text
+    project = response.json()
+    assert project["page_size"]["width_mm"] == 210 and len(project["pages"][0]["panels"]) == 4
+    assert all(p["owner_id"] == project["owner_id"] is not None for p in project["pages"][0]["panels"])
+    assert project["id"] in [p["id"] for p in client.get("/api/comics").json()]
+
+
+def test_bad_requests_get_one_sentence(client):
+    response = client.post("/api/comics", json={"template": "grid-9x9"})
+    assert response.status_code == 400 and response.json()["detail"].startswith("There is no layout template 'grid-9x9'")
+    assert client.get("/api/comics/nothere").status_code == 404
+    assert client.get("/api/comics/..%2Fetc").status_code in (400, 404)
+
+
+def test_edit_generate_pick_and_export(client):
+    project = client.post("/api/comics", json={"title": "Flow", "template": "grid-2x2"}).json()
+    pid = project["id"]
+    project["style"].update(FAST)
+    project["characters"] = [{"name": "Ann", "description": "a woman in a yellow coat", "seed": 3}]
+    panel = project["pages"][0]["panels"][0]
+    panel.update(characters=["Ann"], action="waves", setting="a beach")
+    box = panel["shape"]
+    panel["balloons"] = [{"kind": "speech-oval", "text": "Hello from the API",
+                          "box": {"x": box[0]["x"] + 5, "y": box[0]["y"] + 5, "w": 40, "h": 20},
+                          "tail": {"x": box[0]["x"] + 30, "y": box[0]["y"] + 60}}]
+    saved = client.put(f"/api/comics/{pid}", json=project)
+    assert saved.status_code == 200, saved.text
+
+    preview = client.get(f"/api/comics/{pid}/panels/{panel['id']}/prompt").json()
+    assert "a woman in a yellow coat" in preview["composed"] and preview["recipe"]["seed"] == 3
+    assert any("seed" in note for note in preview["consistency"])
+
+    made = client.post(f"/api/comics/{pid}/panels/{panel['id']}/generate", json={"candidates": 2})
+    assert made.status_code == 201, made.text
+    assert all(c["job_id"] for c in made.json())
+    project = wait_for_images(client, pid, panel["id"], 2)
+    candidates = next(p for p in project["pages"][0]["panels"] if p["id"] == panel["id"])["candidates"]
+    assert all(c["image"] for c in candidates), candidates
+    picked = client.post(f"/api/comics/{pid}/panels/{panel['id']}/pick", json={"candidate": candidates[1]["id"]})
+    assert picked.status_code == 200 and picked.json()["chosen"] == candidates[1]["id"]
+    name = candidates[1]["image"].split("/")[-1]
+    assert client.get(f"/api/comics/{pid}/assets/{name}").headers["content-type"] == "image/png"
+
+    pdf = client.get(f"/api/comics/{pid}/export/pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert "Hello from the API" in pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text().replace("\n", " ")
+    cbz = client.get(f"/api/comics/{pid}/export/cbz")
+    assert "ComicInfo.xml" in zipfile.ZipFile(io.BytesIO(cbz.content)).namelist()
+    assert client.get(f"/api/comics/{pid}/export/png?page=1").headers["content-type"] == "image/png"
+    assert client.get(f"/api/comics/{pid}/export/png?page=3").status_code == 400
+    archive = client.get(f"/api/comics/{pid}/export/ldcomic")
+    assert "project.json" in zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+
+
+def test_save_refuses_nine_panels_and_escaping_assets(client):
+    project = client.post("/api/comics", json={"template": "grid-4x2"}).json()
+    nine = {**project, "pages": [{**project["pages"][0], "panels": project["pages"][0]["panels"] * 2}]}
+    response = client.put(f"/api/comics/{project['id']}", json=nine)
+    assert response.status_code == 400 and "at most 8" in response.json()["detail"]
+    panel = project["pages"][0]["panels"][0]
+    panel["candidates"] = [{"image": "../../../etc/passwd", "recipe": {}}]
+    response = client.put(f"/api/comics/{project['id']}", json=project)
+    assert response.status_code == 400 and "outside the project folder" in response.json()["detail"]
