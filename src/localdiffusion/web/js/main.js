@@ -5,6 +5,7 @@ import { h, on } from "./dom.js";
 import { initGenerate } from "./generate.js";
 import { initGallery } from "./gallery.js";
 import { initModels } from "./models.js";
+import { initGuide, installGuideLinks } from "./guide.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
 
@@ -12,6 +13,8 @@ const PAGES = {
   generate: { init: initGenerate, title: "Generate" },
   gallery: { init: initGallery, title: "Gallery" },
   models: { init: initModels, title: "Models" },
+  // "Try it on my prompt" runs on the Generate page's current settings.
+  guide: { init: (section) => initGuide(section, { currentRecipe: async () => (await page("generate")).recipe() }), title: "Guide" },
 };
 const started = {};
 
@@ -61,5 +64,6 @@ on("send-to", async (message) => (await page("generate")).sendTo(message));
 window.addEventListener("hashchange", () => show(pageFromHash()));
 onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
 installPageDrop();
+installGuideLinks();
 showStatus();
 show(pageFromHash());
