@@ -139,3 +139,124 @@ def test_feather_weights_blend_only_where_neighbours_are():
     w = up.feather(8, 8, 4, (True, False, False, False))
     assert w[:, -1].eq(1).all() and w[0, 0] < 0.2 and w[:, 4:].eq(1).all()
     assert up.tile_boxes(100, 40, 48, 8) == [(0, 0, 48, 40), (40, 0, 88, 40), (52, 0, 100, 40)]
+
+
+# --- the studio API, the A1111 API (the real webuiapi client) and the job kind -----------------------
+
+
+@pytest.fixture(scope="module")
+def studio_home(tmp_path_factory, sd1_folder):
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("finish-home")).ensure()
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    write_esrgan(home.model_dir("upscaler"))
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(studio_home):
+    from web_server import running_studio
+
+    with running_studio(studio_home) as running:
+        yield running
+
+
+def wait_done(http, job_id: int) -> dict:
+    import time
+
+    for _ in range(600):
+        job = http.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-Client-Id": "finish-tests"}) as client:
+        yield client
+
+
+def upload(http, image: Image.Image) -> str:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    r = http.post("/api/uploads", files={"file": ("in.png", buffer.getvalue(), "image/png")})
+    assert r.status_code == 201, r.text
+    return r.json()["ref"]
+
+
+def test_studio_api_lists_upscalers_and_queues_a_plain_upscale_into_the_gallery(http):
+    names = [u["name"] for u in http.get("/api/upscale/upscalers").json()]
+    assert names == ["None", "Lanczos", "Nearest", "4x-tiny"]
+    r = http.post("/api/upscale", json={"image": upload(http, picture()), "upscaler": "4x-tiny", "scale": 2})
+    assert r.status_code == 201 and r.json()["kind"] == "upscale", r.text
+    job = wait_done(http, r.json()["id"])
+    assert job["status"] == "done", job["error"]
+    image = http.get(f"/api/images/{job['result']['images'][0]}").json()
+    assert (image["width"], image["height"]) == (80, 56)
+    assert image["infotext"] == "Postprocess upscale by: 2, Postprocess upscaler: 4x-tiny"
+
+
+def test_studio_api_sd_upscales_a_gallery_image_with_its_own_recipe(http):
+    r = http.post("/api/jobs", json={"prompt": "a red cube", "seed": 3, "steps": 2, "width": 64, "height": 64,
+                                     "sampler_name": "Euler"})
+    source_id = wait_done(http, r.json()["id"])["result"]["images"][0]
+    r = http.post("/api/upscale", json={"image_id": source_id, "upscaler": "Lanczos", "scale": 1.5, "sd": True,
+                                        "denoise": 0.5, "steps": 4, "tile": 64, "overlap": 16})
+    assert r.status_code == 201, r.text
+    job = wait_done(http, r.json()["id"])
+    assert job["status"] == "done", job["error"]
+    image = http.get(f"/api/images/{job['result']['images'][0]}").json()
+    assert (image["width"], image["height"]) == (96, 96) and image["recipe"]["prompt"] == "a red cube"
+    assert "Denoising strength: 0.5" in image["infotext"] and "SD upscale upscaler: Lanczos" in image["infotext"]
+
+
+@pytest.mark.parametrize("body,field,message", [
+    ({"image": "inputs/../../etc/passwd.png"}, "image", "is not an uploaded image"),
+    ({"image_id": 99999}, None, "There is no image 99999."),
+    ({}, "image_id", "Give either image_id"),
+])
+def test_studio_api_refuses_bad_sources_in_one_sentence(http, body, field, message):
+    r = http.post("/api/upscale", json=body)
+    assert r.status_code in (404, 422) and message in r.json()["detail"]
+
+
+def test_studio_api_refuses_an_unknown_upscaler_before_queueing(http):
+    r = http.post("/api/upscale", json={"image": upload(http, picture()), "upscaler": "4x-tiyn"})
+    assert r.status_code in (404, 422) and "did you mean '4x-tiny'" in r.json()["detail"]
+
+
+def test_studio_api_mask_operations_return_png_masks(http):
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (32, 32), 0).save(buffer, format="PNG")
+    r = http.post("/api/masks/invert", files={"file": ("m.png", buffer.getvalue(), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).getextrema() == (255, 255)
+    r = http.post("/api/masks/grow", files={"file": ("m.png", buffer.getvalue(), "image/png")}, data={"px": "999"})
+    assert r.status_code == 422
+
+
+def test_webuiapi_lists_upscalers_and_upscales_an_image(server):
+    import webuiapi
+
+    port = int(server.url.rsplit(":", 1)[1])
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=port)
+    listed = {u["name"]: u for u in api.get_upscalers()}
+    assert {"Latent", "None", "Lanczos", "Nearest", "4x-tiny"} <= set(listed)
+    assert listed["4x-tiny"]["scale"] == 4 and listed["4x-tiny"]["model_path"].endswith("4x-tiny.safetensors")
+    result = api.extra_single_image(picture(), upscaler_1="4x-tiny", upscaling_resize=4, upscaler_2="Lanczos",
+                                    extras_upscaler_2_visibility=0.5)
+    assert result.image.size == (160, 112)
+    assert "Postprocess upscaler: 4x-tiny, Postprocess upscaler 2: Lanczos" in result.info
+    sized = api.extra_single_image(picture(), resize_mode=1, upscaling_resize_w=50, upscaling_resize_h=50, upscaler_1="Lanczos")
+    assert sized.image.size == (50, 50)
+    unchanged = api.extra_single_image(picture(), upscaler_1="None")
+    assert unchanged.image.size == (40, 28)
