@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from localdiffusion.engine.generate import LATENT_UPSCALERS
+from localdiffusion.server.a1111.extras import all_upscalers
+from localdiffusion.server.a1111.extras import router as extras_router
 from localdiffusion.server.a1111.jobs import a1111_client, progress_report, run_job, stop_running
 from localdiffusion.server.a1111.listings import (
-    checkpoint_items, embedding_lists, lora_items, sampler_items, scheduler_items, upscaler_items, vae_items,
+    checkpoint_items, embedding_lists, lora_items, sampler_items, scheduler_items, vae_items,
 )
 from localdiffusion.server.a1111.options import apply_options, read_options
 from localdiffusion.server.a1111.pnginfo import read_png_info
@@ -124,9 +126,9 @@ def schedulers() -> list[dict[str, Any]]:
 
 
 @router.get("/upscalers")
-def upscalers() -> list[dict[str, Any]]:
-    """The upscalers hires fix can use: the latent modes, then A1111's None, Lanczos and Nearest."""
-    return upscaler_items()
+def upscalers(request: Request) -> list[dict[str, Any]]:
+    """The latent modes (hires fix), A1111's None, Lanczos and Nearest, then the models in models/ESRGAN."""
+    return all_upscalers(get_studio(request).library)
 
 
 @router.get("/latent-upscale-modes")
@@ -169,3 +171,6 @@ def _empty_list() -> list:
 
 for _path in ("/hypernetworks", "/face-restorers", "/realesrgan-models", "/prompt-styles", "/script-info", "/extensions"):
     router.add_api_route(_path, _empty_list, methods=["GET"], name=f"a1111{_path.replace('/', '_').replace('-', '_')}")
+
+
+router.include_router(extras_router)  # /extra-single-image
