@@ -63,12 +63,13 @@ class BodyLimitMiddleware(BaseHTTPMiddleware):
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, api, comic, control, events, explain
+    from localdiffusion.server import a1111, api, comic, control, events, explain, finish
 
     app.include_router(api.router)
     app.include_router(control.router)
     app.include_router(comic.router)
     app.include_router(explain.router)
+    app.include_router(finish.router)
     app.include_router(events.router)
     app.include_router(a1111.router)
 
