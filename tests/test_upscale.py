@@ -260,3 +260,49 @@ def test_webuiapi_lists_upscalers_and_upscales_an_image(server):
     assert sized.image.size == (50, 50)
     unchanged = api.extra_single_image(picture(), upscaler_1="None")
     assert unchanged.image.size == (40, 28)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_upscales_with_a_model_and_records_what_was_done(capsys, studio_home, tmp_path):
+    from cli_runner import run_cli
+    from localdiffusion.metadata.png import save_png
+
+    source = tmp_path / "in.png"
+    save_png(picture(), source, "a cat\nSteps: 2, Seed: 5", None)
+    code, stdout, stderr = run_cli(capsys, "upscale", source, "--upscaler", "4x-tiny", "--scale", "2", "-o", tmp_path / "big.png",
+                                   "--home", studio_home.root)
+    assert code == 0, stderr
+    with Image.open(tmp_path / "big.png") as big:
+        assert big.size == (80, 56)
+        assert big.info["parameters"] == "a cat\nSteps: 2, Seed: 5, Postprocess upscale by: 2, Postprocess upscaler: 4x-tiny"
+
+
+def test_cli_sd_upscale_writes_the_recipe(capsys, studio_home, tmp_path):
+    import json
+
+    from cli_runner import run_cli
+
+    picture(48, 48).save(tmp_path / "in.png")
+    code, _, stderr = run_cli(capsys, "upscale", tmp_path / "in.png", "--sd-tiles", "--denoise", "0.5", "--steps", "4",
+                              "--prompt", "a boat", "--tile", "64", "--overlap", "16", "--seed", "9", "-o", tmp_path / "sd.png",
+                              "--home", studio_home.root)
+    assert code == 0, stderr
+    with Image.open(tmp_path / "sd.png") as big:
+        recipe = json.loads(big.info["localdiffusion"])
+        assert big.size == (96, 96) and recipe["prompt"] == "a boat" and recipe["seed"] == 9
+        assert "SD upscale overlap: 16" in big.info["parameters"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--upscaler", "4x-tiyn"], "Error: No upscaler named '4x-tiyn'; did you mean '4x-tiny'?"),
+    (["--scale", "20"], "Error: The upscale factor 20 is out of range"),
+])
+def test_cli_errors_are_one_sentence_and_nothing_is_written(capsys, studio_home, tmp_path, args, message):
+    from cli_runner import run_cli
+
+    picture().save(tmp_path / "in.png")
+    code, _, stderr = run_cli(capsys, "upscale", tmp_path / "in.png", *args, "-o", tmp_path / "out.png", "--home", studio_home.root)
+    assert code == 2 and stderr.strip().startswith(message) and "Traceback" not in stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["in.png"]
