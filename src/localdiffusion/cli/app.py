@@ -31,7 +31,7 @@ def home_from(path: Optional[Path]) -> Home:
 
 def _register_commands() -> None:
     # Imported here so that each module can import `app` helpers above without a cycle.
-    from localdiffusion.cli import anatomy, comic, compare, explain, generate, info, models, pose, serve  # noqa: F401
+    from localdiffusion.cli import anatomy, comic, compare, explain, generate, info, models, pose, serve, upscale  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
