@@ -18,6 +18,8 @@ const MODES = [
   ["outpaint", "Outpaint"],
 ];
 const FILL_NAMES = [["0", "fill (flat colours)"], ["1", "original"], ["2", "latent noise"], ["3", "latent nothing"]];
+// What outpainting starts the new area from (Outpaint.fill).
+const OUTPAINT_FILLS = [["edge", "Stretched edge"], ["noise", "Noise in the image's colours"], ["blur", "Blurred edge"]];
 const SIDES = ["left", "right", "up", "down"];
 const SAVED_KEY = "localdiffusion.form";
 const MAX_CARDS = 12;
@@ -221,12 +223,14 @@ class GeneratePage {
     const pixels = h("input", { type: "number", min: 8, max: 1024, step: 8 });
     pixels.value = 128;
     const pixelsField = field("outpaint_pixels", pixels, { label: "Pixels to add" });
+    const fillField = selectField("outpaint_fill", OUTPAINT_FILLS, { label: "Fill the new area with" });
+    this.outpaintFill = fillField.querySelector("select");
     const outpaintHelp = param("outpaint").help;
     return h("fieldset", { class: "group", dataset: { modes: "outpaint", field: "outpaint" } },
       h("legend", {}, "Outpaint"),
       outpaintHelp ? h("p", { class: "hint" }, outpaintHelp) : null,
       h("div", { class: "chips", role: "group", "aria-label": "Sides to extend" }, ...this.sideChecks),
-      pixelsField, this.outpaintSize, h("p", { class: "field-error", id: "err-outpaint", hidden: true }));
+      pixelsField, fillField, this.outpaintSize, h("p", { class: "field-error", id: "err-outpaint", hidden: true }));
   }
 
   // --- models and sizes -------------------------------------------------------------------
@@ -444,7 +448,7 @@ class GeneratePage {
     if (this.mode === "inpaint") {
       Object.assign(recipe, { inpaint_full_res: this.field("inpaint_full_res").checked, inpaint_full_res_padding: number("inpaint_full_res_padding") });
     }
-    if (this.mode === "outpaint") recipe.outpaint = this.outpaintSides();
+    if (this.mode === "outpaint") recipe.outpaint = { ...this.outpaintSides(), fill: this.outpaintFill.value };
     // Leave out what the user emptied, so the server's defaults apply.
     return Object.fromEntries(Object.entries(recipe).filter(([, value]) => value !== null && !Number.isNaN(value)));
   }
@@ -480,6 +484,7 @@ class GeneratePage {
         input.checked = (recipe.outpaint[input.dataset.side] || 0) > 0;
       }
       if (biggest) this.setValue("outpaint_pixels", biggest);
+      if (recipe.outpaint.fill) chooseOption(this.outpaintFill, recipe.outpaint.fill);
     }
     this.syncPreset();
     this.update();
@@ -564,7 +569,7 @@ class GeneratePage {
         if (!this.maskEditor.hasMask()) throw new ApiError(400, "Paint over the area to change first: the mask is empty.", "mask");
         recipe.mask = (await api.upload(await this.maskEditor.toBlob(), "mask.png")).ref;
       }
-      if (this.mode === "outpaint" && !Object.values(recipe.outpaint).some(Boolean)) {
+      if (this.mode === "outpaint" && !SIDES.some((side) => recipe.outpaint[side])) {
         throw new ApiError(400, "Choose at least one side to extend and a number of pixels.", "outpaint");
       }
       this.submitButton.disabled = true;
