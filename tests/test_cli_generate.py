@@ -236,3 +236,45 @@ def test_a_long_error_stays_on_one_line_when_stderr_is_a_pipe(capsys, cli_home, 
     code, _, err = run(capsys, "generate", PROMPT, *FAST, "--sampler", "Euler b", "-o", tmp_path, "--home", cli_home)
     assert code != 0
     assert len(err.strip().splitlines()) == 1, err
+
+
+# --- ControlNet -------------------------------------------------------------------------------
+
+
+def test_generate_with_control_units(capsys, control_home, inputs, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "generate", PROMPT, *FAST, "--home", control_home.root, "-o", out,
+                               "--control", f"canny:{inputs['input']}:0.8:0:0.5",
+                               "--control", f"none:{inputs['input']}", "--control-model", "tiny-sd1-canny",
+                               "--control-model", "control_tiny_sd15_scribble")
+    assert code == 0, stderr
+    (name,) = pngs(out)
+    units = recipe_of(out / name).controls
+    assert [u.module for u in units] == ["canny", "none"] and units[0].weight == 0.8 and units[0].guidance_end == 0.5
+    assert units[0].model.startswith("tiny-sd1-canny [") and units[1].model.startswith("control_tiny_sd15_scribble [")
+    assert all(u.map and (control_home.root / u.map).is_file() for u in units)
+    assert 'ControlNet 0: "Module: canny' in Image.open(out / name).text["parameters"]
+
+
+def test_generate_picks_the_control_model_by_type(capsys, control_home, inputs, tmp_path):
+    out = tmp_path / "out"
+    code, _, stderr = run(capsys, "generate", PROMPT, *FAST, "--home", control_home.root, "-o", out,
+                          "--control", f"scribble:{inputs['input']}")
+    assert code == 0, stderr
+    assert recipe_of(out / pngs(out)[0]).controls[0].model.startswith("control_tiny_sd15_scribble [")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--control", "sketchy:IMAGE"], "The control type 'sketchy'"),
+    (["--control", "canny"], "is not TYPE:IMAGE"),
+    (["--control", "canny:IMAGE:0.5:0.1"], "is not TYPE:IMAGE"),
+    (["--control", "canny:IMAGE:3"], "The weight 3 in"),
+    (["--control", "canny:missing.png"], "The control image 'missing.png'"),
+    (["--control", "canny:IMAGE", "--control-model", "a", "--control-model", "b"], "2 --control-model values for 1 --control units"),
+    (["--control-model", "a"], "names the ControlNet of a --control unit"),
+    (["--model", "tiny-sdxl", "--control", "canny:IMAGE", "--control-model", "tiny-sd1-canny"], "is for SD 1.x but the model 'tiny-sdxl' is SDXL"),
+])
+def test_malformed_controls_get_one_sentence(capsys, control_home, inputs, args, message):
+    args = [a.replace("IMAGE", str(inputs["input"])) for a in args]
+    code, _, stderr = run(capsys, "generate", PROMPT, *FAST, "--home", control_home.root, *args)
+    assert code != 0 and message in stderr and "Traceback" not in stderr

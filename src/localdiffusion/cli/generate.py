@@ -82,6 +82,8 @@ def generate(
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
     hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos or Nearest."),
     clip_skip: int = options.CLIP_SKIP,
+    control: list[str] = options.CONTROL,
+    control_model: list[str] = options.CONTROL_MODEL,
     rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
@@ -102,9 +104,10 @@ def generate(
         mode=mode_for(init, mask, outpaint), init_image=existing(init, "input image"), mask=existing(mask, "mask"),
         outpaint=parse_outpaint(outpaint) if outpaint else None,
         enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
+        controls=options.parse_controls(control, control_model),
     )
-    options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
-    run(recipe, home_from(home), out_dir, options, allow_pickle)
+    engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
+    run(recipe, home_from(home), out_dir, engine_options, allow_pickle)
 
 
 @app.command("replay")
@@ -147,6 +150,10 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
     from localdiffusion.engine import Engine, EngineOptions
 
     library = library_for(home, allow_pickle)
+    if recipe.controls:
+        from localdiffusion.control.units import prepare_controls
+
+        recipe = prepare_controls(recipe, home.root, library)
     engine = Engine(library, EngineOptions(**options))
     total = recipe.steps * recipe.n_iter
     with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
