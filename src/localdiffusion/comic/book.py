@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localdiffusion.comic.export import export_cbz, export_pages, export_panels, export_pdf
+from localdiffusion.comic.export import export_cbz, export_pages, export_panels, export_pdf, pages_png
 from localdiffusion.comic.generate import generate_panel
 from localdiffusion.comic.layouts import ordered_panels
 from localdiffusion.comic.model import Panel, Project
@@ -37,11 +37,12 @@ def generate_missing(engine: Any, project: Project, folder: Path, candidates: in
 
 def export_all(project: Project, folder: Path, out_dir: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> Book:
     out_dir = Path(out_dir)
+    pages = pages_png(project, folder)  # rendered once for the PNG pages and the CBZ
     return Book(
         project=Path(folder),
         pdf=export_pdf(project, folder, out_dir / "comic.pdf", bleed_mm, trim_marks),
-        cbz=export_cbz(project, folder, out_dir / "comic.cbz"),
-        pages=export_pages(project, folder, out_dir),
+        cbz=export_cbz(project, folder, out_dir / "comic.cbz", pages),
+        pages=export_pages(project, folder, out_dir, pages),
         panels=export_panels(project, folder, out_dir / "panels"),
     )
 

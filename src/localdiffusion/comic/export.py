@@ -149,11 +149,14 @@ def page_png_bytes(project: Project, page_index: int, folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def export_pages(project: Project, folder: Path, out_dir: Path) -> list[Path]:
+def pages_png(project: Project, folder: Path) -> list[bytes]:
+    return [page_png_bytes(project, i, folder) for i in range(len(project.pages))]
+
+
+def export_pages(project: Project, folder: Path, out_dir: Path, pages: list[bytes] | None = None) -> list[Path]:
     """`page-1.png`, `page-2.png`, ... in `out_dir`."""
     paths = []
-    for i in range(len(project.pages)):
-        data = page_png_bytes(project, i, folder)
+    for i, data in enumerate(pages if pages is not None else pages_png(project, folder)):
         paths.append(write_atomic(Path(out_dir) / f"page-{i + 1}.png", lambda f, d=data: f.write(d)))
     return paths
 
@@ -175,20 +178,21 @@ def comic_info(project: Project) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def cbz_bytes(project: Project, folder: Path) -> bytes:
+def cbz_bytes(project: Project, folder: Path, pages: list[bytes] | None = None) -> bytes:
+    """The page PNGs (rendered now unless given) and ComicInfo.xml, as a zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
-        for i in range(len(project.pages)):
+        for i, data in enumerate(pages if pages is not None else pages_png(project, folder)):
             # PNGs are compressed already; stored as they are, as comic readers expect.
-            z.writestr(zipfile.ZipInfo(f"page-{i + 1:03d}.png", date_time=ZIP_DATE), page_png_bytes(project, i, folder))
+            z.writestr(zipfile.ZipInfo(f"page-{i + 1:03d}.png", date_time=ZIP_DATE), data)
         info = zipfile.ZipInfo("ComicInfo.xml", date_time=ZIP_DATE)
         info.compress_type = zipfile.ZIP_DEFLATED
         z.writestr(info, comic_info(project))
     return buffer.getvalue()
 
 
-def export_cbz(project: Project, folder: Path, target: Path) -> Path:
-    data = cbz_bytes(project, folder)
+def export_cbz(project: Project, folder: Path, target: Path, pages: list[bytes] | None = None) -> Path:
+    data = cbz_bytes(project, folder, pages)
     return write_atomic(Path(target), lambda f: f.write(data))
 
 
