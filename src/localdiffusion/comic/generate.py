@@ -9,6 +9,7 @@ from typing import Any
 from localdiffusion.comic.model import Candidate, Panel, Project
 from localdiffusion.comic.prompts import ip_adapters, panel_recipe, panel_references
 from localdiffusion.comic.storage import ASSETS
+from localdiffusion.errors import BadInput
 from localdiffusion.metadata.png import save_png
 from localdiffusion.recipe import Recipe
 
@@ -41,8 +42,7 @@ def generate_panel(engine: Any, project: Project, panel: Panel, folder: Path, ca
 
 
 def choose(panel: Panel, candidate_id: str) -> Candidate:
-    from localdiffusion.errors import BadInput
-
+    """Make one of the panel's finished candidates the image the page shows."""
     for candidate in panel.candidates:
         if candidate.id == candidate_id:
             if candidate.image is None:
