@@ -10,6 +10,7 @@ import { JobCard } from "./job-view.js";
 import { openViewer } from "./viewer.js";
 import "./image-input.js";
 import "./mask-editor.js";
+import "./control-units.js";
 
 const MODES = [
   ["txt2img", "Text to image"],
@@ -152,6 +153,11 @@ class GeneratePage {
     const hires = h("fieldset", { class: "group", dataset: { modes: "txt2img" } }, h("legend", {}, "Hires fix"),
       checkField("enable_hr"), hiresOptions);
 
+    this.controlUnits = h("ld-control-units", { id: "control-units" });
+    this.controlUnits.context = () => ({ family: this.currentModel()?.family, steps: Number(this.field("steps").value) || 20,
+      size: [Number(this.field("width").value) || 512, Number(this.field("height").value) || 512] });
+    const controlnet = h("details", { class: "group more", dataset: { field: "controls" } }, h("summary", {}, "ControlNet"), this.controlUnits);
+
     this.submitButton = h("button", { type: "submit", class: "primary big" }, "Generate");
     this.formError = h("p", { class: "form-error", role: "alert", hidden: true });
 
@@ -167,6 +173,7 @@ class GeneratePage {
         numberField("mask_blur", { slider: true }), fill, h("div", { class: "row" }, onlyMasked, padding)),
       this.buildOutpaint(),
       hires,
+      controlnet,
       h("fieldset", { class: "group" }, h("legend", {}, "Seed and batch"),
         seed, h("div", { class: "row" }, numberField("batch_size"), numberField("n_iter"))),
       h("details", { class: "group more" }, h("summary", {}, "More settings"),
@@ -449,6 +456,7 @@ class GeneratePage {
       Object.assign(recipe, { inpaint_full_res: this.field("inpaint_full_res").checked, inpaint_full_res_padding: number("inpaint_full_res_padding") });
     }
     if (this.mode === "outpaint") recipe.outpaint = { ...this.outpaintSides(), fill: this.outpaintFill.value };
+    if (this.controlUnits.cards?.length) recipe.controls = this.controlUnits.units();
     // Leave out what the user emptied, so the server's defaults apply.
     return Object.fromEntries(Object.entries(recipe).filter(([, value]) => value !== null && !Number.isNaN(value)));
   }
@@ -486,6 +494,7 @@ class GeneratePage {
       if (biggest) this.setValue("outpaint_pixels", biggest);
       if (recipe.outpaint.fill) chooseOption(this.outpaintFill, recipe.outpaint.fill);
     }
+    if (Array.isArray(recipe.controls)) this.controlUnits.fill(recipe.controls);
     this.syncPreset();
     this.update();
   }
@@ -513,7 +522,7 @@ class GeneratePage {
   save() {
     clearTimeout(this.saveTimer);
     this.saveTimer = setTimeout(() => {
-      const { init_image, mask, ...recipe } = this.recipe();
+      const { init_image, mask, controls, ...recipe } = this.recipe();
       try {
         localStorage.setItem(SAVED_KEY, JSON.stringify({ ...recipe, outpaint_pixels: this.field("outpaint_pixels").value }));
       } catch {
@@ -569,6 +578,7 @@ class GeneratePage {
         if (!this.maskEditor.hasMask()) throw new ApiError(400, "Paint over the area to change first: the mask is empty.", "mask");
         recipe.mask = (await api.upload(await this.maskEditor.toBlob(), "mask.png")).ref;
       }
+      this.controlUnits.check();
       if (this.mode === "outpaint" && !SIDES.some((side) => recipe.outpaint[side])) {
         throw new ApiError(400, "Choose at least one side to extend and a number of pixels.", "outpaint");
       }

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { h, emit, toast } from "./dom.js";
 import { recipeView } from "./recipe-view.js";
 import { ExplainPanel } from "./explain-panel.js";
+import { UpscalePanel } from "./upscale.js";
 
 let dialog = null;
 let parts = null;
@@ -20,16 +21,17 @@ function build() {
     next: h("button", { type: "button", "aria-label": "Next image", onclick: () => step(1) }, "›"),
   };
   parts.explain = new ExplainPanel(parts.figure);
+  parts.upscale = new UpscalePanel((id) => show(id));
   const actions = h("div", { class: "viewer-actions" },
     h("button", { type: "button", class: "primary", onclick: () => useRecipe() }, "Use these settings"),
     h("button", { type: "button", onclick: () => sendTo("img2img") }, "Send to img2img"),
     h("button", { type: "button", onclick: () => sendTo("inpaint") }, "Send to inpaint"),
     parts.download, parts.star,
-    h("button", { type: "button", class: "danger", onclick: remove }, "Delete"), parts.explain.button);
+    h("button", { type: "button", class: "danger", onclick: remove }, "Delete"), parts.explain.button, parts.upscale.button);
   dialog = h("dialog", { class: "viewer", "aria-labelledby": "viewer-title" },
     h("div", { class: "viewer-head" }, parts.title, parts.prev, parts.next,
       h("button", { type: "button", class: "close", "aria-label": "Close the viewer", onclick: () => dialog.close() }, "×")),
-    h("div", { class: "viewer-body" }, parts.figure, h("div", { class: "viewer-side" }, actions, parts.explain.el, parts.details)));
+    h("div", { class: "viewer-body" }, parts.figure, h("div", { class: "viewer-side" }, actions, parts.upscale.el, parts.explain.el, parts.details)));
   dialog.addEventListener("keydown", (event) => {
     if (event.target.closest("input, textarea, select")) return;
     if (event.key === "ArrowLeft") step(-1);
@@ -58,6 +60,7 @@ async function show(id) {
   parts.title.textContent = `Image ${id}`;
   parts.figure.replaceChildren(h("img", { src: `/api/images/${id}/file`, alt: "" }));
   parts.explain.reset(id);
+  parts.upscale.reset(id);
   parts.details.replaceChildren(h("p", {}, "Loading its recipe…"));
   try {
     const image = await api.get(`/api/images/${id}`);
