@@ -1,0 +1,328 @@
+// The Comic page: a list of comic projects, and the editor of one (pages, panels, cast, style, lettering,
+// export). The project is edited here as the JSON of comic.Project and saved whole (PUT); the server
+// does the layout geometry (/layout), queues panel candidates as jobs and renders the exports.
+
+import { api, cached, request } from "./api.js";
+import { h, emit, toast } from "./dom.js";
+import { openViewer } from "./viewer.js";
+import { PageEditor } from "./comic-page.js";
+import { PanelSidebar } from "./comic-panel.js";
+import { ProjectSettings } from "./comic-settings.js";
+import { labelled, newId } from "./comic-form.js";
+
+const BASE = "/api/comics";
+const AUTOSAVE_MS = 800;
+const PAGE_SIZES = [["A4", "A4 (210 × 297 mm)"], ["Letter", "US Letter (8.5 × 11 in)"], ["square", "Square (210 × 210 mm)"], ["custom", "Custom…"]];
+
+export async function initComic(section) {
+  const templates = await cached(`${BASE}/templates`);
+  return new ComicPage(section, templates);
+}
+
+class ComicPage {
+  constructor(section, templates) {
+    this.section = section;
+    this.templates = templates;
+    this.project = null;
+    this.pageIndex = 0;
+    this.selection = { panel: null, balloon: null };
+    this.dirty = false;
+    this.saving = Promise.resolve();
+    this.listView = h("div", { class: "comic-list" });
+    this.editorView = h("div", { class: "comic-editor", hidden: true });
+    section.append(this.listView, this.editorView);
+    this.buildEditor();
+  }
+
+  /** Called on every visit: #/comic lists the projects, #/comic/<id> opens one. */
+  async show() {
+    const id = location.hash.replace(/^#\/?/, "").split("/")[1];
+    if (id && id !== this.project?.id) await this.open(id);
+    else if (!id) await this.showList();
+  }
+
+  // --- the project list ------------------------------------------------------------------
+
+  async showList() {
+    await this.flush();
+    this.project = null;
+    this.editorView.hidden = true;
+    this.listView.hidden = false;
+    let projects = [];
+    try {
+      projects = await api.get(BASE);
+    } catch (error) {
+      toast(error.detail);
+    }
+    const items = projects.map((p) => h("li", {},
+      h("a", { href: `#/comic/${p.id}`, class: "comic-link" }, p.title),
+      h("span", { class: "hint" }, ` ${p.pages} page${p.pages === 1 ? "" : "s"}, ${p.panels} panel${p.panels === 1 ? "" : "s"}${p.authors.length ? ` · ${p.authors.join(", ")}` : ""}`)));
+    this.listView.replaceChildren(
+      h("h1", {}, "Comics"),
+      h("p", { class: "hint" }, "Lay out pages of panels, describe the cast once, generate each panel and letter it; export a PDF, a CBZ or PNG pages."),
+      items.length ? h("ul", { class: "comic-projects" }, ...items) : h("p", { class: "empty" }, "No comics yet: start one below."),
+      this.newProjectForm());
+  }
+
+  newProjectForm() {
+    const title = h("input", { id: "comic-new-title", name: "title", required: true, value: "My comic" });
+    title.value = "My comic";
+    const authors = h("input", { id: "comic-new-authors", name: "authors", placeholder: "Names, separated by commas" });
+    const size = h("select", { id: "comic-new-page", name: "page" }, ...PAGE_SIZES.map(([v, t]) => h("option", { value: v }, t)));
+    const width = h("input", { type: "number", name: "width", min: 50, step: 1, value: 180, "aria-label": "Custom width" });
+    const height = h("input", { type: "number", name: "height", min: 50, step: 1, value: 260, "aria-label": "Custom height" });
+    const unit = h("select", { name: "unit", "aria-label": "Unit" }, h("option", { value: "mm" }, "mm"), h("option", { value: "in" }, "in"));
+    const custom = h("span", { class: "row", hidden: true }, width, "×", height, unit);
+    size.addEventListener("change", () => { custom.hidden = size.value !== "custom"; });
+    const direction = h("select", { id: "comic-new-direction", name: "direction" },
+      h("option", { value: "ltr" }, "Left to right"), h("option", { value: "rtl" }, "Right to left (manga)"));
+    const template = h("select", { id: "comic-new-template", name: "template" },
+      ...this.templates.map((t) => h("option", { value: t.name, selected: t.name === "grid-2x2" }, `${t.title} (${t.panels})`)));
+    const error = h("p", { class: "form-error", role: "alert", hidden: true });
+    const form = h("form", { class: "comic-new", "aria-labelledby": "comic-new-title-h" },
+      h("h2", { id: "comic-new-title-h" }, "New comic"),
+      labelled("Title", title), labelled("Authors", authors),
+      h("div", { class: "row" }, labelled("Page size", size), custom),
+      h("div", { class: "row" }, labelled("Reading direction", direction), labelled("First page layout", template)),
+      h("button", { type: "submit", class: "primary" }, "Create comic"), error);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      const body = {
+        title: title.value.trim() || "Untitled comic",
+        authors: authors.value.split(",").map((a) => a.trim()).filter(Boolean),
+        page: size.value, direction: direction.value, template: template.value,
+      };
+      if (size.value === "custom") Object.assign(body, { width: Number(width.value), height: Number(height.value), unit: unit.value });
+      try {
+        const project = await api.post(BASE, body);
+        location.hash = `#/comic/${project.id}`;
+      } catch (e) {
+        error.textContent = e.detail || String(e);
+        error.hidden = false;
+      }
+    });
+    return form;
+  }
+
+  // --- the editor ------------------------------------------------------------------------
+
+  buildEditor() {
+    this.titleEl = h("h1", { class: "comic-title" });
+    this.saveState = h("span", { class: "save-state", role: "status", "aria-live": "polite" });
+    const exportButton = (fmt, label) => h("button", { type: "button", dataset: { export: fmt }, onclick: () => this.download(fmt) }, label);
+    const toolbar = h("div", { class: "toolbar comic-toolbar" },
+      h("a", { href: "#/comic", class: "button" }, "‹ All comics"), this.titleEl, this.saveState,
+      h("button", { type: "button", class: "primary", id: "comic-save", onclick: () => this.saveNow(true) }, "Save"),
+      h("span", { class: "export-group", role: "group", "aria-label": "Export" },
+        exportButton("pdf", "Export PDF"), exportButton("cbz", "Export CBZ"), exportButton("png", "Page as PNG"),
+        exportButton("ldcomic", "Project archive")));
+    this.settings = new ProjectSettings(this);
+    this.editor = new PageEditor({
+      assetUrl: (ref) => this.assetUrl(ref),
+      onSelect: (selection) => this.select(selection, false),
+      onChange: (what) => this.changed(what, false),
+      onLayout: (op) => this.layout(op),
+      onDropCandidate: (panelId, data) => this.dropCandidate(panelId, data),
+    });
+    this.sidebar = new PanelSidebar(this);
+    this.editorView.append(toolbar, h("div", { class: "comic-workspace" },
+      h("div", { class: "comic-left" }, this.settings.el),
+      h("div", { class: "comic-center" }, this.editor.el,
+        h("p", { class: "hint" }, "Click a panel to select it. Drag the round handles to move a gutter, drag inside a selected panel to pan its image and use the wheel to zoom. Double-click a balloon to type in it.")),
+      h("aside", { class: "comic-right", "aria-label": "Panel" }, this.sidebar.el)));
+  }
+
+  async open(id) {
+    await this.flush();
+    try {
+      this.project = await api.get(`${BASE}/${id}`);
+    } catch (error) {
+      toast(error.detail);
+      location.hash = "#/comic";
+      return;
+    }
+    this.pageIndex = 0;
+    this.selection = { panel: this.page()?.panels[0]?.id || null, balloon: null };
+    this.dirty = false;
+    this.listView.hidden = true;
+    this.editorView.hidden = false;
+    this.setSaveState("Saved.");
+    this.renderAll();
+  }
+
+  page() {
+    return this.project?.pages[this.pageIndex] || null;
+  }
+
+  panel() {
+    return this.page()?.panels.find((p) => p.id === this.selection.panel) || null;
+  }
+
+  assetUrl(ref) {
+    return `${BASE}/${this.project.id}/assets/${encodeURIComponent(ref.replace(/^assets\//, ""))}`;
+  }
+
+  renderAll() {
+    this.titleEl.textContent = this.project.title;
+    this.settings.render();
+    this.renderPage();
+  }
+
+  renderPage() {
+    if (!this.panel()) this.selection = { panel: this.page()?.panels[0]?.id || null, balloon: null };
+    this.editor.show(this.project, this.page(), this.selection);
+    this.sidebar.render();
+  }
+
+  select(selection, redraw = true) {
+    this.selection = { ...selection };
+    if (redraw) this.editor.show(this.project, this.page(), this.selection);
+    this.sidebar.render();
+  }
+
+  showPage(index) {
+    this.pageIndex = Math.max(0, Math.min(index, this.project.pages.length - 1));
+    this.selection = { panel: this.page().panels[0]?.id || null, balloon: null };
+    this.settings.renderPages();
+    this.renderPage();
+  }
+
+  // --- saving ----------------------------------------------------------------------------
+
+  /** Something in the project changed: redraw what shows it and save a moment later. */
+  changed(what, redraw = true) {
+    this.dirty = true;
+    this.setSaveState("Unsaved changes…");
+    if (what === "title") this.titleEl.textContent = this.project.title;
+    if (redraw) this.editor.show(this.project, this.page(), this.selection);
+    // Typing, dragging and sliding must not rebuild the sidebar under the user's hand.
+    if (what === "view") this.sidebar.syncView();
+    else if (what === "text" || what === "prompt") this.sidebar.refreshPrompt();
+    else this.sidebar.render();
+    clearTimeout(this.autosaveTimer);
+    this.autosaveTimer = setTimeout(() => this.saveNow(), AUTOSAVE_MS);
+  }
+
+  setSaveState(text) {
+    this.saveState.textContent = text;
+  }
+
+  /** Save the project now (saves run one after the other, never two at once). */
+  saveNow(announce = false) {
+    clearTimeout(this.autosaveTimer);
+    const project = this.project;
+    this.saving = this.saving.then(async () => {
+      if (!project || project !== this.project || (!this.dirty && !announce)) return;
+      this.dirty = false;
+      this.setSaveState("Saving…");
+      try {
+        await request("PUT", `${BASE}/${project.id}`, project);
+        if (!this.dirty) this.setSaveState("Saved.");
+        if (announce) toast("Comic saved.");
+      } catch (error) {
+        this.dirty = true;
+        this.setSaveState(`Not saved: ${error.detail}`);
+        toast(error.detail);
+      }
+    });
+    return this.saving;
+  }
+
+  async flush() {
+    if (this.dirty) await this.saveNow();
+    await this.saving;
+  }
+
+  /** The server's copy (with the images of finished candidate jobs), merged into what is being edited. */
+  async refresh() {
+    await this.flush();
+    const fresh = await api.get(`${BASE}/${this.project.id}`);
+    const panels = new Map(fresh.pages.flatMap((page) => page.panels.map((p) => [p.id, p])));
+    for (const page of this.project.pages) {
+      for (const panel of page.panels) {
+        const theirs = panels.get(panel.id);
+        if (!theirs) continue;
+        const byId = new Map(theirs.candidates.map((c) => [c.id, c]));
+        panel.candidates = [...panel.candidates.map((c) => byId.get(c.id) || c),
+          ...theirs.candidates.filter((c) => !panel.candidates.some((mine) => mine.id === c.id))];
+        if (!panel.candidates.some((c) => c.id === panel.chosen && c.image)) panel.chosen = theirs.chosen;
+      }
+    }
+    this.renderPage();
+  }
+
+  // --- server operations -----------------------------------------------------------------
+
+  /** A layout edit (template, split, merge, gutter, slant, gutter width, new page) done by the server. */
+  async layout(op) {
+    try {
+      await this.flush();
+      const project = await api.post(`${BASE}/${this.project.id}/layout`, { page: this.page().id, ...op });
+      this.project = project;
+      if (op.op === "add-page") this.pageIndex = project.pages.findIndex((p) => p.id === op.page) + 1;
+      this.settings.render();
+      this.renderPage();
+      return true;
+    } catch (error) {
+      toast(error.detail || String(error));
+      this.renderPage();
+      return false;
+    }
+  }
+
+  async generate(panel, count) {
+    try {
+      await this.flush();
+      const made = await api.post(`${BASE}/${this.project.id}/panels/${panel.id}/generate`, { candidates: count });
+      panel.candidates.push(...made);
+      this.sidebar.render();
+    } catch (error) {
+      this.sidebar.showError(error);
+    }
+  }
+
+  dropCandidate(panelId, { candidate }) {
+    const panel = this.page().panels.find((p) => p.id === panelId);
+    if (!panel || !candidate?.image) return;
+    let placed = panel.candidates.find((c) => c.image === candidate.image);
+    if (!placed) {
+      placed = { ...candidate, id: newId() };
+      panel.candidates.push(placed);
+    }
+    panel.chosen = placed.id;
+    panel.view = { fit: "cover", zoom: 1, x: 0.5, y: 0.5 };
+    this.selection = { panel: panelId, balloon: null };
+    this.changed("candidate");
+  }
+
+  async sendToInpaint(candidate) {
+    try {
+      const blob = await api.blob(this.assetUrl(candidate.image));
+      emit("send-to", { mode: "inpaint", blob, name: `${candidate.id}.png`, recipe: candidate.recipe });
+    } catch (error) {
+      toast(error.detail);
+    }
+  }
+
+  /** The candidate's gallery image in the viewer, where its explanation ("why does it look like this?") lives. */
+  async explain(candidate) {
+    try {
+      const job = await api.get(`/api/jobs/${candidate.job_id}`);
+      const id = job.result?.images?.[0];
+      if (id === undefined) throw new Error("This image is no longer in the gallery.");
+      openViewer(id);
+    } catch (error) {
+      toast(error.detail || error.message);
+    }
+  }
+
+  async download(fmt) {
+    await this.flush();
+    const query = fmt === "png" ? `?page=${this.pageIndex + 1}` : "";
+    const link = h("a", { href: `${BASE}/${this.project.id}/export/${fmt}${query}`, download: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  }
+}
