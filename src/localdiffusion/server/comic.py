@@ -7,21 +7,25 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from localdiffusion.comic import Project, new_page, page_size, templates_json
+from localdiffusion.comic import (
+    Project, apply_template, merge_panels, move_gutter, new_page, page_size, set_gutter, slant_border, split_panel,
+    templates_json,
+)
 from localdiffusion.comic.export import cbz_bytes, page_png_bytes, pdf_bytes
 from localdiffusion.comic.generate import candidate_recipes, choose
-from localdiffusion.comic.model import Candidate, Panel
+from localdiffusion.comic.model import Candidate, Page, Panel, new_id
 from localdiffusion.comic.prompts import compose_prompt, consistency_notes, panel_prompt
 from localdiffusion.comic.storage import ASSETS, archive_bytes, asset_path, list_projects, open_project, project_folder, save_project
 from localdiffusion.errors import BadInput
-from localdiffusion.server.api import check_recipe
+from localdiffusion.server.api import _storable, check_recipe, read_limited, upload_limit
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.files import write_atomic
+from localdiffusion.store.inputs import decode_image
 
 router = APIRouter(prefix="/api/comics", tags=["comics"])
 
@@ -46,6 +50,23 @@ class NewProject(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     candidates: int = Field(2, ge=1, le=8)
+
+
+class LayoutEdit(BaseModel):
+    """One layout change on one page, made with the comic layer's own editing functions."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["template", "split", "merge", "gutter", "slant", "gutter-width", "add-page"]
+    page: str  # the page changed; for add-page, the page the new one follows
+    panel: str | None = None
+    other: str | None = None  # merge: the neighbour
+    side: Literal["left", "right", "top", "bottom"] | None = None  # gutter, slant
+    direction: Literal["horizontal", "vertical"] = "vertical"  # split
+    at: float = 0.5  # split: where, as a fraction
+    delta_mm: float = 0.0  # gutter: how far
+    amount_mm: float = 0.0  # slant: how far the ends move apart
+    width_mm: float = 4.0  # gutter-width
+    template: str = "grid-2x2"  # template, add-page
 
 
 class PickRequest(BaseModel):
@@ -114,6 +135,55 @@ def save_comic(project_id: str, body: Project, studio: StudioDep) -> Project:
     project = body.model_copy(update={"owner_id": current.owner_id})
     save_project(project, folder)
     return project
+
+
+@router.post("/{project_id}/layout")
+def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep) -> Project:
+    """Apply a template, split, merge, move a gutter, slant a border, set the gutter width or add a page."""
+    folder, project = load(studio, project_id)
+    apply_edit(project, project.find_page(body.page), body, studio.owner_id)
+    save_project(project, folder)
+    return project
+
+
+NEEDS = {"panel": "the id of the panel to change", "other": "the id of the neighbour to merge with",
+         "side": "left, right, top or bottom"}
+
+
+def _given(value: str | None, name: str, op: str) -> str:
+    if not value:
+        raise BadInput(f"The layout change '{op}' needs '{name}': {NEEDS[name]}.", field=name)
+    return value
+
+
+def apply_edit(project: Project, page: Page, edit: LayoutEdit, owner_id: int) -> None:
+    if edit.op == "add-page":
+        project.pages.insert(project.pages.index(page) + 1, new_page(project, edit.template, owner_id=owner_id))
+    elif edit.op == "template":
+        apply_template(project, page, edit.template, owner_id=owner_id)
+    elif edit.op == "gutter-width":
+        set_gutter(page, edit.width_mm)
+    else:
+        panel = _given(edit.panel, "panel", edit.op)
+        if edit.op == "split":
+            split_panel(page, panel, edit.direction, edit.at)
+        elif edit.op == "merge":
+            merge_panels(page, panel, _given(edit.other, "other", edit.op))
+        elif edit.op == "gutter":
+            move_gutter(page, panel, _given(edit.side, "side", edit.op), edit.delta_mm)
+        else:
+            slant_border(page, panel, _given(edit.side, "side", edit.op), edit.amount_mm)
+
+
+@router.post("/{project_id}/assets", status_code=201)
+def upload_asset(project_id: str, file: UploadFile, studio: StudioDep) -> dict[str, Any]:
+    """Keep an image in the project's assets (a character's reference picture); refer to it by `ref`."""
+    folder, _ = load(studio, project_id)
+    limit = upload_limit(studio)
+    image = _storable(decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit))
+    ref = f"{ASSETS}/upload-{new_id()}.png"
+    write_atomic(folder / ref, lambda f: image.save(f, format="PNG"))
+    return {"ref": ref, "width": image.width, "height": image.height}
 
 
 @router.get("/{project_id}/panels/{panel_id}/prompt")
