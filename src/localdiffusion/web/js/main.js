@@ -6,6 +6,7 @@ import { initGenerate } from "./generate.js";
 import { initGallery } from "./gallery.js";
 import { initModels } from "./models.js";
 import { initGuide, installGuideLinks } from "./guide.js";
+import { initComic } from "./comic.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
 
@@ -13,6 +14,7 @@ const PAGES = {
   generate: { init: initGenerate, title: "Generate" },
   gallery: { init: initGallery, title: "Gallery" },
   models: { init: initModels, title: "Models" },
+  comic: { init: initComic, title: "Comic" },
   // "Try it on my prompt" runs on the Generate page's current settings.
   guide: { init: (section) => initGuide(section, { currentRecipe: async () => (await page("generate")).recipe() }), title: "Guide" },
 };
