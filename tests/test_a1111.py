@@ -4,12 +4,14 @@ against a running server, on the tiny models."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -275,11 +277,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_home):
+@contextlib.contextmanager
+def serving(home: Home):
+    """A real uvicorn server for `home` on a free port, stopped afterwards."""
     import uvicorn
 
-    home = make_home(tmp_path_factory.mktemp("a1111-server"), model_home)
     port = free_port()
     config = uvicorn.Config(create_app(Studio.open(home)), host="127.0.0.1", port=port, log_level="warning")
     running = uvicorn.Server(config)
@@ -293,6 +295,12 @@ def server(tmp_path_factory, model_home):
     running.should_exit = True
     thread.join(30)
     assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_home):
+    with serving(make_home(tmp_path_factory.mktemp("a1111-server"), model_home)) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +369,78 @@ def test_webuiapi_progress_and_interrupt(api):
     result = answer["result"]
     assert result.images == [] and result.info["all_seeds"] == [] and result.info["extra_generation_params"]["Interrupted"] is True
     assert api.get_progress()["state"]["job_count"] == 0
+
+
+# --- the ControlNet extension's API ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def control_port(tmp_path_factory, control_home):
+    """A server whose home links the tiny checkpoints and ControlNets of `control_home`."""
+    home = Home(tmp_path_factory.mktemp("a1111-control")).ensure()
+    for kind in ("checkpoint", "controlnet"):
+        for model in control_home.model_dir(kind).iterdir():
+            (home.model_dir(kind) / model.name).symlink_to(model.resolve(), target_is_directory=model.is_dir())
+    with serving(home) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def control_api(control_port):
+    import webuiapi
+
+    return webuiapi.WebUIApi(host="127.0.0.1", port=control_port)
+
+
+def outline_picture() -> Image.Image:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (64, 64), (20, 20, 20))
+    ImageDraw.Draw(image).ellipse((12, 12, 52, 52), fill=(240, 230, 210))
+    return image
+
+
+def test_webuiapi_controlnet_lists(control_api):
+    models = control_api.controlnet_model_list()
+    assert [m.split(" [")[0] for m in models] == ["control_tiny_sd15_scribble", "control_tiny_sdxl_depth", "tiny-sd1-canny", "tiny-sdxl-canny"]
+    assert all(len(m.split(" [")[1]) == 9 for m in models)  # the extension's 8-digit hash and "]"
+    assert control_api.controlnet_module_list() == ["none", "canny", "scribble", "lineart", "openpose", "depth"]
+
+
+def test_webuiapi_controlnet_units_steer_txt2img(control_api):
+    import webuiapi
+
+    fields = dict(prompt="a moon", seed=3, steps=2, width=64, height=64, sampler_name="Euler", cfg_scale=5)
+    plain = control_api.txt2img(**fields).image
+    unit = webuiapi.ControlNetUnit(image=outline_picture(), module="canny", model="None", weight=1.0,
+                                   resize_mode="Crop and Resize", threshold_a=100, threshold_b=200)
+    result = control_api.txt2img(**fields, controlnet_units=[unit])
+    infotext = result.images[0].info["parameters"]
+    assert 'ControlNet 0: "Module: canny, Model: tiny-sd1-canny [' in infotext
+    assert "Threshold A: 100.0, Threshold B: 200.0" in infotext
+    difference = np.abs(np.asarray(result.image, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).mean()
+    assert difference > 0.5
+    disabled = webuiapi.ControlNetUnit(image=outline_picture(), module="canny", enabled=False)
+    again = control_api.txt2img(**fields, controlnet_units=[disabled]).image
+    assert np.array_equal(np.asarray(again), np.asarray(plain))
+
+
+def test_controlnet_requests_are_checked(control_port):
+    import httpx
+
+    base = f"http://127.0.0.1:{control_port}"
+    picture = b64_png(outline_picture())
+
+    def post(unit: dict, **extra) -> httpx.Response:
+        body = {"prompt": "x", **TINY, **extra, "alwayson_scripts": {"controlnet": {"args": [{"image": picture, **unit}]}}}
+        return httpx.post(f"{base}/sdapi/v1/txt2img", json=body, timeout=60)
+
+    r = post({"module": "canny", "model": "tiny-sd1-canny"}, override_settings={"sd_model_checkpoint": "tiny-sdxl"})
+    assert r.status_code == 400
+    assert r.json()["detail"] == "The ControlNet 'tiny-sd1-canny' is for SD 1.x but the model 'tiny-sdxl' is SDXL; choose an SDXL ControlNet."
+    r = post({"module": "hed_safe"})
+    assert r.status_code == 400 and r.json()["field"] == "alwayson_scripts.controlnet.args.0.module"
+    r = post({"module": "canny", "model": "../../etc/passwd"})
+    assert r.status_code == 400 and "looks like a path" in r.json()["detail"]
+    r = post({"module": "canny", "weight": 5})
+    assert r.status_code == 400 and r.json()["field"] == "alwayson_scripts.controlnet.args.0.weight"

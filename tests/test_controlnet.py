@@ -320,3 +320,52 @@ def test_no_fitting_model_names_the_installed_ones(control_engine, edges):
     assert "'tiny-sd1-canny (SD 1.x)'" in message and "--control-model" in message
     with pytest.raises(BadInput, match="ready-made map, so which of the SD 1.x ControlNets"):
         pick_model(0, ControlUnit(module="none", image=edges), library.get("tiny-sd1"), library.list("controlnet"))
+
+
+# --- the studio API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def studio_client(tmp_path_factory, control_home):
+    from fastapi.testclient import TestClient
+
+    from localdiffusion.server.app import create_app
+    from localdiffusion.server.studio import Studio
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("studio-control")).ensure()
+    for kind in ("checkpoint", "controlnet"):
+        for model in control_home.model_dir(kind).iterdir():
+            (home.model_dir(kind) / model.name).symlink_to(model.resolve(), target_is_directory=model.is_dir())
+    with TestClient(create_app(Studio.open(home))) as client:
+        yield client
+
+
+def test_studio_jobs_prepare_units_before_queueing(studio_client, photo):
+    import time
+
+    with open(photo, "rb") as f:
+        ref = studio_client.post("/api/uploads", files={"file": ("photo.png", f, "image/png")}).json()["ref"]
+    body = {**SD1, "controls": [{"image": ref, "module": "canny"}]}
+    r = studio_client.post("/api/jobs", json=body)
+    assert r.status_code == 201, r.text
+    (queued,) = r.json()["recipe"]["controls"]
+    assert queued["model"] == "tiny-sd1-canny" and queued["map"].startswith("inputs/")
+    deadline = time.monotonic() + 60
+    while (job := studio_client.get(f"/api/jobs/{r.json()['id']}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["status"] == "done", job["error"]
+
+
+@pytest.mark.parametrize("unit, model, status, field, words", [
+    ({"image": "/etc/passwd", "module": "none"}, "tiny-sd1", 422, "controls.0.image", "is not an uploaded image"),
+    ({"image": "REF", "module": "none", "model": "tiny-sd1-canny"}, "tiny-sdxl", 422, "controls.0.model", "is for SD 1.x but the model 'tiny-sdxl' is SDXL"),
+    ({"image": "REF", "module": "none", "model": "nope"}, "tiny-sd1", 404, "controls.0.model", "No controlnet named 'nope'"),
+])
+def test_studio_refuses_bad_units_naming_the_field(studio_client, photo, unit, model, status, field, words):
+    with open(photo, "rb") as f:
+        ref = studio_client.post("/api/uploads", files={"file": ("photo.png", f, "image/png")}).json()["ref"]
+    unit = {k: (ref if v == "REF" else v) for k, v in unit.items()}
+    r = studio_client.post("/api/jobs", json={**SD1, "model": model, "controls": [unit]})
+    assert r.status_code == status and r.json()["field"] == field and words in r.json()["detail"], r.text

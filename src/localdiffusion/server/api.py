@@ -264,14 +264,38 @@ def check_sizes(recipe: Recipe, model: ModelInfo, max_side: int) -> None:
         raise _as_field_error(e) from None
 
 
-def check_recipe(studio: Studio, recipe: Recipe) -> None:
-    """Everything that can be checked before queueing: models, sampler, upscaler, sizes and input images."""
+def ready_controls(studio: Studio, recipe: Recipe, model: ModelInfo) -> Recipe:
+    """The recipe with each ControlNet unit's map made and kept and its model picked, checked against the checkpoint.
+
+    Images and maps must be uploads; model names are looked up in the library, never opened as paths.
+    """
+    from localdiffusion.control.units import prepare_controls
+    from localdiffusion.models.controlnet import check_fits
+
+    for i, unit in enumerate(recipe.controls):
+        check_input_ref(studio.home, unit.image, f"controls.{i}.image")
+        check_input_ref(studio.home, unit.map, f"controls.{i}.map")
+        if unit.model:
+            resolve_model(studio.library, unit.model, kind="controlnet", field=f"controls.{i}.model")
+    try:
+        ready = prepare_controls(recipe, studio.home.root, studio.library)
+        for i, unit in enumerate(ready.controls):
+            check_fits(resolve_model(studio.library, unit.model, kind="controlnet", field=f"controls.{i}.model"), model,
+                       field=f"controls.{i}.model")
+    except BadInput as e:
+        raise _as_field_error(e) from None
+    return ready
+
+
+def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
+    """Everything that can be checked before queueing: models, sampler, upscaler, sizes and input images.
+    Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked."""
     library = studio.library
     model = resolve_model(library, recipe.model)
     if recipe.refiner_checkpoint:
         resolve_model(library, recipe.refiner_checkpoint, field="refiner_checkpoint")
     if recipe.controls:
-        raise InvalidField("ControlNet units are not supported yet; remove the controls from the recipe.", field="controls")
+        recipe = ready_controls(studio, recipe, model)
     try:
         resolve_sampler(recipe.sampler_name, recipe.scheduler)
     except BadInput as e:
@@ -280,6 +304,7 @@ def check_recipe(studio: Studio, recipe: Recipe) -> None:
         raise InvalidField(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {one_of(UPSCALERS)}.", field="hr_upscaler")
     check_mode_inputs(recipe, studio.home)
     check_sizes(recipe, model, library.settings.max_side)
+    return recipe
 
 
 def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
@@ -309,8 +334,9 @@ def find_job(studio: Studio, job_id: int) -> Job:
 
 @router.post("/jobs", status_code=201)
 def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
-    """Queue a generation. `init_image` and `mask` are refs from /api/uploads. Bad values are refused before queueing."""
-    check_recipe(studio, recipe)
+    """Queue a generation. `init_image`, `mask` and the control units' images are refs from /api/uploads.
+    Bad values are refused before queueing."""
+    recipe = check_recipe(studio, recipe)
     job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
     body = job_json(studio, studio.queue.get(job.id) or job)
     if body["status"] == "queued":  # the worker may have started it already

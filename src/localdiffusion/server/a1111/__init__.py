@@ -20,9 +20,18 @@ Modules, in the order a request meets them:
 - `images`, `recipes`: base64 images, masks and resize modes; a request turned into a Recipe;
 - `jobs`, `responses`: waiting on a job, progress and stopping; a finished job as A1111's answer;
 - `pnginfo`, `listings`, `system`: png-info; the lists of models, samplers, upscalers and the like;
-  cmd-flags and memory.
+  cmd-flags and memory;
+- `controlnet`: the ControlNet extension's units in `alwayson_scripts` and its /controlnet/* lists.
 """
 
-from localdiffusion.server.a1111.routes import router
+from fastapi import APIRouter
+
+from localdiffusion.server.a1111.controlnet import router as controlnet_router
+from localdiffusion.server.a1111.routes import router as sdapi_router
+
+# /sdapi/v1/* and the ControlNet extension's /controlnet/*, which sits beside it as in A1111.
+router = APIRouter()
+router.include_router(sdapi_router)
+router.include_router(controlnet_router)
 
 __all__ = ["router"]

@@ -18,6 +18,7 @@ from localdiffusion.models.info import ModelInfo
 from localdiffusion.prompts.extra_networks import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, find_checkpoint
+from localdiffusion.server.a1111.controlnet import with_controls
 from localdiffusion.server.a1111.images import a1111_mask, fit_image, image_from_base64
 from localdiffusion.server.a1111.options import randn_device, setting
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
@@ -48,7 +49,7 @@ def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> R
     check_size(recipe.width or model.native_size, recipe.height or model.native_size, max_side)
     if recipe.enable_hr:
         check_size(*hires_size(recipe), max_side, what="hires size")
-    return recipe
+    return with_controls(recipe, req.alwayson_scripts, studio, model)
 
 
 def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) -> tuple[dict[str, Any], ModelInfo]:
