@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from localdiffusion.explain.parameters import CARDS, TEXTS
+from localdiffusion.explain.parameters import CARDS, TEXTS, try_axis
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.app import create_app
+from localdiffusion.server.explain import try_recipe
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.home import Home
 
@@ -155,10 +156,10 @@ def test_a_card_with_its_illustration(client):
 
 
 def test_try_it_runs_a_tiny_comparison_of_three_values(client):
-    answer = client.post("/api/parameters/cfg_scale/try", json={"recipe": {**RECIPE, "steps": 20}})
+    answer = client.post("/api/parameters/cfg_scale/try", json={"recipe": {**RECIPE, "steps": 2}})
     assert answer.status_code == 201, answer.text
     job = answer.json()
-    assert job["kind"] == "compare" and job["params"]["x"] == "cfg_scale=2,7,14" and job["recipe"]["steps"] == 10
+    assert job["kind"] == "compare" and job["params"]["x"] == "cfg_scale=2,7,14" and job["recipe"]["steps"] == 2
     result = wait_done(client, job["id"])["result"]
     assert result["parameter"] == "cfg_scale" and "CFG scale changes" in result["axes"]["x"]["explanation"]
     grid = client.get(f"/api/jobs/{job['id']}/files/{result['grid']}")
@@ -167,8 +168,36 @@ def test_try_it_runs_a_tiny_comparison_of_three_values(client):
     assert client.get(f"/api/jobs/{job['id']}/files/..%2F..%2Fdb.sqlite").status_code == 404
 
 
+def test_try_it_makes_the_recipe_small_and_quick(client):
+    studio: Studio = client.app.state.studio
+    big = Recipe(**{**RECIPE, "width": 1024, "height": 768, "steps": 30, "seed": -1, "batch_size": 4, "enable_hr": True})
+    small = try_recipe(studio, big, "cfg_scale")
+    assert (small.width, small.height, small.steps, small.batch_size, small.enable_hr) == (256, 192, 10, 1, False)
+    assert small.seed >= 0 and try_recipe(studio, big, "steps").steps == 30
+    assert try_axis("width", small, 256) == "size=256x256,168x256,256x168"
+
+
 def test_try_it_refuses_what_it_cannot_show(client):
     answer = client.post("/api/parameters/batch_size/try", json={"recipe": RECIPE})
     assert answer.status_code == 400 and "no quick comparison" in answer.json()["detail"]
     answer = client.post("/api/parameters/steps/try", json={"recipe": {**RECIPE, "prompt": " "}})
     assert answer.status_code == 400 and answer.json()["field"] == "prompt"
+
+
+def test_an_explanation_reports_progress_is_not_queued_twice_and_can_be_cancelled(client, home, image_id, explanation):
+    studio: Studio = client.app.state.studio
+    long = studio.queue.submit(Recipe(**{**RECIPE, "steps": 60}), owner_id=studio.owner_id, client="tab-a", kind="explain",
+                               params={"image_id": None})
+    deadline = time.monotonic() + 30
+    while (current := client.get(f"/api/jobs/{long.id}").json())["progress"] is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert current["progress"]["total"] == 60
+    # Other steps than the finished explanation has: a new job, queued behind, and only once.
+    queued = client.post(f"/api/images/{image_id}/explain", json={"cfg_steps": [3]}).json()["job"]
+    assert client.post(f"/api/images/{image_id}/explain", json={"cfg_steps": [3]}).json()["job"]["id"] == queued["id"]
+    for job in (queued, {"id": long.id}):
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
+    while client.get(f"/api/jobs/{long.id}").json()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [client.get(f"/api/jobs/{j}").json()["status"] for j in (long.id, queued["id"])] == ["cancelled", "cancelled"]
+    assert not (home.outputs / "explanations" / f"job-{long.id}" / "explain.json").exists()
