@@ -13,6 +13,7 @@ import { bbox, clamp, edgeMiddle, imagePlacement, innerBox, pointsAttr, readingO
 const EMPTY_PANEL = "#E6E6E6";
 const MIN_BALLOON_MM = 8;
 const DRAG_START_MM = 0.8;
+const DOUBLE_TAP_MS = 450;
 export const CANDIDATE_MIME = "application/x-localdiffusion-candidate";
 
 export class PageEditor {
@@ -30,7 +31,6 @@ export class PageEditor {
     this.svg.addEventListener("pointerup", (event) => this.onPointerUp(event));
     this.svg.addEventListener("pointercancel", () => this.cancelDrag());
     this.svg.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
-    this.svg.addEventListener("dblclick", (event) => this.onDoubleClick(event));
     this.svg.addEventListener("dragover", (event) => this.onDragOver(event));
     this.svg.addEventListener("drop", (event) => this.onDrop(event));
     this.svg.addEventListener("dragleave", () => this.markDropTarget(null));
@@ -215,7 +215,10 @@ export class PageEditor {
     this.drag = null;
     if (!drag) return;
     this.svg.releasePointerCapture?.(event.pointerId);
-    if (!drag.moved) return;
+    if (!drag.moved) {
+      if (drag.type === "balloon") this.tapBalloon(drag.balloon.id, event.timeStamp);
+      return;
+    }
     if (drag.type === "gutter") {
       this.render();
       if (Math.abs(drag.delta || 0) >= 0.5) this.host.onLayout({ op: "gutter", panel: drag.panel, side: drag.side, delta_mm: round2(drag.delta) });
@@ -248,11 +251,15 @@ export class PageEditor {
 
   // --- inline text -----------------------------------------------------------------------
 
-  onDoubleClick(event) {
-    // The first click re-drew the page, so the event may name the <svg>: ask what lies under the pointer.
-    const under = document.elementFromPoint(event.clientX, event.clientY);
-    const g = under?.closest?.("[data-balloon]");
-    if (g) this.editText(g.dataset.balloon);
+  /** Two taps on a balloon in quick succession open its text. (The page is redrawn between the two
+   * clicks, so the browser's own dblclick may not name the balloon.) */
+  tapBalloon(id, time) {
+    const last = this.lastTap;
+    this.lastTap = { id, time };
+    if (last && last.id === id && time - last.time < DOUBLE_TAP_MS) {
+      this.lastTap = null;
+      this.editText(id);
+    }
   }
 
   /** A textarea laid over the balloon: what is typed shows in the balloon at once. */

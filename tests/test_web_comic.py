@@ -1,0 +1,236 @@
+"""The comic page editor: its layout and asset routes over HTTP, then the browser flow of issue 6
+(a 4-panel page from a template, a candidate per panel, a balloon, the PDF export read back with pypdf).
+Chromium via Playwright, as tests/test_web.py."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pypdf
+import pytest
+from PIL import Image
+
+from test_web import TIMEOUT_MS, browser, expect, page  # noqa: F401
+from web_server import running_studio
+
+FAST_STYLE = {"steps": 1, "base_size": 64, "sampler": "Euler"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sd1_folder):
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("web-comic-home")).ensure()
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    with running_studio(home) as running:
+        yield running
+
+
+@pytest.fixture()
+def http(server):
+    with httpx.Client(base_url=server.url, headers={"X-Client-Id": "tab-test"}, timeout=30) as client:
+        yield client
+
+
+def new_comic(http, **body) -> dict:
+    answer = http.post("/api/comics", json={"title": "Layout test", **body})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def layout(http, project: dict, **edit) -> httpx.Response:
+    return http.post(f"/api/comics/{project['id']}/layout", json={"page": project["pages"][0]["id"], **edit})
+
+
+def panels(project: dict, page: int = 0) -> list[dict]:
+    return project["pages"][page]["panels"]
+
+
+# --- the layout and asset routes -----------------------------------------------------------
+
+
+def test_layout_edits_go_through_the_comic_layer(http):
+    project = new_comic(http, template="grid-2x2")
+    first = panels(project)[0]
+
+    split = layout(http, project, op="split", panel=first["id"], direction="vertical").json()
+    assert len(panels(split)) == 5
+    new = next(p for p in panels(split) if p["id"] not in {q["id"] for q in panels(project)})
+    merged = layout(http, split, op="merge", panel=first["id"], other=new["id"]).json()
+    assert len(panels(merged)) == 4
+    assert next(p for p in panels(merged) if p["id"] == first["id"])["shape"] == first["shape"]
+
+    right_before = first["shape"][1]["x"]
+    moved = layout(http, merged, op="gutter", panel=first["id"], side="right", delta_mm=10).json()
+    assert next(p for p in panels(moved) if p["id"] == first["id"])["shape"][1]["x"] == pytest.approx(right_before + 10)
+
+    slanted = layout(http, moved, op="slant", panel=first["id"], side="bottom", amount_mm=8).json()
+    bottom = next(p for p in panels(slanted) if p["id"] == first["id"])["shape"]
+    assert bottom[2]["y"] != pytest.approx(bottom[3]["y"])
+
+    wider = layout(http, slanted, op="gutter-width", width_mm=8).json()
+    assert wider["pages"][0]["gutter_mm"] == 8
+
+    grown = layout(http, wider, op="add-page", template="three-tiers").json()
+    assert [len(p["panels"]) for p in grown["pages"]] == [4, 3]
+    assert grown["pages"][1]["template"] == "three-tiers"
+    again = http.get(f"/api/comics/{project['id']}").json()
+    assert again == grown  # saved
+
+
+def test_layout_errors_are_one_sentence(http):
+    project = new_comic(http, template="grid-2x3")
+    first = panels(project)[0]
+    fewer = layout(http, project, op="template", template="grid-2x2")
+    assert fewer.status_code == 400
+    assert "has 4 panels but the page has 6" in fewer.json()["detail"]
+    missing = layout(http, project, op="merge", panel=first["id"])
+    assert missing.status_code == 400
+    assert missing.json() == {"detail": "The layout change 'merge' needs 'other': the id of the neighbour to merge with.",
+                              "field": "other"}
+    far = layout(http, project, op="gutter", panel=first["id"], side="right", delta_mm=200)
+    assert far.status_code == 400 and "smaller than 12 mm" in far.json()["detail"]
+    unknown = http.post(f"/api/comics/{project['id']}/layout", json={"op": "split", "page": "nope", "panel": first["id"]})
+    assert unknown.status_code == 400 and "There is no page 'nope'" in unknown.json()["detail"]
+
+
+def test_reference_upload_becomes_a_project_asset(http):
+    project = new_comic(http)
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, format="PNG")
+    answer = http.post(f"/api/comics/{project['id']}/assets", files={"file": ("mia.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 201, answer.text
+    ref = answer.json()["ref"]
+    assert ref.startswith("assets/upload-") and answer.json()["width"] == 40
+    served = http.get(f"/api/comics/{project['id']}/assets/{ref.removeprefix('assets/')}")
+    assert served.status_code == 200 and Image.open(io.BytesIO(served.content)).size == (40, 30)
+    bad = http.post(f"/api/comics/{project['id']}/assets", files={"file": ("x.png", b"not an image", "image/png")})
+    assert bad.status_code == 400
+
+
+# --- the browser ---------------------------------------------------------------------------
+
+
+def set_field(page, selector: str, value: str) -> None:
+    page.fill(selector, value)
+    page.locator(selector).dispatch_event("change")
+
+
+def create_comic(page, server, title: str) -> None:
+    page.goto(server.url + "/#/comic")
+    page.fill("#comic-new-title", title)
+    page.select_option("#comic-new-template", "grid-2x2")
+    page.get_by_role("button", name="Create comic").click()
+    expect(page.locator(".comic-editor")).to_be_visible()
+    expect(page.locator(".comic-svg .comic-panel")).to_have_count(4)
+
+
+def use_fast_style(page) -> None:
+    page.locator(".comic-section summary", has_text="Style").click()
+    set_field(page, "#comic-style-steps", str(FAST_STYLE["steps"]))
+    set_field(page, "#comic-style-size", str(FAST_STYLE["base_size"]))
+    page.select_option("#comic-style-sampler", FAST_STYLE["sampler"])
+
+
+def saved_comic(server, title: str) -> dict:
+    comics = httpx.get(f"{server.url}/api/comics").json()
+    return httpx.get(f"{server.url}/api/comics/{next(c['id'] for c in comics if c['title'] == title)}").json()
+
+
+def wait_saved(page) -> None:
+    expect(page.locator(".save-state")).to_have_text("Saved.", timeout=TIMEOUT_MS)
+
+
+def test_four_panel_page_generated_lettered_and_exported(page, server, tmp_path):
+    create_comic(page, server, "The lost robot")
+    use_fast_style(page)
+    page.get_by_role("button", name="Add a character").click()
+    page.locator("fieldset.character textarea").fill("a small round robot, blue paint")
+
+    panel_ids = page.locator(".comic-svg .comic-panel").evaluate_all("els => els.map(e => e.dataset.panel)")
+    for i, panel_id in enumerate(panel_ids):
+        page.locator(f'.comic-panel[data-panel="{panel_id}"] .panel-hit').click()
+        expect(page.locator("#comic-panel-title")).to_have_text(f"Panel {i + 1}")
+        if i == 0:
+            page.locator(".comic-sidebar .chip", has_text="Character 1").locator("input").check()
+            page.fill("#comic-action", "the robot waves")
+            expect(page.locator("#comic-prompt")).to_have_value("comic book illustration, clean ink lines, flat colours, "
+                                                                  "medium shot, a small round robot, blue paint, the robot waves")
+        page.fill("#comic-candidates", "1")
+        page.locator("#comic-generate").click()
+        # The candidate's job runs in the queue; its image lands in the panel when it is done.
+        expect(page.locator(f'.comic-panel[data-panel="{panel_id}"] image')).to_have_count(1, timeout=TIMEOUT_MS * 3)
+        expect(page.locator(".comic-candidates .candidate.chosen img")).to_be_visible()
+
+    page.locator(f'.comic-panel[data-panel="{panel_ids[0]}"] .panel-hit').click()
+    page.get_by_role("button", name="Speech (oval)").click()
+    page.fill("#comic-balloon-text", "Hello there, little robot!")
+    expect(page.locator(".comic-svg .balloon text")).to_contain_text("little")
+    wait_saved(page)
+
+    with page.expect_download() as download:
+        page.locator("[data-export=pdf]").click()
+    path = tmp_path / "comic.pdf"
+    download.value.save_as(path)
+    reader = pypdf.PdfReader(path)
+    assert len(reader.pages) == 1
+    text = " ".join(reader.pages[0].extract_text().split())
+    assert "Hello there, little robot!" in text
+
+    saved = saved_comic(server, "The lost robot")
+    chosen = [p["chosen"] for p in saved["pages"][0]["panels"]]
+    assert all(chosen), "every panel shows a picked candidate"
+    assert saved["pages"][0]["panels"][0]["balloons"][0]["text"] == "Hello there, little robot!"
+
+
+def test_editing_the_layout_and_lettering_by_hand(page, server):
+    create_comic(page, server, "Hand edits")
+    svg = page.locator(".comic-svg")
+    first = page.locator(".comic-svg .comic-panel").first
+    first_id = first.get_attribute("data-panel")
+    first.locator(".panel-hit").click()
+
+    # Dragging the right-hand gutter handle moves the gutter on the server's geometry.
+    handle = page.locator(".gutter-handle.side-right")
+    box = handle.bounding_box()
+    scale = svg.bounding_box()["width"] / 210  # px per mm on an A4 page
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 15 * scale, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    expect(page.locator(".save-state")).to_have_text("Saved.")
+    page.wait_for_function(
+        "([id, x]) => Number(document.querySelector(`[data-panel='${id}'] .panel-hit`).points[1].x) > x",
+        arg=[first_id, 10 + 93 + 10])
+
+    # Split, then merge back.
+    page.locator("#comic-split-h").click()
+    expect(page.locator(".comic-svg .comic-panel")).to_have_count(5)
+    page.locator(f'.comic-panel[data-panel="{first_id}"] .panel-hit').click()
+    page.locator("[data-merge=bottom]").click()
+    expect(page.locator(".comic-svg .comic-panel")).to_have_count(4)
+
+    # A thought bubble: the tail tip drags to a speaker point; an SFX turns.
+    page.get_by_role("button", name="Thought").click()
+    tail = page.locator(".tail-handle")
+    before = tail.bounding_box()
+    page.mouse.move(before["x"] + 3, before["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(before["x"] + 40, before["y"] + 30, steps=4)
+    page.mouse.up()
+    page.get_by_role("button", name="Sound effect").click()
+    page.locator("#comic-balloon-rotation").fill("-30")
+    expect(page.locator(".balloon-sfx text")).to_have_attribute("transform", re.compile(r"^rotate\(30 "))
+    page.locator(".balloon-sfx .balloon-hit").dblclick()
+    page.locator(".balloon-editor").fill("KRAK")
+    page.locator(".balloon-editor").press("Escape")
+    expect(page.locator(".balloon-sfx text")).to_have_text("KRAK")
+    wait_saved(page)
+
+    saved = saved_comic(server, "Hand edits")
+    panel = next(p for p in saved["pages"][0]["panels"] if p["id"] == first_id)
+    thought, sfx = panel["balloons"]
+    assert thought["kind"] == "thought" and thought["tail"]["x"] > 0
+    assert sfx["kind"] == "sfx" and sfx["rotation"] == -30 and sfx["text"] == "KRAK"
