@@ -91,6 +91,18 @@ def test_render_refuses_bad_poses_with_one_sentence(client):
     assert "2048" in response.json()["detail"]
 
 
+def test_detect_gives_the_drawn_figures_pose(client):
+    from test_pose import drawn_figure
+
+    figure = drawn_figure()
+    response = client.post("/api/poses/detect", json={"image": upload(client, figure)})
+    assert response.status_code == 200, response.text
+    pose = read_pose(response.json())
+    assert (pose.canvas_width, pose.canvas_height) == figure.size and len(pose.people) == 1
+    nose, hip = pose.people[0].keypoints[0], pose.people[0].keypoints[8]
+    assert nose[2] > 0 and hip[2] > 0 and nose[1] < hip[1]
+
+
 def test_detect_says_when_no_person_is_found(client):
     ref = upload(client, Image.new("RGB", (96, 96), (90, 140, 200)))
     response = client.post("/api/poses/detect", json={"image": ref})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import re
 
 import httpx
@@ -218,3 +219,34 @@ def test_generate_with_a_pose_unit_records_the_controlnet(page, server):
     newest = httpx.get(server.url + "/api/images?limit=1").raise_for_status().json()["items"][0]
     recipe = httpx.get(server.url + f"/api/images/{newest['id']}").raise_for_status().json()["recipe"]
     assert recipe["controls"][0]["model"].startswith(CONTROLNET) and recipe["controls"][0]["module"] == "none"
+
+
+def test_pose_from_a_photo_and_json_files(page, server, tmp_path):
+    from test_pose import drawn_figure
+
+    photo = tmp_path / "figure.png"
+    drawn_figure().save(photo)
+    unit = add_unit(page, server)
+    unit.get_by_role("button", name="Open the pose editor").click()
+    dialog = page.locator("dialog.pose-dialog")
+    dialog.locator("input[type=file][id^=pose-photo]").set_input_files(str(photo))
+    expect(dialog.locator(".pose-status")).to_have_text("The pose was found; drag the joints to adjust it.")
+    expect(dialog.locator("svg image")).to_have_count(1)  # the photo behind the skeleton
+    found = pose_of(page)
+    assert len(found["people"]) == 1 and point(found, 0)[1] < point(found, 8)[1]  # the nose above the hip
+
+    # Save JSON downloads the pose; loading it back (or any OpenPose file) replaces the pose.
+    with page.expect_download() as download:
+        dialog.get_by_role("button", name="Save JSON").click()
+    assert json.loads(download.value.path().read_text()) == found
+    other = {"canvas_width": 768, "canvas_height": 512, "people": [{"pose_keypoints_2d": [100, 50, 1] * 18}]}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    dialog.locator("input[type=file][id^=pose-json]").set_input_files(str(path))
+    expect(dialog.locator(".pose-status")).to_have_text("Loaded other.json.")
+    loaded = pose_of(page)
+    assert (loaded["canvas_width"], loaded["canvas_height"]) == (768, 512) and point(loaded, 3) == [100, 50, 1]
+    expect(dialog.get_by_label("Canvas size", exact=True)).to_have_value("768x512")
+    path.write_text('{"people": []}')
+    dialog.locator("input[type=file][id^=pose-json]").set_input_files(str(path))
+    expect(dialog.locator(".pose-status")).to_have_text("The pose JSON has no canvas_width and canvas_height.")
