@@ -191,6 +191,11 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     first = page.locator(".comic-svg .comic-panel").first
     first_id = first.get_attribute("data-panel")
     first.locator(".panel-hit").click()
+    svg.focus()  # the arrow keys walk the panels in reading order
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#comic-panel-title")).to_have_text("Panel 2")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#comic-panel-title")).to_have_text("Panel 1")
 
     # Dragging the right-hand gutter handle moves the gutter on the server's geometry.
     handle = page.locator(".gutter-handle.side-right")

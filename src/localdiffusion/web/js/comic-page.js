@@ -24,13 +24,15 @@ export class PageEditor {
     this.page = null;
     this.selection = { panel: null, balloon: null };
     this.drag = null;
-    this.svg = svg("svg", { class: "comic-svg", role: "group", "aria-label": "Comic page", tabindex: "0" });
+    this.svg = svg("svg", { class: "comic-svg", role: "group", tabindex: "0",
+      "aria-label": "Comic page: the arrow keys select panels, Enter edits the selected balloon's text" });
     this.el = h("div", { class: "comic-stage" }, this.svg);
     this.svg.addEventListener("pointerdown", (event) => this.onPointerDown(event));
     this.svg.addEventListener("pointermove", (event) => this.onPointerMove(event));
     this.svg.addEventListener("pointerup", (event) => this.onPointerUp(event));
     this.svg.addEventListener("pointercancel", () => this.cancelDrag());
     this.svg.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
+    this.svg.addEventListener("keydown", (event) => this.onKey(event));
     this.svg.addEventListener("dragover", (event) => this.onDragOver(event));
     this.svg.addEventListener("drop", (event) => this.onDrop(event));
     this.svg.addEventListener("dragleave", () => this.markDropTarget(null));
@@ -241,6 +243,27 @@ export class PageEditor {
     panel.view = { ...panel.view, zoom: round2(zoom) };
     this.render();
     this.host.onChange("view");
+  }
+
+  /** Keyboard: the arrows walk the panels in reading order, Enter edits the selected balloon's text,
+   * Delete removes it. */
+  onKey(event) {
+    const order = readingOrder(this.page.panels, (p) => bbox(p.shape), this.project.direction);
+    const index = order.findIndex((p) => p.id === this.selection.panel);
+    const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+    if (step && order.length) {
+      event.preventDefault();
+      this.select(order[(index + step + order.length) % order.length].id, null);
+    } else if (event.key === "Enter" && this.selection.balloon) {
+      event.preventDefault();
+      this.editText(this.selection.balloon);
+    } else if ((event.key === "Delete" || event.key === "Backspace") && this.selection.balloon) {
+      event.preventDefault();
+      const { panel } = this.balloon();
+      panel.balloons = panel.balloons.filter((b) => b.id !== this.selection.balloon);
+      this.select(panel.id, null);
+      this.host.onChange("balloon");
+    }
   }
 
   select(panel, balloon) {

@@ -108,7 +108,11 @@ export class PanelSidebar {
     const count = h("input", { type: "number", id: "comic-candidates", min: 1, max: 8, value: 2 });
     count.value = this.lastCount || 2;
     const button = h("button", { type: "button", class: "primary", id: "comic-generate" });
-    const label = () => { button.textContent = `Generate ${count.value} candidate${Number(count.value) === 1 ? "" : "s"}`; };
+    const again = panel.candidates.length > 0;
+    const label = () => {
+      const n = Number(count.value) || 1;
+      button.textContent = `${again ? "Regenerate: " : "Generate "}${n} ${again ? "more " : ""}candidate${n === 1 ? "" : "s"}`;
+    };
     label();
     count.addEventListener("input", label);
     button.addEventListener("click", async () => {
