@@ -160,9 +160,11 @@ def test_four_panel_page_generated_lettered_and_exported(page, server, tmp_path)
                                                                   "medium shot, a small round robot, blue paint, the robot waves")
         page.fill("#comic-candidates", "1")
         page.locator("#comic-generate").click()
-        # The candidate's job runs in the queue; its image lands in the panel when it is done.
+        expect(page.locator(".comic-jobs .job, .comic-candidates .candidate")).to_have_count(1)
+    # The candidates' jobs run in the queue; each image lands in its panel when its job is done.
+    for panel_id in panel_ids:
         expect(page.locator(f'.comic-panel[data-panel="{panel_id}"] image')).to_have_count(1, timeout=TIMEOUT_MS * 3)
-        expect(page.locator(".comic-candidates .candidate.chosen img")).to_be_visible()
+    expect(page.locator(".comic-candidates .candidate.chosen img")).to_be_visible()
 
     page.locator(f'.comic-panel[data-panel="{panel_ids[0]}"] .panel-hit').click()
     page.get_by_role("button", name="Speech (oval)").click()
