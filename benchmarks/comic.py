@@ -1,0 +1,130 @@
+"""Comic benchmark: what layout, lettering and export add on top of generating the panels.
+
+Figure: the time to render the 4-panel example story (`render_book`: generate each panel, save the
+project, letter, export PDF + CBZ + page PNGs + panel PNGs at the story's dpi) against four separate
+`Engine.generate` calls of the very same panel recipes, in the same process on the same warm engine.
+Goal: a ratio <= 1.1 (layout and lettering cost almost nothing next to the images). The runs alternate
+(comic, plain, plain, comic, ...) so that drift in machine load hits both sides.
+
+On the tiny test model an image takes milliseconds, so the export at 300 dpi dominates and the ratio
+says little; the full-size SD1.5 architecture (random weights, built here) is the realistic case.
+
+Peak memory of the shared-attention mode (StoryDiffusion-style) is printed as "not built": that mode
+does not exist yet.
+
+    python benchmarks/comic.py --quick                  # tiny model, about a minute
+    python benchmarks/comic.py --steps 2 --repeats 2    # + full-size SD1.5 at 512² (about 15 min on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch  # noqa: E402
+from engine import build_full, build_tiny, fresh_home, library_of  # noqa: E402  (benchmarks/engine.py)
+
+from localdiffusion.comic.book import render_book  # noqa: E402
+from localdiffusion.comic.generate import candidate_recipes  # noqa: E402
+from localdiffusion.comic.layouts import ordered_panels  # noqa: E402
+from localdiffusion.comic.story import load_story  # noqa: E402
+from localdiffusion.engine import Engine, EngineOptions  # noqa: E402
+
+STORY = ROOT / "examples" / "story.yaml"
+GOAL = 1.1
+
+
+def story(steps: int, base_size: int | None, dpi: int, seeded: bool = True):
+    project = load_story(STORY)
+    project.style = project.style.model_copy(update={"steps": steps, "base_size": base_size, "sampler": "Euler"})
+    project.dpi = dpi
+    return project
+
+
+def plain_generates(engine: Engine, recipes) -> float:
+    started = time.perf_counter()
+    for recipe in recipes:
+        engine.generate(recipe)
+    return time.perf_counter() - started
+
+
+def comic_render(engine: Engine, project, out: Path) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    render_book(engine, project, out)
+    return time.perf_counter() - started
+
+
+def run_case(name: str, model: Path, work: Path, steps: int, base_size: int | None, dpi: int, repeats: int,
+             device: str | None) -> dict:
+    home = fresh_home(work / "homes", name, model)
+    engine = Engine(library_of(home), EngineOptions(device=device))
+    project = story(steps, base_size, dpi)
+    recipes = [r for page in project.pages for panel in ordered_panels(project, page)
+               for r in candidate_recipes(engine, project, panel, work, 1)]
+    plain_generates(engine, recipes[:1])  # load and warm up the model once
+    ours, theirs = [], []
+    for i in range(repeats):
+        pair = [("comic", lambda: comic_render(engine, story(steps, base_size, dpi), work / "out")),
+                ("plain", lambda: plain_generates(engine, recipes))]
+        for side, fn in pair if i % 2 == 0 else reversed(pair):
+            (ours if side == "comic" else theirs).append(fn())
+    size = f"{recipes[0].width}x{recipes[0].height}"
+    return {"case": f"{name}, panels {size}, {steps} steps, pages at {dpi} dpi, median of {repeats}",
+            "ours": statistics.median(ours), "theirs": statistics.median(theirs),
+            "best": min(ours) / min(theirs),
+            "range": f"comic {min(ours):.2f}-{max(ours):.2f} s, plain {min(theirs):.2f}-{max(theirs):.2f} s"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model only")
+    parser.add_argument("--steps", type=int, default=2, help="steps of the full-size case")
+    parser.add_argument("--tiny-steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dpi", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="keep built models here and reuse them")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.cache or Path(tempfile.mkdtemp(prefix="comic-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}")
+    print(f"python {sys.version.split()[0]}, torch {torch.__version__}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rows = [run_case("tiny-sd1", build_tiny(work), work, args.tiny_steps, 128, args.dpi, args.repeats, args.device)]
+    if not args.quick:
+        folder, _ = build_full(work, torch.float16)
+        rows.append(run_case("sd15-random", folder, work, args.steps, None, args.dpi, args.repeats, args.device))
+    print("\n| case | comic render (s) | 4 × generate (s) | ratio | best-of ratio | goal | runs |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    for row in rows:
+        print(f"| {row['case']} | {row['ours']:.2f} | {row['theirs']:.2f} | {row['ours'] / row['theirs']:.3f} | "
+              f"{row['best']:.3f} | <= {GOAL} | {row['range']} |")
+    print("\nshared-attention mode peak memory: not built (plain batch generation is the only mode)")
+    if args.cache is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
