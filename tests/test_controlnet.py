@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import ControlUnit, Recipe
 
-SD1 = dict(prompt="a red cube", seed=3, steps=4, width=64, height=64, cfg_scale=5.0, sampler_name="Euler", model="tiny-sd1")
+SD1 = dict(prompt="a red cube", seed=3, steps=3, width=64, height=64, cfg_scale=5.0, sampler_name="Euler", model="tiny-sd1")
 SDXL = {**SD1, "model": "tiny-sdxl"}
 
 
@@ -127,7 +127,7 @@ def test_the_guidance_window_matters(generate, plain, edges):
 
     full, early, late = run(0.0, 1.0), run(0.0, 0.5), run(0.5, 1.0)
     assert differs(early, full) > 0.5 and differs(late, full) > 0.5 and differs(early, late) > 0.5
-    # A window that no step fits in (step 1 of 4 ends at 0.25) is no control at all.
+    # A window that no step fits in (step 1 of 3 ends at 0.33) is no control at all.
     assert differs(run(0.0, 0.2), plain["sd1"]) == 0
 
 
