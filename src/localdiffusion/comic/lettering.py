@@ -15,7 +15,7 @@ from localdiffusion.comic.geometry import ellipse, pt, reading_order, rect, roun
 from localdiffusion.comic.model import Balloon, Box, Panel, Point, Project
 
 PT_MM = 25.4 / 72
-MIN_PT, MAX_PT = 5.0, 12.0
+MIN_PT, MAX_PT, MAX_SFX_PT = 5.0, 12.0, 48.0
 LINE_SPACING = 1.15
 FILLS = {"speech-oval": "#FFFFFF", "speech-rect": "#FFFFFF", "thought": "#FFFFFF", "caption": "#FFF3B0", "sfx": "#FFD93D"}
 # The share of the balloon's box that text may use (an oval's inscribed rectangle is 1/sqrt(2) of it).
@@ -65,11 +65,13 @@ def fits(lines: list[str], box_w: float, box_h: float, size_mm: float, bold: boo
     return widest <= box_w and len(lines) * size_mm * LINE_SPACING <= box_h
 
 
-def fit_text(text: str, box_w: float, box_h: float, bold: bool = False, size_pt: float | None = None) -> tuple[float, list[str]]:
-    """The largest size (points, in half-point steps) at which the wrapped text fits the box, and its lines."""
+def fit_text(text: str, box_w: float, box_h: float, bold: bool = False, size_pt: float | None = None,
+             max_pt: float = MAX_PT) -> tuple[float, list[str]]:
+    """The largest size (points, in half-point steps, up to `max_pt`) at which the wrapped text fits the box,
+    and its lines. Dialogue stops at 12 pt so that balloons on a page read alike."""
     if size_pt is not None:
         return size_pt, wrap(text, box_w, size_pt * PT_MM, bold)
-    size = MAX_PT
+    size = max_pt
     while size > MIN_PT:
         lines = wrap(text, box_w, size * PT_MM, bold)
         if fits(lines, box_w, box_h, size * PT_MM, bold):
@@ -132,7 +134,8 @@ def letter(balloon: Balloon) -> Lettered:
     kind = balloon.kind
     share = TEXT_AREA[kind]
     bold = kind == "sfx"
-    size_pt, lines = fit_text(balloon.text, box.w * share, box.h * share, bold, balloon.font_size)
+    size_pt, lines = fit_text(balloon.text, box.w * share, box.h * share, bold, balloon.font_size,
+                              MAX_SFX_PT if kind == "sfx" else MAX_PT)
     placed = place_lines(lines, box.center, size_pt, bold)
     if kind == "sfx":
         return Lettered([], FILLS[kind], balloon.outline, placed, size_pt, bold=True, outlined_text=True,

@@ -98,15 +98,15 @@ def draw_lettering(canvas: Image.Image, lettered: Lettered, dpi: int) -> None:
 
 
 def _draw_sfx(canvas: Image.Image, lettered: Lettered, font, stroke: int, dpi: int) -> None:
-    """Outlined letters drawn on their own layer and turned about the balloon's centre."""
-    layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    """Outlined letters drawn on a layer around the balloon and turned about its centre."""
+    cx, cy = px(lettered.center.x, dpi), px(lettered.center.y, dpi)
+    reach = max(font.getlength(line.text) for line in lettered.lines) + len(lettered.lines) * font.size + 4 * stroke
+    left, top = round(cx - reach), round(cy - reach)
+    layer = Image.new("RGBA", (2 * round(reach), 2 * round(reach)), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     for line in lettered.lines:
-        draw.text((px(line.x, dpi), px(line.y, dpi)), line.text, font=font, fill=lettered.fill, anchor="ls",
+        draw.text((px(line.x, dpi) - left, px(line.y, dpi) - top), line.text, font=font, fill=lettered.fill, anchor="ls",
                   stroke_width=stroke, stroke_fill="black")
     if lettered.rotation:
-        center = (px(lettered.center.x, dpi), px(lettered.center.y, dpi))
-        layer = layer.rotate(lettered.rotation, resample=Image.Resampling.BICUBIC, center=center)
-    base = canvas.convert("RGBA")
-    base.alpha_composite(layer)
-    canvas.paste(base.convert("RGB"))
+        layer = layer.rotate(lettered.rotation, resample=Image.Resampling.BICUBIC, center=(cx - left, cy - top))
+    canvas.paste(layer, (left, top), layer)
