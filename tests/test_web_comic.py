@@ -181,10 +181,41 @@ def test_four_panel_page_generated_lettered_and_exported(page, server, tmp_path)
     text = " ".join(reader.pages[0].extract_text().split())
     assert "Hello there, little robot!" in text
 
+    # Zoom into panel 1's image with the wheel; drag its candidate onto panel 4.
+    first = page.locator(f'.comic-panel[data-panel="{panel_ids[0]}"] .panel-hit')
+    box = first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8)
+    page.mouse.wheel(0, -300)
+    expect(page.locator("#comic-zoom")).not_to_have_value("1")
+    source = page.locator(".comic-candidates .candidate img").first
+    href = page.locator(f'.comic-panel[data-panel="{panel_ids[0]}"] image').get_attribute("href")
+    source.drag_to(page.locator(f'.comic-panel[data-panel="{panel_ids[3]}"] .panel-hit'))
+    expect(page.locator(f'.comic-panel[data-panel="{panel_ids[3]}"] image')).to_have_attribute("href", href)
+    wait_saved(page)
+
+    # The server's render of the page, as the exports draw it (A4 at 300 dpi).
+    page.locator("#comic-preview").click()
+    printed = page.locator("dialog.comic-preview img")
+    expect(printed).to_have_js_property("complete", True, timeout=TIMEOUT_MS * 3)  # a 300-dpi render on a busy machine
+    assert printed.evaluate("img => img.naturalWidth") == 2480
+    page.keyboard.press("Escape")
+
     saved = saved_comic(server, "The lost robot")
-    chosen = [p["chosen"] for p in saved["pages"][0]["panels"]]
-    assert all(chosen), "every panel shows a picked candidate"
-    assert saved["pages"][0]["panels"][0]["balloons"][0]["text"] == "Hello there, little robot!"
+    panels_saved = saved["pages"][0]["panels"]
+    assert all(p["chosen"] for p in panels_saved), "every panel shows a picked candidate"
+    assert panels_saved[0]["balloons"][0]["text"] == "Hello there, little robot!"
+    assert panels_saved[0]["view"]["zoom"] > 1
+    fourth = next(p for p in panels_saved if p["id"] == panel_ids[3])
+    assert next(c for c in fourth["candidates"] if c["id"] == fourth["chosen"])["image"] == panels_saved[0]["candidates"][0]["image"]
+
+    # "Why this image?" opens the candidate in the viewer; "Inpaint…" takes it to the Generate page.
+    page.locator(f'.comic-panel[data-panel="{panel_ids[0]}"] .panel-hit').click()
+    page.get_by_role("button", name="Why this image?").first.click()
+    expect(page.locator("dialog.viewer:not(.comic-preview)")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Inpaint…").first.click()
+    expect(page).to_have_url(re.compile(r"#/generate$"))
+    expect(page.locator("#mode-tab-inpaint")).to_have_attribute("aria-selected", "true")
 
 
 def test_editing_the_layout_and_lettering_by_hand(page, server):

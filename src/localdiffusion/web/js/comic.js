@@ -116,7 +116,8 @@ class ComicPage {
       h("button", { type: "button", class: "primary", id: "comic-save", onclick: () => this.saveNow(true) }, "Save"),
       h("span", { class: "export-group", role: "group", "aria-label": "Export" },
         exportButton("pdf", "Export PDF"), exportButton("cbz", "Export CBZ"), exportButton("png", "Page as PNG"),
-        exportButton("ldcomic", "Project archive")));
+        exportButton("ldcomic", "Project archive"),
+        h("button", { type: "button", id: "comic-preview", onclick: () => this.preview() }, "Preview as printed")));
     this.settings = new ProjectSettings(this);
     this.editor = new PageEditor({
       assetUrl: (ref) => this.assetUrl(ref),
@@ -149,6 +150,14 @@ class ComicPage {
     this.editorView.hidden = false;
     this.setSaveState("Saved.");
     this.renderAll();
+    this.watchPendingJobs();
+  }
+
+  /** Candidates still generating (say, after a reload) report back when their jobs end, whichever panel shows. */
+  watchPendingJobs() {
+    for (const panel of this.project.pages.flatMap((p) => p.panels)) {
+      for (const c of panel.candidates) if (!c.image && c.job_id !== null && !c.error) this.sidebar.jobCard(c);
+    }
   }
 
   page() {
@@ -315,6 +324,19 @@ class ComicPage {
     } catch (error) {
       toast(error.detail || error.message);
     }
+  }
+
+  /** The server's own render of this page (what the exports contain), beside the editor's approximation. */
+  async preview() {
+    await this.flush();
+    const src = `${BASE}/${this.project.id}/export/png?page=${this.pageIndex + 1}&t=${Date.now()}`;
+    const dialog = h("dialog", { class: "viewer comic-preview", "aria-label": "The page as printed" },
+      h("div", { class: "viewer-head" }, h("h2", {}, `Page ${this.pageIndex + 1} as printed`),
+        h("button", { type: "button", class: "close", "aria-label": "Close", onclick: () => dialog.close() }, "×")),
+      h("figure", { class: "viewer-image" }, h("img", { src, alt: `Page ${this.pageIndex + 1} as the export draws it` })));
+    dialog.addEventListener("close", () => dialog.remove());
+    document.body.append(dialog);
+    dialog.showModal();
   }
 
   async download(fmt) {
