@@ -7,7 +7,8 @@ import { center } from "./comic-geometry.js";
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const PT_MM = 25.4 / 72;
 const MIN_PT = 5;
-const MAX_PT = 12;
+const MAX_PT = 12; // dialogue stops here so balloons on a page read alike
+const MAX_SFX_PT = 48;
 const LINE_SPACING = 1.15;
 const MEASURE_PX = 200;
 export const FONT_FAMILY = '"Comic Neue", "DejaVu Sans", sans-serif';
@@ -74,9 +75,9 @@ function fits(lines, w, h, sizeMm, bold) {
 }
 
 /** The largest size (points, half-point steps) at which the wrapped text fits, and its lines. */
-export function fitText(text, w, h, bold = false, sizePt = null) {
+export function fitText(text, w, h, bold = false, sizePt = null, maxPt = MAX_PT) {
   if (sizePt) return [sizePt, wrap(text, w, sizePt * PT_MM, bold)];
-  for (let size = MAX_PT; size > MIN_PT; size -= 0.5) {
+  for (let size = maxPt; size > MIN_PT; size -= 0.5) {
     const lines = wrap(text, w, size * PT_MM, bold);
     if (fits(lines, w, h, size * PT_MM, bold)) return [size, lines];
   }
@@ -155,7 +156,8 @@ export function letter(balloon) {
   const { box, kind } = balloon;
   const share = TEXT_AREA[kind];
   const bold = kind === "sfx";
-  const [sizePt, lines] = fitText(balloon.text || "", box.w * share, box.h * share, bold, balloon.font_size);
+  const [sizePt, lines] = fitText(balloon.text || "", box.w * share, box.h * share, bold, balloon.font_size,
+    kind === "sfx" ? MAX_SFX_PT : MAX_PT);
   const placed = placeLines(lines, center(box), sizePt, bold);
   const base = { fill: FILLS[kind], stroke: balloon.outline, lines: placed, sizePt, bold, sfx: kind === "sfx",
     rotation: balloon.rotation || 0, center: center(box) };
