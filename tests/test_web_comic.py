@@ -250,6 +250,14 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     page.locator("[data-merge=bottom]").click()
     expect(page.locator(".comic-svg .comic-panel")).to_have_count(4)
 
+    # A pose drawn in the pose editor becomes the panel's OpenPose unit.
+    page.get_by_role("button", name="Pose…").click()
+    dialog = page.locator("dialog.pose-dialog")
+    dialog.get_by_label("Preset pose").select_option("standing")
+    dialog.get_by_role("button", name="Use in ControlNet unit").click()
+    expect(dialog).to_have_count(0)
+    expect(page.locator(".comic-sidebar")).to_contain_text("1 ControlNet unit steer")
+
     # A thought bubble: the tail tip drags to a speaker point; an SFX turns.
     page.get_by_role("button", name="Thought").click()
     tail = page.locator(".tail-handle")
@@ -272,3 +280,5 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     thought, sfx = panel["balloons"]
     assert thought["kind"] == "thought" and thought["tail"]["x"] > 0
     assert sfx["kind"] == "sfx" and sfx["rotation"] == -30 and sfx["text"] == "KRAK"
+    (unit,) = panel["controls"]
+    assert unit["module"] == "none" and unit["image"].startswith("inputs/")

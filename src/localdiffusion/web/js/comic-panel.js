@@ -1,6 +1,7 @@
 // The comic editor's right column: the selected panel's scene, its composed prompt (shown and editable),
 // candidates (generate, pick, drag into a panel, inpaint, explain), image framing, layout tools, and balloons.
 
+import { api } from "./api.js";
 import { h } from "./dom.js";
 import { JobCard } from "./job-view.js";
 import { KINDS, HAS_TAIL, newBalloon } from "./comic-balloons.js";
@@ -184,20 +185,28 @@ export class PanelSidebar {
       units ? h("button", { type: "button", onclick: () => { panel.controls = []; this.host.changed("controls"); } }, "Clear") : null);
   }
 
-  openPose(panel) {
-    const editor = document.createElement("ld-pose-editor");
+  /** The pose editor at the panel's proportions; its map becomes an OpenPose unit ('Automatic' model when
+   * no installed ControlNet has "pose" in its name). */
+  async openPose(panel) {
+    const box = bbox(panel.shape);
+    const side = (v) => Math.max(64, Math.round(v / 8) * 8);
+    const size = [side(512 * Math.sqrt(box.w / box.h)), side(512 * Math.sqrt(box.h / box.w))];
+    const editor = h("ld-pose-editor");
     const dialog = h("dialog", { class: "pose-dialog", "aria-label": "Pose for this panel" },
       h("div", { class: "viewer-head" }, h("h2", {}, "Pose for this panel"),
         h("button", { type: "button", class: "close", "aria-label": "Close", onclick: () => dialog.close() }, "×")),
       h("div", { class: "pose-dialog-body" }, editor));
+    dialog.addEventListener("close", () => dialog.remove());
+    document.body.append(dialog);
+    editor.open({ size });
+    dialog.showModal();
+    const models = await api.get("/api/models?kind=controlnet").catch(() => []);
     editor.addEventListener("use", (event) => {
-      panel.controls = [...panel.controls, { model: "", image: event.detail.ref, module: "none", weight: 1 }];
+      const model = models.find((m) => /pose/i.test(m.name))?.name || "";
+      panel.controls = [...panel.controls, { model, image: event.detail.ref, module: "none", weight: 1 }];
       dialog.close();
       this.host.changed("controls");
     });
-    dialog.addEventListener("close", () => dialog.remove());
-    document.body.append(dialog);
-    dialog.showModal();
   }
 
   showError(error) {
