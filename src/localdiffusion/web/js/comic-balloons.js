@@ -201,18 +201,19 @@ export function balloonSvg(balloon) {
   return g;
 }
 
-/** A new balloon of `kind` in the upper part of the panel's inner box, its tail (if any) toward the middle. */
-export function newBalloon(kind, inner, id) {
+/** A new balloon of `kind` in the panel's inner box, below the `index` balloons already there, its tail
+ * (if any) toward the middle; a caption starts at the corner where reading starts. */
+export function newBalloon(kind, inner, id, { index = 0, rtl = false } = {}) {
   const sfx = kind === "sfx";
+  const caption = kind === "caption";
   const w = Math.min(inner.w * (sfx ? 0.5 : 0.55), 70);
-  const h = Math.min(inner.h * (kind === "caption" ? 0.16 : 0.28), kind === "caption" ? 18 : 34);
-  const x = kind === "caption" ? inner.x + 2 : inner.x + (inner.w - w) / 2;
-  const y = inner.y + (sfx ? inner.h * 0.4 : 3);
+  const h = Math.min(inner.h * (caption ? 0.16 : 0.28), caption ? 18 : 34);
+  const x = caption ? (rtl ? inner.x + inner.w - w - 2 : inner.x + 2) : inner.x + (inner.w - w) / 2;
+  const y = Math.min(inner.y + (sfx ? inner.h * 0.4 : 3) + index * (h + 2), inner.y + inner.h - h - 2);
   const box = { x, y, w, h };
   const tailPoint = HAS_TAIL.has(kind) ? { x: x + w * 0.35, y: Math.min(y + h + inner.h * 0.3, inner.y + inner.h - 2) } : null;
   return {
-    id, kind, text: sfx ? "BOOM" : kind === "caption" ? "Meanwhile…" : "", box, tail: tailPoint, speaker: null,
+    id, kind, text: sfx ? "BOOM" : caption ? "Meanwhile…" : "", box, tail: tailPoint, speaker: null,
     rotation: sfx ? 12 : 0, outline: 0.6, font_size: null,
   };
 }
-

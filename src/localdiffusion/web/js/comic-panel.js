@@ -274,7 +274,8 @@ export class PanelSidebar {
 
   balloonSection(panel) {
     const add = KINDS.map(([kind, label]) => h("button", { type: "button", dataset: { addBalloon: kind }, onclick: () => {
-      const balloon = newBalloon(kind, innerBox(panel.shape), newId());
+      const balloon = newBalloon(kind, innerBox(panel.shape), newId(),
+        { index: panel.balloons.length, rtl: this.project.direction === "rtl" });
       panel.balloons.push(balloon);
       this.host.selection = { panel: panel.id, balloon: balloon.id };
       this.host.changed("balloon");

@@ -177,7 +177,20 @@ export class ProjectSettings {
       h("legend", {}, character.name),
       labelled("Name", name), labelled("Description", description),
       h("div", { class: "row" }, labelled("Seed", seed), randomSeed),
-      labelled("Reference image", reference));
+      labelled("Reference image", reference),
+      h("button", { type: "button", class: "danger", onclick: () => this.removeCharacter(character) }, `Remove ${character.name}`));
+  }
+
+  /** Out of the cast, and out of every panel and balloon that named them. */
+  removeCharacter(character) {
+    if (!confirm(`Remove ${character.name} from the cast and from every panel?`)) return;
+    this.project.characters = this.project.characters.filter((c) => c !== character);
+    for (const panel of this.project.pages.flatMap((p) => p.panels)) {
+      panel.characters = panel.characters.filter((n) => n !== character.name);
+      for (const b of panel.balloons) if (b.speaker === character.name) b.speaker = null;
+    }
+    this.renderCast();
+    this.host.changed("cast");
   }
 
   addCharacter() {

@@ -32,6 +32,10 @@ class ComicPage {
     this.editorView = h("div", { class: "comic-editor", hidden: true });
     section.append(this.listView, this.editorView);
     this.buildEditor();
+    // Autosave waits a moment after each change; closing the tab within that moment asks first.
+    window.addEventListener("beforeunload", (event) => {
+      if (this.dirty) event.preventDefault();
+    });
   }
 
   /** Called on every visit: #/comic lists the projects, #/comic/<id> opens one. */
