@@ -282,3 +282,17 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     assert sfx["kind"] == "sfx" and sfx["rotation"] == -30 and sfx["text"] == "KRAK"
     (unit,) = panel["controls"]
     assert unit["module"] == "none" and unit["image"].startswith("inputs/")
+
+    # Pages: add one from a template (it opens), move it first, delete the other.
+    page.select_option("#comic-new-page-template", "three-tiers")
+    page.locator("#comic-add-page").click()
+    expect(page.locator(".comic-page-list li")).to_have_count(2)
+    expect(page.locator(".comic-page-list li.current")).to_contain_text("Page 2")
+    expect(page.locator(".comic-svg .comic-panel")).to_have_count(3)
+    page.get_by_role("button", name="Move page 2 up").click()
+    expect(page.locator(".comic-page-list li.current")).to_contain_text("Page 1")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete page 2").click()
+    expect(page.locator(".comic-page-list li")).to_have_count(1)
+    wait_saved(page)
+    assert [len(p["panels"]) for p in saved_comic(server, "Hand edits")["pages"]] == [3]

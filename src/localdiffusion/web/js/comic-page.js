@@ -192,9 +192,8 @@ export class PageEditor {
       drag.balloon.tail = { x: round2(at.x), y: round2(at.y) };
     } else if (drag.type === "pan") {
       const place = imagePlacement(bbox(drag.panel.shape), drag.chosen.recipe.width, drag.chosen.recipe.height, drag.view);
-      drag.panel.view = { ...drag.view,
-        x: round2(clamp(drag.view.x - dx / place.w, 0, 1) * 1e4) / 1e4 || 0,
-        y: round2(clamp(drag.view.y - dy / place.h, 0, 1) * 1e4) / 1e4 || 0 };
+      const fraction = (v) => Math.round(clamp(v, 0, 1) * 1e4) / 1e4;
+      drag.panel.view = { ...drag.view, x: fraction(drag.view.x - dx / place.w), y: fraction(drag.view.y - dy / place.h) };
     } else if (drag.type === "gutter") {
       drag.delta = drag.side === "left" || drag.side === "right" ? dx : dy;
     }

@@ -41,11 +41,23 @@ export class PanelSidebar {
       this.el.replaceChildren(h("p", { class: "empty" }, "Select a panel on the page."));
       return;
     }
+    // A redraw (say, when a candidate arrives) keeps the caret where the user is typing.
+    const active = this.el.contains(document.activeElement) ? document.activeElement : null;
+    const caret = active && "selectionStart" in active ? [active.id, active.selectionStart, active.selectionEnd] : null;
     const order = readingOrder(this.host.page().panels, (p) => bbox(p.shape), this.project.direction);
     this.el.replaceChildren(
       h("h2", { id: "comic-panel-title" }, `Panel ${order.indexOf(panel) + 1}`),
       this.sceneSection(panel), this.promptSection(panel), this.candidateSection(panel), this.viewSection(panel),
       this.layoutSection(panel), this.balloonSection(panel));
+    const again = caret?.[0] && this.el.querySelector(`#${CSS.escape(caret[0])}`);
+    if (again) {
+      again.focus({ preventScroll: true });
+      try {
+        again.setSelectionRange(caret[1], caret[2]);
+      } catch {
+        /* number inputs have no caret */
+      }
+    }
   }
 
   // --- scene and prompt ------------------------------------------------------------------

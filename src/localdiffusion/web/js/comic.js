@@ -249,8 +249,11 @@ class ComicPage {
 
   /** The server's copy (with the images of finished candidate jobs), merged into what is being edited. */
   async refresh() {
+    const project = this.project;
+    if (!project) return;
     await this.flush();
-    const fresh = await api.get(`${BASE}/${this.project.id}`);
+    const fresh = await api.get(`${BASE}/${project.id}`);
+    if (project !== this.project) return; // another project was opened meanwhile
     const panels = new Map(fresh.pages.flatMap((page) => page.panels.map((p) => [p.id, p])));
     for (const page of this.project.pages) {
       for (const panel of page.panels) {
@@ -271,9 +274,10 @@ class ComicPage {
   async layout(op) {
     try {
       await this.flush();
-      const project = await api.post(`${BASE}/${this.project.id}/layout`, { page: this.page().id, ...op });
+      const pageId = this.page().id;
+      const project = await api.post(`${BASE}/${this.project.id}/layout`, { page: pageId, ...op });
       this.project = project;
-      if (op.op === "add-page") this.pageIndex = project.pages.findIndex((p) => p.id === op.page) + 1;
+      if (op.op === "add-page") this.pageIndex = project.pages.findIndex((p) => p.id === pageId) + 1;
       this.settings.render();
       this.renderPage();
       return true;
@@ -343,12 +347,22 @@ class ComicPage {
     dialog.showModal();
   }
 
+  /** Fetch the export first, so that a refusal shows as a sentence rather than a downloaded error file. */
   async download(fmt) {
     await this.flush();
-    const query = fmt === "png" ? `?page=${this.pageIndex + 1}` : "";
-    const link = h("a", { href: `${BASE}/${this.project.id}/export/${fmt}${query}`, download: "" });
-    document.body.append(link);
-    link.click();
-    link.remove();
+    const page = this.pageIndex + 1;
+    const query = fmt === "png" ? `?page=${page}` : "";
+    const slug = this.project.title.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "comic";
+    try {
+      const blob = await api.blob(`${BASE}/${this.project.id}/export/${fmt}${query}`);
+      const url = URL.createObjectURL(blob);
+      const link = h("a", { href: url, download: fmt === "png" ? `${slug}-page-${page}.png` : `${slug}.${fmt}` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (error) {
+      toast(error.detail || String(error));
+    }
   }
 }
