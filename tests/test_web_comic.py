@@ -243,12 +243,32 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
         "([id, x]) => Number(document.querySelector(`[data-panel='${id}'] .panel-hit`).points[1].x) > x",
         arg=[first_id, 10 + 93 + 10])
 
+    # Shift+drag on the bottom handle slants that border instead.
+    handle = page.locator(".gutter-handle.side-bottom").bounding_box()
+    page.keyboard.down("Shift")
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2 + 8 * scale, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    page.wait_for_function(
+        "id => { const p = document.querySelector(`[data-panel='${id}'] .panel-hit`).points;"
+        " return Math.abs(p[3].y - p[2].y) > 4; }", arg=first_id)
+
     # Split, then merge back.
     page.locator("#comic-split-h").click()
     expect(page.locator(".comic-svg .comic-panel")).to_have_count(5)
     page.locator(f'.comic-panel[data-panel="{first_id}"] .panel-hit').click()
     page.locator("[data-merge=bottom]").click()
     expect(page.locator(".comic-svg .comic-panel")).to_have_count(4)
+
+    # A character's reference picture is kept in the project's assets.
+    page.get_by_role("button", name="Add a character").click()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "green").save(buffer, format="PNG")
+    page.get_by_label("Reference image of Character 1").set_input_files(
+        {"name": "mia.png", "mimeType": "image/png", "buffer": buffer.getvalue()})
+    expect(page.locator("fieldset.character img")).to_have_js_property("naturalWidth", 32)
 
     # A pose drawn in the pose editor becomes the panel's OpenPose unit.
     page.get_by_role("button", name="Pose…").click()
@@ -280,6 +300,7 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     thought, sfx = panel["balloons"]
     assert thought["kind"] == "thought" and thought["tail"]["x"] > 0
     assert sfx["kind"] == "sfx" and sfx["rotation"] == -30 and sfx["text"] == "KRAK"
+    assert saved["characters"][0]["reference_image"].startswith("assets/upload-")
     (unit,) = panel["controls"]
     assert unit["module"] == "none" and unit["image"].startswith("inputs/")
 

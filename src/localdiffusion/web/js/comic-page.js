@@ -1,5 +1,5 @@
 // The page editor: one comic page as SVG in page millimetres. Click a panel to select it; drag the
-// handles on its edges to move a gutter; drag inside it to pan its image and use the wheel to zoom;
+// handles on its edges to move a gutter (Shift+drag slants it); drag inside it to pan its image and use the wheel to zoom;
 // drag balloons, their corner (size) and their tail tip; double-click a balloon to edit its text in place.
 // Drop a candidate thumbnail on a panel to put that image there.
 //
@@ -150,7 +150,8 @@ export class PageEditor {
     const at = this.toPage(event);
     const start = { at, moved: false };
     if (target.dataset.gutter) {
-      this.drag = { ...start, type: "gutter", side: target.dataset.gutter, panel: this.selection.panel };
+      // Shift+drag tilts the border about its middle instead of moving it.
+      this.drag = { ...start, type: "gutter", slant: event.shiftKey, side: target.dataset.gutter, panel: this.selection.panel };
     } else if (target.dataset.resize) {
       const { balloon } = this.balloon(target.dataset.resize);
       this.drag = { ...start, type: "resize", balloon, box: { ...balloon.box } };
@@ -205,9 +206,10 @@ export class PageEditor {
     const panel = this.panel(drag.panel);
     const [i, j] = EDGES[drag.side];
     const horizontal = drag.side === "left" || drag.side === "right";
-    const shift = (p) => (horizontal ? { x: p.x + drag.delta, y: p.y } : { x: p.x, y: p.y + drag.delta });
-    const a = shift(panel.shape[i]);
-    const b = shift(panel.shape[j]);
+    // As comic/layouts.py: a move shifts both ends; a slant moves them half the amount each way.
+    const shift = (p, k) => (horizontal ? { x: p.x + drag.delta * k, y: p.y } : { x: p.x, y: p.y + drag.delta * k });
+    const a = shift(panel.shape[i], drag.slant ? 0.5 : 1);
+    const b = shift(panel.shape[j], drag.slant ? -0.5 : 1);
     this.svg.append(svg("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: "gutter-ghost" }));
   }
 
@@ -222,7 +224,10 @@ export class PageEditor {
     }
     if (drag.type === "gutter") {
       this.render();
-      if (Math.abs(drag.delta || 0) >= 0.5) this.host.onLayout({ op: "gutter", panel: drag.panel, side: drag.side, delta_mm: round2(drag.delta) });
+      const amount = round2(drag.delta || 0);
+      if (Math.abs(amount) < 0.5) return;
+      if (drag.slant) this.host.onLayout({ op: "slant", panel: drag.panel, side: drag.side, amount_mm: amount });
+      else this.host.onLayout({ op: "gutter", panel: drag.panel, side: drag.side, delta_mm: amount });
     } else {
       this.host.onChange(drag.type === "pan" ? "view" : "balloon");
     }

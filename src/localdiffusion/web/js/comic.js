@@ -134,7 +134,7 @@ class ComicPage {
     this.editorView.append(toolbar, h("div", { class: "comic-workspace" },
       h("div", { class: "comic-left" }, this.settings.el),
       h("div", { class: "comic-center" }, this.editor.el,
-        h("p", { class: "hint" }, "Click a panel to select it. Drag the round handles to move a gutter, drag inside a selected panel to pan its image and use the wheel to zoom. Double-click a balloon to type in it.")),
+        h("p", { class: "hint" }, "Click a panel to select it. Drag the round handles to move a gutter (hold Shift to slant it), drag inside a selected panel to pan its image and use the wheel to zoom. Double-click a balloon to type in it.")),
       h("aside", { class: "comic-right", "aria-label": "Panel" }, this.sidebar.el)));
   }
 
