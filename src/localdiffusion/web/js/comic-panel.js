@@ -177,9 +177,23 @@ export class PanelSidebar {
           panel.chosen = candidate.id;
           this.host.changed("candidate");
         } }, chosen ? "In the panel" : "Use"),
+        this.placeSelect(panel, candidate, i),
         h("button", { type: "button", onclick: () => this.host.sendToInpaint(candidate) }, "Inpaint…"),
         candidate.job_id !== null ? h("button", { type: "button", class: "link", onclick: () => this.host.explain(candidate) }, "Why this image?") : null,
         h("button", { type: "button", class: "icon danger", "aria-label": `Remove candidate ${i + 1}`, onclick: () => this.remove(panel, candidate) }, "×")));
+  }
+
+  /** The keyboard's way to do what dragging a thumbnail onto a panel does. */
+  placeSelect(panel, candidate, i) {
+    const order = readingOrder(this.host.page().panels, (p) => bbox(p.shape), this.project.direction);
+    const others = order.map((p, n) => [p, n + 1]).filter(([p]) => p !== panel);
+    if (!others.length) return null;
+    const select = h("select", { "aria-label": `Put candidate ${i + 1} in another panel` },
+      h("option", { value: "" }, "Put in panel…"), ...others.map(([p, n]) => h("option", { value: p.id }, `Panel ${n}`)));
+    select.addEventListener("change", () => {
+      if (select.value) this.host.dropCandidate(select.value, { candidate });
+    });
+    return select;
   }
 
   remove(panel, candidate) {
