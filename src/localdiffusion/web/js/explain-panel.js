@@ -11,7 +11,6 @@ import { onJobEvent } from "./events.js";
 
 const FINISHED = new Set(["done", "failed", "cancelled"]);
 const POLL_MS = 1000;
-const CFG_LEAD = "CFG is the difference your words make, multiplied by the scale.";
 
 /** Follow job `id` until it finishes: `onStep({step, total, iteration, iterations})`, then `onEnd(job)`.
  *  Events arrive over the socket; a slow poll covers any gap. Returns a function that stops following. */
@@ -177,8 +176,8 @@ export class ExplainPanel {
     }
     return h("div", { class: "explain-block explain-cfg" },
       h("h4", {}, "Guidance (CFG)"),
-      h("p", { class: "explain-text" }, `${CFG_LEAD} Left: the prediction without your prompt (the negative prompt's, if any); `
-        + "then with it; then the guided result; last, where your words made a difference."),
+      h("p", { class: "explain-text" }, "From left: the prediction without your prompt (the negative prompt's, if any), "
+        + "with it, the guided result, and where your words made a difference."),
       ...views.map((view) => h("figure", { class: "explain-cfg-view" },
         h("img", { src: this.url(view.file), alt: `Guidance at step ${view.step} of ${view.total}: without the prompt, with it, guided, and the difference` }),
         h("figcaption", {}, view.caption))));
