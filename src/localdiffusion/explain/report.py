@@ -24,9 +24,11 @@ from localdiffusion.store.files import write_atomic, write_text_atomic
 
 def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
                 decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False,
-                on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None) -> list[str]:
+                on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None,
+                frames: bool = False) -> list[str]:
     """One generation with the asked observers, written to `out_dir`; returns the written names.
-    `on_progress` and `cancel` go to the engine (progress events, cancelling within a step)."""
+    `on_progress` and `cancel` go to the engine (progress events, cancelling within a step);
+    `frames` also writes each step's x0 as `timeline/<pass>-NNN.png` (the studio's slider)."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
     cfg = None
@@ -44,11 +46,12 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
         made = film.timeline()
         files["timeline.png"] = _png(made.filmstrip())
         files["timeline.webp"] = made.animation()
-        frames = _frame_files(made)
-        files.update(frames)
         summary["timeline"] = {"filmstrip": "timeline.png", "animation": "timeline.webp", **made.summary()}
-        for entry, name in zip(summary["timeline"]["steps"], frames):
-            entry["frame"] = name
+        if frames:
+            stills = _frame_files(made)
+            files.update(stills)
+            for entry, name in zip(summary["timeline"]["steps"], stills):
+                entry["frame"] = name
     if cfg is not None:
         for view in cfg.views:
             files[view.file] = _png(view.triptych())

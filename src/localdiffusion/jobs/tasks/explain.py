@@ -56,7 +56,7 @@ def explain(ctx: TaskContext) -> dict[str, Any]:
             shutil.rmtree(folder)  # an older explanation with other options: its files would linger
         guided = recipe.cfg_scale > 1.0  # CFG views need guidance; without it they are left out
         explain_run(ctx.engine, recipe, folder, timeline=True, cfg_steps=cfg_steps if guided else None,
-                    default_cfg=guided, attention=attention, on_progress=ctx.on_progress, cancel=ctx.cancel)
+                    default_cfg=guided, attention=attention, on_progress=ctx.on_progress, cancel=ctx.cancel, frames=True)
         summary = read_explanation(folder) or {}
     return {"image_id": image_id, "folder": folder.relative_to(outputs).as_posix(), "files": summary.get("files", []),
             "reused": reused}
