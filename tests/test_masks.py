@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 from localdiffusion.errors import BadInput
 from localdiffusion.finish import masks
 from localdiffusion.recipe import Outpaint, Recipe
+from test_sd_upscale import engine  # noqa: F401  (a fixture: an engine with the tiny SD1 model only)
 
 
 def white(mask: Image.Image) -> np.ndarray:

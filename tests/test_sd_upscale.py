@@ -13,6 +13,19 @@ from localdiffusion.errors import BadInput, Cancelled
 from localdiffusion.finish.sd_upscale import sd_upscale, seam_score
 from localdiffusion.recipe import Recipe, Result
 
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, sd1_folder):
+    """An engine whose library holds only the tiny SD1 model (cheaper than conftest's five-model home)."""
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("finish-engine")).ensure()
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    return Engine(ModelLibrary(home, Database(home.db_path)))
+
+
 RECIPE = Recipe(prompt="a lighthouse", steps=7,  # 0.3 of 7: 2 steps per tile
                 sampler_name="Euler", denoising_strength=0.3, seed=11, model="tiny-sd1")
 
@@ -34,17 +47,17 @@ def test_tiles_go_through_the_engine_one_at_a_time_and_record_the_run(engine):
 
     engine.generate = watching
     try:
-        done = sd_upscale(engine, scene(), RECIPE, "Lanczos", 2, tile=64, overlap=16, source="inputs/scene.png",
+        done = sd_upscale(engine, scene(64), RECIPE, "Lanczos", 2, tile=64, overlap=16, source="inputs/scene.png",
                           on_progress=events.append)
     finally:
         del engine.generate
-    assert done.image.size == (192, 192) and len(done.tiles) == 16
+    assert done.image.size == (128, 128) and len(done.tiles) == 9
     # Bounded memory: every generation is one 64x64 tile, img2img, with the same prompt and seed.
-    assert set(seen_sizes) == {("img2img", 64, 64, 11, "a lighthouse")} and len(seen_sizes) == 16
+    assert set(seen_sizes) == {("img2img", 64, 64, 11, "a lighthouse")} and len(seen_sizes) == 9
     tiles = [e for e in events if e.phase == "sd-upscale"]
-    assert {e.iteration for e in tiles} == set(range(16)) and tiles[-1].iterations == 16
-    assert done.recipe.width == 192 and done.recipe.init_image == "inputs/scene.png" and done.recipe.mode == "img2img"
-    assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in done.infotext and "Size: 192x192" in done.infotext
+    assert {e.iteration for e in tiles} == set(range(9)) and tiles[-1].iterations == 9
+    assert done.recipe.width == 128 and done.recipe.init_image == "inputs/scene.png" and done.recipe.mode == "img2img"
+    assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in done.infotext and "Size: 128x128" in done.infotext
 
 
 def test_sizes_that_are_not_multiples_of_8_are_padded_and_cropped(engine):
