@@ -8,13 +8,14 @@ shows; `seam_score` measures that.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from localdiffusion.engine import Engine, Progress
@@ -56,17 +57,14 @@ def sd_upscale(
     seed = resolve_seed(recipe.seed)
     base = recipe.model_copy(update={"model": info.name, "mode": "img2img", "seed": seed, "batch_size": 1, "n_iter": 1,
                                      "enable_hr": False, "mask": None, "outpaint": None})
-    out = torch.zeros(3, padded.height, padded.width)
-    weight = torch.zeros(1, padded.height, padded.width)
+    canvas = np.array(padded)  # the repainted picture so far; the tiles' inputs stay the plain upscale
     with tempfile.TemporaryDirectory(prefix="sd-upscale-") as work:
         for index, box in enumerate(boxes):
             painted = _repaint(engine, padded.crop(box), base, Path(work) / "tile.png",
                                _tile_progress(on_progress, index, len(boxes)), cancel)
-            w = feather(box[3] - box[1], box[2] - box[0], overlap, (box[0] > 0, box[1] > 0, box[2] < padded.width, box[3] < padded.height))
-            out[:, box[1]:box[3], box[0]:box[2]] += _tensor(painted) * w
-            weight[:, box[1]:box[3], box[0]:box[2]] += w
-    blended = (out / weight).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    final = Image.fromarray(blended, "RGB").crop((0, 0, big.width, big.height))
+            _lay(canvas, painted, box, overlap)
+            _release_memory()
+    final = Image.fromarray(canvas, "RGB").crop((0, 0, big.width, big.height))
     done = base.model_copy(update={"width": final.width, "height": final.height, "init_image": source})
     engine.library.ensure_hash(info)
     extra = {"SD upscale overlap": str(overlap), "SD upscale upscaler": upscaler}
@@ -87,6 +85,26 @@ def _repaint(engine: Engine, crop: Image.Image, base: Recipe, path: Path,
     return engine.generate(tile, on_progress=on_progress, cancel=cancel).images[0]
 
 
+def _lay(canvas: np.ndarray, painted: Image.Image, box: tuple[int, int, int, int], overlap: int) -> None:
+    """Lay a repainted tile over the canvas, fading in across `overlap` pixels on the sides that earlier
+    tiles (left and above, in row order) have painted. Memory: the canvas itself, no float planes."""
+    x1, y1, x2, y2 = box
+    alpha = feather(y2 - y1, x2 - x1, overlap, (x1 > 0, y1 > 0, False, False)).numpy()[..., None]
+    region = canvas[y1:y2, x1:x2].astype(np.float32)
+    tile = np.asarray(painted.convert("RGB"), dtype=np.float32)
+    canvas[y1:y2, x1:x2] = np.rint(region + (tile - region) * alpha).astype(np.uint8)
+
+
+def _release_memory() -> None:
+    """Give freed tile buffers back to the system, so that RSS stays flat from tile to tile (glibc keeps
+    freed memory in its arenas otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _pad_to_8(image: Image.Image) -> Image.Image:
     """Extend the right and bottom edges to a multiple of 8 (the model works in 8-pixel latents)."""
     width, height = -(-image.width // 8) * 8, -(-image.height // 8) * 8
@@ -95,10 +113,6 @@ def _pad_to_8(image: Image.Image) -> Image.Image:
     arr = np.asarray(image)
     ys, xs = np.minimum(np.arange(height), image.height - 1), np.minimum(np.arange(width), image.width - 1)
     return Image.fromarray(np.ascontiguousarray(arr[ys][:, xs]), "RGB")
-
-
-def _tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
 
 
 def _tile_progress(on_progress: Callable[[Progress], None] | None, index: int, count: int) -> Callable[[Progress], None] | None:
