@@ -249,6 +249,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cap-gb", type=float, default=14.0, help="RSS at which the untiled attempt is stopped")
     parser.add_argument("--control-steps", type=int, default=4)
     parser.add_argument("--skip-control", action="store_true")
+    parser.add_argument("--skip-untiled", action="store_true")
     parser.add_argument("--cache", type=Path, default=None, help="keep the built models here and reuse them")
     parser.add_argument("--variant", choices=["tiled", "untiled", "control"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -279,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
               f"loading the model {tiled.get('load_peak_gb')} GB, the tiles after loading {tiled.get('run_peak_gb')} GB; "
               f"{tiled.get('tiles_run')} tile(s) run, RSS after each {tiled.get('rss_after_each_tile_gb')}, "
               f"{tiled.get('seconds')} s{'; FAILED: ' + tiled['failed'] if tiled['failed'] else ''}")
-        untiled = watch([*me, "--variant", "untiled"], limit_s=untiled_limit, cap_gb=args.cap_gb)
-        outcome = f"FAILED: {untiled['failed']}" if untiled["failed"] else f"finished in {untiled.get('seconds')} s"
-        print(f"SD upscale to {target}x{target}, untiled (one img2img): peak RSS {untiled['peak_rss_gb']:.2f} GB; {outcome}")
+        if not args.skip_untiled:
+            untiled = watch([*me, "--variant", "untiled"], limit_s=untiled_limit, cap_gb=args.cap_gb)
+            outcome = f"FAILED: {untiled['failed']}" if untiled["failed"] else f"finished in {untiled.get('seconds')} s"
+            print(f"SD upscale to {target}x{target}, untiled (one img2img): peak RSS {untiled['peak_rss_gb']:.2f} GB; {outcome}")
         if not args.skip_control:
             control = watch([*me, "--variant", "control", "--steps", str(args.control_steps)], limit_s=3600, cap_gb=args.cap_gb)
             print(f"ControlNet overhead per step (512x512, CFG 7, one unit): {control.get('control_step_s')} s against "
