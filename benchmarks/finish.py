@@ -128,7 +128,7 @@ def recipe():
                   model="sd15-random")
 
 
-def run_tiled(home_root: Path, target: int, tiles: int | None) -> dict:
+def run_tiled(home_root: Path, target: int, tiles: int | None, tile: int) -> dict:
     from localdiffusion.errors import Cancelled
     from localdiffusion.finish.sd_upscale import sd_upscale
 
@@ -147,7 +147,7 @@ def run_tiled(home_root: Path, target: int, tiles: int | None) -> dict:
 
     stop = (lambda: len(per_tile) >= tiles) if tiles else None
     try:
-        done = sd_upscale(engine, source_image(target), recipe(), "Lanczos", 4, tile=TILE, overlap=OVERLAP,
+        done = sd_upscale(engine, source_image(target), recipe(), "Lanczos", 4, tile=tile, overlap=OVERLAP,
                           on_progress=progress, cancel=stop)
         size, count = done.image.size, len(done.tiles)
     except Cancelled:
@@ -196,7 +196,7 @@ def run_control(home_root: Path, steps: int) -> dict:
 def child(args: argparse.Namespace) -> None:
     home_root = Path(args.home)
     if args.variant == "tiled":
-        result = run_tiled(home_root, args.target, None if args.all_tiles else args.tiles)
+        result = run_tiled(home_root, args.target, None if args.all_tiles else args.tiles, args.tile)
     elif args.variant == "untiled":
         result = run_untiled(home_root, args.target)
     else:
@@ -243,6 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="target 1024, a short untiled limit")
     parser.add_argument("--target", type=int, default=None, help="final side in pixels (default 4096, 1024 with --quick)")
+    parser.add_argument("--tile", type=int, default=TILE, help="SD upscale tile size in pixels (default 512, the model's native size)")
     parser.add_argument("--tiles", type=int, default=2, help="tiles to run in the tiled variant (memory is flat after the first)")
     parser.add_argument("--all-tiles", action="store_true", help="run every tile")
     parser.add_argument("--untiled-limit", type=float, default=None, help="seconds before the untiled attempt is stopped")
@@ -273,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, fp32 on the CPU")
         home_root = build_models(work)
         me = [sys.executable, __file__, "--home", str(home_root), "--target", str(target)]
-        tiled = watch([*me, "--variant", "tiled", "--tiles", str(args.tiles), *(["--all-tiles"] if args.all_tiles else [])],
+        tiled = watch([*me, "--variant", "tiled", "--tile", str(args.tile), "--tiles", str(args.tiles), *(["--all-tiles"] if args.all_tiles else [])],
                       limit_s=24 * 3600, cap_gb=args.cap_gb)
-        print(f"SD upscale to {target}x{target}, tiled ({TILE} px, overlap {OVERLAP}): peak RSS {tiled['peak_rss_gb']:.2f} GB "
+        print(f"SD upscale to {target}x{target}, tiled ({args.tile} px, overlap {OVERLAP}): peak RSS {tiled['peak_rss_gb']:.2f} GB "
               f"(goal < {GOAL_GB:g} GB: {'met' if tiled['peak_rss_gb'] < GOAL_GB else 'NOT met'}); "
               f"loading the model {tiled.get('load_peak_gb')} GB, the tiles after loading {tiled.get('run_peak_gb')} GB; "
               f"{tiled.get('tiles_run')} tile(s) run, RSS after each {tiled.get('rss_after_each_tile_gb')}, "
