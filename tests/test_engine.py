@@ -246,7 +246,7 @@ def test_cancel_stops_within_one_step(engine):
     (dict(sampler_name="DDIM", scheduler="Karras"), "cannot follow the 'Karras' schedule"),
     (dict(model="tiny-sd3"), "tiny-sd1"),
     (dict(mode="inpaint", init_image="missing.png"), "does not exist"),
-    (dict(controls=[{"model": "any-controlnet"}]), "ControlNet units are not supported yet"),
+    (dict(controls=[{"model": "any-controlnet"}]), "ControlNet unit 0 has no image"),
 ])
 def test_bad_input_gets_one_clear_sentence(engine, fields, message):
     from localdiffusion.errors import LocalDiffusionError
