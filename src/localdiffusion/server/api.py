@@ -164,8 +164,10 @@ def read_limited(stream: BinaryIO, limit: int, what: str) -> bytes:
     return data
 
 
-def _storable(image: Image.Image) -> Image.Image:
-    image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+def read_upload(studio: Studio, file: UploadFile) -> Image.Image:
+    """An uploaded image, size-limited, decoded, turned upright and in a mode PNG keeps as it is."""
+    limit = upload_limit(studio)
+    image = ImageOps.exif_transpose(decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit))
     if image.mode in ("RGB", "RGBA", "L", "LA"):
         return image
     return image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
@@ -174,8 +176,7 @@ def _storable(image: Image.Image) -> Image.Image:
 @router.post("/uploads", status_code=201)
 def upload(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
     """Keep an input image (img2img source, mask); refer to it in a job by the returned `ref`."""
-    limit = upload_limit(studio)
-    image = _storable(decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit))
+    image = read_upload(studio, file)
     return {"ref": keep_input(studio.home.root, image), "width": image.width, "height": image.height}
 
 

@@ -21,11 +21,10 @@ from localdiffusion.comic.model import Candidate, Page, Panel, new_id
 from localdiffusion.comic.prompts import compose_prompt, consistency_notes, panel_prompt
 from localdiffusion.comic.storage import ASSETS, archive_bytes, asset_path, list_projects, open_project, project_folder, save_project
 from localdiffusion.errors import BadInput
-from localdiffusion.server.api import _storable, check_recipe, read_limited, upload_limit
+from localdiffusion.server.api import check_recipe, read_upload
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.files import write_atomic
-from localdiffusion.store.inputs import decode_image
 
 router = APIRouter(prefix="/api/comics", tags=["comics"])
 
@@ -179,8 +178,7 @@ def apply_edit(project: Project, page: Page, edit: LayoutEdit, owner_id: int) ->
 def upload_asset(project_id: str, file: UploadFile, studio: StudioDep) -> dict[str, Any]:
     """Keep an image in the project's assets (a character's reference picture); refer to it by `ref`."""
     folder, _ = load(studio, project_id)
-    limit = upload_limit(studio)
-    image = _storable(decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit))
+    image = read_upload(studio, file)
     ref = f"{ASSETS}/upload-{new_id()}.png"
     write_atomic(folder / ref, lambda f: image.save(f, format="PNG"))
     return {"ref": ref, "width": image.width, "height": image.height}
@@ -204,8 +202,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     folder, project = load(studio, project_id)
     _, panel = project.find_panel(panel_id)
     recipes = candidate_recipes(studio.engine, project, panel, folder, body.candidates)
-    for recipe in recipes:
-        check_recipe(studio, recipe)
+    recipes = [check_recipe(studio, recipe) for recipe in recipes]
     made = []
     for recipe in recipes:
         job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)

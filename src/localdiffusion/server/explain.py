@@ -107,8 +107,7 @@ def explain_image(image_id: int, studio: StudioDep, client: ClientDep, body: Exp
     pending = _pending_explanation(studio, image_id)
     if pending is not None:
         return JSONResponse({"job": job_json(studio, pending), "explanation": None}, status_code=202)
-    recipe = Recipe.from_json(row.recipe_json)
-    check_recipe(studio, recipe)
+    recipe = check_recipe(studio, Recipe.from_json(row.recipe_json))
     job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="explain",
                               params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
     return JSONResponse({"job": _queued(studio, job), "explanation": None}, status_code=202)
@@ -206,7 +205,7 @@ def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: Client
     if x is None:
         raise BadInput(f"'{card['label']}' has no quick comparison: {card['card']['why_not']}", field="name")
     y = f"steps={recipe.steps}" if name == "seed" else f"seed={recipe.seed}"
-    check_recipe(studio, recipe)
+    recipe = check_recipe(studio, recipe)
     check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
     job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
                               params={"x": x, "y": y, "parameter": name})

@@ -24,7 +24,7 @@ from localdiffusion.jobs import Event
 from localdiffusion.jobs.tasks.upscale import UpscaleParams
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import (
-    InvalidField, check_input_ref, decode_image, find_image, image_file, job_json, read_limited, resolve_model, upload_limit,
+    InvalidField, check_input_ref, find_image, image_file, job_json, read_upload, resolve_model,
 )
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
@@ -131,8 +131,7 @@ def mask_op(
     high: Annotated[int, Form(ge=0, le=255)] = 255,
 ) -> Response:
     """One mask operation on an uploaded mask (invert, grow, shrink, feather) or image (colour, luminance); a PNG mask back."""
-    limit = upload_limit(studio)
-    image = decode_image(read_limited(file.file, limit, "upload"), "upload", max_bytes=limit)
+    image = read_upload(studio, file)
     try:
         result = _apply(op, image, px, colour, tolerance, space, low, high)
     except BadInput as e:
