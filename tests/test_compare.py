@@ -74,11 +74,25 @@ def test_prompt_sr_and_lora_weight_change_the_prompts():
         apply(recipe, parse_axis("steps=200"), 200)
 
 
+def test_controlnet_weight_sets_every_unit_and_needs_one():
+    from localdiffusion.recipe import ControlUnit
+
+    axis = parse_axis("ControlNet weight=0-1 [3]")
+    assert axis.field == "control_weight" and axis.values == (0.0, 0.5, 1.0) and axis.label == "ControlNet weight"
+    units = [ControlUnit(image="a.png", module="none", weight=1.0, guidance_end=0.6), ControlUnit(image="b.png", module="none")]
+    changed = apply(Recipe(prompt="a fox", controls=units), axis, 0.5)
+    assert [u.weight for u in changed.controls] == [0.5, 0.5] and changed.controls[0].guidance_end == 0.6
+    with pytest.raises(BadInput, match="needs a recipe with a ControlNet unit"):
+        apply(Recipe(prompt="a fox"), axis, 0.5)
+    with pytest.raises(BadInput, match="X axis value '3'"):
+        apply(Recipe(prompt="a fox", controls=units), parse_axis("control_weight=3"), 3.0)
+
+
 def test_explanations_say_what_the_field_does_and_what_to_look_for():
     text = explain_axis(parse_axis("cfg_scale=3,7"), "X")
     assert "left to right" in text and "3, 7" in text and "follows the prompt" in text and "What to look for:" in text
     for axis in ("seed=1", "steps=1", "sampler=Euler", "scheduler=Karras", "denoise=0.5", "clip_skip=2", "width=64",
-                 "height=64", "size=64x64", "model=a", "prompt_sr=a,b", "lora:x=1"):
+                 "height=64", "size=64x64", "model=a", "prompt_sr=a,b", "lora:x=1", "control_weight=1"):
         assert len(explain_axis(parse_axis(axis), "Y")) > 120
 
 

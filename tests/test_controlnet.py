@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -257,6 +259,23 @@ def test_infotext_writes_units_as_the_extension_and_reads_them_back(generate, ed
     assert Recipe.from_json(result.recipes[0].to_json()).controls == result.recipes[0].controls
 
 
+def test_compare_sweeps_the_controlnet_weight(capsys, control_home, edges, plain, tmp_path):
+    from cli_runner import run_cli
+
+    out = tmp_path / "cmp"
+    args = ["compare", SD1["prompt"], "--x", "control_weight=0,1", "--y", "seed=3", "--model", "tiny-sd1", "--steps", "3",
+            "--size", "64x64", "--cfg", "5", "--sampler", "Euler", "--control", f"none:{edges}", "--home", control_home.root]
+    code, _, stderr = run_cli(capsys, *args, "-o", out)
+    assert code != 0 and "name one of 'control_tiny_sd15_scribble' or 'tiny-sd1-canny'" in stderr
+    code, _, stderr = run_cli(capsys, *args, "--control-model", "tiny-sd1-canny", "-o", out)
+    assert code == 0, stderr
+    summary = json.loads((out / "compare.json").read_text())
+    cells = {cell["x_value"]: Image.open(out / cell["file"]).convert("RGB") for cell in summary["cells"]}
+    assert differs(cells[0.0], plain["sd1"]) == 0, "weight 0 is the plain image"
+    assert differs(cells[1.0], plain["sd1"]) > 1
+    assert "ControlNet" in summary["axes"]["x"]["explanation"]
+
+
 def test_a1111_written_infotext_parses():
     from localdiffusion.infotext import recipe_from_infotext
 
@@ -318,7 +337,7 @@ def test_no_fitting_model_names_the_installed_ones(control_engine, edges):
     message = str(e.value)
     assert message.startswith("ControlNet unit 1 needs an openpose ControlNet for SDXL and none is installed (installed: ")
     assert "'tiny-sd1-canny (SD 1.x)'" in message and "--control-model" in message
-    with pytest.raises(BadInput, match="ready-made map, so which of the SD 1.x ControlNets"):
+    with pytest.raises(BadInput, match="ready-made map, so which SD 1.x ControlNet it is for cannot be guessed; name one of"):
         pick_model(0, ControlUnit(module="none", image=edges), library.get("tiny-sd1"), library.list("controlnet"))
 
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingC
 
 from localdiffusion.cli import options
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
-from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
+from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields, with_control_maps
 
 
 @app.command("compare")
@@ -30,6 +30,8 @@ def compare_command(
     clip_skip: int = options.CLIP_SKIP,
     init: Optional[Path] = typer.Option(None, "--init", help="Input image: compare img2img results."),
     denoise: float = options.DENOISE,
+    control: list[str] = options.CONTROL,
+    control_model: list[str] = options.CONTROL_MODEL,
     out_dir: Path = typer.Option(..., "-o", "--out", help="Folder for grid.png, cells/ and compare.json."),
     home: Optional[Path] = HomeOption,
 ) -> None:
@@ -44,9 +46,12 @@ def compare_command(
         prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
         scheduler=scheduler, seed=seed, width=width, height=height, clip_skip=clip_skip, denoising_strength=denoise,
         mode=mode_for(init, None, None), init_image=existing(init, "input image"),
+        controls=options.parse_controls(control, control_model),
     )
     h = home_from(home)
-    engine = Engine(library_for(h))
+    library = library_for(h)
+    recipe = with_control_maps(recipe, h, library)
+    engine = Engine(library)
     with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total} cells"),
              TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("Loading model", total=None)

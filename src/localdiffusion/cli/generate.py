@@ -146,14 +146,20 @@ def library_for(home: Home, allow_pickle: bool = False):
     return library
 
 
+def with_control_maps(recipe: Recipe, home: Home, library) -> Recipe:
+    """The recipe with its ControlNet units' maps made and models picked (unchanged without units)."""
+    if not recipe.controls:
+        return recipe
+    from localdiffusion.control.units import prepare_controls
+
+    return prepare_controls(recipe, home.root, library)
+
+
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
     from localdiffusion.engine import Engine, EngineOptions
 
     library = library_for(home, allow_pickle)
-    if recipe.controls:
-        from localdiffusion.control.units import prepare_controls
-
-        recipe = prepare_controls(recipe, home.root, library)
+    recipe = with_control_maps(recipe, home, library)
     engine = Engine(library, EngineOptions(**options))
     total = recipe.steps * recipe.n_iter
     with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

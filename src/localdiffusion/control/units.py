@@ -70,7 +70,9 @@ def pick_model(index: int, unit: ControlUnit, checkpoint: ModelInfo, installed: 
     listed = one_of([f"{m.name} ({family_name(m.family)})" for m in installed]) if installed else "none"
     if kind or not fitting:
         need = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} ControlNet for {family}" if kind else f"a ControlNet for {family}"
-        reason = f"needs {need} and none is installed (installed: {listed}); add one to models/ControlNet"
+        reason = f"needs {need} and none is installed (installed: {listed}); add one to models/ControlNet or name one"
     else:
-        reason = f"uses a ready-made map, so which of the {family} ControlNets it is for cannot be guessed (installed: {listed})"
-    raise BadInput(f"ControlNet unit {index} {reason} or name one with --control-model.", field=f"controls.{index}.model")
+        reason = (f"uses a ready-made map, so which {family} ControlNet it is for cannot be guessed; name one of "
+                  f"{one_of([m.name for m in fitting])}")
+    raise BadInput(f"ControlNet unit {index} {reason} as the unit's model (--control-model on the command line).",
+                   field=f"controls.{index}.model")

@@ -50,6 +50,7 @@ FIELDS: dict[str, FieldKind] = {
     "size": FieldKind("Size", "size"),
     "model": FieldKind("Model", "str"),
     "prompt_sr": FieldKind("Prompt S/R", "str"),
+    "control_weight": FieldKind("ControlNet weight", "float"),
 }
 
 # Other spellings people use: A1111's axis labels, the CLI's flag names.
@@ -57,6 +58,7 @@ ALIASES = {
     "cfg": "cfg_scale", "cfg scale": "cfg_scale", "sampler": "sampler_name", "schedule type": "scheduler",
     "denoise": "denoising_strength", "denoising": "denoising_strength", "clip skip": "clip_skip",
     "checkpoint": "model", "checkpoint name": "model", "prompt s/r": "prompt_sr", "s/r": "prompt_sr", "sr": "prompt_sr",
+    "controlnet weight": "control_weight", "[controlnet] weight": "control_weight", "control weight": "control_weight",
 }
 
 
@@ -222,6 +224,8 @@ def _changes(recipe: Recipe, axis: Axis, value: Any, name: str) -> dict[str, Any
         return prompt_sr(recipe, axis.values[0], value, name)
     if axis.field.startswith("lora:"):
         return lora_weight(recipe, axis.lora_name, value)
+    if axis.field == "control_weight":
+        return control_weight(recipe, value, name)
     return {axis.field: value}
 
 
@@ -232,6 +236,14 @@ def prompt_sr(recipe: Recipe, search: str, replacement: str, name: str = "X") ->
                        "its first value must be a phrase of the prompt.", field=name.lower())
     return {"prompt": recipe.prompt.replace(search, replacement),
             "negative_prompt": recipe.negative_prompt.replace(search, replacement)}
+
+
+def control_weight(recipe: Recipe, weight: float, name: str = "X") -> dict[str, Any]:
+    """Every ControlNet unit at `weight` (a recipe usually has one unit; several keep their balance only at 1)."""
+    if not recipe.controls:
+        raise BadInput(f"The {name} axis ControlNet weight needs a recipe with a ControlNet unit; add one with --control.",
+                       field=name.lower())
+    return {"controls": [unit.model_copy(update={"weight": weight}).model_dump() for unit in recipe.controls]}
 
 
 def lora_weight(recipe: Recipe, lora: str, weight: float) -> dict[str, str]:

@@ -63,6 +63,8 @@ LOOK_FOR = {
     "prompt_sr": "what the changed words alone do, since everything else, the seed included, stays the same.",
     "lora": "how strongly the LoRA's style or subject shows, a hint at low weights; at high weights it "
             "dominates and can distort the image.",
+    "control_weight": "how closely the image follows the control map (pose, edges, depth); low weights let the "
+                      "prompt take over, high ones hold the layout rigidly and can flatten detail.",
 }
 OWN_TEXTS = {
     "size": "The image width and height in pixels (multiples of 8). Far from the model's native size, subjects "
@@ -71,6 +73,8 @@ OWN_TEXTS = {
                  "replaces it with another phrase (in the negative prompt too).",
     "lora": "A LoRA is a small add-on model that teaches the checkpoint a style, character or concept; its "
             "weight sets how strongly it acts, 1 being full strength.",
+    "control_weight": "A ControlNet guides the image with a map made from a picture (a pose skeleton, edges, "
+                      "depth); its weight sets how strongly that map steers each step, 1 being full strength.",
 }
 
 
