@@ -5,7 +5,6 @@ The studio's home holds the tiny SD1 checkpoint and a tiny SD1 ControlNet named 
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import re
@@ -17,7 +16,6 @@ from PIL import Image, ImageDraw
 from test_web import MODEL, browser, expect, open_generate, page, set_size, unlabelled_controls, wait_done  # noqa: F401
 
 from localdiffusion.control.pose import COLOURS
-from localdiffusion.server import api
 
 CONTROLNET = "control_openpose-tiny-sd1"
 EDITOR = "#pose-editor"
@@ -198,8 +196,6 @@ def test_pose_editor_edits_a_preset_and_feeds_the_unit(page, server):
 
 
 def test_generate_with_a_pose_unit_records_the_controlnet(page, server):
-    if "not supported yet" in inspect.getsource(api.check_recipe):
-        pytest.skip("the studio API does not take ControlNet units yet")
     unit = add_unit(page, server)
     set_size(page, 64, 64)
     page.fill("#f-prompt", "a dancer on a stage")
@@ -216,6 +212,7 @@ def test_generate_with_a_pose_unit_records_the_controlnet(page, server):
     card.locator(".result").click()
     viewer = page.locator("dialog.viewer")
     expect(viewer.locator("pre")).to_contain_text(re.compile(rf'ControlNet 0: "Module: none, Model: {CONTROLNET}'))
+    expect(viewer.locator(".recipe-list")).to_contain_text(re.compile(rf"ControlNet 1\s*none → {CONTROLNET}"))
     newest = httpx.get(server.url + "/api/images?limit=1").raise_for_status().json()["items"][0]
     recipe = httpx.get(server.url + f"/api/images/{newest['id']}").raise_for_status().json()["recipe"]
     assert recipe["controls"][0]["model"].startswith(CONTROLNET) and recipe["controls"][0]["module"] == "none"

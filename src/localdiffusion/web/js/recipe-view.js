@@ -29,7 +29,15 @@ function rows(recipe) {
     list.push(["hr_scale", `${recipe.hr_scale}× with ${recipe.hr_upscaler}`, "Hires fix"]);
     if (recipe.hr_second_pass_steps) list.push(["hr_second_pass_steps", recipe.hr_second_pass_steps]);
   }
+  (recipe.controls || []).forEach((unit, i) => list.push(["controls", controlSummary(unit), `ControlNet ${i + 1}`]));
+  (recipe.references || []).forEach((ref, i) => list.push(["references", `at ${ref.scale}${ref.model ? ` with ${ref.model}` : ""}`, `Reference ${i + 1}`]));
   return list.filter(([, value]) => value !== null && value !== undefined && value !== "");
+}
+
+function controlSummary(unit) {
+  const window = unit.guidance_start > 0 || unit.guidance_end < 1
+    ? `, steps ${Math.round(unit.guidance_start * 100)}–${Math.round(unit.guidance_end * 100)} %` : "";
+  return `${unit.module || "none"} → ${unit.model || "automatic"}, weight ${unit.weight}${window}`;
 }
 
 /** A <div> with the prompt, the negative prompt and a definition list of the other settings. */
