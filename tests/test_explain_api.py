@@ -1,6 +1,6 @@
 """The explanation and parameter-guide API on a tiny model: explain jobs for gallery images (queued,
 reused, their files served owner- and path-checked), guide cards for every field the studio shows,
-and the 'Try it on my prompt' comparison."""
+the 'Try it on my prompt' comparison, and the Compare page's own X/Y/Z sweeps."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from localdiffusion.explain.axes import FIELDS, parse_axis
 from localdiffusion.explain.parameters import CARDS, TEXTS, try_axis
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.app import create_app
@@ -201,3 +202,82 @@ def test_an_explanation_reports_progress_is_not_queued_twice_and_can_be_cancelle
         time.sleep(0.05)
     assert [client.get(f"/api/jobs/{j}").json()["status"] for j in (long.id, queued["id"])] == ["cancelled", "cancelled"]
     assert not (home.outputs / "explanations" / f"job-{long.id}" / "explain.json").exists()
+
+
+# --- the Compare page's sweeps ---------------------------------------------------------------
+
+def compare_jobs(studio: Studio) -> int:
+    return sum(1 for job in studio.queue.list(owner_id=studio.owner_id, limit=200) if job.kind == "compare")
+
+
+def test_a_2x2_compare_runs_on_the_users_recipe(client):
+    answer = client.post("/api/compare", json={"recipe": {**RECIPE, "steps": 2, "seed": -1}, "x": "cfg_scale=3,9", "y": "seed=1-2"})
+    assert answer.status_code == 201, answer.text
+    job = answer.json()
+    assert job["kind"] == "compare" and job["params"] == {"x": "cfg_scale=3,9", "y": "seed=1-2", "z": None}
+    assert job["recipe"]["seed"] >= 0  # fixed once, so the job reproduces
+    result = wait_done(client, job["id"])["result"]
+    assert result["axes"]["x"]["labels"] == ["3", "9"] and "CFG scale changes" in result["axes"]["x"]["explanation"]
+    assert "Seed changes" in result["axes"]["y"]["explanation"]
+    grid = client.get(f"/api/jobs/{job['id']}/files/{result['grid']}")
+    assert grid.status_code == 200 and Image.open(BytesIO(grid.content)).width > 2 * 64
+    summary = client.get(f"/api/jobs/{job['id']}/files/compare.json").json()
+    recipes = {(cell["x"], cell["y"]): cell["recipe"] for cell in summary["cells"]}
+    assert sorted(recipes) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [recipes[(ix, 0)]["cfg_scale"] for ix in (0, 1)] == [3.0, 9.0]
+    assert [recipes[(0, iy)]["seed"] for iy in (0, 1)] == [1, 2]
+    assert all(r["prompt"] == RECIPE["prompt"] and r["steps"] == 2 for r in recipes.values())
+    cell = client.get(f"/api/jobs/{job['id']}/files/{summary['cells'][0]['file']}")
+    assert cell.status_code == 200 and Image.open(BytesIO(cell.content)).size == (64, 64)
+
+
+@pytest.mark.parametrize(("axes", "field", "named"), [
+    ({"x": "cfg_scale=3,abc", "y": "seed=1"}, "x", "'abc'"),  # not a number
+    ({"x": "cfg_scale=3", "y": "width=64,65"}, "y", "'65'"),  # parses, but the engine refuses the size
+    ({"x": "colour=1,2", "y": "seed=1"}, "x", "'colour'"),
+    ({"x": "cfg_scale=3", "y": "seed=1", "z": "steps=2,x"}, "z", "'x'"),
+    ({"x": "cfg_scale=3", "y": "lora:missing=0.5", "z": None}, "y", "missing"),
+])
+def test_a_bad_axis_is_refused_by_name_and_nothing_is_queued(client, axes, field, named):
+    studio: Studio = client.app.state.studio
+    before = compare_jobs(studio)
+    answer = client.post("/api/compare", json={"recipe": {**RECIPE, "steps": 2}, **axes})
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert body["field"] == field and f"{field.upper()} axis" in body["detail"] and named in body["detail"]
+    assert compare_jobs(studio) == before
+
+
+def test_too_many_cells_are_refused(client):
+    studio: Studio = client.app.state.studio
+    before = compare_jobs(studio)
+    answer = client.post("/api/compare", json={"recipe": RECIPE, "x": "seed=1-10", "y": "cfg_scale=1-7"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == ("This comparison has 70 cells (10 X values × 7 Y values); at most 64 cells are allowed, "
+                                       "so give an axis fewer values.")
+    assert compare_jobs(studio) == before
+
+
+def test_check_counts_the_cells_without_queueing(client):
+    studio: Studio = client.app.state.studio
+    before = compare_jobs(studio)
+    answer = client.post("/api/compare/check", json={"x": "steps=1-10 (+4)", "y": "cfg=2,7", "z": 'sampler="Euler a",Euler'})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"cells": 12, "axes": {
+        "x": {"field": "steps", "label": "Steps", "labels": ["1", "5", "9"]},
+        "y": {"field": "cfg_scale", "label": "CFG scale", "labels": ["2", "7"]},
+        "z": {"field": "sampler_name", "label": "Sampler", "labels": ["Euler a", "Euler"]}}}
+    same = client.post("/api/compare/check", json={"x": "steps=1,2", "y": "steps=3"})
+    assert same.status_code == 422 and same.json()["field"] == "x" and "another axis" in same.json()["detail"]
+    assert compare_jobs(studio) == before
+
+
+def test_the_axes_listing_names_every_comparable_field_with_an_example_that_parses(client):
+    listing = client.get("/api/axes").json()
+    fields = {f["field"]: f for f in listing["fields"]}
+    assert set(fields) == {*FIELDS, "lora:NAME"} and listing["max_cells"] == 64
+    assert fields["cfg_scale"]["label"] == "CFG scale" and fields["cfg_scale"]["type"] == "float"
+    assert "cfg" in fields["cfg_scale"]["aliases"] and fields["model"]["example"] == "tiny-sd1"
+    for name, f in fields.items():
+        key = "lora:some-lora" if name == "lora:NAME" else name
+        assert parse_axis(f"{key}={f['example']}").values, name

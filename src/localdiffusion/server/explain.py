@@ -4,11 +4,16 @@
 - `POST /api/images/{id}/explain`, `GET /api/images/{id}/explanation` (+ `/files/...`): the "Why does it
   look like this?" panel's data, computed by an "explain" job;
 - `GET /api/parameters/{name}` (+ `/illustration.svg`), `POST /api/parameters/{name}/try`: the parameter
-  guide's cards and their quick comparisons ("compare" jobs, files under `/api/jobs/{id}/files/...`).
+  guide's cards and their quick comparisons ("compare" jobs, files under `/api/jobs/{id}/files/...`);
+- `GET /api/axes`, `POST /api/compare/check`, `POST /api/compare`: the Compare page's X/Y/Z sweeps of the
+  user's own recipe (also "compare" jobs).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,10 +23,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.engine.noise import resolve_seed
-from localdiffusion.errors import BadInput, one_of
+from localdiffusion.errors import BadInput, LocalDiffusionError, one_of
 from localdiffusion.explain.anatomy import MAX_STEPS, AnatomyReport, anatomy_report, library_context, load_lexicon
-from localdiffusion.explain.axes import parse_axis
-from localdiffusion.explain.compare import check_axes
+from localdiffusion.explain.axes import ALIASES, FIELDS, MAX_VALUES, Axis, parse_axis
+from localdiffusion.explain.compare import _axes as distinct_axes, check_axes
 from localdiffusion.explain.illustrations import illustration
 from localdiffusion.explain.parameters import CARDS, parameter_table, try_axis
 from localdiffusion.jobs import Event, Job
@@ -29,7 +34,7 @@ from localdiffusion.jobs.tasks.compare import compare_dir
 from localdiffusion.jobs.tasks.explain import covers, explanation_dir, read_explanation
 from localdiffusion.models.tokenizer import load_tokenizer
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.api import check_recipe, find_image, find_job, job_json, refused, resolve_model
+from localdiffusion.server.api import InvalidField, check_recipe, find_image, find_job, job_json, refused, resolve_model
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 
@@ -209,6 +214,108 @@ def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: Client
     check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
     job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
                               params={"x": x, "y": y, "parameter": name})
+    return _queued(studio, job)
+
+
+# --- the Compare page: X/Y/Z sweeps of the user's own recipe ----------------------------------
+
+MAX_CELLS = 64  # one comparison, all grids together; a typo such as seed=1-100 should not queue hours of work
+LORA_AXIS = "lora:NAME"
+# A value for the values box's placeholder, per field; the syntax hint covers ranges and quoting.
+AXIS_EXAMPLES = {
+    "seed": "1-4", "steps": "10,20,30", "cfg_scale": "3,7,12", "sampler_name": "Euler,Euler a,DPM++ 2M",
+    "scheduler": "Automatic,Karras", "denoising_strength": "0.3-0.9 [4]", "clip_skip": "1,2", "width": "512,768",
+    "height": "512,768", "size": "512x512,768x512", "prompt_sr": "red,blue,green", "control_weight": "0.5,1,1.5",
+    LORA_AXIS: "0-1 (+0.25)",
+}
+AXIS_SYNTAX = ("Values are a comma list (3,7,12); numbers also take ranges: 1-5 (every whole number), "
+               "1-10 (+2) (a step), 1-10 [5] (five values spread evenly); put text holding a comma in quotes: \"a, b\",c.")
+
+
+class AxesText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    x: str = Field(max_length=2000)
+    y: str = Field(max_length=2000)
+    z: str | None = Field(None, max_length=2000)
+
+    @property
+    def given_z(self) -> str | None:
+        """The Z axis, or None when it was left out or blank."""
+        return self.z if self.z and self.z.strip() else None
+
+
+class CompareRequest(AxesText):
+    recipe: Recipe
+
+
+def _csv_line(values: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
+
+
+@router.get("/axes")
+def list_axes(studio: StudioDep) -> dict[str, Any]:
+    """The fields a comparison can vary (label, value type, other spellings, an example value), the limits
+    and the value syntax, so the Compare page builds its choices from here."""
+    models = [m.name for m in studio.library.list("checkpoint")][:3]
+    examples = {**AXIS_EXAMPLES, "model": _csv_line(models) if models else "model-a,model-b"}
+    fields = [{"field": name, "label": kind.label, "type": kind.type, "example": examples[name],
+               "aliases": sorted(alias for alias, field in ALIASES.items() if field == name)}
+              for name, kind in FIELDS.items()]
+    fields.append({"field": LORA_AXIS, "label": "LoRA weight", "type": "float", "example": examples[LORA_AXIS], "aliases": []})
+    return {"fields": fields, "max_cells": MAX_CELLS, "max_values": MAX_VALUES, "syntax": AXIS_SYNTAX}
+
+
+def compare_axes(text: AxesText) -> dict[str, Axis]:
+    """The axes as the compare job will read them: a bad axis, a field on two axes or too many cells
+    is refused (422) with a sentence; `field` names the axis (x, y, z) where one is to blame."""
+    try:  # compare()'s own reading of the axes, so the server refuses exactly what the job would
+        axes = distinct_axes(parse_axis(text.x, "X"), parse_axis(text.y, "Y"),
+                             parse_axis(text.given_z, "Z") if text.given_z else None)
+    except BadInput as e:
+        raise InvalidField(e.message, field=e.field) from None
+    cells = cell_count(axes)
+    if cells > MAX_CELLS:
+        sizes = " × ".join(f"{len(axis.values)} {name} values" for name, axis in axes.items())
+        raise InvalidField(f"This comparison has {cells} cells ({sizes}); at most {MAX_CELLS} cells are allowed, "
+                           "so give an axis fewer values.")
+    return axes
+
+
+def cell_count(axes: dict[str, Axis]) -> int:
+    return math.prod(len(axis.values) for axis in axes.values())
+
+
+def _axes_json(axes: dict[str, Axis]) -> dict[str, Any]:
+    return {name.lower(): {"field": a.field, "label": a.label, "labels": [a.value_label(v) for v in a.values]}
+            for name, a in axes.items()}
+
+
+@router.post("/compare/check")
+def check_compare(body: AxesText) -> dict[str, Any]:
+    """How the axes read and how many cells they make, without queueing anything (the values are checked
+    against the recipe only by POST /api/compare)."""
+    axes = compare_axes(body)
+    return {"cells": cell_count(axes), "axes": _axes_json(axes)}
+
+
+@router.post("/compare", status_code=201)
+def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+    """Queue an X/Y/Z comparison of the user's recipe: every axis value is checked first, and the seed is fixed
+    once, so the grid reproduces. The job's result names the grids, cells and compare.json (under
+    /api/jobs/{id}/files/) and explains each axis."""
+    axes = compare_axes(body)
+    recipe = check_recipe(studio, body.recipe)
+    recipe = recipe.model_copy(update={"seed": resolve_seed(recipe.seed), "batch_size": 1, "n_iter": 1})
+    for name, axis in axes.items():
+        try:
+            check_axes(recipe, {name: axis}, studio.engine)
+        except LocalDiffusionError as e:
+            raise InvalidField(e.message, field=name.lower()) from None
+    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
+                              params={"x": body.x, "y": body.y, "z": body.given_z})
     return _queued(studio, job)
 
 
