@@ -1,6 +1,6 @@
 """Browser tests of the explanation panel and the parameter guide: generate an image in the studio,
 ask why it looks like this, hover a word, scrub the timeline; open a card from a field's explanation
-and try it on the prompt. Chromium via Playwright, as tests/test_web.py."""
+and try it on the prompt; sweep CFG and seed on the Compare page. Chromium via Playwright, as tests/test_web.py."""
 
 from __future__ import annotations
 
@@ -104,3 +104,43 @@ def test_a_field_explanation_links_to_its_guide_card_which_tries_the_prompt(page
     expect(result).to_contain_text("CFG scale changes")
     # A parameter that one quick comparison cannot show says why.
     expect(page.locator("#card-batch_size")).to_contain_text("No quick comparison")
+
+
+def test_the_compare_page_sweeps_cfg_and_seed_of_the_generate_settings(page, server):
+    open_generate(page, server)
+    set_size(page, 64, 64)
+    page.fill("#f-prompt", "a lighthouse at dusk")
+    page.fill("#f-steps", "2")
+    page.click("nav a[data-page='compare']")
+    section = page.locator("#page-compare")
+    expect(section).to_be_visible()
+    expect(section.locator(".compare-base")).to_contain_text("a lighthouse at dusk")
+
+    page.select_option("#compare-x-field", label="CFG scale")
+    expect(page.locator("#compare-x-values")).to_have_attribute("placeholder", "e.g. 3,7,12")
+    page.fill("#compare-x-values", "3,abc")
+    expect(section.locator(".compare-count")).to_contain_text("Give the Y axis its values")
+    page.select_option("#compare-y-field", label="Seed")
+    page.fill("#compare-y-values", "1-2")
+    # The server reads the axes as they are typed and names the bad value next to its axis.
+    expect(page.locator("#err-x")).to_contain_text("'abc'")
+    expect(page.locator("#compare-x-values")).to_have_attribute("aria-invalid", "true")
+    page.fill("#compare-x-values", "3,9")
+    expect(section.locator(".compare-count")).to_contain_text("4 cells")
+    expect(page.locator("#err-x")).to_be_hidden()
+
+    section.get_by_role("button", name="Compare", exact=True).click()
+    result = section.locator(".compare-result")
+    expect(result).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS * 3)
+    grid = result.locator(".compare-grid > img")
+    expect(grid).to_have_js_property("complete", True)
+    assert grid.evaluate("img => img.naturalWidth") > 2 * 64
+    expect(result).to_contain_text("CFG scale changes")
+    expect(result).to_contain_text("Seed changes")
+
+    # A cell loads its own settings into the Generate form.
+    result.get_by_text("Use one cell's settings").click()
+    result.get_by_role("button", name="Use CFG scale 9, Seed 2").click()
+    expect(page.locator("#page-generate")).to_be_visible()
+    expect(page.locator("#f-cfg_scale")).to_have_value("9")
+    expect(page.locator("#f-seed")).to_have_value("2")

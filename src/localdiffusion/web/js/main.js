@@ -1,4 +1,4 @@
-// The studio's entry point: a hash router over three pages, the status line and the page-wide PNG drop.
+// The studio's entry point: a hash router over the pages, the status line and the page-wide PNG drop.
 
 import { api } from "./api.js";
 import { h, on } from "./dom.js";
@@ -7,16 +7,20 @@ import { initGallery } from "./gallery.js";
 import { initModels } from "./models.js";
 import { initGuide, installGuideLinks } from "./guide.js";
 import { initComic } from "./comic.js";
+import { initCompare } from "./compare.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
+
+// The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
+const currentRecipe = async () => (await page("generate")).recipe();
 
 const PAGES = {
   generate: { init: initGenerate, title: "Generate" },
   gallery: { init: initGallery, title: "Gallery" },
   models: { init: initModels, title: "Models" },
   comic: { init: initComic, title: "Comic" },
-  // "Try it on my prompt" runs on the Generate page's current settings.
-  guide: { init: (section) => initGuide(section, { currentRecipe: async () => (await page("generate")).recipe() }), title: "Guide" },
+  compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
+  guide: { init: (section) => initGuide(section, { currentRecipe }), title: "Guide" },
 };
 const started = {};
 
