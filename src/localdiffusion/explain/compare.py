@@ -122,7 +122,7 @@ def compare(
     on_progress: Callable[[CompareProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
 ) -> CompareResult:
     """Generate every cell of the X × Y (× Z) comparison of `recipe`, and write the grid(s), cells and JSON."""
-    axes = _axes(x, y, z)
+    axes = parse_axes(x, y, z)
     base = recipe.model_copy(update={"seed": resolve_seed(recipe.seed), "batch_size": 1, "n_iter": 1})
     axes = {name: _fixed_seeds(axis) for name, axis in axes.items()}
     check_axes(base, axes, engine)
@@ -135,7 +135,8 @@ def compare(
     return result
 
 
-def _axes(x: Axis | str, y: Axis | str, z: Axis | str | None) -> dict[str, Axis]:
+def parse_axes(x: Axis | str, y: Axis | str, z: Axis | str | None) -> dict[str, Axis]:
+    """The given axes by name (X, Y and Z when given), parsed; a field on two axes is refused."""
     given = {"X": x, "Y": y, "Z": z}
     axes = {n: a if isinstance(a, Axis) else parse_axis(a, n) for n, a in given.items() if a is not None and a != ""}
     fields = [a.field for a in axes.values()]

@@ -26,7 +26,7 @@ from localdiffusion.engine.noise import resolve_seed
 from localdiffusion.errors import BadInput, LocalDiffusionError, one_of
 from localdiffusion.explain.anatomy import MAX_STEPS, AnatomyReport, anatomy_report, library_context, load_lexicon
 from localdiffusion.explain.axes import ALIASES, FIELDS, MAX_VALUES, Axis, parse_axis
-from localdiffusion.explain.compare import _axes as distinct_axes, check_axes
+from localdiffusion.explain.compare import check_axes, parse_axes
 from localdiffusion.explain.illustrations import illustration
 from localdiffusion.explain.parameters import CARDS, parameter_table, try_axis
 from localdiffusion.jobs import Event, Job
@@ -272,8 +272,7 @@ def compare_axes(text: AxesText) -> dict[str, Axis]:
     """The axes as the compare job will read them: a bad axis, a field on two axes or too many cells
     is refused (422) with a sentence; `field` names the axis (x, y, z) where one is to blame."""
     try:  # compare()'s own reading of the axes, so the server refuses exactly what the job would
-        axes = distinct_axes(parse_axis(text.x, "X"), parse_axis(text.y, "Y"),
-                             parse_axis(text.given_z, "Z") if text.given_z else None)
+        axes = parse_axes(text.x, text.y, text.given_z)
     except BadInput as e:
         raise InvalidField(e.message, field=e.field) from None
     cells = cell_count(axes)
