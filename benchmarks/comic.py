@@ -2,7 +2,8 @@
 
 Figure: the time to render the 4-panel example story (`render_book`: generate each panel, save the
 project, letter, export PDF + CBZ + page PNGs + panel PNGs at the story's dpi) against four separate
-`Engine.generate` calls of the very same panel recipes, in the same process on the same warm engine.
+`Engine.generate` calls of the very same panel recipes plus their export as four PNGs with metadata
+(what `localdiffusion generate` writes), in the same process on the same warm engine.
 Goal: a ratio <= 1.1 (layout and lettering cost almost nothing next to the images). The runs alternate
 (comic, plain, plain, comic, ...) so that drift in machine load hits both sides.
 
@@ -45,6 +46,7 @@ from localdiffusion.comic.generate import candidate_recipes  # noqa: E402
 from localdiffusion.comic.layouts import ordered_panels  # noqa: E402
 from localdiffusion.comic.story import load_story  # noqa: E402
 from localdiffusion.engine import Engine, EngineOptions  # noqa: E402
+from localdiffusion.metadata.png import save_png  # noqa: E402
 
 STORY = ROOT / "examples" / "story.yaml"
 GOAL = 1.1
@@ -57,10 +59,14 @@ def story(steps: int, base_size: int | None, dpi: int, seeded: bool = True):
     return project
 
 
-def plain_generates(engine: Engine, recipes) -> float:
+def plain_generates(engine: Engine, recipes, out: Path) -> float:
+    """Four separate generate calls, each image saved as a PNG with its infotext and recipe."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     started = time.perf_counter()
-    for recipe in recipes:
-        engine.generate(recipe)
+    for i, recipe in enumerate(recipes):
+        result = engine.generate(recipe)
+        save_png(result.images[0], out / f"panel-{i + 1}.png", result.infotexts[0], result.recipes[0].to_json())
     return time.perf_counter() - started
 
 
@@ -78,11 +84,11 @@ def run_case(name: str, model: Path, work: Path, steps: int, base_size: int | No
     project = story(steps, base_size, dpi)
     recipes = [r for page in project.pages for panel in ordered_panels(project, page)
                for r in candidate_recipes(engine, project, panel, work, 1)]
-    plain_generates(engine, recipes[:1])  # load and warm up the model once
+    plain_generates(engine, recipes[:1], work / "plain")  # load and warm up the model once
     ours, theirs = [], []
     for i in range(repeats):
         pair = [("comic", lambda: comic_render(engine, story(steps, base_size, dpi), work / "out")),
-                ("plain", lambda: plain_generates(engine, recipes))]
+                ("plain", lambda: plain_generates(engine, recipes, work / "plain"))]
         for side, fn in pair if i % 2 == 0 else reversed(pair):
             (ours if side == "comic" else theirs).append(fn())
     size = f"{recipes[0].width}x{recipes[0].height}"
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         folder, _ = build_full(work, torch.float16)
         rows.append(run_case("sd15-random", folder, work, args.steps, None, args.dpi, args.repeats, args.device))
-    print("\n| case | comic render (s) | 4 × generate (s) | ratio | best-of ratio | goal | runs |")
+    print("\n| case | comic render (s) | 4 × generate + PNGs (s) | ratio | best-of ratio | goal | runs |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for row in rows:
         print(f"| {row['case']} | {row['ours']:.2f} | {row['theirs']:.2f} | {row['ours'] / row['theirs']:.3f} | "
