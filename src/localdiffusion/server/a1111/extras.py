@@ -23,7 +23,7 @@ from localdiffusion.jobs.tasks.upscale import UpscaleParams
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.images import file_base64, image_from_base64
-from localdiffusion.server.a1111.jobs import a1111_client, wait_for_job
+from localdiffusion.server.a1111.jobs import a1111_client, run_job
 from localdiffusion.server.a1111.listings import upscaler_items
 from localdiffusion.server.a1111.state import a1111_state
 from localdiffusion.server.deps import get_studio
@@ -70,20 +70,10 @@ async def extra_single_image(request: Request, req: ExtrasSingleImageRequest) ->
     params = await asyncio.to_thread(_params, studio, req)
     if params is None:  # A1111: with upscaler_1 "None" the image passes through unchanged
         return {"html_info": "", "image": req.image.partition(",")[2] if req.image.startswith("data:") else req.image}
-    client = a1111_client(request)
-    job_id = (await asyncio.to_thread(studio.queue.submit, Recipe(mode="img2img", init_image=params.image),
-                                      studio.owner_id, client, "upscale", params.model_dump())).id
-    with state.lock:
-        state.pending.add(job_id)
-    try:
-        job = await wait_for_job(studio, job_id, client)
-    finally:
-        with state.lock:
-            state.pending.discard(job_id)
-            state.stopped.pop(job_id, None)
-    if job is None or job.status != "done":
-        detail = (job.error if job is not None else None) or "The upscale was interrupted."
-        raise HTTPException(status_code=500, detail=detail)
+    job, stopped = await run_job(studio, state, Recipe(mode="img2img", init_image=params.image), a1111_client(request),
+                                 "upscale", params.model_dump())
+    if job.status != "done":
+        raise HTTPException(status_code=500, detail=f"The upscale was {stopped or 'cancelled'}.")
     row = studio.db.get_image(job.result["images"][0])
     infotext = job.result["infotexts"][0]
     return {"html_info": f"<p>{html.escape(infotext).replace(chr(10), '<br>')}</p>", "image": file_base64(Path(row.path))}

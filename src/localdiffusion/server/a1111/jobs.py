@@ -25,9 +25,10 @@ def a1111_client(request: Request) -> str:
     return CLIENT_PREFIX + (request.client.host if request.client else "unknown")
 
 
-async def run_job(studio: Studio, state: A1111State, recipe: Recipe, client: str) -> tuple[Job, str | None]:
-    """Queue the recipe and wait for it: (the finished job, 'interrupted' or 'skipped' if it was stopped)."""
-    job_id = (await asyncio.to_thread(studio.queue.submit, recipe, studio.owner_id, client)).id
+async def run_job(studio: Studio, state: A1111State, recipe: Recipe, client: str, kind: str = "generate",
+                  params: dict[str, Any] | None = None) -> tuple[Job, str | None]:
+    """Queue the job and wait for it: (the finished job, 'interrupted' or 'skipped' if it was stopped)."""
+    job_id = (await asyncio.to_thread(studio.queue.submit, recipe, studio.owner_id, client, kind, params)).id
     with state.lock:
         state.pending.add(job_id)
     try:
