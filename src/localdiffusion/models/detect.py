@@ -19,7 +19,7 @@ import torch
 
 from localdiffusion.errors import UnsupportedModel
 
-DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet"]
+DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -248,10 +248,22 @@ def _controlnet_prefix(shapes: Shapes) -> str | None:
     return None
 
 
+def is_ip_adapter(shapes: Shapes) -> bool:
+    return has_prefix(shapes, "image_proj.") and has_prefix(shapes, "ip_adapter.")
+
+
+def ip_adapter_family(shapes: Shapes) -> str:
+    """The family an IP-Adapter was made for: its image keys project into the UNet's cross-attention width."""
+    to_k = first_shape(shapes, "ip_adapter.", "to_k_ip.weight")
+    return FAMILY_BY_CROSS_WIDTH.get(to_k[-1], "unknown") if to_k else "unknown"
+
+
 def detect_shapes(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool = False) -> Detected:
     """What a single file is, given its tensor shapes (see `detect`)."""
     if has_prefix(shapes, UNET):
         return _checkpoint(shapes, path, fmt, allow_pickle)
+    if is_ip_adapter(shapes):
+        return Detected("ipadapter", ip_adapter_family(shapes), fmt)  # type: ignore[arg-type]
     control = _controlnet_prefix(shapes)
     if control is not None:
         family = _width_family(shapes, control) or _structural_family(shapes, control)
@@ -264,7 +276,7 @@ def detect_shapes(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool = Fal
         # SD1, SD2 and SDXL VAEs share one architecture, so the family cannot be told.
         return Detected("vae", "unknown", fmt)  # type: ignore[arg-type]
     raise UnsupportedModel(
-        f"'{path.name}' is not a Stable Diffusion checkpoint, LoRA, embedding, VAE or ControlNet."
+        f"'{path.name}' is not a Stable Diffusion checkpoint, LoRA, embedding, VAE, ControlNet or IP-Adapter."
     )
 
 

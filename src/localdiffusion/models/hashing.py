@@ -10,7 +10,7 @@ What A1111 writes (checked against its `modules/hashes.py`, `modules/sd_models.p
 | lora (.safetensors) | "addnet" hash: sha256 of the bytes after the safetensors header | first 12 hex (`Lora hashes`) |
 | lora (other) | sha256 of the whole file | first 12 hex |
 | embedding | sha256 of the whole file | first 12 hex (`TI hashes`) |
-| controlnet | legacy `model_hash` (below) | 8 hex (`Model: name [1a2b3c4d]`) |
+| controlnet, ipadapter | legacy `model_hash` (below) | 8 hex (`Model: name [1a2b3c4d]`; the extension lists IP-Adapters as ControlNet models) |
 
 Old A1111 (before late 2022) wrote a cheap legacy `Model hash`: sha256 of the 64 KiB at offset
 1 MiB, first 8 hex. We compute it too, so that old images still find their checkpoint.
@@ -116,6 +116,6 @@ def a1111_hashes(path: Path | str, kind: str, db: "Database | None" = None) -> t
         full = cached_digest(target, db, "addnet")
     else:
         full = cached_digest(target, db)
-    if kind == "controlnet":
+    if kind in ("controlnet", "ipadapter"):
         return full, legacy_model_hash(target)
     return full, short_hash(full, SHORT_LENGTH.get(kind, 10))

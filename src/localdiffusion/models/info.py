@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler"]
+Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter"]
 # Base families; inpaint variants are the base family with `inpaint=True` and a "-inpaint" suffix in `family`.
 Family = Literal[
     "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner",

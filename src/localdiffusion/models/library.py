@@ -7,6 +7,7 @@ reads the file and decides its kind and family. Two exceptions, because detectio
   refused until the user opts in;
 - upscalers (models/ESRGAN, ComfyUI's upscale_models): `detect()` knows Stable Diffusion models
   only, so files there are listed as upscalers and their architecture is read when they load.
+IP-Adapters' `image_encoder` folders are skipped: the adapters use them (`models/ip_adapter.py`).
 
 Hashes are computed lazily (`ensure_hash`), since a full-size checkpoint takes seconds to hash; the
 database caches them. For LoRAs `ModelInfo.sha256` holds A1111's LoRA hash (see `hashing.py`).
@@ -28,7 +29,7 @@ from localdiffusion.models.info import Kind, ModelInfo
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import MODEL_DIRS, Home
 
-KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler")
+KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
@@ -36,12 +37,14 @@ MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 # ComfyUI `models` folder, with the kind each suggests.
 A1111_MODELS = {
     "Stable-diffusion": "checkpoint", "Lora": "lora", "LyCORIS": "lora", "VAE": "vae",
-    "ControlNet": "controlnet", "ESRGAN": "upscaler", "RealESRGAN": "upscaler",
+    "ControlNet": "controlnet", "ESRGAN": "upscaler", "RealESRGAN": "upscaler", "IP-Adapter": "ipadapter",
 }
 COMFY_MODELS = {
     "checkpoints": "checkpoint", "diffusers": "checkpoint", "loras": "lora", "vae": "vae",
-    "controlnet": "controlnet", "embeddings": "embedding", "upscale_models": "upscaler",
+    "controlnet": "controlnet", "embeddings": "embedding", "upscale_models": "upscaler", "ipadapter": "ipadapter",
 }
+# An IP-Adapter's CLIP image encoder (a transformers folder) sits beside the adapters; it is not a model of its own.
+IMAGE_ENCODER_DIR = "image_encoder"
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,8 @@ def _walk(folder: Path, seen: set[Path] | None = None) -> Iterator[Path]:
             continue
         path = Path(entry.path)
         if entry.is_dir():
+            if entry.name == IMAGE_ENCODER_DIR:
+                continue
             if is_model_folder(path):
                 yield path
             else:

@@ -2,6 +2,7 @@
 
     HOME/
       models/Stable-diffusion  models/Lora  models/VAE  models/ControlNet  models/ESRGAN
+      models/IP-Adapter   IP-Adapter files, and their CLIP image encoder in image_encoder/
       embeddings/
       outputs/
       cache/          derived files (single-file configs, tokenizers, thumbnails)
@@ -29,6 +30,7 @@ MODEL_DIRS = {
     "vae": "models/VAE",
     "controlnet": "models/ControlNet",
     "upscaler": "models/ESRGAN",
+    "ipadapter": "models/IP-Adapter",
     "embedding": "embeddings",
 }
 
