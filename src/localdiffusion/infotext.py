@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from localdiffusion import __version__
-from localdiffusion.recipe import INPAINTING_FILL, ControlUnit, Recipe
+from localdiffusion.recipe import INPAINTING_FILL, ControlUnit, Recipe, Reference
 
 # A1111's `re_param`, with one addition: an unquoted JSON object (`Hashes: {"vae": "..."}`,
 # written by Civitai and some extensions) is taken whole instead of being cut at its first comma.
@@ -80,11 +80,13 @@ def number(value: float | int) -> str:
     return str(value)
 
 
-def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | None, extra: dict[str, str] | None = None) -> str:
-    """The A1111 infotext for `recipe`; `extra` adds keys such as `Lora hashes` before `Version`."""
+def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | None, extra: dict[str, str] | None = None,
+                reference_modules: list[str] | None = None) -> str:
+    """The A1111 infotext for `recipe`; `extra` adds keys such as `Lora hashes` before `Version`.
+    `reference_modules` names each reference's image encoding as the ControlNet extension does (see `control_params`)."""
     params = _generation_params(recipe, model_name=model_name, model_hash=model_hash)
     params.update(_mode_params(recipe))
-    params.update(control_params(recipe.controls))
+    params.update(control_params(recipe.controls, recipe.references, reference_modules))
     params.update(extra or {})
     if recipe.refiner_checkpoint:
         params["Refiner"] = recipe.refiner_checkpoint
@@ -144,12 +146,21 @@ CONTROL_FIELDS = ("module", "model", "weight", "resize_mode", "processor_res", "
                   "guidance_start", "guidance_end")
 CONTROL_FIXED = {"Pixel Perfect": "False", "Control Mode": "Balanced"}
 RE_CONTROL_KEY = re.compile(r"^ControlNet (\d+)$")
+# The extension runs IP-Adapters as ControlNet units whose module (preprocessor) is the image encoding;
+# this one (ViT-H) when the engine did not say.
+IP_ADAPTER_PREFIX = "ip-adapter"
+DEFAULT_REFERENCE_MODULE = "ip-adapter_clip_sd15"
 
 
-def control_params(units: list[ControlUnit]) -> dict[str, str]:
+def control_params(units: list[ControlUnit], references: list[Reference] | None = None,
+                   reference_modules: list[str] | None = None) -> dict[str, str]:
     """`ControlNet 0: "Module: canny, Model: control_x [hash], Weight: 1.0, ..."`, as the extension writes it
-    (its field names title-cased, values as Python prints them)."""
-    return {f"ControlNet {i}": serialize_control(unit) for i, unit in enumerate(units)}
+    (its field names title-cased, values as Python prints them). References follow the units, as the
+    extension records IP-Adapters: `Module: ip-adapter_clip_sd15, Model: ip-adapter_sd15 [hash], Weight: 0.5`."""
+    modules = reference_modules or []
+    as_units = [ControlUnit(module=modules[i] if i < len(modules) else DEFAULT_REFERENCE_MODULE, model=ref.model, weight=ref.scale)
+                for i, ref in enumerate(references or [])]
+    return {f"ControlNet {i}": serialize_control(unit) for i, unit in enumerate([*units, *as_units])}
 
 
 def serialize_control(unit: ControlUnit) -> str:
@@ -180,15 +191,28 @@ def _display(field: str) -> str:
 
 
 def _read_controls(rest: dict[str, str], fields: dict[str, Any]) -> None:
+    """ControlNet units into `controls`, and the IP-Adapter ones into `references` (without their pictures)."""
+    from pydantic import ValidationError
+
     found = {int(m.group(1)): key for key in rest if (m := RE_CONTROL_KEY.match(key))}
     units: list[dict[str, Any]] = []
+    references: list[dict[str, Any]] = []
     for index in sorted(found):
         unit = parse_control(rest[found[index]])
-        if unit is not None:
+        if unit is None:
+            continue
+        if unit.module.startswith(IP_ADAPTER_PREFIX):
+            try:
+                references.append(Reference(model=unit.model, scale=unit.weight).model_dump(exclude_none=True))
+            except ValidationError:
+                continue  # a scale we cannot apply: the entry stays as it was written
+        else:
             units.append(unit.model_dump(exclude_none=True))
-            del rest[found[index]]
+        del rest[found[index]]
     if units:
         fields["controls"] = units
+    if references:
+        fields["references"] = references
 
 
 def split_lines(text: str) -> tuple[str, str, str]:

@@ -46,7 +46,7 @@ class Reference(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str
+    image: str | None = None  # the picture; None only where it could not be recorded (read from A1111 infotext)
     scale: float = Field(0.5, ge=0.0, le=1.5)
     model: str = ""  # an IP-Adapter in models/IP-Adapter; empty: the one that fits the checkpoint
 
