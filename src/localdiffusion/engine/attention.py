@@ -107,7 +107,9 @@ class CaptureProcessor:
                 self._capture(attn, hidden_states, encoder_hidden_states)
         return output
 
-    def _capture(self, attn: Any, hidden: torch.Tensor, context: torch.Tensor) -> None:
+    def _capture(self, attn: Any, hidden: torch.Tensor, context: torch.Tensor | tuple) -> None:
+        if isinstance(context, tuple):  # with an IP-Adapter: (prompt tokens, image tokens); the words are the prompt's
+            context = context[0]
         halves = self.recorder.halves(hidden.shape[0])
         first = halves[0][1].start  # the wanted rows are contiguous: all, or the conditional half
         hidden, context = hidden[first:], context[first:]

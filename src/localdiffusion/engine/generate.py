@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from localdiffusion.engine import images as im
+from localdiffusion.engine import reference
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
@@ -28,6 +30,9 @@ from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.controlnet import LoadedControlNet, check_fits, load_controlnet
 from localdiffusion.models.info import ModelInfo, base_family
+from localdiffusion.models.ip_adapter import (
+    AdapterShape, ImageEncoder, a1111_module, find_adapter, image_encoder_folder, load_image_encoder,
+)
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.lora import load_lora
 from localdiffusion.prompts import PromptEncoder, extract_loras
@@ -92,6 +97,7 @@ class Run:
     refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
     controls: list[tuple[ControlUnit, Any, Image.Image]] = field(default_factory=list)  # unit, ControlNet, raw map
+    references: list[reference.Embeds] = field(default_factory=list)  # per IP-Adapter slot, for the base UNet
 
 
 class Engine:
@@ -147,6 +153,45 @@ class Engine:
             infos.append(info)
         return infos
 
+    def image_encoder(self, folder: Path) -> ImageEncoder:
+        """An IP-Adapter's CLIP image encoder on the engine's device and dtype, in the pipeline cache."""
+        key = ("image_encoder", str(folder), str(self.dtype), str(self.device))
+
+        def load() -> ImageEncoder:
+            encoder = load_image_encoder(folder, self.dtype, self.settings.allow_pickle)
+            encoder.model.to(self.device)
+            return encoder
+
+        return self.cache.get(key, load)
+
+    def _adapter_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[tuple[ModelInfo, AdapterShape, Path]]:
+        """Each reference's IP-Adapter (named, or the one that fits), its shape and its image encoder folder,
+        checked before any loading."""
+        found = []
+        for i, ref in enumerate(recipe.references):
+            adapter, shape = find_adapter(i, ref.model, checkpoint, self.library)
+            found.append((adapter, shape, image_encoder_folder(adapter, shape, self.home.root, field=f"references.{i}.model")))
+        return found
+
+    def _with_references(self, plan: Plan, found: list[tuple[ModelInfo, AdapterShape, Path]],
+                         pipe: Any) -> tuple[Plan, list[reference.Embeds]]:
+        """Install the references' adapters on the UNet (or take them out) and embed the pictures once.
+        The plan's recipe names each adapter by its 'name [hash]' title and each picture by its kept input."""
+        recipe = plan.recipe
+        adapters = [adapter for adapter, _, _ in found]
+        encoders = [folder for _, _, folder in found]
+        slots = reference.slots_for([r.scale for r in recipe.references], adapters, encoders, plan.reference_images)
+        reference.install(pipe, slots, self.settings.allow_pickle)
+        if not slots:
+            return plan, []
+        embeds = reference.embed(pipe, slots, [self.image_encoder(s.encoder) for s in slots], self.device)
+        refs = []
+        for ref, adapter, image in zip(recipe.references, adapters, plan.reference_images):
+            self.library.ensure_hash(adapter)
+            kept = reference.keep_reference(ref.image, image, self.home.root)
+            refs.append(ref.model_copy(update={"model": f"{adapter.name} [{adapter.short_hash}]", "image": kept}))
+        return dataclasses.replace(plan, recipe=recipe.model_copy(update={"references": refs})), embeds
+
     def _with_controls(self, plan: Plan, infos: list[ModelInfo], pipe: Any) -> tuple[Plan, list[tuple[ControlUnit, Any, Image.Image]]]:
         """Load the units' ControlNets; the plan's recipe names each by A1111's 'name [hash]' title."""
         units = []
@@ -175,8 +220,10 @@ class Engine:
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
         control_infos = self._control_infos(plan.recipe, info)
+        adapter_infos = self._adapter_infos(plan.recipe, info)
         pipe = self.pipeline(info)
         plan, controls = self._with_controls(plan, control_infos, pipe)
+        plan, references = self._with_references(plan, adapter_infos, pipe)
         loaded = time.perf_counter()
         encoder = self._prompt_encoder(pipe, plan.recipe)
         refiner = self._refiner(plan.recipe)
@@ -193,14 +240,16 @@ class Engine:
                 watching = on_progress is not None or on_step is not None
                 progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
                                      on_progress, on_step) if watching else None
-                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner, controls=controls)
+                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner, controls=controls, references=references)
                 images = self._run(run)
                 for image, s, sub in zip(images, seeds, subseeds):
                     result.images.append(image)
                     result.recipes.append(self._resolved(plan.recipe, s, sub))
         self.library.ensure_hash(info)
         extra = self._lora_hashes(plan.recipe)
-        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra) for r in result.recipes]
+        modules = [a1111_module(info.family, shape) for _, shape, _ in adapter_infos]
+        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules)
+                            for r in result.recipes]
         result.timings["generate"] = time.perf_counter() - loaded
         result.timings["total"] = time.perf_counter() - started
         return result
@@ -326,6 +375,9 @@ class Engine:
         for owner, prompts, part, offset in self._segments(run, scheduler, timesteps):
             conditioning = prompts.for_run(owner, steps_run(scheduler, timesteps), scheduler.order, len(run.seeds),
                                            recipe, width, height, self.device)
+            if run.references and owner is pipe:  # the refiner has no IP-Adapter
+                conditioning = reference.with_image_embeds(conditioning, run.references, len(run.seeds), recipe.cfg_scale > 1.0,
+                                                           pipe.unet.dtype)
             latents = denoise(
                 owner.unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
                 extra_step_kwargs=extra, inpaint=inpaint, on_step=_shifted_hook(run.on_step, offset, len(timesteps)),

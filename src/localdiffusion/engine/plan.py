@@ -15,7 +15,7 @@ from localdiffusion.engine import images as im
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput
 from localdiffusion.models.info import ModelInfo
-from localdiffusion.recipe import ControlUnit, Outpaint, Recipe
+from localdiffusion.recipe import ControlUnit, Outpaint, Recipe, Reference
 from localdiffusion.store.home import Settings
 
 
@@ -34,13 +34,13 @@ class Plan:
     recipe: Recipe  # with width, height and sampler resolved
     inputs: Inputs | None
     control_maps: list[Image.Image] = field(default_factory=list)  # one raw map per ControlNet unit, RGB
+    reference_images: list[Image.Image] = field(default_factory=list)  # one picture per reference, RGB
 
 
 def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: Path) -> Plan:
     resolve_sampler(recipe.sampler_name, recipe.scheduler)
     control_maps = [_control_map(i, unit, home_root) for i, unit in enumerate(recipe.controls)]
-    if recipe.references:
-        raise BadInput("Reference images (IP-Adapter) are not supported yet; remove the references from the recipe.", field="references")
+    reference_images = [_reference_image(i, reference, home_root) for i, reference in enumerate(recipe.references)]
     if recipe.enable_hr and recipe.mode != "txt2img":
         raise BadInput(f"Hires fix works on txt2img only, not on {recipe.mode}; upscale the finished image instead.", field="enable_hr")
     if recipe.mode == "txt2img":
@@ -52,7 +52,7 @@ def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: P
     check_size(recipe.width, recipe.height, settings.max_side)
     if recipe.enable_hr:
         check_size(*hires_size(recipe), settings.max_side, what="hires size")
-    return Plan(recipe, inputs, control_maps)
+    return Plan(recipe, inputs, control_maps, reference_images)
 
 
 def _control_map(index: int, unit: ControlUnit, home_root: Path) -> Image.Image:
@@ -76,6 +76,15 @@ def _control_map(index: int, unit: ControlUnit, home_root: Path) -> Image.Image:
         )
     # A plain conversion, not `as_rgb`: a transparent map area means "no signal" (black), not white paper.
     return im.open_image(resolve_path(ref, home_root), f"ControlNet unit {index} map").convert("RGB")
+
+
+def _reference_image(index: int, reference: Reference, home_root: Path) -> Image.Image:
+    if not reference.image:
+        raise BadInput(f"Reference {index} has no image; give the picture the image should resemble.", field=f"references.{index}.image")
+    try:
+        return im.as_rgb(im.open_image(resolve_path(reference.image, home_root), f"reference {index} image"))
+    except BadInput as e:
+        raise BadInput(e.message, field=f"references.{index}.image") from None
 
 
 def check_size(width: int, height: int, max_side: int, what: str = "size") -> None:
