@@ -116,3 +116,35 @@ def control_engine(control_home):
     from localdiffusion.store.db import Database
 
     return Engine(ModelLibrary(control_home, Database(control_home.db_path)))
+
+
+@pytest.fixture(scope="session")
+def ip_home(tmp_path_factory, sd1_folder, sdxl_folder, controlnets):
+    """A home folder with SD1 and SDXL checkpoints, their live ControlNets, live IP-Adapters for both
+    (`ip-adapter_tiny_sd1`, `ip-adapter_tiny_sdxl`), their shared tiny image encoder, and two adapters
+    with the real families' widths (`ip-adapter_sd15`, `ip-adapter_sdxl`) that fit neither tiny model."""
+    from factories import build_image_encoder, build_ip_adapter, build_ip_adapter_for
+
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("ip-home")).ensure()
+    for folder in (sd1_folder, sdxl_folder):
+        (home.model_dir("checkpoint") / folder.name).symlink_to(folder, target_is_directory=True)
+    for name in ("sd1", "sdxl"):
+        (home.model_dir("controlnet") / controlnets[name].name).symlink_to(controlnets[name], target_is_directory=True)
+    adapters = home.model_dir("ipadapter")
+    build_ip_adapter_for(sd1_folder, adapters / "ip-adapter_tiny_sd1.safetensors")
+    build_ip_adapter_for(sdxl_folder, adapters / "ip-adapter_tiny_sdxl.safetensors", seed=1)
+    build_ip_adapter(adapters / "ip-adapter_sd15.safetensors", [32, 32], cross_width=768)
+    build_ip_adapter(adapters / "ip-adapter_sdxl.safetensors", [32, 32], cross_width=2048)
+    build_image_encoder(adapters / "image_encoder")
+    return home
+
+
+@pytest.fixture(scope="session")
+def ip_engine(ip_home):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+
+    return Engine(ModelLibrary(ip_home, Database(ip_home.db_path)))

@@ -297,3 +297,58 @@ def build_controlnet_file(controlnet_folder: Path, path: Path) -> Path:
     controlnet = ControlNetModel.from_pretrained(str(controlnet_folder), local_files_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_controlnet_file(controlnet, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# IP-Adapters (h94's single-file layout) and their CLIP image encoder
+
+
+def build_image_encoder(out: Path, projection: int = 32, hidden: int = 32) -> Path:
+    """A tiny CLIPVisionModelWithProjection folder, as h94/IP-Adapter's `image_encoder/` (32-pixel input)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=hidden // 16,
+                              image_size=32, patch_size=8, projection_dim=projection)
+    CLIPVisionModelWithProjection(config).save_pretrained(str(out))
+    return out
+
+
+def cross_attention_layers(folder: Path) -> tuple[list[int], int]:
+    """The width of each cross-attention layer of a folder's UNet, in diffusers' processor order, and the
+    UNet's cross-attention width: what an IP-Adapter for it must match."""
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
+    widths = [unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+              for name in unet.attn_processors if name.endswith("attn2.processor")]
+    return widths, unet.config.cross_attention_dim
+
+
+def build_ip_adapter(path: Path, layer_widths: list[int], cross_width: int, encoder_width: int = 32, seed: int = 0) -> Path:
+    """A plain IP-Adapter file: `image_proj` (4 image tokens from the image embedding) and `to_k_ip`/`to_v_ip`
+    for each cross-attention layer, numbered 1, 3, 5, ... as h94's files are. The weights are random and
+    clearly non-zero, so that a reference visibly steers the image. `.bin` is a pickle of the nested dict,
+    as h94's `.bin` files are."""
+    torch.manual_seed(seed)
+    image_proj = {
+        "proj.weight": torch.randn(4 * cross_width, encoder_width) * 0.5, "proj.bias": torch.zeros(4 * cross_width),
+        "norm.weight": torch.ones(cross_width), "norm.bias": torch.zeros(cross_width),
+    }
+    ip_adapter = {}
+    for i, width in enumerate(layer_widths):
+        ip_adapter[f"{2 * i + 1}.to_k_ip.weight"] = torch.randn(width, cross_width) * 0.5
+        ip_adapter[f"{2 * i + 1}.to_v_ip.weight"] = torch.randn(width, cross_width) * 0.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".bin":
+        torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, path)
+    else:
+        from safetensors.torch import save_file
+
+        flat = {f"image_proj.{k}": v for k, v in image_proj.items()} | {f"ip_adapter.{k}": v for k, v in ip_adapter.items()}
+        save_file(flat, str(path))
+    return path
+
+
+def build_ip_adapter_for(folder: Path, path: Path, encoder_width: int = 32, seed: int = 0) -> Path:
+    """A live IP-Adapter that fits a tiny model folder's UNet."""
+    widths, cross = cross_attention_layers(folder)
+    return build_ip_adapter(path, widths, cross, encoder_width, seed)
