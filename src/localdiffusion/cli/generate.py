@@ -84,6 +84,8 @@ def generate(
     clip_skip: int = options.CLIP_SKIP,
     control: list[str] = options.CONTROL,
     control_model: list[str] = options.CONTROL_MODEL,
+    reference: list[str] = options.REFERENCE,
+    reference_model: list[str] = options.REFERENCE_MODEL,
     rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
@@ -105,6 +107,7 @@ def generate(
         outpaint=parse_outpaint(outpaint) if outpaint else None,
         enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
         controls=options.parse_controls(control, control_model),
+        references=options.parse_references(reference, reference_model),
     )
     engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
     run(recipe, home_from(home), out_dir, engine_options, allow_pickle)

@@ -21,6 +21,14 @@ CONTROL_MODEL = typer.Option(
     [], "--control-model",
     help="ControlNet model for the --control units, in order (given once: for all); default: picked by the model's family and TYPE.",
 )
+REFERENCE = typer.Option(
+    [], "--reference",
+    help="Reference image IMAGE[:SCALE] the image should resemble (a character's look), through an IP-Adapter; repeatable. SCALE 0-1.5, default 0.5.",
+)
+REFERENCE_MODEL = typer.Option(
+    [], "--reference-model",
+    help="IP-Adapter for the --reference images, in order (given once: for all); default: the one in models/IP-Adapter that fits the model.",
+)
 
 
 def _number(text: str) -> float | None:
@@ -47,7 +55,7 @@ def parse_control(spec: str):
     image = ":".join(parts)
     if not image or len(numbers) == 2:
         raise BadInput(f"The control '{spec}' is not TYPE:IMAGE[:WEIGHT[:START:END]]; write it like canny:photo.png:0.8:0:0.6.", field="control")
-    image = _existing_image(image, spec)
+    image = _existing_image(image, spec, "control")
     limits = {"weight": 2.0, "guidance_start": 1.0, "guidance_end": 1.0}
     window = dict(zip(limits, numbers))
     for name, value in window.items():
@@ -56,15 +64,20 @@ def parse_control(spec: str):
     return ControlUnit(module=module, image=image, **window)
 
 
-def _existing_image(image: str, spec: str) -> str:
+def _existing_image(image: str, spec: str, option: str) -> str:
     from pathlib import Path
 
     from localdiffusion.errors import BadInput
 
     path = Path(image).expanduser()
     if not path.is_file():
-        raise BadInput(f"The control image '{image}' in '{spec}' does not exist; give the path of an image file.", field="control")
+        raise BadInput(f"The {option} image '{image}' in '{spec}' does not exist; give the path of an image file.", field=option)
     return str(path.resolve())
+
+
+def _one_each_or_all(names: list[str], count: int) -> list[str]:
+    """Model names for `count` items: one name per item in order, one name for all, or none ("")."""
+    return names * count if len(names) == 1 else names or [""] * count
 
 
 def parse_controls(specs: list[str], models: list[str]) -> list:
@@ -76,5 +89,33 @@ def parse_controls(specs: list[str], models: list[str]) -> list:
         raise BadInput("--control-model names the ControlNet of a --control unit; add a --control TYPE:IMAGE.", field="control_model")
     if len(models) > 1 and len(models) != len(units):
         raise BadInput(f"There are {len(models)} --control-model values for {len(units)} --control units; give one for each, or one for all.", field="control_model")
-    names = models * len(units) if len(models) == 1 else models or [""] * len(units)
-    return [u.model_copy(update={"model": name}) for u, name in zip(units, names)]
+    return [u.model_copy(update={"model": name}) for u, name in zip(units, _one_each_or_all(models, len(units)))]
+
+
+def parse_reference(spec: str):
+    """One --reference value as a Reference. The image may itself hold colons (C:\\...): a trailing number is the scale."""
+    from pathlib import Path
+
+    from localdiffusion.errors import BadInput
+    from localdiffusion.recipe import Reference
+
+    image, colon, tail = spec.rpartition(":")
+    scale = _number(tail) if colon and image else None
+    if scale is None or Path(spec).expanduser().is_file():
+        image, scale = spec, Reference.model_fields["scale"].default
+    if not 0 <= scale <= 1.5:
+        raise BadInput(f"The reference scale {scale:g} in '{spec}' is out of range; use 0 to 1.5 (0.5 is a good start).", field="reference")
+    return Reference(image=_existing_image(image, spec, "reference"), scale=scale)
+
+
+def parse_references(specs: list[str], models: list[str]) -> list:
+    """The --reference images with their --reference-model names: one per reference in order, or one for all."""
+    from localdiffusion.errors import BadInput
+
+    references = [parse_reference(spec) for spec in specs]
+    if models and not references:
+        raise BadInput("--reference-model names the IP-Adapter of a --reference image; add a --reference IMAGE.", field="reference_model")
+    if len(models) > 1 and len(models) != len(references):
+        raise BadInput(f"There are {len(models)} --reference-model values for {len(references)} --reference images; give one for each, or one for all.",
+                       field="reference_model")
+    return [r.model_copy(update={"model": name}) for r, name in zip(references, _one_each_or_all(models, len(references)))]
