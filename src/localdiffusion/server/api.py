@@ -103,7 +103,7 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
 
 @router.get("/models")
 def list_models(studio: StudioDep, kind: str | None = None) -> list[dict[str, Any]]:
-    """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler)."""
+    """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter)."""
     return [model_json(studio.library, m) for m in studio.library.list(kind)]
 
 
@@ -288,6 +288,25 @@ def ready_controls(studio: Studio, recipe: Recipe, model: ModelInfo) -> Recipe:
     return ready
 
 
+def check_references(studio: Studio, recipe: Recipe, model: ModelInfo) -> None:
+    """Each reference's picture is an upload, and its IP-Adapter (named, or the one the engine will pick)
+    fits the checkpoint and has its image encoder."""
+    from localdiffusion.models.ip_adapter import find_adapter, image_encoder_folder
+
+    for i, reference in enumerate(recipe.references):
+        field = f"references.{i}.image"
+        if not reference.image:
+            raise InvalidField(f"Reference {i} has no image; upload the picture and give its ref as the reference's image.", field=field)
+        check_input_ref(studio.home, reference.image, field)
+        if reference.model:
+            resolve_model(studio.library, reference.model, kind="ipadapter", field=f"references.{i}.model")
+        try:
+            adapter, shape = find_adapter(i, reference.model, model, studio.library)
+            image_encoder_folder(adapter, shape, studio.home.root, field=f"references.{i}.model")
+        except BadInput as e:
+            raise _as_field_error(e) from None
+
+
 def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
     """Everything that can be checked before queueing: models, sampler, upscaler, sizes and input images.
     Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked."""
@@ -297,6 +316,7 @@ def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
         resolve_model(library, recipe.refiner_checkpoint, field="refiner_checkpoint")
     if recipe.controls:
         recipe = ready_controls(studio, recipe, model)
+    check_references(studio, recipe, model)
     try:
         resolve_sampler(recipe.sampler_name, recipe.scheduler)
     except BadInput as e:
