@@ -54,7 +54,7 @@ def render(
     if trim_marks and bleed <= 0:
         raise BadInput("Trim marks sit in the bleed; give --bleed 3 (millimetres) with --trim-marks.", field="trim_marks")
     engine = _engine(home, device, dtype)
-    for note in consistency_notes(project, engine.home.root) + ([lettering_font().note] if lettering_font().note else []):
+    for note in consistency_notes(project, engine.home.root, engine.library) + ([lettering_font().note] if lettering_font().note else []):
         err.print(f"[dim]{note}[/dim]", highlight=False)
 
     def on_panel(i: int, total: int, panel) -> None:

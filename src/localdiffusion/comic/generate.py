@@ -9,18 +9,27 @@ from typing import Any
 from localdiffusion.comic.model import Candidate, Panel, Project
 from localdiffusion.comic.prompts import ip_adapters, panel_recipe, panel_references
 from localdiffusion.comic.storage import ASSETS
+from localdiffusion.engine.images import as_rgb, open_image
+from localdiffusion.engine.reference import keep_reference
 from localdiffusion.errors import BadInput
 from localdiffusion.metadata.png import save_png
-from localdiffusion.recipe import Recipe
+from localdiffusion.recipe import Recipe, Reference
 
 
 def candidate_recipes(engine: Any, project: Project, panel: Panel, folder: Path, count: int = 1) -> list[Recipe]:
     """Recipes for the next `count` candidates; numbering goes on from the candidates the panel has, so
     regenerating gives new variations rather than the same pictures again."""
     info = engine.checkpoint(project.style.model)
-    references = panel_references(project, panel, folder) if ip_adapters(engine.home.root) else []
+    references = panel_references(project, panel, folder) if ip_adapters(engine.library) else []
+    references = [_kept(reference, engine.home.root) for reference in references]
     start = len(panel.candidates)
     return [panel_recipe(project, panel, info, candidate=start + i, references=references) for i in range(count)]
+
+
+def _kept(reference: Reference, home_root: Path) -> Reference:
+    """The reference with its picture kept as an input, as the studio's queue accepts pictures."""
+    image = as_rgb(open_image(reference.image, "character reference image"))
+    return reference.model_copy(update={"image": keep_reference(reference.image, image, home_root)})
 
 
 def generate_panel(engine: Any, project: Project, panel: Panel, folder: Path, candidates: int = 1,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import zlib
 from pathlib import Path
+from typing import Any
 
 from localdiffusion.comic.geometry import bbox
 from localdiffusion.comic.model import Panel, Project
-from localdiffusion.errors import BadInput, one_of
+from localdiffusion.errors import BadInput, UnsupportedModel, one_of
 from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.ip_adapter import adapter_shape, image_encoder_folder
 from localdiffusion.recipe import Recipe, Reference
+from localdiffusion.store.home import MODEL_DIRS
 
 SHOT_PHRASES = {
     "close-up": "close-up shot",
@@ -24,7 +27,7 @@ SHOT_PHRASES = {
     "over-the-shoulder": "over-the-shoulder shot",
     "bird's-eye": "bird's-eye view, seen from above",
 }
-IP_ADAPTER_DIR = "models/IP-Adapter"
+IP_ADAPTER_DIR = MODEL_DIRS["ipadapter"]
 MAX_ASPECT = 3.0
 
 # Plain-language explanations for the studio's panel sidebar.
@@ -109,11 +112,18 @@ def panel_recipe(project: Project, panel: Panel, model: ModelInfo | None = None,
     )
 
 
-def ip_adapters(home_root: Path) -> list[Path]:
-    folder = Path(home_root) / IP_ADAPTER_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.is_dir())
+def ip_adapters(library: Any) -> list[ModelInfo]:
+    """The library's IP-Adapters that can run: their image encoder is in place."""
+    return [adapter for adapter in library.list("ipadapter") if encoder_problem(adapter, library) is None]
+
+
+def encoder_problem(adapter: ModelInfo, library: Any) -> str | None:
+    """Why this IP-Adapter cannot run (its image encoder is missing or does not match), in one sentence; None when it can."""
+    try:
+        image_encoder_folder(adapter, adapter_shape(adapter, library.settings.allow_pickle), library.home.root, field="references")
+    except (BadInput, UnsupportedModel) as e:
+        return e.message
+    return None
 
 
 def panel_references(project: Project, panel: Panel, folder: Path) -> list[Reference]:
@@ -126,8 +136,9 @@ def panel_references(project: Project, panel: Panel, folder: Path) -> list[Refer
     return refs
 
 
-def consistency_notes(project: Project, home_root: Path) -> list[str]:
-    """One sentence per point the user should know about keeping characters consistent."""
+def consistency_notes(project: Project, home_root: Path, library: Any | None = None) -> list[str]:
+    """One sentence per point the user should know about keeping characters consistent (without a
+    library, no IP-Adapter is known)."""
     notes = []
     seeded = [c.name for c in project.characters if c.seed is not None]
     unseeded = [c.name for c in project.characters if c.seed is None]
@@ -137,9 +148,13 @@ def consistency_notes(project: Project, home_root: Path) -> list[str]:
         notes.append(f"{', '.join(unseeded)} {'has' if len(unseeded) == 1 else 'have'} no fixed seed, so only the shared "
                      "description keeps them alike; give a seed to hold their look across panels.")
     with_refs = [c.name for c in project.characters if c.reference_image]
+    installed = library.list("ipadapter") if library is not None and with_refs else []
+    problems = [problem for adapter in installed if (problem := encoder_problem(adapter, library))]
     if with_refs:
-        if ip_adapters(home_root):
+        if len(problems) < len(installed):
             notes.append(MECHANISMS["reference"].format(scale=project.style.reference_scale) + f" Characters with a reference: {', '.join(with_refs)}.")
+        elif installed:
+            notes.append(f"The reference images of {', '.join(with_refs)} are not used yet: {problems[0][:1].lower()}{problems[0][1:]}")
         else:
             notes.append(f"The reference images of {', '.join(with_refs)} are not used because no IP-Adapter weights are in "
                          f"{Path(home_root) / IP_ADAPTER_DIR}; put an IP-Adapter file there (for example ip-adapter_sd15.safetensors) to use them.")

@@ -192,7 +192,7 @@ def prompt_preview(project_id: str, panel_id: str, studio: StudioDep) -> dict[st
     recipe = candidate_recipes(studio.engine, project, panel, folder, 1)[0]
     return {"composed": compose_prompt(project, panel), "prompt": panel_prompt(project, panel),
             "override": panel.prompt_override, "recipe": recipe.model_dump(mode="json"),
-            "consistency": consistency_notes(project, studio.home.root)}
+            "consistency": consistency_notes(project, studio.home.root, studio.library)}
 
 
 @router.post("/{project_id}/panels/{panel_id}/generate", status_code=201)
