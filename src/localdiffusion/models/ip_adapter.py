@@ -150,8 +150,9 @@ def image_encoder_folder(adapter: ModelInfo, shape: AdapterShape, home_root: Pat
         raise BadInput(f"The IP-Adapter '{adapter.name}' needs its CLIP image encoder, which is missing: add the folder {beside} "
                        f"(config.json and model.safetensors of {which}).", field=field)
     got = encoder_width(present[0], shape.hidden_states)
+    free = next((folder for folder in candidates if folder not in present), beside)  # where the right one can go
     raise BadInput(f"The IP-Adapter '{adapter.name}' needs an image encoder whose output is {shape.encoder_width} wide ({which}), "
-                   f"but {present[0]} gives {got}; put the matching encoder in {beside}.", field=field)
+                   f"but {present[0]} gives {got}; put the matching encoder in {free}.", field=field)
 
 
 def encoder_width(folder: Path, hidden_states: bool) -> int | None:
