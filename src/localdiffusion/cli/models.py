@@ -56,7 +56,7 @@ def _describe(info: ModelInfo) -> str:
 
 @models_app.command("list")
 def list_models(
-    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: checkpoint, lora, embedding, vae, controlnet or upscaler."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: checkpoint, lora, embedding, vae, controlnet, upscaler or ipadapter."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of models instead of a table."),
     home: Optional[Path] = HomeOption,
 ) -> None:
