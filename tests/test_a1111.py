@@ -404,7 +404,8 @@ def test_webuiapi_controlnet_lists(control_api):
     models = control_api.controlnet_model_list()
     assert [m.split(" [")[0] for m in models] == ["control_tiny_sd15_scribble", "control_tiny_sdxl_depth", "tiny-sd1-canny", "tiny-sdxl-canny"]
     assert all(len(m.split(" [")[1]) == 9 for m in models)  # the extension's 8-digit hash and "]"
-    assert control_api.controlnet_module_list() == ["none", "canny", "scribble", "lineart", "openpose", "depth"]
+    assert control_api.controlnet_module_list() == ["none", "canny", "scribble", "lineart", "openpose", "depth", "ip-adapter_clip_sd15",
+                                                    "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith", "ip-adapter-auto"]
 
 
 def test_webuiapi_controlnet_units_steer_txt2img(control_api):
@@ -444,3 +445,59 @@ def test_controlnet_requests_are_checked(control_port):
     assert r.status_code == 400 and "looks like a path" in r.json()["detail"]
     r = post({"module": "canny", "weight": 5})
     assert r.status_code == 400 and r.json()["field"] == "alwayson_scripts.controlnet.args.0.weight"
+
+
+# --- IP-Adapters as the extension's units ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ip_port(tmp_path_factory, ip_home):
+    """A server whose home links the tiny checkpoints, ControlNets and IP-Adapters (with their image encoder) of `ip_home`."""
+    home = Home(tmp_path_factory.mktemp("a1111-ip")).ensure()
+    for kind in ("checkpoint", "controlnet", "ipadapter"):
+        for model in ip_home.model_dir(kind).iterdir():
+            (home.model_dir(kind) / model.name).symlink_to(model.resolve(), target_is_directory=model.is_dir())
+    with serving(home) as port:
+        yield port
+
+
+def test_webuiapi_ip_adapter_units_become_references(ip_port):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=ip_port)
+    title = next(m for m in api.controlnet_model_list() if m.startswith("ip-adapter_tiny_sd1 ["))
+    fields = dict(prompt="a moon", seed=3, steps=2, width=64, height=64, sampler_name="Euler", cfg_scale=5,
+                  override_settings={"sd_model_checkpoint": "tiny-sd1"})
+    plain = api.txt2img(**fields).image
+    adapter = webuiapi.ControlNetUnit(image=outline_picture(), module="ip-adapter_clip_sd15", model=title, weight=0.8)
+    result = api.txt2img(**fields, controlnet_units=[adapter])
+    infotext = result.images[0].info["parameters"]
+    assert f'ControlNet 0: "Module: ip-adapter_clip_sd15, Model: {title}, Weight: 0.8,' in infotext
+    recipe = json.loads(result.images[0].info["localdiffusion"])
+    assert [(r["model"], r["scale"]) for r in recipe["references"]] == [(title, 0.8)] and recipe["controls"] == []
+    difference = np.abs(np.asarray(result.image, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).mean()
+    assert difference > 0.5
+
+    canny = webuiapi.ControlNetUnit(image=outline_picture(), module="canny", threshold_a=100, threshold_b=200)
+    auto = webuiapi.ControlNetUnit(image=outline_picture(), module="ip-adapter-auto", weight=0.5)
+    both = api.txt2img(**fields, controlnet_units=[auto, canny]).images[0].info["parameters"]
+    assert 'ControlNet 0: "Module: canny, Model: tiny-sd1-canny [' in both
+    assert 'ControlNet 1: "Module: ip-adapter_clip_sd15, Model: ip-adapter_tiny_sd1 [' in both and "Weight: 0.5," in both
+
+
+@pytest.mark.parametrize("unit, status, field, words", [
+    ({"model": "ip-adapter_sdxl [00000000]"}, 400, "model", "is for SDXL but the model 'tiny-sd1' is SD 1.x"),
+    ({"model": "ip-adapter_nope [12345678]"}, 404, "model", "No ipadapter named 'ip-adapter_nope"),
+    ({"weight": 3}, 400, "weight", "has weight 3"),
+    ({"module": "ip-adapter_face_id_plus"}, 400, "module", "needs face embeddings"),
+])
+def test_ip_adapter_units_are_checked_naming_the_unit(ip_port, unit, status, field, words):
+    import httpx
+
+    canny = {"image": b64_png(outline_picture()), "module": "canny"}
+    adapter = {"image": b64_png(outline_picture()), "module": "ip-adapter_clip_sd15", "model": "ip-adapter_tiny_sd1", **unit}
+    body = {"prompt": "x", **TINY, "override_settings": {"sd_model_checkpoint": "tiny-sd1"},
+            "alwayson_scripts": {"controlnet": {"args": [canny, adapter]}}}
+    r = httpx.post(f"http://127.0.0.1:{ip_port}/sdapi/v1/txt2img", json=body, timeout=60)
+    assert r.status_code == status and r.json()["field"] == f"alwayson_scripts.controlnet.args.1.{field}", r.text
+    assert words in r.json()["detail"]
