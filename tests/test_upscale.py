@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from localdiffusion.errors import BadInput, Cancelled, ModelNotFound, UnsupportedModel
-from localdiffusion.finish import upscale as up
+from localdiffusion.models import upscalers as up
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import Settings
@@ -306,3 +306,42 @@ def test_cli_errors_are_one_sentence_and_nothing_is_written(capsys, studio_home,
     code, _, stderr = run_cli(capsys, "upscale", tmp_path / "in.png", *args, "-o", tmp_path / "out.png", "--home", studio_home.root)
     assert code == 2 and stderr.strip().startswith(message) and "Traceback" not in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["in.png"]
+
+
+# --- hires fix with an upscaler model ---------------------------------------------------------------
+
+
+def test_hires_fix_can_upscale_with_a_library_model(studio_home):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.recipe import Recipe
+    from localdiffusion.store.db import Database
+
+    engine = Engine(ModelLibrary(studio_home, Database(studio_home.db_path)))
+    base = dict(prompt="a lighthouse", seed=5, steps=2, width=64, height=64, sampler_name="Euler", model="tiny-sd1",
+                enable_hr=True, hr_scale=2.0, hr_second_pass_steps=1, denoising_strength=0.3)
+    by_model = engine.generate(Recipe(**base, hr_upscaler="4x-tiny"))
+    by_lanczos = engine.generate(Recipe(**base, hr_upscaler="Lanczos"))
+    assert by_model.images[0].size == (128, 128) and "Hires upscaler: 4x-tiny" in by_model.infotexts[0]
+    assert (np.asarray(by_model.images[0]) != np.asarray(by_lanczos.images[0])).any()
+    with pytest.raises(BadInput) as e:
+        engine.generate(Recipe(**base, hr_upscaler="4x-tinny"))
+    assert e.value.field == "hr_upscaler" and "'4x-tiny'" in e.value.message and "'Latent'" in e.value.message
+
+
+def test_the_apis_offer_upscaler_models_for_hires_fix(http, server):
+    assert http.get("/api/upscalers").json()[-1] == "4x-tiny"
+    job = {"prompt": "a lighthouse", "steps": 1, "width": 64, "height": 64, "model": "tiny-sd1", "enable_hr": True,
+           "hr_upscaler": "4x-tinny", "hr_second_pass_steps": 1}
+    r = http.post("/api/jobs", json=job)
+    assert r.status_code == 422 and "4x-tiny" in r.text, r.text
+    r = http.post("/api/jobs", json={**job, "hr_upscaler": "4x-tiny"})
+    assert r.status_code == 201, r.text
+    assert wait_done(http, r.json()["id"])["status"] == "done"
+    import webuiapi
+
+    port = int(server.url.rsplit(":", 1)[1])
+    result = webuiapi.WebUIApi(host="127.0.0.1", port=port).txt2img(
+        prompt="a lighthouse", steps=1, width=64, height=64, enable_hr=True, hr_scale=2, hr_upscaler="4x-tiny",
+        hr_second_pass_steps=1, sampler_name="Euler", alwayson_scripts={})  # webuiapi's default dict keeps other tests' units
+    assert result.image.size == (128, 128) and "Hires upscaler: 4x-tiny" in result.info["infotexts"][0]

@@ -80,7 +80,7 @@ def generate(
     outpaint: Optional[str] = typer.Option(None, "--outpaint", help="Extend the image: pixels left,right,up,down, then optionally the fill (edge, noise, blur)."),
     hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
-    hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos or Nearest."),
+    hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos, Nearest, or an upscaler model in models/ESRGAN by name."),
     clip_skip: int = options.CLIP_SKIP,
     control: list[str] = options.CONTROL,
     control_model: list[str] = options.CONTROL_MODEL,

@@ -25,7 +25,7 @@ from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.samplers import make_scheduler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
-from localdiffusion.errors import BadInput
+from localdiffusion.errors import BadInput, ModelNotFound, one_of
 from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.controlnet import LoadedControlNet, check_fits, load_controlnet
@@ -35,11 +35,27 @@ from localdiffusion.models.ip_adapter import (
 )
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.lora import load_lora
+from localdiffusion.models.upscalers import find_upscaler, list_upscalers, resize
 from localdiffusion.prompts import PromptEncoder, extract_loras
 from localdiffusion.recipe import ControlUnit, Recipe, Result
 
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
 IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST, "None": None}
+
+
+def hires_upscalers(library: Any) -> list[str]:
+    """What the hires pass can upscale with: the latent modes, Lanczos, Nearest, None, then the library's upscaler models."""
+    return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *(u.name for u in list_upscalers(library) if u.is_model)]
+
+
+def check_hires_upscaler(name: str, library: Any) -> None:
+    if name in LATENT_UPSCALERS or name in IMAGE_UPSCALERS:
+        return
+    try:
+        find_upscaler(name, library)
+    except ModelNotFound:
+        raise BadInput(f"Unknown hires upscaler '{name}'; choose one of {one_of(hires_upscalers(library))}.",
+                       field="hr_upscaler") from None
 
 
 @dataclass
@@ -219,6 +235,8 @@ class Engine:
         started = time.perf_counter()
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
+        if plan.recipe.enable_hr:
+            check_hires_upscaler(plan.recipe.hr_upscaler, self.library)
         control_infos = self._control_infos(plan.recipe, info)
         adapter_infos = self._adapter_infos(plan.recipe, info)
         pipe = self.pipeline(info)
@@ -425,9 +443,10 @@ class Engine:
             resample = IMAGE_UPSCALERS[recipe.hr_upscaler] or Image.Resampling.LANCZOS
             images = [i.resize((width, height), resample) for i in self.decode(pipe, latents)]
             latents = torch.cat([self._encode(pipe, i, 1) for i in images])
-        else:
-            allowed = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
-            raise BadInput(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {', '.join(allowed)}.", field="hr_upscaler")
+        else:  # an upscaler model (ESRGAN and kin), as A1111's hires fix offers them
+            images = [resize(i, recipe.hr_upscaler, (width, height), self.library, self.device, self.dtype, run.cancel)
+                      for i in self.decode(pipe, latents)]
+            latents = torch.cat([self._encode(pipe, i, 1) for i in images])
         if run.on_step is not None:
             run.on_step.phase = "hires"
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]

@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from localdiffusion.errors import BadInput
-from localdiffusion.finish.upscale import TileProgress, find_upscaler, resize, target_size
+from localdiffusion.models.upscalers import TileProgress, find_upscaler, resize, target_size
 
 
 @dataclass

@@ -21,7 +21,7 @@ from PIL import Image
 from localdiffusion.engine import Engine, Progress
 from localdiffusion.engine.noise import resolve_seed
 from localdiffusion.errors import BadInput
-from localdiffusion.finish.upscale import feather, tile_boxes, upscale
+from localdiffusion.models.upscalers import feather, tile_boxes, upscale
 from localdiffusion.infotext import to_infotext
 from localdiffusion.recipe import Recipe
 

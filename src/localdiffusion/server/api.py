@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
 from localdiffusion import __version__
-from localdiffusion.engine.generate import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from localdiffusion.engine.generate import check_hires_upscaler, hires_upscalers
 from localdiffusion.engine.plan import check_size, hires_size
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound, closest, one_of
@@ -42,7 +42,6 @@ router = APIRouter(prefix="/api", tags=["studio"])
 StudioDep = Annotated[Studio, Depends(get_studio)]
 ClientDep = Annotated[str, Depends(client_id)]
 
-UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 INPUT_REF = re.compile(r"inputs/[0-9a-f]{24}\.png")
 MAX_PAGE = 200
 
@@ -132,9 +131,9 @@ def schedulers() -> list[str]:
 
 
 @router.get("/upscalers")
-def upscalers() -> list[str]:
-    """Upscalers for the hires pass."""
-    return list(UPSCALERS)
+def upscalers(studio: StudioDep) -> list[str]:
+    """Upscalers for the hires pass: the latent modes, Lanczos, Nearest, None, then the upscaler models."""
+    return hires_upscalers(studio.library)
 
 
 @router.get("/presets")
@@ -321,8 +320,11 @@ def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
         resolve_sampler(recipe.sampler_name, recipe.scheduler)
     except BadInput as e:
         raise _as_field_error(e) from None
-    if recipe.enable_hr and recipe.hr_upscaler not in UPSCALERS:
-        raise InvalidField(f"Unknown hires upscaler '{recipe.hr_upscaler}'; choose one of {one_of(UPSCALERS)}.", field="hr_upscaler")
+    if recipe.enable_hr:
+        try:
+            check_hires_upscaler(recipe.hr_upscaler, library)
+        except BadInput as e:
+            raise _as_field_error(e) from None
     check_mode_inputs(recipe, studio.home)
     check_sizes(recipe, model, library.settings.max_side)
     return recipe

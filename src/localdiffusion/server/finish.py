@@ -19,7 +19,7 @@ from localdiffusion.errors import BadInput
 from localdiffusion.finish import masks
 from localdiffusion.finish.extras import ExtrasUpscale
 from localdiffusion.finish.sd_upscale import DEFAULT_OVERLAP
-from localdiffusion.finish.upscale import MAX_SCALE, list_upscalers, target_size
+from localdiffusion.models.upscalers import MAX_SCALE, list_upscalers, target_size
 from localdiffusion.jobs import Event
 from localdiffusion.jobs.tasks.upscale import UpscaleParams
 from localdiffusion.recipe import Recipe

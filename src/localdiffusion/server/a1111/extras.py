@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.errors import BadInput
 from localdiffusion.finish.extras import ExtrasUpscale
-from localdiffusion.finish.upscale import list_upscalers
+from localdiffusion.models.upscalers import list_upscalers
 from localdiffusion.jobs.tasks.upscale import UpscaleParams
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe

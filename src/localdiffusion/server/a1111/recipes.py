@@ -8,11 +8,11 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
 
-from localdiffusion.engine.generate import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from localdiffusion.engine.generate import check_hires_upscaler
 from localdiffusion.engine.images import as_mask
 from localdiffusion.engine.plan import check_size, hires_size
 from localdiffusion.engine.samplers import resolve_sampler
-from localdiffusion.errors import BadInput, one_of
+from localdiffusion.errors import BadInput
 from localdiffusion.infotext import A1111_SCHEDULERS, from_infotext
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.prompts.extra_networks import extract_loras
@@ -38,7 +38,7 @@ def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> R
     """The Recipe for an A1111 request, with every name and number checked before it is queued."""
     fields, model = _common_fields(req, studio, state)
     if isinstance(req, Txt2ImgRequest):
-        fields.update(_hires_fields(req))
+        fields.update(_hires_fields(req, studio))
     else:
         fields.update(_img2img_fields(req, studio))  # type: ignore[arg-type]
     try:
@@ -91,13 +91,11 @@ def _with_infotext(req: GenerationRequest, fields: dict[str, Any]) -> dict[str, 
     return {**fields, **{k: v for k, v in stated.items() if k in fields and k not in sent}}
 
 
-def _hires_fields(req: Txt2ImgRequest) -> dict[str, Any]:
+def _hires_fields(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
     if not req.enable_hr:
         return {}
     upscaler = req.hr_upscaler or "Latent"
-    allowed = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
-    if upscaler not in allowed:
-        raise BadInput(f"Unknown hires upscaler '{upscaler}'; choose one of {one_of(allowed)}.", field="hr_upscaler")
+    check_hires_upscaler(upscaler, studio.library)
     scale = req.given("hr_scale")
     if req.hr_resize_x or req.hr_resize_y:  # A1111's "resize to": the scale that reaches the larger side
         width, height = req.given("width"), req.given("height")
