@@ -65,6 +65,9 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                                  "More padding blends better with the context; less gives more detail to the area.", 4),
     "outpaint": ("Outpaint", "Extends the image beyond its edges by the pixels you give for each side, and paints the "
                  "new area to match. Extend a little at a time for the most coherent result.", 8),
+    "references": ("Reference images", "A picture the new image should resemble: its character, clothes, colours and "
+                   "style carry over, while the prompt still sets the scene. The scale is how strongly: 0 ignores the "
+                   "picture, around 0.5 borrows its look, near 1 copies it closely and the prompt matters less.", 0.05),
 }
 
 @dataclass(frozen=True)
@@ -133,6 +136,9 @@ CARDS: dict[str, Card] = {
                                      "32-64 pixels.", "mask", why_not=_NEEDS_MASK),
     "outpaint": Card("How many pixels to add beyond each edge.", "64-256 per side, a little at a time.", "enlarge",
                      why_not="it needs an input image; use the outpaint tab."),
+    "references": Card("Pictures whose look the new picture borrows: a character, clothes, colours.", "Scale 0.4-0.7; "
+                       "one to three pictures.", "blend", why_not="it needs a picture of your own; add one under "
+                       "Reference images on the Generate page."),
 }
 
 

@@ -24,8 +24,9 @@ function closeHelp() {
   openHelp = null;
 }
 
-/** A labelled control with an "i" button and its explanation, laid out like the studio's other fields. */
-function unitField(key, control, { label, help, extra = [], className = "" }) {
+/** A labelled control with an "i" button and its explanation, laid out like the studio's other fields.
+ * Unlike fields.js, the ids are unique, so each card of a list can have its own. */
+export function unitField(key, control, { label, help, extra = [], className = "" }) {
   control.id ||= uid(`cn-${key}`);
   const helpId = uid(`cn-help-${key}`);
   const bubble = help ? h("p", { class: "help", id: helpId, role: "note" }, help) : null;
@@ -51,7 +52,7 @@ function unitField(key, control, { label, help, extra = [], className = "" }) {
 }
 
 /** A number input with a linked slider. */
-function sliderField(key, { label, help, min, max, step, value }) {
+export function sliderField(key, { label, help, min, max, step, value }) {
   const input = h("input", { type: "number", inputmode: "decimal", min, max, step: step ?? "any" });
   const range = h("input", { type: "range", tabindex: "-1", "aria-label": `${label} slider`, min, max, step: step ?? "0.01" });
   input.value = range.value = String(value);

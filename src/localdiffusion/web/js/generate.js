@@ -11,6 +11,7 @@ import { openViewer } from "./viewer.js";
 import "./image-input.js";
 import "./mask-editor.js";
 import "./control-units.js";
+import "./reference-images.js";
 
 const MODES = [
   ["txt2img", "Text to image"],
@@ -157,6 +158,10 @@ class GeneratePage {
     this.controlUnits.context = () => ({ family: this.currentModel()?.family, steps: Number(this.field("steps").value) || 20,
       size: [Number(this.field("width").value) || 512, Number(this.field("height").value) || 512] });
     const controlnet = h("details", { class: "group more", dataset: { field: "controls" } }, h("summary", {}, "ControlNet"), this.controlUnits);
+    this.referenceImages = h("ld-reference-images", { id: "reference-images" });
+    this.referenceImages.context = () => ({ family: this.currentModel()?.family });
+    const references = h("details", { class: "group more", dataset: { field: "references" } },
+      h("summary", {}, "Reference images"), this.referenceImages);
 
     this.submitButton = h("button", { type: "submit", class: "primary big" }, "Generate");
     this.formError = h("p", { class: "form-error", role: "alert", hidden: true });
@@ -174,6 +179,7 @@ class GeneratePage {
       this.buildOutpaint(),
       hires,
       controlnet,
+      references,
       h("fieldset", { class: "group" }, h("legend", {}, "Seed and batch"),
         seed, h("div", { class: "row" }, numberField("batch_size"), numberField("n_iter"))),
       h("details", { class: "group more" }, h("summary", {}, "More settings"),
@@ -291,6 +297,7 @@ class GeneratePage {
     }
     this.family = family;
     this.syncPreset();
+    this.referenceImages.familyChanged();
   }
 
   onPreset() {
@@ -457,6 +464,7 @@ class GeneratePage {
     }
     if (this.mode === "outpaint") recipe.outpaint = { ...this.outpaintSides(), fill: this.outpaintFill.value };
     if (this.controlUnits.cards?.length) recipe.controls = this.controlUnits.units();
+    if (this.referenceImages.cards?.length) recipe.references = this.referenceImages.references();
     // Leave out what the user emptied, so the server's defaults apply.
     return Object.fromEntries(Object.entries(recipe).filter(([, value]) => value !== null && !Number.isNaN(value)));
   }
@@ -495,6 +503,7 @@ class GeneratePage {
       if (recipe.outpaint.fill) chooseOption(this.outpaintFill, recipe.outpaint.fill);
     }
     if (Array.isArray(recipe.controls)) this.controlUnits.fill(recipe.controls);
+    if (Array.isArray(recipe.references)) this.referenceImages.fill(recipe.references);
     this.syncPreset();
     this.update();
   }
@@ -522,7 +531,7 @@ class GeneratePage {
   save() {
     clearTimeout(this.saveTimer);
     this.saveTimer = setTimeout(() => {
-      const { init_image, mask, controls, ...recipe } = this.recipe();
+      const { init_image, mask, controls, references, ...recipe } = this.recipe();
       try {
         localStorage.setItem(SAVED_KEY, JSON.stringify({ ...recipe, outpaint_pixels: this.field("outpaint_pixels").value }));
       } catch {
@@ -551,7 +560,8 @@ class GeneratePage {
   showError(error) {
     const message = error.detail || String(error);
     const name = (error.field || "").split(".").find((part) => this.form.querySelector(`.field[data-field="${part}"], [data-field="${part}"]`));
-    const target = name && (showFieldError(this.form, name, message) || this.showGroupError(name, message));
+    const target = this.referenceImages.showError(error.field, message)
+      || (name && (showFieldError(this.form, name, message) || this.showGroupError(name, message)));
     if (target) target.scrollIntoView({ block: "nearest" });
     if (target) target.querySelector("input, select, textarea, button")?.focus({ preventScroll: true });
     this.formError.textContent = message;
@@ -579,6 +589,7 @@ class GeneratePage {
         recipe.mask = (await api.upload(await this.maskEditor.toBlob(), "mask.png")).ref;
       }
       this.controlUnits.check();
+      this.referenceImages.check();
       if (this.mode === "outpaint" && !SIDES.some((side) => recipe.outpaint[side])) {
         throw new ApiError(400, "Choose at least one side to extend and a number of pixels.", "outpaint");
       }
