@@ -25,6 +25,7 @@ from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.samplers import make_scheduler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
+from localdiffusion.engine.shared_attention import SharedAttention, share_attention
 from localdiffusion.errors import BadInput, ModelNotFound, one_of
 from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
@@ -227,11 +228,13 @@ class Engine:
         cancel: Callable[[], bool] | None = None,
         on_step: Callable[[StepState, str, int], None] | None = None,
         attention: AttentionRecorder | None = None,
+        shared: SharedAttention | None = None,
     ) -> Result:
         """Generate the recipe's images. `on_progress` gets a Progress per step (with a cheap preview),
         `on_step` the raw StepState (latents, the x0 prediction, unconditional and conditional
         predictions) with the pass ("sample"/"hires") and batch index; `cancel` is polled every step.
-        `attention` records the base UNet's cross-attention maps (word heatmaps) during the run."""
+        `attention` records the base UNet's cross-attention maps (word heatmaps) during the run; `shared`
+        keeps (while writing) or attends to (while reading) up-block self-attention tokens across runs."""
         started = time.perf_counter()
         info = self.checkpoint(recipe.model)
         plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
@@ -250,7 +253,8 @@ class Engine:
         r = plan.recipe
         if attention is not None:
             on_step = _recording(attention, on_step)
-        with capture_attention(pipe.unet, attention) if attention is not None else nullcontext():
+        with (capture_attention(pipe.unet, attention) if attention is not None else nullcontext(),
+              share_attention(pipe.unet, shared) if shared is not None else nullcontext()):
             for iteration in range(r.n_iter):
                 first = iteration * r.batch_size
                 seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
