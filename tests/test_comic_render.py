@@ -211,3 +211,34 @@ def test_cli_render(tmp_path, capsys, sd1_home):
                            "--archive", tmp_path / "x.ldcomic")
     assert code == 0 and (tmp_path / "again" / "comic.pdf").read_bytes() == (tmp_path / "out" / "comic.pdf").read_bytes()
     assert comic_info(open_project(tmp_path / "out" / "project")).startswith(b"<?xml")
+
+
+def test_shared_attention_keeps_the_first_panel_and_steers_the_others(tmp_path, sd1_engine):
+    import numpy as np
+
+    from localdiffusion.comic.book import shared_attention_bytes
+
+    story = fast(parse_story(EXAMPLE.read_text().replace("steps: 20", "steps: 20\n  shared_attention: 0.5"), "story.yaml"))
+    assert story.style.shared_attention == 0.5
+    plain = story.model_copy(deep=True)
+    plain.style = plain.style.model_copy(update={"shared_attention": 0.0})
+    kept = shared_attention_bytes(sd1_engine, story, tmp_path / "shared" / "project")
+    books = {"shared": render_book(sd1_engine, story, tmp_path / "shared"), "plain": render_book(sd1_engine, plain, tmp_path / "plain")}
+
+    def images(project, folder) -> list[np.ndarray]:
+        return [np.asarray(Image.open(folder / panel.chosen_candidate().image), dtype=np.int16)
+                for page in project.pages for panel in ordered_panels(project, page)]
+
+    shared, alone = images(story, books["shared"].project), images(plain, books["plain"].project)
+    assert (shared[0] == alone[0]).all(), "the first panel is the look; keeping its tokens does not change it"
+    assert all(np.abs(s - a).mean() > 0 for s, a in zip(shared[1:], alone[1:])), "the others attend to it"
+    assert kept > 0 and shared_attention_bytes(sd1_engine, plain, tmp_path / "plain" / "project") == 0
+
+
+def test_cli_render_says_what_shared_attention_keeps(tmp_path, capsys, sd1_home):
+    story = tmp_path / "story.yaml"
+    story.write_text(EXAMPLE.read_text().replace("steps: 20", "steps: 1"))
+    code, _, err = run_cli(capsys, "comic", "render", story, "-o", tmp_path / "out", "--home", sd1_home.root,
+                           "--base-size", 64, "--dpi", DPI, "--sampler", "Euler", "--shared-attention", 0.5)
+    assert code == 0, err
+    assert "Shared attention keeps about" in err and "Shared attention: while a whole comic renders" in err

@@ -34,18 +34,22 @@ def render(
     candidates: int = typer.Option(1, "--candidates", min=1, max=8, help="Images per panel; the first is used, the others stay in the project."),
     bleed: float = typer.Option(0.0, "--bleed", min=0.0, max=10.0, help="Bleed around each PDF page, in mm (3 is usual for print)."),
     trim_marks: bool = typer.Option(False, "--trim-marks", help="Draw trim marks in the bleed (needs --bleed)."),
+    shared_attention: Optional[float] = typer.Option(
+        None, "--shared-attention", min=0.0, max=1.0,
+        help="Share of the first panel's attention tokens the other panels look at, to keep the cast alike (0.5 is usual; 0: off; default: the story's style)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Turn a STORY.yaml into a complete comic: every panel generated, lettered and exported."""
-    from localdiffusion.comic.book import render_book
+    from localdiffusion.comic.book import render_book, shared_attention_bytes
     from localdiffusion.comic.prompts import consistency_notes
     from localdiffusion.comic.story import load_story
     from localdiffusion.comic.fonts import lettering_font
 
     project = load_story(story)
-    changes = {k: v for k, v in {"model": model, "steps": steps, "sampler": sampler, "base_size": size}.items() if v is not None}
+    changes = {k: v for k, v in {"model": model, "steps": steps, "sampler": sampler, "base_size": size,
+                                 "shared_attention": shared_attention}.items() if v is not None}
     if changes:
         project.style = project.style.model_copy(update=changes)
         project.style = type(project.style).model_validate(project.style.model_dump())
@@ -56,6 +60,9 @@ def render(
     engine = _engine(home, device, dtype)
     for note in consistency_notes(project, engine.home.root, engine.library) + ([lettering_font().note] if lettering_font().note else []):
         err.print(f"[dim]{note}[/dim]", highlight=False)
+    if kept := shared_attention_bytes(engine, project, out_dir / "project"):
+        err.print(f"Shared attention keeps about {kept / 2**20:.0f} MiB of the first panel's tokens while the others render.",
+                  highlight=False)
 
     def on_panel(i: int, total: int, panel) -> None:
         err.print(f"panel {i + 1}/{total}: {panel.action or panel.id}", highlight=False)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from localdiffusion.comic.export import export_cbz, export_pages, export_panels, export_pdf, pages_png
-from localdiffusion.comic.generate import generate_panel
+from localdiffusion.comic.generate import candidate_recipes, generate_panel
 from localdiffusion.comic.layouts import ordered_panels
 from localdiffusion.comic.model import Panel, Project
 from localdiffusion.comic.storage import save_project
+from localdiffusion.engine.shared_attention import SharedAttention, estimate_bytes
 
 
 @dataclass
@@ -27,12 +28,29 @@ def generate_missing(engine: Any, project: Project, folder: Path, candidates: in
                      on_panel: Callable[[int, int, Panel], None] | None = None) -> int:
     """Generate candidates for every panel without a chosen image, in reading order; returns how many panels."""
     todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
+    shared = SharedAttention(project.style.shared_attention) if project.style.shared_attention and len(todo) > 1 else None
     for i, panel in enumerate(todo):
         if on_panel is not None:
             on_panel(i, len(todo), panel)
-        generate_panel(engine, project, panel, folder, candidates)
+        if shared is not None and shared.writing:  # the first panel's first candidate is the look the others keep
+            generate_panel(engine, project, panel, folder, 1, shared=shared)
+            shared.writing = False
+            generate_panel(engine, project, panel, folder, candidates - 1, shared=shared)
+        else:
+            generate_panel(engine, project, panel, folder, candidates, shared=shared)
         save_project(project, folder)  # a long run keeps what it has made so far
     return len(todo)
+
+
+def shared_attention_bytes(engine: Any, project: Project, folder: Path) -> int:
+    """About how much memory shared attention will keep for this render: the first missing panel's tokens."""
+    todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
+    if not project.style.shared_attention or len(todo) < 2:
+        return 0
+    recipe = candidate_recipes(engine, project, todo[0], folder, 1)[0]
+    unet = engine.pipeline(engine.checkpoint(recipe.model)).unet
+    return estimate_bytes(unet.config, recipe.width, recipe.height, recipe.steps, share=project.style.shared_attention,
+                          cfg=recipe.cfg_scale > 1, element_size=unet.dtype.itemsize)
 
 
 def export_all(project: Project, folder: Path, out_dir: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> Book:

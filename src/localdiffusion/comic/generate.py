@@ -11,6 +11,7 @@ from localdiffusion.comic.prompts import ip_adapters, panel_recipe, panel_refere
 from localdiffusion.comic.storage import ASSETS
 from localdiffusion.engine.images import as_rgb, open_image
 from localdiffusion.engine.reference import keep_reference
+from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.errors import BadInput
 from localdiffusion.metadata.png import save_png
 from localdiffusion.recipe import Recipe, Reference
@@ -33,12 +34,13 @@ def _kept(reference: Reference, home_root: Path) -> Reference:
 
 
 def generate_panel(engine: Any, project: Project, panel: Panel, folder: Path, candidates: int = 1,
-                   on_progress: Callable[[Any], None] | None = None) -> list[Candidate]:
+                   on_progress: Callable[[Any], None] | None = None, shared: SharedAttention | None = None) -> list[Candidate]:
     """Generate `candidates` images for the panel, write each as `assets/<panel>-<candidate>.png` (A1111
-    infotext plus the recipe), add them to the panel and choose the first if none was chosen yet."""
+    infotext plus the recipe), add them to the panel and choose the first if none was chosen yet.
+    `shared` is the render's shared attention, written or read as its `writing` says (see book.py)."""
     made = []
     for recipe in candidate_recipes(engine, project, panel, folder, candidates):
-        result = engine.generate(recipe, on_progress=on_progress)
+        result = engine.generate(recipe, on_progress=on_progress, shared=shared)
         candidate = Candidate(recipe=result.recipes[0])
         ref = f"{ASSETS}/{panel.id}-{candidate.id}.png"
         save_png(result.images[0], Path(folder) / ref, result.infotexts[0], result.recipes[0].to_json())

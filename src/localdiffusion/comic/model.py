@@ -110,6 +110,9 @@ class Style(Strict):
     # How far each panel moves from a character's seed toward its own variation seed.
     variation_strength: float = Field(0.2, ge=0.0, le=1.0)
     reference_scale: float = Field(0.5, ge=0.0, le=1.5)
+    # Shared attention (StoryDiffusion-style): the share of the first panel's self-attention tokens that
+    # the other panels of a render attend to; 0 turns it off.
+    shared_attention: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class ImageView(Strict):

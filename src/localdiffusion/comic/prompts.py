@@ -38,6 +38,10 @@ MECHANISMS = {
              "look."),
     "reference": ("Reference image: the character's picture is shown to the model through an IP-Adapter at scale "
                   "{scale}, so faces, clothes and colours follow the picture rather than only the words."),
+    "shared": ("Shared attention: while a whole comic renders (`localdiffusion comic render`), every panel after the "
+               "first also looks at {share:.0%} of the first panel's image tokens in the UNet's later layers, so the cast "
+               "keeps its look across panels (StoryDiffusion's idea); it costs memory, said before the render starts. "
+               "Panels generated one at a time in the studio do not use it."),
 }
 
 
@@ -139,7 +143,7 @@ def panel_references(project: Project, panel: Panel, folder: Path) -> list[Refer
 def consistency_notes(project: Project, home_root: Path, library: Any | None = None) -> list[str]:
     """One sentence per point the user should know about keeping characters consistent (without a
     library, no IP-Adapter is known)."""
-    notes = []
+    notes = [MECHANISMS["shared"].format(share=project.style.shared_attention)] if project.style.shared_attention else []
     seeded = [c.name for c in project.characters if c.seed is not None]
     unseeded = [c.name for c in project.characters if c.seed is None]
     if seeded:

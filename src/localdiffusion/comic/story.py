@@ -37,7 +37,8 @@ from localdiffusion.errors import BadInput, one_of
 LINE = "__line__"
 SHOTS = ("close-up", "medium", "wide", "over-the-shoulder", "bird's-eye")
 STYLE_KEYS = {"prefix": "prefix", "suffix": "suffix", "negative": "negative", "model": "model", "sampler": "sampler",
-              "steps": "steps", "cfg": "cfg", "base_size": "base_size", "variation_strength": "variation_strength"}
+              "steps": "steps", "cfg": "cfg", "base_size": "base_size", "variation_strength": "variation_strength",
+              "shared_attention": "shared_attention"}
 
 
 class _LineLoader(yaml.SafeLoader):
