@@ -5,6 +5,7 @@
 // map the user saw. The Generate page reads units() into the recipe's `controls`, sets `context`
 // (a function giving {family, steps}) and calls fill(controls) when a recipe is loaded.
 
+import { CardList } from "./card-list.js";
 import { api, cached, forget, ApiError } from "./api.js";
 import { h, on, uid } from "./dom.js";
 import "./image-input.js";
@@ -81,7 +82,7 @@ function baseFamily(family) {
   return (family || "").split("-")[0];
 }
 
-class ControlUnits extends HTMLElement {
+class ControlUnits extends CardList {
   connectedCallback() {
     if (this.built) return;
     this.built = true;
@@ -114,23 +115,7 @@ class ControlUnits extends HTMLElement {
 
   /** A new unit card; `unit` (a recipe's ControlUnit) fills it. */
   async add(unit = null) {
-    const card = new UnitCard(this, await this.choices(), unit);
-    this.cards.push(card);
-    this.list.append(card.el);
-    this.renumber();
-    if (!unit) card.el.querySelector("select, input")?.focus();
-    return card;
-  }
-
-  remove(card) {
-    this.cards = this.cards.filter((c) => c !== card);
-    card.el.remove();
-    this.renumber();
-    this.addButton.focus();
-  }
-
-  renumber() {
-    this.cards.forEach((card, i) => card.setIndex(i));
+    return this.place(new UnitCard(this, await this.choices(), unit), "select, input", !unit);
   }
 
   async refreshModels() {

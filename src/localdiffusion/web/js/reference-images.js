@@ -7,6 +7,7 @@
 // the checkpoint changes, fill(references) when a recipe is loaded and showError(field, message) for a
 // refusal naming `references.N.*`.
 
+import { CardList } from "./card-list.js";
 import { cached, forget, ApiError } from "./api.js";
 import { h, on, uid } from "./dom.js";
 import { param } from "./fields.js";
@@ -31,7 +32,7 @@ function nameOf(title) {
   return title.replace(/ \[[0-9a-f]+\]$/i, "");
 }
 
-class ReferenceImages extends HTMLElement {
+class ReferenceImages extends CardList {
   connectedCallback() {
     if (this.built) return;
     this.built = true;
@@ -81,23 +82,7 @@ class ReferenceImages extends HTMLElement {
 
   /** A new card; `reference` (a recipe's Reference) fills it. */
   add(reference = null) {
-    const card = new ReferenceCard(this, reference);
-    this.cards.push(card);
-    this.list.append(card.el);
-    this.renumber();
-    if (!reference) card.el.querySelector("input[type=file]")?.focus();
-    return card;
-  }
-
-  remove(card) {
-    this.cards = this.cards.filter((c) => c !== card);
-    card.el.remove();
-    this.renumber();
-    this.addButton.focus();
-  }
-
-  renumber() {
-    this.cards.forEach((card, i) => card.setIndex(i));
+    return this.place(new ReferenceCard(this, reference), "input[type=file]", !reference);
   }
 
   /** The recipe's `references`, in the order of the cards (so a refusal's index names its card). */
