@@ -12,7 +12,7 @@ every map every step; memory stays fixed (one sum per layer resolution), whateve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -152,15 +152,22 @@ def cross_attention_names(unet: Any) -> list[str]:
     return [name for name in unet.attn_processors if name.endswith("attn2.processor")]
 
 
+def capture_attention(unet: Any, recorder: AttentionRecorder) -> AbstractContextManager[None]:
+    """Record `unet`'s cross-attention into `recorder` inside the block."""
+    return wrapped_processors(unet, cross_attention_names(unet), lambda name, inner: CaptureProcessor(inner, recorder),
+                              _latent_size_hook(recorder))
+
+
 @contextmanager
-def capture_attention(unet: Any, recorder: AttentionRecorder) -> Iterator[None]:
-    """Record `unet`'s cross-attention into `recorder` inside the block; the original processors
-    come back afterwards, also on an error or a cancel."""
+def wrapped_processors(unet: Any, names: list[str], wrap: Callable[[str, Any], Any],
+                       pre_hook: Callable[..., None]) -> Iterator[None]:
+    """Inside the block, each named attention processor of `unet` is `wrap(name, original)` and `pre_hook`
+    sees every UNet call; the original processors come back afterwards, also on an error or a cancel."""
     originals = dict(unet.attn_processors)
     wrapped = dict(originals)
-    for name in cross_attention_names(unet):
-        wrapped[name] = CaptureProcessor(originals[name], recorder)
-    hook = unet.register_forward_pre_hook(_latent_size_hook(recorder), with_kwargs=True)
+    for name in names:
+        wrapped[name] = wrap(name, originals[name])
+    hook = unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
     unet.set_attn_processor(wrapped)
     try:
         yield

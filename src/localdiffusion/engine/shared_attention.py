@@ -17,12 +17,12 @@ is bit-identical to a plain one. Memory is the bank: `estimate_bytes` says how m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
+from localdiffusion.engine.attention import wrapped_processors
 from localdiffusion.errors import BadInput
 
 DEFAULT_SHARE = 0.5
@@ -90,21 +90,12 @@ def shared_layer_names(unet: Any) -> list[str]:
     return [name for name in unet.attn_processors if name.startswith("up_blocks.") and name.endswith("attn1.processor")]
 
 
-@contextmanager
-def share_attention(unet: Any, shared: SharedAttention) -> Iterator[None]:
-    """Inside the block, `unet`'s up-block self-attention writes to or reads from `shared`; the original
-    processors come back afterwards, also on an error or a cancel."""
-    originals = dict(unet.attn_processors)
-    wrapped = dict(originals)
-    for name in shared_layer_names(unet):
-        wrapped[name] = SharedSelfAttentionProcessor(originals[name], shared, name.removesuffix(".processor"))
-    hook = unet.register_forward_pre_hook(_timestep_hook(shared), with_kwargs=True)
-    unet.set_attn_processor(wrapped)
-    try:
-        yield
-    finally:
-        hook.remove()
-        unet.set_attn_processor(originals)
+def share_attention(unet: Any, shared: SharedAttention) -> AbstractContextManager[None]:
+    """Inside the block, `unet`'s up-block self-attention writes to or reads from `shared`."""
+    return wrapped_processors(
+        unet, shared_layer_names(unet),
+        lambda name, inner: SharedSelfAttentionProcessor(inner, shared, name.removesuffix(".processor")),
+        _timestep_hook(shared))
 
 
 def _timestep_hook(shared: SharedAttention):
