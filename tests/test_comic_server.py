@@ -95,6 +95,35 @@ def test_edit_generate_pick_and_export(client):
     assert "project.json" in zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
 
 
+def test_render_together_fills_every_empty_panel_from_one_shared_attention_job(client):
+    project = client.post("/api/comics", json={"title": "Together", "template": "three-tiers"}).json()
+    pid = project["id"]
+    project["style"].update(FAST)
+    project["characters"] = [{"name": "Ann", "description": "a woman in a yellow coat", "seed": 3}]
+    panels = project["pages"][0]["panels"]
+    for i, panel in enumerate(panels):
+        panel.update(characters=["Ann"], action=f"step {i}")
+    assert client.put(f"/api/comics/{pid}", json=project).status_code == 200
+
+    estimate = client.get(f"/api/comics/{pid}/render?shared_attention=0.5").json()
+    assert estimate["panels"] == len(panels) and estimate["kept_bytes"] > 0
+    made = client.post(f"/api/comics/{pid}/render", json={"shared_attention": 0.5})
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["job"]["kind"] == "panels" and body["kept_bytes"] == estimate["kept_bytes"]
+    assert [c["job_index"] for c in body["candidates"].values()] == list(range(len(panels)))
+    for panel in panels:
+        project = wait_for_images(client, pid, panel["id"], 1)
+    shown = {p["id"]: p for p in project["pages"][0]["panels"]}
+    images = [shown[p["id"]]["candidates"][0]["image"] for p in panels]
+    assert all(images) and len(set(images)) == len(panels)
+    assert all(shown[p["id"]]["chosen"] for p in panels)
+    assert client.get(f"/api/comics/{pid}/render").json() == {"panels": 0, "kept_bytes": 0}
+    again = client.post(f"/api/comics/{pid}/render", json={"shared_attention": 0.5})
+    assert again.status_code == 400 and "at least two panels without an image" in again.json()["detail"]
+    assert client.post(f"/api/comics/{pid}/render", json={"shared_attention": 0}).status_code == 422
+
+
 def test_save_refuses_nine_panels_and_escaping_assets(client):
     project = client.post("/api/comics", json={"template": "grid-4x2"}).json()
     nine = {**project, "pages": [{**project["pages"][0], "panels": project["pages"][0]["panels"] * 2}]}

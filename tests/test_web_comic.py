@@ -317,3 +317,21 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     expect(page.locator(".comic-page-list li")).to_have_count(1)
     wait_saved(page)
     assert [len(p["panels"]) for p in saved_comic(server, "Hand edits")["pages"]] == [3]
+
+
+def test_all_empty_panels_generated_together_with_shared_attention(page, server):
+    create_comic(page, server, "Together")
+    use_fast_style(page)
+    wait_saved(page)
+    status = page.locator("#comic-together-status")
+    page.fill("#comic-shared-share", "0.4")
+    page.locator("#comic-shared-share").dispatch_event("change")
+    expect(status).to_contain_text(re.compile(r"4 panels; the shared tokens will take about \d+ MiB"))
+    page.get_by_role("button", name="Generate all empty panels together").click()
+    expect(status).to_have_text("Queued 4 panels as one job.")
+    for panel_id in page.locator(".comic-svg .comic-panel").evaluate_all("els => els.map(e => e.dataset.panel)"):
+        expect(page.locator(f'.comic-panel[data-panel="{panel_id}"] image')).to_have_count(1, timeout=TIMEOUT_MS * 3)
+    saved = saved_comic(server, "Together")
+    candidates = [p["candidates"][0] for p in saved["pages"][0]["panels"]]
+    assert len({c["job_id"] for c in candidates}) == 1 and sorted(c["job_index"] for c in candidates) == [0, 1, 2, 3]
+    assert httpx.get(f"{server.url}/api/jobs/{candidates[0]['job_id']}").json()["result"]["shared_attention"] == 0.4

@@ -13,6 +13,7 @@ from localdiffusion.comic.layouts import ordered_panels
 from localdiffusion.comic.model import Panel, Project
 from localdiffusion.comic.storage import save_project
 from localdiffusion.engine.shared_attention import SharedAttention, estimate_bytes
+from localdiffusion.models.single_file import unet_config
 
 
 @dataclass
@@ -42,15 +43,19 @@ def generate_missing(engine: Any, project: Project, folder: Path, candidates: in
     return len(todo)
 
 
-def shared_attention_bytes(engine: Any, project: Project, folder: Path) -> int:
-    """About how much memory shared attention will keep for this render: the first missing panel's tokens."""
+def shared_attention_bytes(engine: Any, project: Project, folder: Path, share: float | None = None) -> int:
+    """About how much memory shared attention will keep for this render (the first missing panel's tokens),
+    worked out from the model's config without loading it; 0 when it is off or there is nothing to share."""
+    share = project.style.shared_attention if share is None else share
     todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
-    if not project.style.shared_attention or len(todo) < 2:
+    if not share or len(todo) < 2:
         return 0
     recipe = candidate_recipes(engine, project, todo[0], folder, 1)[0]
-    unet = engine.pipeline(engine.checkpoint(recipe.model)).unet
-    return estimate_bytes(unet.config, recipe.width, recipe.height, recipe.steps, share=project.style.shared_attention,
-                          cfg=recipe.cfg_scale > 1, element_size=unet.dtype.itemsize)
+    config = unet_config(engine.checkpoint(recipe.model))
+    if config is None:
+        return 0
+    return estimate_bytes(config, recipe.width, recipe.height, recipe.steps, share=share, cfg=recipe.cfg_scale > 1,
+                          element_size=engine.dtype.itemsize)
 
 
 def export_all(project: Project, folder: Path, out_dir: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> Book:

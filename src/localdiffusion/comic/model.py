@@ -131,6 +131,7 @@ class Candidate(Strict):
     image: str | None = None  # "assets/....png"; None while its job runs
     recipe: Recipe
     job_id: int | None = None  # set when queued on a server
+    job_index: int = 0  # which of its job's images is this candidate's (a "panels" job makes several)
     error: str | None = None
 
 

@@ -41,6 +41,7 @@ from localdiffusion.models.detect import (
     read_tensors,
     vae_prefix,
 )
+from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.tokenizer import PAD_OPENCLIP, PAD_SD1, write_tokenizer
 from localdiffusion.store.files import atomic_path, write_text_atomic
 
@@ -613,3 +614,12 @@ def load_controlnet_file(path: Path, family: str, torch_dtype=torch.float32, all
         raise UnsupportedModel(f"'{path.name}' could not be loaded as a {family} ControlNet ({str(exc).splitlines()[0]}).") from exc
     # nn.Module's own `to`: diffusers' override warns about fp32-kept modules, which ControlNets have none of
     return torch.nn.Module.to(controlnet, torch_dtype).eval()
+
+
+def unet_config(info: ModelInfo) -> dict | None:
+    """The UNet's config without loading the model: a diffusers folder's own, else its family's shipped one
+    (a single file's layout follows its family); None for an unknown family."""
+    own = Path(info.path) / "unet" / "config.json"
+    shipped = CONFIG_ROOT / base_family(info.family) / "unet" / "config.json"
+    path = own if own.is_file() else shipped
+    return json.loads(path.read_text()) if path.is_file() else None

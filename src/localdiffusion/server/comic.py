@@ -12,16 +12,18 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.comic import (
-    Project, apply_template, merge_panels, move_gutter, new_page, page_size, set_gutter, slant_border, split_panel,
+    Project, apply_template, merge_panels, move_gutter, new_page, ordered_panels, page_size, set_gutter, slant_border,
+    split_panel,
     templates_json,
 )
+from localdiffusion.comic.book import shared_attention_bytes
 from localdiffusion.comic.export import cbz_bytes, page_png_bytes, pdf_bytes
 from localdiffusion.comic.generate import candidate_recipes, choose
 from localdiffusion.comic.model import Candidate, Page, Panel, new_id
 from localdiffusion.comic.prompts import compose_prompt, consistency_notes, panel_prompt
 from localdiffusion.comic.storage import ASSETS, archive_bytes, asset_path, list_projects, open_project, project_folder, save_project
 from localdiffusion.errors import BadInput
-from localdiffusion.server.api import check_recipe, read_upload
+from localdiffusion.server.api import check_recipe, job_json, read_upload
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.files import write_atomic
@@ -212,6 +214,52 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     return made
 
 
+class RenderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shared_attention: float = Field(0.5, gt=0.0, le=1.0)
+
+
+def panels_to_render(project: Project) -> list[Panel]:
+    """Panels with no image and none on the way, in reading order."""
+    return [panel for page in project.pages for panel in ordered_panels(project, page)
+            if panel.chosen_candidate() is None and not any(c.image is None and c.job_id is not None and c.error is None
+                                                            for c in panel.candidates)]
+
+
+@router.get("/{project_id}/render")
+def render_estimate(project_id: str, studio: StudioDep, shared_attention: float = Query(0.5, gt=0.0, le=1.0)) -> dict[str, Any]:
+    """Before rendering together: how many panels would be generated and the memory the shared tokens would take."""
+    folder, project = load(studio, project_id)
+    sync_candidates(studio, project, folder)
+    todo = panels_to_render(project)
+    kept = shared_attention_bytes(studio.engine, project, folder, shared_attention) if len(todo) > 1 else 0
+    return {"panels": len(todo), "kept_bytes": kept}
+
+
+@router.post("/{project_id}/render", status_code=201)
+def render_together(project_id: str, body: RenderRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+    """Queue one "panels" job for every panel that has no image and none on the way, in reading order, with
+    shared attention: the first one's look steers the others. Each panel gets a candidate that fills in
+    when the job is done; `kept_bytes` is the memory the shared tokens will take."""
+    folder, project = load(studio, project_id)
+    sync_candidates(studio, project, folder)
+    todo = panels_to_render(project)
+    if len(todo) < 2:
+        raise BadInput(f"Shared attention needs at least two panels without an image; {len(todo)} panel"
+                       f"{'' if len(todo) == 1 else 's'} without one or a job on the way. Generate that panel on its own.",
+                       field="shared_attention")
+    kept = shared_attention_bytes(studio.engine, project, folder, body.shared_attention)
+    recipes = [check_recipe(studio, candidate_recipes(studio.engine, project, panel, folder, 1)[0]) for panel in todo]
+    job = studio.queue.submit(recipes[0], owner_id=studio.owner_id, client=client, kind="panels",
+                              params={"recipes": [r.model_dump(mode="json") for r in recipes], "share": body.shared_attention})
+    made = {}
+    for i, (panel, recipe) in enumerate(zip(todo, recipes)):
+        made[panel.id] = Candidate(recipe=recipe, job_id=job.id, job_index=i)
+        panel.candidates.append(made[panel.id])
+    save_project(project, folder)
+    return {"job": job_json(studio, studio.queue.get(job.id) or job), "candidates": made, "kept_bytes": kept}
+
+
 @router.post("/{project_id}/panels/{panel_id}/pick")
 def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep) -> Panel:
     folder, project = load(studio, project_id)
@@ -272,9 +320,9 @@ def _collect(studio: Studio, panel: Panel, candidate: Candidate, folder: Path) -
     if job.status in ("failed", "cancelled"):
         candidate.error = job.error or f"Its job was {job.status}."
         return True
-    if job.status != "done" or not job.result.get("images"):
+    if job.status != "done" or len(job.result.get("images") or []) <= candidate.job_index:
         return False
-    row = studio.db.get_image(job.result["images"][0])
+    row = studio.db.get_image(job.result["images"][candidate.job_index])
     if row is None or not Path(row.path).is_file():
         candidate.error = "Its image is no longer in the gallery."
         return True

@@ -37,6 +37,7 @@ def generate(ctx: TaskContext) -> dict[str, Any]:
 
 
 def default_tasks() -> dict[str, Task]:
-    from localdiffusion.jobs.tasks import compare, explain, upscale  # they import this module's TaskContext
+    from localdiffusion.jobs.tasks import compare, explain, panels, upscale  # they import this module's TaskContext
 
-    return {"generate": generate, "explain": explain.explain, "compare": compare.compare, "upscale": upscale.upscale}
+    return {"generate": generate, "explain": explain.explain, "compare": compare.compare, "upscale": upscale.upscale,
+            "panels": panels.panels}

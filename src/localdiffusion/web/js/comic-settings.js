@@ -250,7 +250,8 @@ export class ProjectSettings {
       h("div", { class: "row" },
         labelled("Panel size (px side)", bound(style, "base_size", changed, { type: "number", min: 64, max: 2048, step: 8, nullable: true, placeholder: "model's own", id: "comic-style-size" })),
         labelled("Variation", bound(style, "variation_strength", changed, { type: "number", min: 0, max: 1, step: 0.05 })),
-        labelled("Reference strength", bound(style, "reference_scale", changed, { type: "number", min: 0, max: 1.5, step: 0.05 }))));
+        labelled("Reference strength", bound(style, "reference_scale", changed, { type: "number", min: 0, max: 1.5, step: 0.05 }))),
+      this.togetherPart());
     try {
       const [models, samplers] = await Promise.all([api.get("/api/models?kind=checkpoint"), cached("/api/samplers")]);
       model.append(...models.map((m) => h("option", { value: m.name }, m.family ? `${m.name} (${m.family})` : m.name)));
@@ -268,5 +269,44 @@ export class ProjectSettings {
       style.sampler = sampler.value;
       changed();
     });
+  }
+
+  /** Shared attention: every empty panel in one job, the first panel's look steering the others. */
+  togetherPart() {
+    const share = h("input", { type: "number", id: "comic-shared-share", min: 0.1, max: 1, step: 0.1, value: this.project.style.shared_attention || 0.5 });
+    const status = h("p", { class: "hint", id: "comic-together-status", "aria-live": "polite" });
+    const button = h("button", { type: "button", id: "comic-render-together" }, "Generate all empty panels together");
+    const estimate = async () => {
+      try {
+        const { panels, kept_bytes: kept } = await api.get(`/api/comics/${this.project.id}/render?shared_attention=${Number(share.value) || 0.5}`);
+        button.disabled = panels < 2;
+        status.textContent = panels < 2
+          ? "It needs at least two panels without an image."
+          : `${panels} panels; the shared tokens will take about ${Math.max(1, Math.round(kept / 2 ** 20))} MiB of memory while they render.`;
+      } catch (error) {
+        status.textContent = error.detail || String(error);
+      }
+    };
+    share.addEventListener("change", estimate);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await this.host.flush();
+        const made = await api.post(`/api/comics/${this.project.id}/render`, { shared_attention: Number(share.value) });
+        status.textContent = `Queued ${Object.keys(made.candidates).length} panels as one job.`;
+        await this.host.refresh();
+        this.host.watchPendingJobs();
+      } catch (error) {
+        status.textContent = error.detail || String(error);
+        button.disabled = false;
+      }
+    });
+    estimate();
+    return h("div", { class: "group comic-together" },
+      h("h3", {}, "Shared attention"),
+      h("p", { class: "hint" }, "A third way to keep the cast alike (after StoryDiffusion): the empty panels are generated "
+        + "in one go, and every panel after the first also looks at part of the first panel's image (the share) while it "
+        + "is drawn, so faces, clothes and colours carry over. A higher share holds the look more tightly and takes more memory."),
+      labelled("Share", share), button, status);
   }
 }

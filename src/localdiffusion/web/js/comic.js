@@ -326,7 +326,7 @@ class ComicPage {
   async explain(candidate) {
     try {
       const job = await api.get(`/api/jobs/${candidate.job_id}`);
-      const id = job.result?.images?.[0];
+      const id = job.result?.images?.[candidate.job_index || 0];
       if (id === undefined) throw new Error("This image is no longer in the gallery.");
       openViewer(id);
     } catch (error) {
