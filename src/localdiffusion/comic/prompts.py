@@ -38,10 +38,11 @@ MECHANISMS = {
              "look."),
     "reference": ("Reference image: the character's picture is shown to the model through an IP-Adapter at scale "
                   "{scale}, so faces, clothes and colours follow the picture rather than only the words."),
-    "shared": ("Shared attention: while a whole comic renders (`localdiffusion comic render`), every panel after the "
-               "first also looks at {share:.0%} of the first panel's image tokens in the UNet's later layers, so the cast "
-               "keeps its look across panels (StoryDiffusion's idea); it costs memory, said before the render starts. "
-               "Panels generated one at a time in the studio do not use it."),
+    "shared": ("Shared attention: when the empty panels are generated together (`localdiffusion comic render`, or "
+               "Style → Generate all empty panels together), every panel after the first also looks at {share:.0%} of "
+               "the first panel's image tokens in the UNet's later layers, so the cast keeps its look across panels "
+               "(StoryDiffusion's idea); it costs memory, said before it starts. Panels generated one at a time do not "
+               "use it."),
 }
 
 
