@@ -42,6 +42,7 @@ def render(
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Turn a STORY.yaml into a complete comic: every panel generated, lettered and exported."""
+    from localdiffusion.cli.models import human_size
     from localdiffusion.comic.book import render_book, shared_attention_bytes
     from localdiffusion.comic.prompts import consistency_notes
     from localdiffusion.comic.story import load_story
@@ -61,8 +62,8 @@ def render(
     for note in consistency_notes(project, engine.home.root, engine.library) + ([lettering_font().note] if lettering_font().note else []):
         err.print(f"[dim]{note}[/dim]", highlight=False)
     if kept := shared_attention_bytes(engine, project, out_dir / "project"):
-        err.print(f"Shared attention keeps about {kept / 2**20:.0f} MiB of the first panel's tokens while the others render.",
-                  highlight=False)
+        err.print(f"Shared attention keeps about {human_size(kept)} of the first panel's tokens while the others render.",
+                  highlight=False, soft_wrap=True)
 
     def on_panel(i: int, total: int, panel) -> None:
         err.print(f"panel {i + 1}/{total}: {panel.action or panel.id}", highlight=False)
