@@ -148,3 +148,16 @@ def ip_engine(ip_home):
     from localdiffusion.store.db import Database
 
     return Engine(ModelLibrary(ip_home, Database(ip_home.db_path)))
+
+
+def remembered(engine):
+    """engine.generate, remembered per recipe: several tests compare against the same images."""
+    done: dict[str, object] = {}
+
+    def run(recipe):
+        key = recipe.to_json()
+        if key not in done:
+            done[key] = engine.generate(recipe)
+        return done[key]
+
+    return run

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import remembered
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import ControlUnit, Recipe
 
@@ -38,16 +39,7 @@ def edges(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def generate(control_engine):
-    """Engine.generate, remembered per recipe: several tests compare against the same images."""
-    done: dict[str, object] = {}
-
-    def run(recipe: Recipe):
-        key = recipe.to_json()
-        if key not in done:
-            done[key] = control_engine.generate(recipe)
-        return done[key]
-
-    return run
+    return remembered(control_engine)
 
 
 @pytest.fixture(scope="module")

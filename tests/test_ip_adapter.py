@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import remembered
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.recipe import ControlUnit, Recipe, Reference
 
@@ -42,16 +43,7 @@ def pictures(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def generate(ip_engine):
-    """Engine.generate, remembered per recipe: several tests compare against the same images."""
-    done: dict[str, object] = {}
-
-    def run(recipe: Recipe):
-        key = recipe.to_json()
-        if key not in done:
-            done[key] = ip_engine.generate(recipe)
-        return done[key]
-
-    return run
+    return remembered(ip_engine)
 
 
 def with_refs(fields: dict, *references: Reference, **more) -> Recipe:
