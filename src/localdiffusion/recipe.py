@@ -11,12 +11,17 @@ A Recipe converts three ways: to and from JSON (pydantic), and to and from A1111
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 RNG = Literal["cpu", "device"]
+# How a ControlNet unit's map is fitted to the image, and the ControlNet extension's control modes (its
+# `ControlMode` enum, in its order): how a unit's control weighs against the prompt (see `engine/control.py`).
+ResizeMode = Literal["Just Resize", "Crop and Resize", "Resize and Fill"]
+ControlMode = Literal["Balanced", "My prompt is more important", "ControlNet is more important"]
+CONTROL_MODES: tuple[str, ...] = get_args(ControlMode)
 
 # A1111's `inpainting_fill`: what the masked area starts from before denoising.
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
@@ -33,10 +38,14 @@ class ControlUnit(BaseModel):
     weight: float = Field(1.0, ge=0.0, le=2.0)
     guidance_start: float = Field(0.0, ge=0.0, le=1.0)
     guidance_end: float = Field(1.0, ge=0.0, le=1.0)
-    resize_mode: Literal["Just Resize", "Crop and Resize", "Resize and Fill"] = "Crop and Resize"
+    resize_mode: ResizeMode = "Crop and Resize"
     processor_res: int = Field(512, ge=64, le=2048)
     threshold_a: float = -1.0  # preprocessor-specific (canny: low threshold); -1 = its default
     threshold_b: float = -1.0  # preprocessor-specific (canny: high threshold); -1 = its default
+    control_mode: ControlMode = "Balanced"
+    # Pixel perfect: the preprocessor works at the size the map will be used at (`processor_res` is
+    # then computed from the picture, the generation's size and the resize mode when the map is made).
+    pixel_perfect: bool = False
     # The control map the preprocessor made from `image`, kept so that a replay uses the very same map.
     map: str | None = None
 

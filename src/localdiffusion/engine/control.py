@@ -10,6 +10,16 @@ extension does it (`detectmap_proc` in sd-webui-controlnet, re-written here):
 At each step every active unit runs its ControlNet on the UNet's own input, timestep and text
 conditioning (CFG's both halves in one batch, as diffusers' StableDiffusionControlNetPipeline
 does), and the weighted down/mid residuals of all units are summed for the UNet.
+
+A unit's control mode weighs its residuals as the extension's `hook.py` does:
+
+- Balanced: every residual times the weight (diffusers' `conditioning_scale`);
+- My prompt is more important ("soft injection"): residual i (the down residuals from the
+  first, then the mid one) times `weight * 0.825 ** (12 - i)`, so the shallow layers that set fine
+  detail get little control and the mid block all of it (SD1: 12 down + mid; SDXL keeps the
+  first 10 of those 13 scales, as the extension does);
+- ControlNet is more important ("CFG injection"): the same scaling, and the residuals of CFG's
+  unconditional half are zero, so the control is not cancelled by the guidance.
 """
 
 from __future__ import annotations
@@ -24,6 +34,21 @@ from PIL import Image
 from localdiffusion.recipe import ControlUnit
 
 Residuals = tuple[list[torch.Tensor], torch.Tensor]
+
+SOFT_BASE = 0.825  # the extension's per-layer decay for "My prompt is more important"
+
+
+def soft_scales(weight: float, count: int) -> list[float]:
+    """The extension's soft-injection scales for `count` residuals (down ones first, the mid one last)."""
+    return [weight * (SOFT_BASE ** float(12 - i)) for i in range(count)]
+
+
+def cond_mask(batch: int, do_cfg: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    """1 for the conditional rows of the loop's model input, 0 for CFG's unconditional half (which comes
+    first); None without CFG, where every row is conditional."""
+    if not do_cfg:
+        return None
+    return torch.cat([torch.zeros(batch), torch.ones(batch)]).to(device, dtype)[:, None, None, None]
 
 
 def fit_map(image: Image.Image, width: int, height: int, resize_mode: str) -> Image.Image:
@@ -69,6 +94,16 @@ class ActiveControl:
     unit: ControlUnit
     model: Any  # diffusers ControlNetModel
     cond: torch.Tensor  # (batch [x2 with CFG], 3, H, W)
+    mask: torch.Tensor | None = None  # `cond_mask` for the model's dtype; None without CFG
+
+    def weighted(self, down: list[torch.Tensor], mid: torch.Tensor) -> Residuals:
+        """The unit's raw residuals weighted by its control mode (not called for Balanced, where
+        the ControlNet itself scales by the weight)."""
+        outputs = [*down, mid]
+        if self.unit.control_mode == "ControlNet is more important" and self.mask is not None:
+            outputs = [o * self.mask for o in outputs]
+        outputs = [o * scale for o, scale in zip(outputs, soft_scales(self.unit.weight, len(outputs)))]
+        return outputs[:-1], outputs[-1]
 
 
 class Control:
@@ -84,11 +119,14 @@ class Control:
         for active in self.units:
             if not step_active(active.unit, index, self.total):
                 continue
+            balanced = active.unit.control_mode == "Balanced"
             down, mid = active.model(
                 model_input.to(active.model.dtype), t, encoder_hidden_states=hidden.to(active.model.dtype),
-                controlnet_cond=active.cond, conditioning_scale=active.unit.weight, guess_mode=False,
+                controlnet_cond=active.cond, conditioning_scale=active.unit.weight if balanced else 1.0, guess_mode=False,
                 added_cond_kwargs=added, return_dict=False,
             )
+            if not balanced:
+                down, mid = active.weighted(list(down), mid)
             total = (list(down), mid) if total is None else ([a + b for a, b in zip(total[0], down)], total[1] + mid)
         return total
 
@@ -110,5 +148,6 @@ def prepare_control(units: list[tuple[ControlUnit, Any, Image.Image]], width: in
         else:
             fitted = fit_map(raw, width, height, unit.resize_mode)
         cond = map_tensor(fitted).to(device, model.dtype).repeat(batch, 1, 1, 1)
-        ready.append(ActiveControl(unit, model, torch.cat([cond] * 2) if do_cfg else cond))
+        ready.append(ActiveControl(unit, model, torch.cat([cond] * 2) if do_cfg else cond,
+                                   cond_mask(batch, do_cfg, device, model.dtype)))
     return Control(ready, total_steps)
