@@ -33,6 +33,7 @@ MODULES = ("none", "canny", "scribble", "lineart", "openpose", "depth")
 CONTROL_TYPES = {"none": "", "canny": "canny", "scribble": "scribble", "lineart": "lineart", "openpose": "openpose", "depth": "depth"}
 
 DEPTH_DIR = "models/depth"
+PROCESSOR_RES_MIN, PROCESSOR_RES_MAX = 64, 2048  # ControlUnit.processor_res's limits
 
 
 def control_type(module: str) -> str:
@@ -71,6 +72,20 @@ def _or(value: float, default: float) -> float:
 
 def _rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
+
+
+def pixel_perfect_resolution(image_size: tuple[int, int], target_size: tuple[int, int], resize_mode: str) -> int:
+    """The preprocessing resolution "Pixel Perfect" picks: the short side the picture has once its map is
+    fitted to `target_size` (width, height) by `resize_mode`, so the map is made at the size it is used at.
+
+    The extension's `pixel_perfect_resolution` (internal_controlnet/external_code.py): "Resize and Fill"
+    fits the whole picture inside (the smaller scale), the other modes cover the target (the larger
+    scale); rounded half to even as numpy rounds. Kept within `processor_res`'s limits (64-2048)."""
+    (raw_w, raw_h), (target_w, target_h) = image_size, target_size
+    k_h, k_w = float(target_h) / float(raw_h), float(target_w) / float(raw_w)
+    k = min(k_h, k_w) if resize_mode == "Resize and Fill" else max(k_h, k_w)
+    estimation = int(np.round(k * float(min(raw_h, raw_w))))
+    return min(max(estimation, PROCESSOR_RES_MIN), PROCESSOR_RES_MAX)
 
 
 def resize_short_side(pixels: np.ndarray, short_side: int) -> np.ndarray:

@@ -4,7 +4,9 @@ The engine never runs preprocessors (features sit above it). Here every unit wit
 one: the preprocessor's output (canny, scribble, lineart, openpose, depth), or the image itself
 for module "none", kept under HOME/inputs by content hash so that replaying the recipe uses the
 very same map. A unit without a model gets the installed ControlNet that fits the checkpoint's
-family and the preprocessor's type.
+family and the preprocessor's type. A "pixel perfect" unit gets its `processor_res` from its
+picture, the size its map will be fitted to and its resize mode before the map is made, and keeps
+that resolution in the recipe.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localdiffusion.control.preprocessors import control_type, run_preprocessor
+from localdiffusion.control.preprocessors import control_type, pixel_perfect_resolution, run_preprocessor
 from localdiffusion.engine import images as im
 from localdiffusion.engine.plan import resolve_path
 from localdiffusion.errors import BadInput, one_of
@@ -35,24 +37,51 @@ def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None
     """The recipe with a kept map on every unit; with a `library`, also a model on every unit that names none."""
     if not recipe.controls:
         return recipe
-    units = [prepare_unit(i, unit, Path(home_root)) for i, unit in enumerate(recipe.controls)]
+    checkpoint = None
     if library is not None:
         checkpoint = library.get(recipe.model, kind="checkpoint") if recipe.model else library.default_checkpoint()
+    target = None
+    if any(u.pixel_perfect and not u.map for u in recipe.controls):
+        target = map_size(recipe, Path(home_root), checkpoint.native_size if checkpoint is not None else 512)
+    units = [prepare_unit(i, unit, Path(home_root), target) for i, unit in enumerate(recipe.controls)]
+    if checkpoint is not None:
         installed = library.list("controlnet")
         units = [u if u.model else u.model_copy(update={"model": pick_model(i, u, checkpoint, installed).name})
                  for i, u in enumerate(units)]
     return recipe.model_copy(update={"controls": units})
 
 
-def prepare_unit(index: int, unit: ControlUnit, home_root: Path) -> ControlUnit:
-    """The unit with its map made (by its preprocessor) and kept; a unit that has a map stays as it is."""
+def prepare_unit(index: int, unit: ControlUnit, home_root: Path, target: tuple[int, int] | None = None) -> ControlUnit:
+    """The unit with its map made (by its preprocessor) and kept; a unit that has a map stays as it is.
+    A pixel-perfect unit first gets the `processor_res` that fits its map to `target` (width, height)."""
     if unit.map:
         return unit
     if not unit.image:
         raise BadInput(f"ControlNet unit {index} has no image; give the picture to take the control from.", field=f"controls.{index}.image")
     image = im.open_image(resolve_path(unit.image, home_root), f"ControlNet unit {index} image")
+    if unit.pixel_perfect and target is not None:
+        unit = unit.model_copy(update={"processor_res": pixel_perfect_resolution(image.size, target, unit.resize_mode)})
     control_map = run_preprocessor(unit, image, home_root)
     return unit.model_copy(update={"map": keep_input(home_root, control_map.convert("RGB"))})
+
+
+def map_size(recipe: Recipe, home_root: Path, native_size: int) -> tuple[int, int]:
+    """The size the engine fits the maps to in the first pass (what pixel perfect aims at), as `make_plan`
+    resolves it: the recipe's size; for txt2img by default the checkpoint's native size; else the input
+    picture's size rounded to 8 (outpaint: the extended canvas). "Only masked" inpainting fits the maps
+    to the whole picture before cutting them with it, so there it is the picture's size."""
+    if recipe.mode == "txt2img" or not recipe.init_image:
+        return recipe.width or native_size, recipe.height or native_size
+    width, height = im.open_image(resolve_path(recipe.init_image, home_root), "input image").size
+    if recipe.mode == "outpaint" and recipe.outpaint is not None:
+        sides = recipe.outpaint
+        width, height = width + sides.left + sides.right, height + sides.up + sides.down
+        width, height = width + (-width) % 8, height + (-height) % 8
+        if not recipe.inpaint_full_res:
+            return width, height
+    if recipe.inpaint_full_res and recipe.mode in ("inpaint", "outpaint"):
+        return width, height
+    return recipe.width or im.round_to_8(width), recipe.height or im.round_to_8(height)
 
 
 def pick_model(index: int, unit: ControlUnit, checkpoint: ModelInfo, installed: list[ModelInfo]) -> ModelInfo:
