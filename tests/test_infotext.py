@@ -154,3 +154,20 @@ def test_round_trip_recipe_infotext_recipe(recipe: Recipe):
     assert back.model_copy(update={"mode": recipe.mode}) == recipe
     _, rest = from_infotext(text)
     assert rest["Model"] == "model, name" and rest["Model hash"] == "abcdef1234" and rest["Lora hashes"] == "a: 1, b: 2"
+
+
+def test_controlnet_units_round_trip_with_control_mode_and_pixel_perfect():
+    from localdiffusion.recipe import ControlUnit
+
+    units = [ControlUnit(model="control_v11p_sd15_canny [d14c016b]", module="canny", weight=0.7, processor_res=341,
+                         threshold_a=100, threshold_b=200, control_mode="My prompt is more important", pixel_perfect=True),
+             ControlUnit(model="control_v11p_sd15_openpose [cab727d4]", control_mode="ControlNet is more important")]
+    text = to_infotext(Recipe(prompt="a house", seed=1, width=512, height=512, controls=units), model_name="m", model_hash=None)
+    assert ('ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 0.7, Resize Mode: Crop and Resize, '
+            'Processor Res: 341, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance End: 1.0, '
+            'Pixel Perfect: True, Control Mode: My prompt is more important"') in text
+    assert text.split("ControlNet 1: ")[1].startswith('"Module: none') and "Pixel Perfect: False, Control Mode: ControlNet is more important\"" in text
+    assert recipe_from_infotext(text).controls == units
+    # A1111's own text (the extension writes every field, Hr Option too) reads back the same way.
+    a1111 = text.replace("Control Mode: My prompt is more important", "Control Mode: My prompt is more important, Hr Option: Both")
+    assert recipe_from_infotext(a1111).controls == units

@@ -140,11 +140,9 @@ def _mode_params(r: Recipe) -> dict[str, str | None]:
 
 
 # The sd-webui-controlnet extension's infotext fields (`ControlNetUnit.infotext_fields()` in
-# internal_controlnet/args.py), in its order. The last two are fixed here: we have no pixel-perfect
-# preprocessor resolution and only the "Balanced" control mode.
+# internal_controlnet/args.py), in its order.
 CONTROL_FIELDS = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
-                  "guidance_start", "guidance_end")
-CONTROL_FIXED = {"Pixel Perfect": "False", "Control Mode": "Balanced"}
+                  "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
 RE_CONTROL_KEY = re.compile(r"^ControlNet (\d+)$")
 # The extension runs IP-Adapters as ControlNet units whose module (preprocessor) is the image encoding;
 # this one (ViT-H) when the engine did not say.
@@ -164,7 +162,7 @@ def control_params(units: list[ControlUnit], references: list[Reference] | None 
 
 
 def serialize_control(unit: ControlUnit) -> str:
-    items = {_display(name): str(getattr(unit, name)) for name in CONTROL_FIELDS} | CONTROL_FIXED
+    items = {_display(name): str(getattr(unit, name)) for name in CONTROL_FIELDS}
     return ", ".join(f"{key}: {value}" for key, value in items.items())
 
 
