@@ -185,6 +185,76 @@ def test_no_control_keeps_the_loop_bit_identical(control_engine):
     assert calls and all(c is None for c in calls) and real(None) == {}
 
 
+# --- control modes (the extension's soft and CFG injection) ----------------------------------
+
+PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
+
+
+@pytest.mark.parametrize("family, fields, model", [("sd1", SD1, "tiny-sd1-canny"), ("sdxl", SDXL, "tiny-sdxl-canny")])
+def test_each_control_mode_gives_its_own_image(generate, edges, family, fields, model):
+    def run(mode: str | None) -> Image.Image:
+        extra = {} if mode is None else {"control_mode": mode}
+        return generate(Recipe(**fields, controls=[unit(model, edges, **extra)])).images[0]
+
+    default, balanced, prompt_first, control_first = run(None), run("Balanced"), run(PROMPT_FIRST), run(CONTROL_FIRST)
+    assert differs(balanced, default) == 0
+    assert differs(prompt_first, balanced) > 0.5 and differs(control_first, balanced) > 0.5 and differs(control_first, prompt_first) > 0.5
+
+
+def captured_residuals(control_engine, monkeypatch, fields: dict, controls: list[ControlUnit]) -> list:
+    """What the loop gave the UNet as ControlNet residuals, step by step."""
+    from localdiffusion.engine import sampling
+
+    calls = []
+    real = sampling._residual_kwargs
+    monkeypatch.setattr(sampling, "_residual_kwargs", lambda residuals: calls.append(residuals) or real(residuals))
+    control_engine.generate(Recipe(**fields, controls=controls))
+    monkeypatch.setattr(sampling, "_residual_kwargs", real)
+    return calls
+
+
+@pytest.mark.parametrize("fields, model, count", [(SD1, "tiny-sd1-canny", 5), (SDXL, "tiny-sdxl-canny", 5)])
+def test_control_modes_scale_and_mask_the_residuals_as_the_extension(control_engine, monkeypatch, edges, fields, model, count):
+    """Step 1 starts from the same latents in every mode, so its residuals compare exactly: Balanced gives the
+    ControlNet's own (weight 1), "My prompt" scales residual i by 0.825 ** (12 - i) (the mid one last), and
+    "ControlNet" also zeroes CFG's unconditional half (the first of the batch)."""
+    fields = {**fields, "steps": 1, "batch_size": 2}
+
+    def first(mode: str, weight: float = 1.0) -> list[torch.Tensor]:
+        (residuals,) = captured_residuals(control_engine, monkeypatch, fields, [unit(model, edges, weight=weight, control_mode=mode)])
+        down, mid = residuals
+        return [*down, mid]
+
+    balanced, prompt_first, control_first = first("Balanced"), first(PROMPT_FIRST), first(CONTROL_FIRST)
+    assert len(balanced) == count  # the tiny UNets: conv_in, a resnet and a downsample, a resnet, then the mid block
+    hand = [0.0994, 0.1205, 0.1461, 0.1770, 0.2146]  # 0.825 ** (12 - i), i = 0..4, to 4 places
+    for i, (raw, soft, hard) in enumerate(zip(balanced, prompt_first, control_first)):
+        scale = 0.825 ** (12 - i)
+        assert scale == pytest.approx(hand[i], abs=5e-5)
+        assert raw.shape[0] == 4 and raw.abs().max() > 0  # CFG's two halves of a batch of two
+        assert torch.equal(soft, raw * scale)
+        assert torch.equal(hard[:2], torch.zeros_like(hard[:2])) and torch.equal(hard[2:], soft[2:])
+    # The weight multiplies the scales.
+    half = first(PROMPT_FIRST, weight=0.5)
+    assert all(torch.allclose(h, s * 0.5, rtol=1e-6, atol=0) for h, s in zip(half, prompt_first))
+
+
+def test_without_cfg_controlnet_first_is_my_prompt_first(control_engine, monkeypatch, edges):
+    """With CFG off (scale 1) every row is conditional, so nothing is masked."""
+    fields = {**SD1, "steps": 1, "cfg_scale": 1.0}
+    (soft,), (hard,) = (captured_residuals(control_engine, monkeypatch, fields, [unit("tiny-sd1-canny", edges, control_mode=m)])
+                        for m in (PROMPT_FIRST, CONTROL_FIRST))
+    assert all(torch.equal(a, b) for a, b in zip([*soft[0], soft[1]], [*hard[0], hard[1]]))
+
+
+def test_soft_scales_follow_the_extension():
+    from localdiffusion.engine.control import soft_scales
+
+    sd1 = soft_scales(0.8, 13)  # SD1: 12 down residuals and the mid one, which gets the full weight
+    assert sd1[-1] == pytest.approx(0.8) and sd1[0] == pytest.approx(0.8 * 0.0994, abs=1e-4)
+    assert soft_scales(1.0, 10) == soft_scales(1.0, 13)[:10]  # SDXL: the first ten of the same thirteen
+
+
 # --- checks -----------------------------------------------------------------------------------
 
 
@@ -305,6 +375,55 @@ def test_prepare_controls_keeps_the_map_so_a_replay_is_identical(generate, contr
     replay = control_engine.generate(Recipe.from_json(first.recipes[0].to_json()))
     assert differs(first.images[0], replay.images[0]) == 0
     assert prepare_controls(ready, control_home.root) == ready  # a prepared unit stays as it is
+
+
+# The extension's formula, worked by hand: k = target/raw per side; "Resize and Fill" takes the smaller k, the
+# other modes the larger; times the picture's short side, rounded. Sizes are (width, height).
+@pytest.mark.parametrize("image, target, mode, expected", [
+    ((96, 64), (512, 512), "Crop and Resize", 512),  # k = 8 (height) or 5.33 (width): 8 x 64
+    ((96, 64), (512, 512), "Just Resize", 512),
+    ((96, 64), (512, 512), "Resize and Fill", 341),  # 5.333 x 64 = 341.33
+    ((96, 64), (520, 512), "Resize and Fill", 347),  # 5.4167 x 64 = 346.67, rounded up
+    ((200, 300), (768, 512), "Crop and Resize", 768),  # k = 3.84 (width) or 1.71 (height): 3.84 x 200
+    ((200, 300), (768, 512), "Resize and Fill", 341),  # 1.7067 x 200 = 341.33
+    ((300, 200), (768, 512), "Resize and Fill", 512),  # the same aspect: both k are 2.56
+    ((80, 64), (128, 64), "Crop and Resize", 102),  # 1.6 x 64 = 102.4
+    ((10, 1000), (512, 512), "Resize and Fill", 64),  # 5.12, raised to processor_res's least, 64
+    ((1000, 1000), (4096, 2048), "Crop and Resize", 2048),  # 4096, lowered to its most, 2048
+])
+def test_pixel_perfect_resolution_is_the_extensions_formula(image, target, mode, expected):
+    from localdiffusion.control.preprocessors import pixel_perfect_resolution
+
+    assert pixel_perfect_resolution(image, target, mode) == expected
+
+
+@pytest.mark.parametrize("fields, mode, expected_res", [
+    ({"width": 128, "height": 64}, "Crop and Resize", 102),  # the 80x64 photo covering 128x64: 1.6 x 64
+    ({"width": 128, "height": 64}, "Resize and Fill", 64),  # fitting inside: 1 x 64
+    ({"width": None, "height": None}, "Crop and Resize", 512),  # txt2img's default: the checkpoint's native 512x512
+])
+def test_pixel_perfect_sets_the_processing_resolution_from_the_sizes(control_home, control_engine, photo, fields, mode, expected_res):
+    from localdiffusion.control.units import prepare_controls
+
+    recipe = Recipe(**{**SD1, **fields}, controls=[ControlUnit(image=photo, module="canny", resize_mode=mode, pixel_perfect=True)])
+    (prepared,) = prepare_controls(recipe, control_home.root, control_engine.library).controls
+    assert prepared.processor_res == expected_res and prepared.pixel_perfect
+    short_side = min(Image.open(control_home.root / prepared.map).size)
+    assert short_side == expected_res  # the map was made at that resolution
+    plain = prepare_controls(recipe.model_copy(update={"controls": [recipe.controls[0].model_copy(update={"pixel_perfect": False})]}),
+                             control_home.root, control_engine.library).controls[0]
+    assert plain.processor_res == 512 and min(Image.open(control_home.root / plain.map).size) == 512
+
+
+def test_pixel_perfect_aims_at_the_input_pictures_size_in_img2img(control_home, control_engine, photo, tmp_path):
+    from localdiffusion.control.units import prepare_controls
+
+    source = tmp_path / "source.png"
+    Image.new("RGB", (96, 64), (120, 90, 60)).save(source)
+    recipe = Recipe(**{**SD1, "width": None, "height": None}, mode="img2img", init_image=str(source),
+                    controls=[ControlUnit(image=photo, module="canny", pixel_perfect=True)])
+    (prepared,) = prepare_controls(recipe, control_home.root, control_engine.library).controls
+    assert prepared.processor_res == 77  # the 80x64 photo covering 96x64: 1.2 x 64 = 76.8
 
 
 @pytest.mark.parametrize("model, module, expected", [
