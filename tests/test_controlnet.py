@@ -499,3 +499,45 @@ def test_studio_refuses_bad_units_naming_the_field(studio_client, photo, unit, m
     unit = {k: (ref if v == "REF" else v) for k, v in unit.items()}
     r = studio_client.post("/api/jobs", json={**SD1, "model": model, "controls": [unit]})
     assert r.status_code == status and r.json()["field"] == field and words in r.json()["detail"], r.text
+
+
+# --- the A1111 API (the extension's units) ----------------------------------------------------
+
+
+def test_a1111_units_honour_control_mode_and_pixel_perfect(studio_client, photo):
+    import base64
+    import io
+
+    with open(photo, "rb") as f:
+        picture = base64.b64encode(f.read()).decode()
+
+    def txt2img(**unit) -> tuple[Image.Image, str]:
+        body = {"prompt": SD1["prompt"], "seed": 3, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "cfg_scale": 5,
+                "override_settings": {"sd_model_checkpoint": "tiny-sd1"},
+                "alwayson_scripts": {"controlnet": {"args": [{"image": picture, "module": "canny", "model": "tiny-sd1-canny", **unit}]}}}
+        r = studio_client.post("/sdapi/v1/txt2img", json=body)
+        assert r.status_code == 200, r.text
+        image = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB")
+        return image, json.loads(r.json()["info"])["infotexts"][0]
+
+    balanced, text = txt2img()
+    assert "Processor Res: 512, Threshold A: -1.0, Threshold B: -1.0, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced" in text
+    prompt_first, text = txt2img(control_mode="My prompt is more important")
+    assert "Pixel Perfect: False, Control Mode: My prompt is more important" in text and differs(prompt_first, balanced) > 0.5
+    by_index, text = txt2img(control_mode=2)  # the extension's older API: the mode's index
+    assert "Control Mode: ControlNet is more important" in text
+    assert differs(by_index, balanced) > 0.5 and differs(by_index, prompt_first) > 0.5
+    # Pixel perfect: the 80x64 photo covering 64x64 is worked at 64 (1 x 64), not at processor_res 512.
+    _, text = txt2img(pixel_perfect=True, processor_res=512)
+    assert "Processor Res: 64," in text and "Pixel Perfect: True, Control Mode: Balanced" in text
+    newest = studio_client.get("/api/images?limit=1").json()["items"][0]
+    (kept,) = studio_client.get(f"/api/images/{newest['id']}").json()["recipe"]["controls"]
+    assert kept["pixel_perfect"] and kept["processor_res"] == 64
+    assert Image.open(io.BytesIO(studio_client.get(f"/api/{kept['map']}").content)).size == (80, 64)  # the map made at 64
+
+    bad = {"prompt": "x", "width": 64, "height": 64, "steps": 1, "override_settings": {"sd_model_checkpoint": "tiny-sd1"},
+           "alwayson_scripts": {"controlnet": {"args": [{"image": picture, "module": "canny", "control_mode": "Prompt first"}]}}}
+    r = studio_client.post("/sdapi/v1/txt2img", json=bad)
+    assert r.status_code == 400 and r.json()["field"] == "alwayson_scripts.controlnet.args.0.control_mode"
+    assert r.json()["detail"] == ("The control mode 'Prompt first' is unknown; use one of 'Balanced', 'My prompt is more important' "
+                                  "or 'ControlNet is more important' (or 0, 1, 2).")

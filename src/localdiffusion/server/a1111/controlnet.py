@@ -2,9 +2,12 @@
 
 A request's units arrive as the extension takes them (`alwayson_scripts: {"controlnet": {"args":
 [{image or input_image (base64), module, model, weight, resize_mode, processor_res, threshold_a,
-threshold_b, guidance_start, guidance_end, enabled, ...}]}}`). Each becomes a ControlUnit whose
-image is kept as an input, then the control feature prepares its map and picks its model.
-Fields we have no use for (low_vram, pixel_perfect, control_mode, hr_option) are accepted and ignored.
+threshold_b, guidance_start, guidance_end, pixel_perfect, control_mode, enabled, ...}]}}`). Each
+becomes a ControlUnit whose image is kept as an input, then the control feature prepares its map
+(pixel perfect: at the resolution it is used at) and picks its model. `control_mode` is the
+extension's name ("Balanced", "My prompt is more important", "ControlNet is more important") or,
+as its older API took it, the index 0-2. Fields we have no use for (low_vram, hr_option) are
+accepted and ignored.
 
 The extension runs IP-Adapters as units too (module `ip-adapter_clip_sd15`, `ip-adapter_clip_sdxl`,
 `ip-adapter_clip_sdxl_plus_vith` or `ip-adapter-auto`; model `ip-adapter_sd15 [hash]`). Those become the
@@ -28,7 +31,7 @@ from localdiffusion.infotext import IP_ADAPTER_PREFIX
 from localdiffusion.models.controlnet import check_fits
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.ip_adapter import find_adapter, image_encoder_folder
-from localdiffusion.recipe import ControlUnit, Recipe, Reference
+from localdiffusion.recipe import CONTROL_MODES, ControlUnit, Recipe, Reference
 from localdiffusion.server.a1111.images import image_from_base64
 from localdiffusion.server.deps import get_studio
 from localdiffusion.server.studio import Studio
@@ -143,10 +146,12 @@ def control_unit(index: int, arg: Any, studio: Studio) -> ControlUnit:
         fields["guidance_end"] = arg["guidance"]
     if isinstance(arg.get("processor_res"), (int, float)) and arg["processor_res"] > 0:  # -1: the default
         fields["processor_res"] = arg["processor_res"]
+    if arg.get("pixel_perfect") is not None:
+        fields["pixel_perfect"] = arg["pixel_perfect"]
     module, model = module_name(index, str(arg.get("module") or "none")), model_name(index, arg.get("model"))
     mode = resize_mode(index, arg.get("resize_mode", 1))
     try:
-        unit = ControlUnit(module=module, model=model, resize_mode=mode, **fields)
+        unit = ControlUnit(module=module, model=model, resize_mode=mode, control_mode=control_mode(index, arg.get("control_mode")), **fields)
     except ValidationError as e:
         first = e.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "unit"
@@ -184,6 +189,18 @@ def resize_mode(index: int, value: Any) -> str:
         raise BadInput(f"The resize mode '{value}' is unknown; use one of {one_of(RESIZE_MODES)} (or 0, 1, 2).",
                        field=f"{_where(index)}.resize_mode")
     return text
+
+
+def control_mode(index: int, value: Any) -> str:
+    """The extension's control mode by name, or by its index 0-2 (its older API); absent: Balanced."""
+    if value is None:
+        return "Balanced"
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CONTROL_MODES):
+        return CONTROL_MODES[value]
+    if str(value) not in CONTROL_MODES:
+        raise BadInput(f"The control mode {value!r} is unknown; use one of {one_of(list(CONTROL_MODES))} (or 0, 1, 2).",
+                       field=f"{_where(index)}.control_mode")
+    return str(value)
 
 
 # --- the extension's lists ---------------------------------------------------------------------
