@@ -146,7 +146,10 @@ def test_modules_have_labels_help_and_parameters(client):
     fields = body["unit_fields"]
     assert fields["weight"]["max"] == 2.0 and fields["guidance_end"]["default"] == 1.0
     assert fields["resize_mode"]["choices"] == ["Just Resize", "Crop and Resize", "Resize and Fill"]
+    assert fields["control_mode"]["choices"] == ["Balanced", "My prompt is more important", "ControlNet is more important"]
+    assert fields["control_mode"]["default"] == "Balanced" and fields["pixel_perfect"]["default"] is False
     assert all(f["help"] for f in fields.values())
+    assert "Press Preview" not in fields["module"]["help"] and "'None' uses the picture as the map" in fields["module"]["help"]
 
 
 def test_canny_preview_is_kept_and_thresholds_matter(client):
@@ -159,6 +162,23 @@ def test_canny_preview_is_kept_and_thresholds_matter(client):
     assert 0 < (edges > 0).mean() < 0.3
     strict = client.post("/api/controls/preview", json={**request, "threshold_a": 254, "threshold_b": 255}).json()
     assert (np.asarray(fetch(client, strict["url"])) > 0).sum() <= (edges > 0).sum()
+
+
+@pytest.mark.parametrize("size, mode, res", [
+    ((640, 480), "Crop and Resize", 480),  # the 160x120 drawing covering 640x480: 4 x 120
+    ((640, 240), "Crop and Resize", 480),  # covering 640x240: the width's 4 wins over the height's 2
+    ((640, 240), "Resize and Fill", 240),  # fitting inside 640x240: 2 x 120
+])
+def test_pixel_perfect_preview_works_at_the_images_size(client, size, mode, res):
+    ref = upload(client, drawing())
+    request = {"image": ref, "module": "canny", "processor_res": 64, "pixel_perfect": True, "resize_mode": mode,
+               "width": size[0], "height": size[1]}
+    answer = client.post("/api/controls/preview", json=request).json()
+    assert answer["processor_res"] == res and min(answer["width"], answer["height"]) == res
+    plain = client.post("/api/controls/preview", json={**request, "pixel_perfect": False}).json()
+    assert plain["processor_res"] == 64 and plain["height"] == 64
+    response = client.post("/api/controls/preview", json={**request, "width": None})
+    assert response.status_code == 422 and response.json()["field"] == "width" and "Pixel perfect needs" in response.json()["detail"]
 
 
 def test_preview_none_is_the_image_itself(client):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.control.pose import detect_pose, pose_to_json, presets, read_pose, render_pose
 from localdiffusion.errors import BadInput, one_of
-from localdiffusion.recipe import ControlUnit
+from localdiffusion.recipe import CONTROL_MODES, ControlUnit, ResizeMode
 from localdiffusion.server.api import InvalidField, check_input_ref
 from localdiffusion.server.deps import get_studio
 from localdiffusion.server.studio import Studio
@@ -94,7 +94,7 @@ MODULE_TEXTS: dict[str, dict[str, Any]] = {
 UNIT_TEXTS: dict[str, tuple[str, str, float | None]] = {
     "image": ("Control image", "The picture the unit follows: a photo, a drawing or a pose from the pose editor.", None),
     "module": ("Preprocessor", "How the picture is turned into a control map before generating. "
-               "Press Preview to see the map.", None),
+               "'None' uses the picture as the map; any other shows its map when you press 'Preview the map'.", None),
     "model": ("ControlNet model", "The ControlNet that reads the map; each is trained for one kind of map "
               "(edges, pose, depth...) and one model family. 'Automatic' picks one that fits the preprocessor "
               "and the checkpoint.", None),
@@ -107,6 +107,14 @@ UNIT_TEXTS: dict[str, tuple[str, str, float | None]] = {
     "resize_mode": ("Resize mode", "What happens when the map's shape differs from the image's: 'Just Resize' "
                     "stretches it, 'Crop and Resize' fills the image and crops the overflow, 'Resize and Fill' "
                     "fits all of it and pads the edges.", None),
+    "control_mode": ("Control mode", "Which wins when the prompt and the map disagree. 'Balanced' weighs them "
+                     "evenly. 'My prompt is more important' weakens the control step by step toward the layers "
+                     "that draw fine detail, so the prompt can change more. 'ControlNet is more important' does the "
+                     "same and also leaves the control out of the negative-prompt side of CFG, so the CFG scale "
+                     "strengthens the map as it strengthens the prompt.", None),
+    "pixel_perfect": ("Pixel perfect", "Makes the map at the size it is used at: the processing resolution is "
+                      "worked out from the picture, the image size and the resize mode, so thin edges and lines "
+                      "are neither lost nor blurred by resizing.", None),
 }
 
 
@@ -126,6 +134,7 @@ def unit_fields() -> dict[str, dict[str, Any]]:
         default = ControlUnit.model_fields[name].default
         table[name] = {"label": label, "help": help_text, "step": step, "default": default, **_limits(name)}
     table["resize_mode"]["choices"] = ["Just Resize", "Crop and Resize", "Resize and Fill"]
+    table["control_mode"]["choices"] = list(CONTROL_MODES)
     return table
 
 
@@ -183,10 +192,15 @@ class PreviewRequest(BaseModel):
     processor_res: int = Field(512, ge=64, le=2048)
     threshold_a: float = -1.0
     threshold_b: float = -1.0
+    # Pixel perfect: processor_res is worked out from the picture and the image's size (width, height) by the resize mode.
+    pixel_perfect: bool = False
+    resize_mode: ResizeMode = "Crop and Resize"
+    width: int | None = Field(None, ge=64)
+    height: int | None = Field(None, ge=64)
 
 
 def make_map(studio: Studio, request: PreviewRequest) -> dict[str, Any]:
-    from localdiffusion.control.preprocessors import run_preprocessor
+    from localdiffusion.control.preprocessors import pixel_perfect_resolution, run_preprocessor
 
     names = module_names()
     if request.module not in names:
@@ -194,9 +208,16 @@ def make_map(studio: Studio, request: PreviewRequest) -> dict[str, Any]:
     image = open_input(studio, request.image, "image")
     if request.module == "none":
         return {**kept_json(request.image, image), "module": "none"}
-    unit = ControlUnit(image=request.image, **request.model_dump(exclude={"image"}))
+    unit = ControlUnit(image=request.image, **request.model_dump(exclude={"image", "width", "height"}))
+    if request.pixel_perfect:
+        if request.width is None or request.height is None:
+            raise InvalidField("Pixel perfect needs the image's width and height to work out the processing resolution; "
+                               "send both.", field="width" if request.width is None else "height")
+        res = pixel_perfect_resolution(image.size, (request.width, request.height), request.resize_mode)
+        unit = unit.model_copy(update={"processor_res": res})
     control_map = run_preprocessor(unit, image, studio.home.root)
-    return {**kept_json(keep_input(studio.home.root, control_map), control_map), "module": request.module}
+    return {**kept_json(keep_input(studio.home.root, control_map), control_map), "module": request.module,
+            "processor_res": unit.processor_res}
 
 
 @router.post("/controls/preview")
