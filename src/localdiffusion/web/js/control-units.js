@@ -2,8 +2,10 @@
 //
 // A unit steers the image with a control map (edges, a pose, depth...) made from its picture by a
 // preprocessor. Preview shows that map before generating and keeps it, so the job uses the very
-// map the user saw. The Generate page reads units() into the recipe's `controls`, sets `context`
-// (a function giving {family, steps}) and calls fill(controls) when a recipe is loaded.
+// map the user saw. Pixel perfect makes the map at the image's size (the server works out the
+// processing resolution); the control mode weighs the map against the prompt. The Generate page
+// reads units() into the recipe's `controls`, sets `context` (a function giving {family, steps,
+// size}) and calls fill(controls) when a recipe is loaded.
 
 import { CardList } from "./card-list.js";
 import { api, cached, forget, ApiError } from "./api.js";
@@ -93,13 +95,14 @@ class ControlUnits extends CardList {
     this.error = h("p", { class: "field-error", id: "err-controls", hidden: true });
     this.append(
       h("p", { class: "hint" }, "ControlNet steers the composition with a picture: the edges of a photo, a drawing, "
-        + "a pose or depth. Add a unit, give it a picture and press Preview to see what it will follow."),
+        + "a pose or depth. Add a unit and give it a picture; with a preprocessor, 'Preview the map' shows what it will follow."),
       this.list, this.addButton, this.error);
-    // The checkpoint decides which ControlNets fit; the steps, which steps a unit's window covers.
+    // The checkpoint decides which ControlNets fit; the steps, which steps a unit's window covers;
+    // the size, which map a pixel-perfect unit needs.
     const form = this.closest("form");
     for (const type of ["input", "change"]) {
       form?.addEventListener(type, (event) => {
-        if (event.target.name === "model" || event.target.name === "steps") this.familyChanged();
+        if (["model", "steps", "width", "height"].includes(event.target.name)) this.familyChanged();
       });
     }
     on("models-changed", () => {
@@ -209,19 +212,25 @@ class UnitCard {
     this.resizeSelect = h("select", {}, ...(f("resize_mode").choices || ["Just Resize", "Crop and Resize", "Resize and Fill"])
       .map((c) => h("option", { value: c }, c)));
     this.resizeSelect.value = f("resize_mode").default || "Crop and Resize";
+    this.controlModeSelect = h("select", {}, ...(f("control_mode").choices || ["Balanced"]).map((c) => h("option", { value: c }, c)));
+    this.controlModeSelect.value = f("control_mode").default || "Balanced";
+    this.pixelPerfectBox = h("input", { type: "checkbox" });
+    this.pixelPerfectBox.checked = Boolean(f("pixel_perfect").default);
 
     this.el = h("section", { class: "control-unit" },
       h("header", {}, this.title, enabled, this.removeButton),
       imageField,
       unitField("module", this.moduleSelect, { label: f("module").label || "Preprocessor", help: f("module").help }),
       this.moduleHelp, this.params,
+      unitField("pixel_perfect", this.pixelPerfectBox, { label: f("pixel_perfect").label || "Pixel perfect", help: f("pixel_perfect").help }),
       h("div", { class: "row control-preview-row" }, this.previewButton, this.status), this.mapPreview,
       unitField("model", this.modelSelect, { label: f("model").label || "ControlNet model", help: f("model").help }),
       this.modelNote,
       this.numbers.weight,
       h("div", { class: "row" }, this.numbers.guidance_start, this.numbers.guidance_end),
       this.window,
-      unitField("resize_mode", this.resizeSelect, { label: f("resize_mode").label || "Resize mode", help: f("resize_mode").help }));
+      unitField("resize_mode", this.resizeSelect, { label: f("resize_mode").label || "Resize mode", help: f("resize_mode").help }),
+      unitField("control_mode", this.controlModeSelect, { label: f("control_mode").label || "Control mode", help: f("control_mode").help }));
     this.el.addEventListener("input", () => this.update());
     this.el.addEventListener("change", () => this.update());
     this.setModels(this.models);
@@ -266,14 +275,25 @@ class UnitCard {
     return values;
   }
 
+  /** Pixel perfect's request fields: the resize mode and the image's size, which then set the processing resolution. */
+  pixelPerfect() {
+    if (!this.pixelPerfectBox.checked) return { pixel_perfect: false };
+    const [width, height] = this.panel.context().size || [512, 512];
+    return { pixel_perfect: true, resize_mode: this.resizeSelect.value, width, height };
+  }
+
   /** What a map depends on; a preview stays valid while this is unchanged. */
   mapKey() {
-    return JSON.stringify([this.image?.ref, this.module().name, this.paramValues()]);
+    const { processor_res: res, ...thresholds } = this.paramValues();
+    const resolution = this.pixelPerfectBox.checked ? this.pixelPerfect() : { processor_res: res };
+    return JSON.stringify([this.image?.ref, this.module().name, thresholds, resolution]);
   }
 
   update() {
     this.buildParams();
     const module = this.module();
+    const resolution = this.paramInputs?.processor_res;
+    if (resolution) resolution.disabled = this.pixelPerfectBox.checked; // pixel perfect works it out
     this.moduleHelp.textContent = module.help;
     this.previewButton.hidden = module.name === "none";
     const fresh = this.map && this.map.key === this.mapKey();
@@ -330,9 +350,11 @@ class UnitCard {
 
   // --- pictures, previews and the pose editor --------------------------------------------
 
-  setImage(image, pose) {
+  /** The unit's picture; `from` names where a picture that was not uploaded here came from (the drop zone says it). */
+  setImage(image, pose, from = null) {
     this.image = image;
     this.pose = pose;
+    if (from) this.imageInput.show(image, from);
     this.sourcePreview.src = image.url;
     this.sourcePreview.hidden = false;
     this.map = null;
@@ -349,8 +371,9 @@ class UnitCard {
     this.status.textContent = "Making the map…";
     try {
       const key = this.mapKey();
-      const answer = await api.post("/api/controls/preview", { image: this.image.ref, module: this.module().name, ...this.paramValues() });
-      this.map = { ref: answer.ref, url: answer.url, key };
+      const answer = await api.post("/api/controls/preview",
+        { image: this.image.ref, module: this.module().name, ...this.paramValues(), ...this.pixelPerfect() });
+      this.map = { ref: answer.ref, url: answer.url, key, processorRes: answer.processor_res };
       this.mapPreview.src = answer.url;
       this.status.textContent = `This is the map the ControlNet will follow (${answer.width} × ${answer.height}).`;
     } catch (error) {
@@ -366,7 +389,7 @@ class UnitCard {
     const size = this.panel.context().size || null;
     editor.open({ pose: this.pose, size });
     editor.onuse = (map) => {
-      this.setImage({ ref: map.ref, url: map.url }, map.pose);
+      this.setImage({ ref: map.ref, url: map.url, width: map.width, height: map.height }, map.pose, "The pose editor's map");
       this.moduleSelect.value = "none";
       const model = this.modelFor("openpose");
       if (model) this.modelSelect.value = model.name;
@@ -387,22 +410,27 @@ class UnitCard {
     const unit = {
       model: this.modelSelect.value, image: this.image?.ref ?? null, module: this.module().name, weight: number("weight"),
       guidance_start: number("guidance_start"), guidance_end: number("guidance_end"), resize_mode: this.resizeSelect.value,
-      ...this.paramValues(),
+      control_mode: this.controlModeSelect.value, pixel_perfect: this.pixelPerfectBox.checked, ...this.paramValues(),
     };
-    if (this.map && this.map.key === this.mapKey()) unit.map = this.map.ref;
+    if (this.map && this.map.key === this.mapKey()) {
+      unit.map = this.map.ref;
+      if (unit.pixel_perfect && this.map.processorRes) unit.processor_res = this.map.processorRes; // what the map was made at
+    }
     return unit;
   }
 
   fill(unit) {
     if (unit.module && this.modules.some((m) => m.name === unit.module)) this.moduleSelect.value = unit.module;
     this.buildParams(unit);
-    if (unit.image) this.setImage({ ref: unit.image, url: `/api/${unit.image}` }, null);
+    if (unit.resize_mode) this.resizeSelect.value = unit.resize_mode;
+    if (unit.control_mode) this.controlModeSelect.value = unit.control_mode;
+    this.pixelPerfectBox.checked = Boolean(unit.pixel_perfect);
+    if (unit.image) this.setImage({ ref: unit.image, url: `/api/${unit.image}` }, null, "The recipe's picture");
     if (unit.map && unit.module !== "none") {
-      this.map = { ref: unit.map, url: `/api/${unit.map}`, key: this.mapKey() };
+      this.map = { ref: unit.map, url: `/api/${unit.map}`, key: this.mapKey(), processorRes: unit.processor_res };
       this.mapPreview.src = this.map.url;
     }
     for (const key of NUMBERS) if (typeof unit[key] === "number") this.numbers[key].setValue(unit[key]);
-    if (unit.resize_mode) this.resizeSelect.value = unit.resize_mode;
     if (unit.model) {
       if (![...this.modelSelect.options].some((o) => o.value === unit.model)) {
         this.modelSelect.append(h("option", { value: unit.model }, `${unit.model} (not found here)`));

@@ -1,6 +1,8 @@
 // <ld-image-input>: pick or drop an image, upload it (POST /api/uploads) and keep its reference.
 //
 // Fires "image" with detail {ref, width, height, url} after each upload, and "error" with a sentence.
+// show(image, label) makes an image that came from elsewhere (a rendered pose, a recipe's input)
+// the current one without uploading it, so the zone never says "No image yet" beside a picture.
 
 import { api } from "./api.js";
 import { h } from "./dom.js";
@@ -36,6 +38,7 @@ class ImageInput extends HTMLElement {
       if (file) this.setFile(file);
       else this.fail("That is not an image file; drop a PNG, JPEG or WEBP image.");
     });
+    if (this.shown) this.show(...this.shown);
   }
 
   /** Upload a File or Blob and make it the current image. */
@@ -54,6 +57,18 @@ class ImageInput extends HTMLElement {
       this.zone.classList.remove("busy");
       this.file.value = "";
     }
+  }
+
+  /** Make an already kept image ({ref, url, width?, height?}) the current one; `label` says where it came from. */
+  show(image, label) {
+    if (!this.built) {
+      this.shown = [image, label]; // shown once the element is on the page
+      return;
+    }
+    if (this.image?.url?.startsWith("blob:")) URL.revokeObjectURL(this.image.url);
+    this.image = { ...image, name: label };
+    const size = image.width && image.height ? `: ${image.width} × ${image.height}` : "";
+    this.status.textContent = `${label}${size}`;
   }
 
   fail(message) {
