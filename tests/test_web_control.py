@@ -247,3 +247,64 @@ def test_pose_from_a_photo_and_json_files(page, server, tmp_path):
     path.write_text('{"people": []}')
     dialog.locator("input[type=file][id^=pose-json]").set_input_files(str(path))
     expect(dialog.locator(".pose-status")).to_have_text("The pose JSON has no canvas_width and canvas_height.")
+
+
+def test_a_unit_sends_its_control_mode_and_pixel_perfect(page, server, tmp_path):
+    drawing = tmp_path / "drawing.png"
+    image = Image.new("RGB", (96, 64), "white")
+    ImageDraw.Draw(image).rectangle((20, 12, 70, 50), outline="black", width=3)
+    image.save(drawing)
+    unit = add_unit(page, server)
+    set_size(page, 128, 64)
+    page.fill("#f-prompt", "a box on a table")
+    page.fill("#f-steps", "3")
+    mode = unit.get_by_label("Control mode", exact=True)
+    expect(mode).to_have_value("Balanced")
+    assert mode.locator("option").all_inner_texts() == ["Balanced", "My prompt is more important", "ControlNet is more important"]
+    unit.get_by_role("button", name="What does Control mode do?").click()
+    expect(unit.locator(".field.help-open .help")).to_contain_text("negative-prompt side of CFG")
+    unit.get_by_role("button", name="What does Pixel perfect do?").click()
+    expect(unit.locator(".field.help-open .help")).to_contain_text("at the size it is used at")
+    unit.get_by_role("button", name="What does Pixel perfect do?").click()
+    expect(unit.locator(".field.help-open")).to_have_count(0)
+    assert unlabelled_controls(page) == []
+
+    unit.locator("input[type=file]").set_input_files(str(drawing))
+    expect(unit.locator(".drop-status")).to_contain_text("96 × 64")
+    unit.get_by_label("Preprocessor", exact=True).select_option("canny")
+    mode.select_option("ControlNet is more important")
+    unit.get_by_label("Pixel perfect", exact=True).check()
+    expect(unit.get_by_label("Processing resolution", exact=True)).to_be_disabled()
+    # The preview works at the image's size: the 96x64 drawing covering 128x64 at 1.333 x 64 = 85.
+    unit.get_by_role("button", name="Preview the map").click()
+    expect(unit.locator(".control-map")).to_have_js_property("naturalHeight", 85)
+    (sent,) = page.evaluate("document.querySelector('#control-units').units()")
+    assert sent["control_mode"] == "ControlNet is more important" and sent["pixel_perfect"] is True
+    assert sent["processor_res"] == 85 and sent["map"].startswith("inputs/")
+    # Another image size needs another map.
+    set_size(page, 128, 128)
+    assert "map" not in page.evaluate("document.querySelector('#control-units').units()")[0]
+    set_size(page, 128, 64)
+    unit.get_by_label("ControlNet model", exact=True).select_option(CONTROLNET)  # the one installed, whatever its name says
+
+    page.get_by_role("button", name="Generate", exact=True).click()
+    card = page.locator(".job").first
+    wait_done(page, card)
+    newest = httpx.get(server.url + "/api/images?limit=1").raise_for_status().json()["items"][0]
+    (kept,) = httpx.get(server.url + f"/api/images/{newest['id']}").raise_for_status().json()["recipe"]["controls"]
+    assert kept["control_mode"] == "ControlNet is more important" and kept["pixel_perfect"] and kept["processor_res"] == 85
+    card.locator(".result").click()
+    expect(page.locator("dialog.viewer pre")).to_contain_text("Pixel Perfect: True, Control Mode: ControlNet is more important")
+
+
+def test_a_pose_from_the_editor_shows_in_the_units_drop_zone(page, server):
+    unit = add_unit(page, server)
+    intro = page.locator("#control-units > p.hint").first
+    expect(intro).not_to_contain_text("press Preview")
+    expect(unit.locator(".drop-status")).to_have_text("No image yet.")
+    open_editor_with_preset(page, unit, "Standing")
+    page.locator("dialog.pose-dialog").get_by_role("button", name="Use in ControlNet unit").click()
+    expect(unit.get_by_label("Preprocessor", exact=True)).to_have_value("none")
+    expect(unit.locator(".drop-status")).to_have_text("The pose editor's map: 512 × 512")
+    expect(unit.get_by_role("button", name="Preview the map")).to_be_hidden()
+    expect(unit.locator(".control-thumb").first).to_be_visible()
