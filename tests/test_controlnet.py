@@ -541,3 +541,28 @@ def test_a1111_units_honour_control_mode_and_pixel_perfect(studio_client, photo)
     assert r.status_code == 400 and r.json()["field"] == "alwayson_scripts.controlnet.args.0.control_mode"
     assert r.json()["detail"] == ("The control mode 'Prompt first' is unknown; use one of 'Balanced', 'My prompt is more important' "
                                   "or 'ControlNet is more important' (or 0, 1, 2).")
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_units_take_control_mode_and_pixel_perfect(capsys, control_home, photo, tmp_path):
+    from cli_runner import run_cli
+
+    out = tmp_path / "out"
+    args = ["generate", SD1["prompt"], "--model", "tiny-sd1", "--steps", "2", "--size", "128x64", "--cfg", "5", "--sampler", "Euler",
+            "--seed", "3", "--home", control_home.root, "-o", out]
+    code, _, stderr = run_cli(capsys, *args, "--control", f"canny:{photo}", "--control", f"none:{photo}", "--control-model", "tiny-sd1-canny",
+                              "--control-mode", "prompt", "--control-mode", "ControlNet is more important", "--pixel-perfect")
+    assert code == 0, stderr
+    (png,) = out.glob("*.png")
+    recipe, text = Recipe.from_json(Image.open(png).text["localdiffusion"]), Image.open(png).text["parameters"]
+    assert "Processor Res: 102, Threshold A: -1.0, Threshold B: -1.0, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: True, Control Mode: My prompt is more important" in text
+    assert "Pixel Perfect: True, Control Mode: ControlNet is more important" in text.split("ControlNet 1: ")[1]
+    assert [u.control_mode for u in recipe.controls] == ["My prompt is more important", "ControlNet is more important"]
+    assert [u.processor_res for u in recipe.controls] == [102, 102]  # the 80x64 photo covering 128x64: 1.6 x 64
+
+    code, _, stderr = run_cli(capsys, *args, "--control", f"canny:{photo}", "--control-mode", "strict")
+    assert code != 0 and "The control mode 'strict' is unknown; use one of 'balanced', 'prompt' or 'controlnet'." in stderr
+    code, _, stderr = run_cli(capsys, *args, "--pixel-perfect")
+    assert code != 0 and "--pixel-perfect sets the map size of a --control unit; add a --control TYPE:IMAGE." in stderr

@@ -32,6 +32,8 @@ def compare_command(
     denoise: float = options.DENOISE,
     control: list[str] = options.CONTROL,
     control_model: list[str] = options.CONTROL_MODEL,
+    control_mode: list[str] = options.CONTROL_MODE,
+    pixel_perfect: bool = options.PIXEL_PERFECT,
     out_dir: Path = typer.Option(..., "-o", "--out", help="Folder for grid.png, cells/ and compare.json."),
     home: Optional[Path] = HomeOption,
 ) -> None:
@@ -46,7 +48,7 @@ def compare_command(
         prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
         scheduler=scheduler, seed=seed, width=width, height=height, clip_skip=clip_skip, denoising_strength=denoise,
         mode=mode_for(init, None, None), init_image=existing(init, "input image"),
-        controls=options.parse_controls(control, control_model),
+        controls=options.parse_controls(control, control_model, control_mode, pixel_perfect),
     )
     h = home_from(home)
     library = library_for(h)

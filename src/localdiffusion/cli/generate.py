@@ -84,6 +84,8 @@ def generate(
     clip_skip: int = options.CLIP_SKIP,
     control: list[str] = options.CONTROL,
     control_model: list[str] = options.CONTROL_MODEL,
+    control_mode: list[str] = options.CONTROL_MODE,
+    pixel_perfect: bool = options.PIXEL_PERFECT,
     reference: list[str] = options.REFERENCE,
     reference_model: list[str] = options.REFERENCE_MODEL,
     rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
@@ -106,7 +108,7 @@ def generate(
         mode=mode_for(init, mask, outpaint), init_image=existing(init, "input image"), mask=existing(mask, "mask"),
         outpaint=parse_outpaint(outpaint) if outpaint else None,
         enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
-        controls=options.parse_controls(control, control_model),
+        controls=options.parse_controls(control, control_model, control_mode, pixel_perfect),
         references=options.parse_references(reference, reference_model),
     )
     engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)

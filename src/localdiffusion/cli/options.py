@@ -21,6 +21,14 @@ CONTROL_MODEL = typer.Option(
     [], "--control-model",
     help="ControlNet model for the --control units, in order (given once: for all); default: picked by the model's family and TYPE.",
 )
+CONTROL_MODE = typer.Option(
+    [], "--control-mode",
+    help="Control mode for the --control units, in order (given once: for all): balanced, prompt (A1111's 'My prompt is more important') or controlnet ('ControlNet is more important').",
+)
+PIXEL_PERFECT = typer.Option(
+    False, "--pixel-perfect",
+    help="Pixel perfect for every --control unit: its map is made at the image's size (A1111's Pixel Perfect works out the preprocessor resolution).",
+)
 REFERENCE = typer.Option(
     [], "--reference",
     help="Reference image IMAGE[:SCALE] the image should resemble (a character's look), through an IP-Adapter; repeatable. SCALE 0-1.5, default 0.5.",
@@ -80,16 +88,32 @@ def _one_each_or_all(names: list[str], count: int) -> list[str]:
     return names * count if len(names) == 1 else names or [""] * count
 
 
-def parse_controls(specs: list[str], models: list[str]) -> list:
-    """The --control units with their --control-model names: one per unit in order, or one for all."""
-    from localdiffusion.errors import BadInput
+# --control-mode's short names for the ControlNet extension's control modes.
+CONTROL_MODE_NAMES = {"balanced": "Balanced", "prompt": "My prompt is more important", "controlnet": "ControlNet is more important"}
+
+
+def parse_controls(specs: list[str], models: list[str], modes: list[str] | None = None, pixel_perfect: bool = False) -> list:
+    """The --control units with their --control-model names and --control-mode modes (each: one per unit in
+    order, or one for all), and --pixel-perfect for all."""
+    from localdiffusion.errors import BadInput, one_of
+    from localdiffusion.recipe import CONTROL_MODES
 
     units = [parse_control(spec) for spec in specs]
-    if models and not units:
-        raise BadInput("--control-model names the ControlNet of a --control unit; add a --control TYPE:IMAGE.", field="control_model")
-    if len(models) > 1 and len(models) != len(units):
-        raise BadInput(f"There are {len(models)} --control-model values for {len(units)} --control units; give one for each, or one for all.", field="control_model")
-    return [u.model_copy(update={"model": name}) for u, name in zip(units, _one_each_or_all(models, len(units)))]
+    for given, option, what in ((models, "--control-model", "names the ControlNet of"), (modes or [], "--control-mode", "sets the mode of"),
+                                ([True] if pixel_perfect else [], "--pixel-perfect", "sets the map size of")):
+        field = option.lstrip("-").replace("-", "_")
+        if given and not units:
+            raise BadInput(f"{option} {what} a --control unit; add a --control TYPE:IMAGE.", field=field)
+        if len(given) > 1 and len(given) != len(units):
+            raise BadInput(f"There are {len(given)} {option} values for {len(units)} --control units; give one for each, or one for all.", field=field)
+    named = []
+    for mode in modes or []:
+        name = CONTROL_MODE_NAMES.get(mode.lower(), mode)
+        if name not in CONTROL_MODES:
+            raise BadInput(f"The control mode '{mode}' is unknown; use one of {one_of(list(CONTROL_MODE_NAMES))}.", field="control_mode")
+        named.append(name)
+    return [u.model_copy(update={"model": name, "control_mode": mode or "Balanced", "pixel_perfect": pixel_perfect})
+            for u, name, mode in zip(units, _one_each_or_all(models, len(units)), _one_each_or_all(named, len(units)))]
 
 
 def parse_reference(spec: str):
