@@ -16,10 +16,10 @@ A unit's control mode weighs its residuals as the extension's `hook.py` does:
 - Balanced: every residual times the weight (diffusers' `conditioning_scale`);
 - My prompt is more important ("soft injection"): residual i (the down residuals from the
   first, then the mid one) times `weight * 0.825 ** (12 - i)`, so the shallow layers that set fine
-  detail get little control and the mid block all of it (SD1: 12 down + mid; SDXL keeps the
-  first 10 of those 13 scales, as the extension does);
+  detail get little control (SD1: 12 down residuals, and the mid one gets the full weight; SDXL's
+  10 take the first 10 of those 13 scales, as the extension does);
 - ControlNet is more important ("CFG injection"): the same scaling, and the residuals of CFG's
-  unconditional half are zero, so the control is not cancelled by the guidance.
+  unconditional half are zero, so the guidance scale amplifies the control as it does the prompt.
 """
 
 from __future__ import annotations
