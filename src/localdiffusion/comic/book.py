@@ -50,7 +50,7 @@ def shared_attention_bytes(engine: Any, project: Project, folder: Path, share: f
     todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
     if not share or len(todo) < 2:
         return 0
-    recipe = candidate_recipes(engine, project, todo[0], folder, 1)[0]
+    recipe = candidate_recipes(engine, project, todo[0], folder, 1, keep=False)[0]
     config = unet_config(engine.checkpoint(recipe.model))
     if config is None:
         return 0
