@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import ControlUnit, Recipe
@@ -243,6 +243,16 @@ class Project(Strict):
     characters: list[Character] = Field(default_factory=list)
     pages: list[Page] = Field(default_factory=list)
     created: str = Field(default_factory=now_iso)  # also the PDF's creation date, so exports repeat exactly
+    # A folder whose assets/ holds pictures the project names but its own folder may not have yet (a
+    # story's reference pictures); `save_project` copies them. Not saved.
+    _assets_source: Path | None = PrivateAttr(default=None)
+
+    def assets_from(self, folder: Path) -> None:
+        self._assets_source = Path(folder)
+
+    @property
+    def assets_source(self) -> Path | None:
+        return self._assets_source
 
     def character(self, name: str) -> Character | None:
         return next((c for c in self.characters if c.name == name), None)

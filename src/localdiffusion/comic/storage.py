@@ -37,9 +37,15 @@ def project_folder(home_root: Path, project_id: str) -> Path:
 
 
 def save_project(project: Project, folder: Path) -> Path:
-    """Write `project.json` atomically (assets are written as they are made)."""
+    """Write `project.json` atomically (assets are written as they are made; pictures from the project's
+    `assets_source`, a story's folder, are copied in if the folder lacks them)."""
     folder = Path(folder)
     (folder / ASSETS).mkdir(parents=True, exist_ok=True)
+    source = project.assets_source
+    for ref in sorted({c.reference_image for c in project.characters if c.reference_image}) if source else []:
+        if not (folder / ref).exists():
+            data = asset_path(source, ref, "reference_image").read_bytes()
+            write_atomic(asset_path(folder, ref, "reference_image"), lambda f, d=data: f.write(d))
     return write_text_atomic(folder / PROJECT_FILE, project.model_dump_json(indent=2))
 
 
