@@ -93,6 +93,9 @@ def test_edit_generate_pick_and_export(client):
     pdf = client.get(f"/api/comics/{pid}/export/pdf")
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     assert "Hello from the API" in pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text().replace("\n", " ")
+    screen = client.get(f"/api/comics/{pid}/export/pdf?quality=screen")
+    assert screen.status_code == 200 and int(screen.headers["content-length"]) == len(screen.content) < len(pdf.content)
+    assert client.get(f"/api/comics/{pid}/export/pdf?quality=web").status_code == 422
     cbz = client.get(f"/api/comics/{pid}/export/cbz")
     assert "ComicInfo.xml" in zipfile.ZipFile(io.BytesIO(cbz.content)).namelist()
     assert client.get(f"/api/comics/{pid}/export/png?page=1").headers["content-type"] == "image/png"

@@ -293,11 +293,13 @@ def asset(project_id: str, name: str, studio: StudioDep) -> FileResponse:
 
 @router.get("/{project_id}/export/{fmt}")
 def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep,
-           page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False) -> Response:
-    """Download the comic as a PDF, a CBZ, one page as PNG (`page`, from 1) or the project archive."""
+           page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False,
+           quality: Literal["print", "screen"] = "print") -> Response:
+    """Download the comic as a PDF (`quality`: print, pictures at the project's dpi; screen, 150 dpi JPEG),
+    a CBZ, one page as PNG (`page`, from 1) or the project archive. The answer's Content-Length is its size."""
     folder, project = load(studio, project_id)
     if fmt == "pdf":
-        data = pdf_bytes(project, folder, bleed, trim_marks)
+        data = pdf_bytes(project, folder, bleed, trim_marks, quality)
     elif fmt == "cbz":
         data = cbz_bytes(project, folder)
     elif fmt == "png":
