@@ -162,3 +162,40 @@ def test_import_refuses_paths_escaping_the_folder(tmp_path):
     with pytest.raises(BadInput, match="outside project.json and assets/"):
         import_archive(evil, tmp_path / "dest")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_recipes_refuse_non_finite_numbers():
+    """Recipes are persisted in jobs and candidates: NaN would be written as null and never read back."""
+    from pydantic import ValidationError
+
+    from localdiffusion.recipe import ControlUnit, Recipe
+
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="finite number"):
+            ControlUnit(threshold_a=value)
+        with pytest.raises(ValidationError, match="finite number"):
+            Recipe.model_validate_json('{"controls": [{"threshold_b": %s}]}' % ("NaN" if value != value else "Infinity"))
+        with pytest.raises(ValidationError, match="finite number"):
+            Project.model_validate({"pages": [{"gutter_mm": value}]})
+        with pytest.raises(ValidationError, match="finite number"):
+            Style(cfg=value)
+
+
+def test_assets_are_checked_where_panels_are_rendered(tmp_path):
+    from localdiffusion.comic.prompts import panel_references
+
+    project = cast_project()
+    project.pages.append(new_page(project, "grid-2x2"))
+    panel = project.pages[0].panels[0]
+    panel.characters = ["Mia"]
+    project.characters[0].reference_image = "assets/mia.png"
+    folder = tmp_path / "project"
+    save_project(project, folder)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"not for the comic")
+    (folder / "assets" / "mia.png").symlink_to(outside)
+    with pytest.raises(BadInput, match="leads outside the project's assets/ folder"):
+        panel_references(project, panel, folder)
+    assert [r.image for r in panel_references(project, panel)] == ["assets/mia.png"]
+    with pytest.raises(BadInput, match="'/etc/passwd' is not a picture in the project's assets/ folder"):
+        project.characters[0].reference_image = "/etc/passwd"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 
@@ -19,8 +20,13 @@ FAST = {"steps": 1, "base_size": 64, "sampler": "Euler"}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, sd1_folder):
+    from factories import build_image_encoder, build_ip_adapter_for
+
     home = Home(tmp_path_factory.mktemp("comic-api")).ensure()
     (home.model_dir("checkpoint") / sd1_folder.name).symlink_to(sd1_folder, target_is_directory=True)
+    # A live IP-Adapter, so that characters' reference pictures take part in the panels' recipes.
+    build_ip_adapter_for(sd1_folder, home.model_dir("ipadapter") / "ip-adapter_tiny_sd1.safetensors")
+    build_image_encoder(home.model_dir("ipadapter") / "image_encoder")
     with TestClient(create_app(Studio.open(home)), headers={"X-Client-Id": "tab-a"}) as c:
         yield c
 
@@ -87,6 +93,9 @@ def test_edit_generate_pick_and_export(client):
     pdf = client.get(f"/api/comics/{pid}/export/pdf")
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     assert "Hello from the API" in pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text().replace("\n", " ")
+    screen = client.get(f"/api/comics/{pid}/export/pdf?quality=screen")
+    assert screen.status_code == 200 and int(screen.headers["content-length"]) == len(screen.content) < len(pdf.content)
+    assert client.get(f"/api/comics/{pid}/export/pdf?quality=web").status_code == 422
     cbz = client.get(f"/api/comics/{pid}/export/cbz")
     assert "ComicInfo.xml" in zipfile.ZipFile(io.BytesIO(cbz.content)).namelist()
     assert client.get(f"/api/comics/{pid}/export/png?page=1").headers["content-type"] == "image/png"
@@ -132,4 +141,86 @@ def test_save_refuses_nine_panels_and_escaping_assets(client):
     panel = project["pages"][0]["panels"][0]
     panel["candidates"] = [{"image": "../../../etc/passwd", "recipe": {}}]
     response = client.put(f"/api/comics/{project['id']}", json=project)
-    assert response.status_code == 400 and "outside the project folder" in response.json()["detail"]
+    assert response.status_code == 400 and "not a picture in the project's assets/ folder" in response.json()["detail"]
+
+
+def png_bytes(colour: str = "red") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("ref", ["/etc/hostname", "../../../../etc/hostname.png", "assets/../../other/project.json",
+                                 "assets/../../../x.png", "C:/x.png", "assets/notes.txt", "inputs/abc.png"])
+def test_reference_images_must_be_project_assets(client, ref):
+    project = client.post("/api/comics", json={"title": "Refs"}).json()
+    project["characters"] = [{"name": "Ann", "reference_image": ref}]
+    response = client.put(f"/api/comics/{project['id']}", json=project)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": f"The asset '{ref}' is not a picture in the project's assets/ folder; give a PNG, "
+                                         "JPEG or WEBP under assets/ (a picture uploaded to the project).",
+                               "field": "reference_image"}
+
+
+def test_prompt_preview_reads_and_writes_nothing(client):
+    project = client.post("/api/comics", json={"title": "Preview"}).json()
+    pid = project["id"]
+    ref = client.post(f"/api/comics/{pid}/assets", files={"file": ("ann.png", png_bytes(), "image/png")}).json()["ref"]
+    project["characters"] = [{"name": "Ann", "reference_image": ref}]
+    panel = project["pages"][0]["panels"][0]
+    panel["characters"] = ["Ann"]
+    assert client.put(f"/api/comics/{pid}", json=project).status_code == 200
+    inputs = client.app.state.studio.home.root / "inputs"
+    before = sorted(inputs.iterdir()) if inputs.is_dir() else []
+    preview = client.get(f"/api/comics/{pid}/panels/{panel['id']}/prompt")
+    assert preview.status_code == 200, preview.text
+    assert [r["image"] for r in preview.json()["recipe"]["references"]] == [ref]
+    assert (sorted(inputs.iterdir()) if inputs.is_dir() else []) == before
+    assert client.get(f"/api/comics/{pid}/render").status_code == 200
+    assert (sorted(inputs.iterdir()) if inputs.is_dir() else []) == before
+
+
+def test_unknown_ids_answer_404(client):
+    project = client.post("/api/comics", json={"title": "Ids"}).json()
+    pid, page = project["id"], project["pages"][0]["id"]
+    assert client.get("/api/comics/..%2Fetc").status_code == 404
+    for response in (client.get("/api/comics/nothere"), client.get("/api/comics/not-an-id"),
+                     client.get("/api/comics/a.b"), client.put("/api/comics/not-an-id", json=project),
+                     client.get("/api/comics/nothere/export/pdf")):
+        assert response.status_code == 404, response.text
+        assert set(response.json()) == {"detail", "field"} and "There is no comic project" in response.json()["detail"]
+    for response in (client.get(f"/api/comics/{pid}/panels/nope/prompt"),
+                     client.post(f"/api/comics/{pid}/panels/nope/generate", json={"candidates": 1}),
+                     client.post(f"/api/comics/{pid}/panels/nope/pick", json={"candidate": "x"})):
+        assert response.status_code == 404, response.text
+        assert response.json() == {"detail": "There is no panel 'nope' in the comic 'Ids'.", "field": None}
+    assert client.post(f"/api/comics/{pid}/layout", json={"op": "add-page", "page": page}).status_code == 200
+
+
+NAN = float("nan")
+
+
+def send(client: TestClient, method: str, url: str, body: dict):
+    """A JSON request as a careless client sends it: NaN and Infinity written as Python's json writes them."""
+    return client.request(method, url, content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+
+def test_non_finite_numbers_are_refused_and_the_project_stays_whole(client):
+    project = client.post("/api/comics", json={"title": "Finite"}).json()
+    pid, page = project["id"], project["pages"][0]
+    panel = page["panels"][0]
+    for value in (NAN, float("inf"), -float("inf")):
+        edit = send(client, "POST", f"/api/comics/{pid}/layout", {"op": "gutter", "page": page["id"], "panel": panel["id"],
+                                                                 "side": "right", "delta_mm": value})
+        assert edit.status_code == 422 and edit.json()["field"] == "delta_mm", edit.text
+        changed = json.loads(json.dumps(project))
+        changed["pages"][0]["panels"][0]["shape"][0]["x"] = value
+        response = send(client, "PUT", f"/api/comics/{pid}", changed)
+        assert response.status_code == 422 and response.json()["field"] == "pages.0.panels.0.shape.0.x", response.text
+        changed = json.loads(json.dumps(project))
+        changed["style"]["cfg"] = value
+        assert send(client, "PUT", f"/api/comics/{pid}", changed).status_code == 422
+    assert client.get(f"/api/comics/{pid}").status_code == 200
+    assert pid in [p["id"] for p in client.get("/api/comics").json()]

@@ -87,6 +87,37 @@ def test_schedule_hires_matches_a1111_docstring(prompt, expected):
     assert schedule(prompt, 10, 10) == expected
 
 
+# `{`, `}` and `|` inside the parts of `[from:to:when]`, each checked against A1111's own grammar and
+# schedule code (modules/prompt_parser.py of v1.10) run under lark 1.1.2 (A1111's pin) and lark 1.3:
+# braces are plain text; a `|` outside an alternation `[a|b]` makes the whole prompt unparseable, so A1111
+# uses it as it is written.
+BRACES_AND_BARS = [
+    ("[a{:b}:3]", [(3, "a{"), (6, "b}")]),
+    ("[{a:b}:3]", [(3, "{a"), (6, "b}")]),
+    ("[a}:{b:3]", [(3, "a}"), (6, "{b")]),
+    ("a [{b:5] c", [(5, "a  c"), (6, "a {b c")]),
+    ("a [b}:5] c", [(5, "a  c"), (6, "a b} c")]),
+    ("a [{b|d{:.5] c", [(6, "a [{b|d{:.5] c")]),
+    ("[a|b:c:3]", [(6, "[a|b:c:3]")]),
+    ("[a:b|c:3]", [(6, "[a:b|c:3]")]),
+    ("[a:{b|c}:3]", [(6, "[a:{b|c}:3]")]),
+    ("[{a|b}:c:3]", [(6, "[{a|b}:c:3]")]),
+    ("[a:b:|3]", [(6, "[a:b:|3]")]),
+    ("{a|b}", [(6, "{a|b}")]),
+    ("a | b", [(6, "a | b")]),
+    ("[a|b{]", [(step, "a" if step % 2 else "b{") for step in range(1, 7)]),
+    ("[a{|}b]", [(step, "a{" if step % 2 else "}b") for step in range(1, 7)]),
+    ("[a:[b|c]:3]", [(1, "a"), (2, "a"), (3, "a"), (4, "c"), (5, "b"), (6, "c")]),
+    ("[[a|b]:c:3]", [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "c"), (6, "c")]),
+    ("[a|[b:c:3]]", [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "a"), (6, "c")]),
+]
+
+
+@pytest.mark.parametrize("prompt, expected", BRACES_AND_BARS)
+def test_schedule_braces_and_bars_match_a1111(prompt, expected):
+    assert schedule(prompt, 6) == expected
+
+
 def test_schedule_hires_counts_whole_numbers_from_the_first_pass():
     assert schedule("a [b:c:25] d", 20, 10) == [(5, "a b d"), (10, "a c d")]
     assert schedule("a [b:c:5] d", 20, 10) == [(10, "a c d")]

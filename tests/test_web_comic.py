@@ -172,8 +172,13 @@ def test_four_panel_page_generated_lettered_and_exported(page, server, tmp_path)
     expect(page.locator(".comic-svg .balloon text")).to_contain_text("little")
     wait_saved(page)
 
+    page.locator("[data-export=pdf]").click()
+    # A 300-dpi print PDF on a busy machine; its size shows before it is saved.
+    expect(page.locator("#comic-export-size")).to_have_text(re.compile(r"^the-lost-robot\.pdf: [\d.]+ (KB|MB)$"),
+                                                            timeout=TIMEOUT_MS * 3)
     with page.expect_download() as download:
-        page.locator("[data-export=pdf]").click()
+        page.locator("#comic-export-save").click()
+    expect(page.locator("dialog.export-ready")).to_have_count(0)
     path = tmp_path / "comic.pdf"
     download.value.save_as(path)
     reader = pypdf.PdfReader(path)
@@ -317,6 +322,59 @@ def test_editing_the_layout_and_lettering_by_hand(page, server):
     expect(page.locator(".comic-page-list li")).to_have_count(1)
     wait_saved(page)
     assert [len(p["panels"]) for p in saved_comic(server, "Hand edits")["pages"]] == [3]
+
+
+def test_every_pages_field_has_a_visible_label(page, server):
+    create_comic(page, server, "Labels")
+    fields = page.locator(".comic-pages").locator("input, select, textarea")
+    assert fields.count() >= 6
+    unlabelled = fields.evaluate_all("""els => els.filter(e => e.offsetParent !== null)
+        .filter(e => ![...e.labels].some(l => l.offsetParent !== null && l.textContent.trim()))
+        .map(e => e.outerHTML)""")
+    assert unlabelled == []
+    expect(page.locator("label[for=comic-border-width]")).to_have_text("Border width (mm)")
+    expect(page.locator("label[for=comic-border-colour]")).to_have_text("Border colour")
+    page.get_by_label("Border width (mm)").fill("1.5")
+    page.get_by_label("Border width (mm)").dispatch_event("change")
+    wait_saved(page)
+    assert saved_comic(server, "Labels")["pages"][0]["border"]["width_mm"] == 1.5
+
+
+def test_enter_after_adding_a_balloon_opens_its_text_and_the_list_follows(page, server):
+    create_comic(page, server, "Enter")
+    page.locator(".comic-svg .comic-panel .panel-hit").first.click()
+    page.get_by_role("button", name="Speech (oval)").click()
+    page.keyboard.press("Enter")
+    editor = page.locator(".balloon-editor")
+    expect(editor).to_be_focused()
+    page.keyboard.type("Hi there")
+    expect(page.locator(".comic-svg .balloon text")).to_contain_text("Hi there")
+    editor.press("Escape")
+    chip = page.locator(".comic-sidebar [data-balloon]")
+    expect(chip).to_have_text("1. Hi there")
+    expect(page.locator("#comic-balloon-text")).to_have_value("Hi there")
+    page.fill("#comic-balloon-text", "Bye now")  # typed in the sidebar: the list follows as well
+    expect(chip).to_have_text("1. Bye now")
+    wait_saved(page)
+    assert saved_comic(server, "Enter")["pages"][0]["panels"][0]["balloons"][0]["text"] == "Bye now"
+
+
+def test_screen_pdf_says_its_size_before_saving(page, server, tmp_path):
+    create_comic(page, server, "Sizes")
+    wait_saved(page)
+    page.get_by_role("button", name="PDF for screen").click()
+    size = page.locator("#comic-export-size")
+    expect(size).to_have_text(re.compile(r"^sizes-screen\.pdf: [\d.]+ (B|KB|MB)$"))
+    with page.expect_download() as download:
+        page.locator("#comic-export-save").click()
+    assert download.value.suggested_filename == "sizes-screen.pdf"
+    path = tmp_path / "screen.pdf"
+    download.value.save_as(path)
+    assert pypdf.PdfReader(path).pages[0].mediabox.width > 0
+    page.get_by_role("button", name="PDF for print").click()
+    expect(page.locator("dialog.export-ready")).to_contain_text("“PDF for screen” makes a much smaller file")
+    page.get_by_role("button", name="Close").click()
+    expect(page.locator("dialog.export-ready")).to_have_count(0)
 
 
 def test_all_empty_panels_generated_together_with_shared_attention(page, server):

@@ -30,7 +30,7 @@ INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothi
 class ControlUnit(BaseModel):
     """One ControlNet unit, as the A1111 ControlNet extension describes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = ""  # empty: picked from the library by the checkpoint's family and the module's type
     image: str | None = None  # the source picture (a photo, a drawing, a pose rendering)
@@ -53,7 +53,7 @@ class ControlUnit(BaseModel):
 class Reference(BaseModel):
     """A picture the image should resemble (a character's look), applied through an IP-Adapter."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     image: str | None = None  # the picture; None only where it could not be recorded (read from A1111 infotext)
     scale: float = Field(0.5, ge=0.0, le=1.5)
@@ -63,7 +63,7 @@ class Reference(BaseModel):
 class Outpaint(BaseModel):
     """How many pixels to add on each side of the input image before inpainting the new area."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     left: int = Field(0, ge=0)
     right: int = Field(0, ge=0)
@@ -79,7 +79,7 @@ class Outpaint(BaseModel):
 class Recipe(BaseModel):
     """Everything needed to reproduce a generation (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     prompt: str = ""
     negative_prompt: str = ""

@@ -11,6 +11,7 @@ from localdiffusion.comic.export import export_cbz, export_pages, export_panels,
 from localdiffusion.comic.generate import candidate_recipes, generate_panel
 from localdiffusion.comic.layouts import ordered_panels
 from localdiffusion.comic.model import Panel, Project
+from localdiffusion.comic.render import check_render_size
 from localdiffusion.comic.storage import save_project
 from localdiffusion.engine.shared_attention import SharedAttention, estimate_bytes
 from localdiffusion.models.single_file import unet_config
@@ -50,7 +51,7 @@ def shared_attention_bytes(engine: Any, project: Project, folder: Path, share: f
     todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
     if not share or len(todo) < 2:
         return 0
-    recipe = candidate_recipes(engine, project, todo[0], folder, 1)[0]
+    recipe = candidate_recipes(engine, project, todo[0], folder, 1, keep=False)[0]
     config = unet_config(engine.checkpoint(recipe.model))
     if config is None:
         return 0
@@ -73,6 +74,7 @@ def export_all(project: Project, folder: Path, out_dir: Path, bleed_mm: float = 
 def render_book(engine: Any, project: Project, out_dir: Path, candidates: int = 1, bleed_mm: float = 0.0,
                 trim_marks: bool = False, on_panel: Callable[[int, int, Panel], None] | None = None) -> Book:
     """`out_dir/project/` (the saved project), `comic.pdf`, `comic.cbz`, `page-N.png` and `panels/`."""
+    check_render_size(project)  # before any panel is generated, not after
     folder = Path(out_dir) / "project"
     save_project(project, folder)
     generate_missing(engine, project, folder, candidates, on_panel)

@@ -1,6 +1,7 @@
-"""Exports: a print-ready PDF (vector lettering, images at the project's dpi), pages as PNG, a CBZ with
-ComicInfo.xml, and single-panel PNGs that carry their recipes. Every file is written atomically, and
-the same project always gives the same bytes (fixed dates, fixed order)."""
+"""Exports: a PDF (vector lettering; for print, images at the project's dpi, lossless; for screen, at
+150 dpi as JPEG), pages as PNG, a CBZ with ComicInfo.xml, and single-panel PNGs that carry their recipes.
+Every file is written atomically, and the same project always gives the same bytes (fixed dates, fixed
+order). Sizes are checked before anything is drawn (`check_render_size`)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,32 @@ import io
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 from xml.etree import ElementTree as ET
 
 from fpdf import FPDF
 
 from localdiffusion.comic.fonts import lettering_font
-from localdiffusion.comic.geometry import bbox
+from PIL import Image
+
+from localdiffusion.comic.geometry import bbox, is_rectangle
 from localdiffusion.comic.layouts import ordered_panels
 from localdiffusion.comic.lettering import Lettered, letter, ordered_balloons
-from localdiffusion.comic.model import Point, Project
-from localdiffusion.comic.render import EMPTY_PANEL, panel_picture, render_page
+from localdiffusion.comic.model import Panel, Point, Project
+from localdiffusion.comic.render import EMPTY_PANEL, check_render_size, panel_mask, panel_picture, render_page
 from localdiffusion.comic.storage import ZIP_DATE, asset_path
 from localdiffusion.store.files import write_atomic
 
 FONT = "lettering"
 TRIM_MARK_MM = 5.0
+Quality = Literal["print", "screen"]
+QUALITIES: tuple[str, ...] = ("print", "screen")
+SCREEN_DPI = 150  # screen PDFs: pictures at most this dense, as JPEG
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
     colour = colour.lstrip("#")
     return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
-
-
-class ComicPDF(FPDF):
-    def polygon_clip(self, points: list[tuple[float, float]]):
-        """Clip what follows to a polygon, like fpdf2's rect_clip (which only does rectangles)."""
-        path = " ".join(f"{x * self.k:.2f} {(self.h - y) * self.k:.2f} {'m' if i == 0 else 'l'}" for i, (x, y) in enumerate(points))
-        self._out(f"q {path} h W n")
-
-    def end_clip(self) -> None:
-        self._out("Q")
 
 
 def _created(project: Project) -> datetime:
@@ -48,9 +45,9 @@ def _created(project: Project) -> datetime:
     return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
 
 
-def _new_pdf(project: Project, bleed: float) -> ComicPDF:
+def _new_pdf(project: Project, bleed: float) -> FPDF:
     size = project.page_size
-    pdf = ComicPDF(unit="mm", format=(size.width_mm + 2 * bleed, size.height_mm + 2 * bleed))
+    pdf = FPDF(unit="mm", format=(size.width_mm + 2 * bleed, size.height_mm + 2 * bleed))
     pdf.set_auto_page_break(False)
     pdf.set_margins(0, 0, 0)
     pdf.set_creation_date(_created(project))
@@ -69,21 +66,25 @@ def _font(pdf: FPDF, bold: bool, size_pt: float) -> None:
     pdf.set_font(family, "B" if bold else "", size_pt)
 
 
-def pdf_bytes(project: Project, folder: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> bytes:
+def pdf_bytes(project: Project, folder: Path, bleed_mm: float = 0.0, trim_marks: bool = False,
+              quality: Quality = "print") -> bytes:
+    """The comic as a PDF. `print`: pictures at the project's dpi, lossless. `screen`: at most SCREEN_DPI,
+    as JPEG, for a file that is a small fraction of the print one."""
+    dpi = project.dpi if quality == "print" else min(project.dpi, SCREEN_DPI)
+    check_render_size(project, dpi)
     pdf = _new_pdf(project, bleed_mm)
+    if quality == "screen":
+        pdf.set_image_filter("DCTDecode")
     for page in project.pages:
         pdf.add_page()
         for panel in page.panels:
             points = [(p.x + bleed_mm, p.y + bleed_mm) for p in panel.shape]
-            picture = panel_picture(project, panel, folder)
+            picture = panel_picture(project, panel, folder, dpi)
             if picture is None:
                 pdf.set_fill_color(*_rgb(EMPTY_PANEL))
                 pdf.polygon(points, style="F")
             else:
-                box = bbox(panel.shape)
-                pdf.polygon_clip(points)
-                pdf.image(picture, x=box.x + bleed_mm, y=box.y + bleed_mm, w=box.w, h=box.h)
-                pdf.end_clip()
+                _clipped_image(pdf, panel, picture, dpi, bleed_mm)
             if page.border.style != "none" and page.border.width_mm > 0:
                 pdf.set_draw_color(*_rgb(page.border.color))
                 pdf.set_line_width(page.border.width_mm)
@@ -94,6 +95,19 @@ def pdf_bytes(project: Project, folder: Path, bleed_mm: float = 0.0, trim_marks:
         if trim_marks and bleed_mm > 0:
             _trim_marks(pdf, project, bleed_mm)
     return bytes(pdf.output())
+
+
+def _clipped_image(pdf: FPDF, panel: Panel, picture: Image.Image, dpi: int, bleed: float) -> None:
+    """The picture inside the panel's outline. fpdf2's public clipping covers rectangles (`rect_clip`) and
+    ellipses; a slanted panel's picture carries the panel polygon as its alpha instead (the same mask the
+    raster pages use), so nothing outside the outline shows."""
+    box = bbox(panel.shape)
+    x, y = box.x + bleed, box.y + bleed
+    if not is_rectangle(panel.shape):
+        picture = picture.copy()
+        picture.putalpha(panel_mask(panel, dpi))
+    with pdf.rect_clip(x, y, box.w, box.h):
+        pdf.image(picture, x=x, y=y, w=box.w, h=box.h)
 
 
 def _shift(p: Point, by: float) -> tuple[float, float]:
@@ -138,8 +152,9 @@ def _trim_marks(pdf: FPDF, project: Project, bleed: float) -> None:
         pdf.line(2 * bleed + w - reach, y, 2 * bleed + w, y)
 
 
-def export_pdf(project: Project, folder: Path, target: Path, bleed_mm: float = 0.0, trim_marks: bool = False) -> Path:
-    data = pdf_bytes(project, folder, bleed_mm, trim_marks)
+def export_pdf(project: Project, folder: Path, target: Path, bleed_mm: float = 0.0, trim_marks: bool = False,
+               quality: Quality = "print") -> Path:
+    data = pdf_bytes(project, folder, bleed_mm, trim_marks, quality)
     return write_atomic(Path(target), lambda f: f.write(data))
 
 
@@ -152,6 +167,7 @@ def page_png_bytes(project: Project, page_index: int, folder: Path) -> bytes:
 
 
 def pages_png(project: Project, folder: Path) -> list[bytes]:
+    check_render_size(project)
     return [page_png_bytes(project, i, folder) for i in range(len(project.pages))]
 
 

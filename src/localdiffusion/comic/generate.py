@@ -17,12 +17,16 @@ from localdiffusion.metadata.png import save_png
 from localdiffusion.recipe import Recipe, Reference
 
 
-def candidate_recipes(engine: Any, project: Project, panel: Panel, folder: Path, count: int = 1) -> list[Recipe]:
+def candidate_recipes(engine: Any, project: Project, panel: Panel, folder: Path, count: int = 1,
+                      keep: bool = True) -> list[Recipe]:
     """Recipes for the next `count` candidates; numbering goes on from the candidates the panel has, so
-    regenerating gives new variations rather than the same pictures again."""
+    regenerating gives new variations rather than the same pictures again. With `keep`, reference pictures
+    are read and kept as inputs (what the queue takes); without, nothing is read or written (a preview)
+    and references name the project's assets."""
     info = engine.checkpoint(project.style.model)
-    references = panel_references(project, panel, folder) if ip_adapters(engine.library) else []
-    references = [_kept(reference, engine.home.root) for reference in references]
+    references = panel_references(project, panel, folder if keep else None) if ip_adapters(engine.library) else []
+    if keep:
+        references = [_kept(reference, engine.home.root) for reference in references]
     start = len(panel.candidates)
     return [panel_recipe(project, panel, info, candidate=start + i, references=references) for i in range(count)]
 

@@ -26,6 +26,16 @@ def rect(x0: float, y0: float, x1: float, y1: float) -> list[Point]:
     return [pt(x0, y0), pt(x1, y0), pt(x1, y1), pt(x0, y1)]
 
 
+def is_rectangle(shape: Sequence[Point]) -> bool:
+    """True for an axis-aligned rectangle: four corners, each on a corner of the bounding box."""
+    if len(shape) != 4:
+        return False
+    box = bbox(shape)
+    corners = {(x, y) for x in (box.x, box.right) for y in (box.y, box.bottom)}
+    return all(any(abs(p.x - x) < EPS and abs(p.y - y) < EPS for x, y in corners) for p in shape) and \
+        len({(round(p.x / EPS), round(p.y / EPS)) for p in shape}) == 4
+
+
 def inner_box(shape: Sequence[Point]) -> Box:
     """For a quad tl, tr, br, bl: the largest axis-aligned box inside it (slanted edges cut in)."""
     if len(shape) != 4:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import ControlUnit, Recipe
@@ -31,12 +32,31 @@ PAGE_SIZES: dict[str, tuple[float, float]] = {
 }
 
 
+ASSETS = "assets"
+ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_asset(ref: str, field: str = "image") -> str:
+    """The one check for a picture path that comes from outside (a request, a story, a project file):
+    a relative path under `assets/` of the project folder, naming a PNG, JPEG or WEBP file. Nothing else
+    may become a path, so no request can reach another file the server can read."""
+    path = PurePosixPath(ref)
+    if (not ref or len(ref) > 200 or path.is_absolute() or "\\" in ref or ":" in ref or "\0" in ref
+            or ".." in path.parts or len(path.parts) < 2 or path.parts[0] != ASSETS
+            or path.suffix.lower() not in ASSET_SUFFIXES):
+        raise BadInput(f"The asset '{ref[:80]}' is not a picture in the project's {ASSETS}/ folder; give a PNG, JPEG "
+                       f"or WEBP under {ASSETS}/ (a picture uploaded to the project).", field=field)
+    return ref
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are refused: JSON has no way to write them, so one would be saved as null and the
+    # project would no longer open.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Point(Strict):
@@ -92,11 +112,16 @@ class Character(Strict):
     reference_image: str | None = None  # an asset path inside the project folder
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
+    @field_validator("reference_image")
+    @classmethod
+    def _an_asset(cls, ref: str | None) -> str | None:
+        return None if ref is None else check_asset(ref, "reference_image")
+
 
 class Style(Strict):
     """One look for the whole comic, applied to every panel."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, protected_namespaces=())
 
     prefix: str = "comic book illustration, clean ink lines, flat colours"
     suffix: str = ""
@@ -133,6 +158,11 @@ class Candidate(Strict):
     job_id: int | None = None  # set when queued on a server
     job_index: int = 0  # which of its job's images is this candidate's (a "panels" job makes several)
     error: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _an_asset(cls, ref: str | None) -> str | None:
+        return None if ref is None else check_asset(ref, "image")
 
 
 class Balloon(Strict):
@@ -213,6 +243,16 @@ class Project(Strict):
     characters: list[Character] = Field(default_factory=list)
     pages: list[Page] = Field(default_factory=list)
     created: str = Field(default_factory=now_iso)  # also the PDF's creation date, so exports repeat exactly
+    # A folder whose assets/ holds pictures the project names but its own folder may not have yet (a
+    # story's reference pictures); `save_project` copies them. Not saved.
+    _assets_source: Path | None = PrivateAttr(default=None)
+
+    def assets_from(self, folder: Path) -> None:
+        self._assets_source = Path(folder)
+
+    @property
+    def assets_source(self) -> Path | None:
+        return self._assets_source
 
     def character(self, name: str) -> Character | None:
         return next((c for c in self.characters if c.name == name), None)
@@ -222,7 +262,7 @@ class Project(Strict):
             for panel in page.panels:
                 if panel.id == panel_id:
                     return page, panel
-        raise BadInput(f"There is no panel '{panel_id}' in the comic '{self.title}'.", field="panel")
+        raise BadInput(f"There is no panel '{panel_id[:40]}' in the comic '{self.title[:80]}'.", field="panel")
 
     def find_page(self, page_id: str) -> Page:
         for page in self.pages:

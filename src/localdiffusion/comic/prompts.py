@@ -14,6 +14,7 @@ from typing import Any
 
 from localdiffusion.comic.geometry import bbox
 from localdiffusion.comic.model import Panel, Project
+from localdiffusion.comic.storage import asset_path
 from localdiffusion.errors import BadInput, UnsupportedModel, one_of
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.ip_adapter import adapter_shape, image_encoder_folder
@@ -131,13 +132,15 @@ def encoder_problem(adapter: ModelInfo, library: Any) -> str | None:
     return None
 
 
-def panel_references(project: Project, panel: Panel, folder: Path) -> list[Reference]:
-    """IP-Adapter references from the reference images of the characters present."""
+def panel_references(project: Project, panel: Panel, folder: Path | None = None) -> list[Reference]:
+    """IP-Adapter references from the reference images of the characters present: files under the project
+    folder (through `asset_path`'s check), or with no folder, the asset references as they are."""
     refs = []
     for name in panel.characters:
         character = project.character(name)
         if character is not None and character.reference_image:
-            refs.append(Reference(image=str(Path(folder) / character.reference_image), scale=project.style.reference_scale))
+            image = character.reference_image if folder is None else str(asset_path(folder, character.reference_image, "reference_image"))
+            refs.append(Reference(image=image, scale=project.style.reference_scale))
     return refs
 
 

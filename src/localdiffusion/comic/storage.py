@@ -16,12 +16,11 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from localdiffusion.comic.model import Project
+from localdiffusion.comic.model import ASSETS, Project, check_asset
 from localdiffusion.errors import BadInput
 from localdiffusion.store.files import write_atomic, write_text_atomic
 
 PROJECT_FILE = "project.json"
-ASSETS = "assets"
 ARCHIVE_SUFFIXES = (".ldcomic", ".zip")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same project always gives the same archive bytes
 MAX_ARCHIVE_BYTES = 2 * 2**30
@@ -38,9 +37,15 @@ def project_folder(home_root: Path, project_id: str) -> Path:
 
 
 def save_project(project: Project, folder: Path) -> Path:
-    """Write `project.json` atomically (assets are written as they are made)."""
+    """Write `project.json` atomically (assets are written as they are made; pictures from the project's
+    `assets_source`, a story's folder, are copied in if the folder lacks them)."""
     folder = Path(folder)
     (folder / ASSETS).mkdir(parents=True, exist_ok=True)
+    source = project.assets_source
+    for ref in sorted({c.reference_image for c in project.characters if c.reference_image}) if source else []:
+        if not (folder / ref).exists():
+            data = asset_path(source, ref, "reference_image").read_bytes()
+            write_atomic(asset_path(folder, ref, "reference_image"), lambda f, d=data: f.write(d))
     return write_text_atomic(folder / PROJECT_FILE, project.model_dump_json(indent=2))
 
 
@@ -61,12 +66,14 @@ def _first_error(e: Exception) -> str:
     return str(e).splitlines()[0]
 
 
-def asset_path(folder: Path, ref: str) -> Path:
-    """The file an asset reference names, refused when it would leave the project folder."""
-    root = Path(folder).resolve()
-    path = (root / ref).resolve()
+def asset_path(folder: Path, ref: str, field: str = "image") -> Path:
+    """The file an asset reference names (see `check_asset`), refused when it would leave the project's
+    assets folder, through a link as well."""
+    check_asset(ref, field)
+    root = (Path(folder) / ASSETS).resolve()
+    path = (Path(folder) / ref).resolve()
     if not path.is_relative_to(root):
-        raise BadInput(f"The asset '{ref}' lies outside the project folder; assets must be paths under {ASSETS}/.", field="image")
+        raise BadInput(f"The asset '{ref[:80]}' leads outside the project's {ASSETS}/ folder; it is refused.", field=field)
     return path
 
 

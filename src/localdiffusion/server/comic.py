@@ -36,7 +36,7 @@ MEDIA = {"pdf": "application/pdf", "cbz": "application/vnd.comicbook+zip", "png"
 
 
 class NewProject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     title: str = Field("Untitled comic", max_length=200)
     authors: list[str] = Field(default_factory=list)
@@ -49,14 +49,14 @@ class NewProject(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     candidates: int = Field(2, ge=1, le=8)
 
 
 class LayoutEdit(BaseModel):
     """One layout change on one page, made with the comic layer's own editing functions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     op: Literal["template", "split", "merge", "gutter", "slant", "gutter-width", "add-page"]
     page: str  # the page changed; for add-page, the page the new one follows
     panel: str | None = None
@@ -71,7 +71,7 @@ class LayoutEdit(BaseModel):
 
 
 class PickRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     candidate: str
 
 
@@ -80,7 +80,10 @@ def not_found(project_id: str) -> HTTPException:
 
 
 def load(studio: Studio, project_id: str) -> tuple[Path, Project]:
-    """The project and its folder, if it exists and belongs to whoever asks."""
+    """The project and its folder, if it exists and belongs to whoever asks (404 otherwise, for an id that
+    cannot be one as well)."""
+    if not project_id.isalnum():
+        raise not_found(project_id)
     folder = project_folder(studio.home.root, project_id)
     if not (folder / "project.json").is_file():
         raise not_found(project_id)
@@ -88,6 +91,14 @@ def load(studio: Studio, project_id: str) -> tuple[Path, Project]:
     if project.owner_id != studio.owner_id:
         raise not_found(project_id)
     return folder, project
+
+
+def find_panel(project: Project, panel_id: str) -> tuple[Page, Panel]:
+    """The page and panel a path names; 404 when the project has no such panel."""
+    try:
+        return project.find_panel(panel_id)
+    except BadInput as e:
+        raise HTTPException(404, e.message) from None
 
 
 def summary(project: Project) -> dict[str, Any]:
@@ -188,10 +199,11 @@ def upload_asset(project_id: str, file: UploadFile, studio: StudioDep) -> dict[s
 
 @router.get("/{project_id}/panels/{panel_id}/prompt")
 def prompt_preview(project_id: str, panel_id: str, studio: StudioDep) -> dict[str, Any]:
-    """The composed prompt (style + shot + characters + action + setting), the one used, and the recipe."""
+    """The composed prompt (style + shot + characters + action + setting), the one used, and the recipe.
+    It reads and writes nothing: reference pictures are named as the project's assets."""
     folder, project = load(studio, project_id)
-    _, panel = project.find_panel(panel_id)
-    recipe = candidate_recipes(studio.engine, project, panel, folder, 1)[0]
+    _, panel = find_panel(project, panel_id)
+    recipe = candidate_recipes(studio.engine, project, panel, folder, 1, keep=False)[0]
     return {"composed": compose_prompt(project, panel), "prompt": panel_prompt(project, panel),
             "override": panel.prompt_override, "recipe": recipe.model_dump(mode="json"),
             "consistency": consistency_notes(project, studio.home.root, studio.library)}
@@ -202,7 +214,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     """Queue one generate job per candidate; each candidate records its job id and gets its image when the
     job is done (see GET /api/comics/{id})."""
     folder, project = load(studio, project_id)
-    _, panel = project.find_panel(panel_id)
+    _, panel = find_panel(project, panel_id)
     recipes = candidate_recipes(studio.engine, project, panel, folder, body.candidates)
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
     made = []
@@ -215,7 +227,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
 
 
 class RenderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     shared_attention: float = Field(0.5, gt=0.0, le=1.0)
 
 
@@ -264,7 +276,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, cli
 def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep) -> Panel:
     folder, project = load(studio, project_id)
     sync_candidates(studio, project, folder)
-    _, panel = project.find_panel(panel_id)
+    _, panel = find_panel(project, panel_id)
     choose(panel, body.candidate)
     save_project(project, folder)
     return panel
@@ -281,11 +293,13 @@ def asset(project_id: str, name: str, studio: StudioDep) -> FileResponse:
 
 @router.get("/{project_id}/export/{fmt}")
 def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep,
-           page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False) -> Response:
-    """Download the comic as a PDF, a CBZ, one page as PNG (`page`, from 1) or the project archive."""
+           page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False,
+           quality: Literal["print", "screen"] = "print") -> Response:
+    """Download the comic as a PDF (`quality`: print, pictures at the project's dpi; screen, 150 dpi JPEG),
+    a CBZ, one page as PNG (`page`, from 1) or the project archive. The answer's Content-Length is its size."""
     folder, project = load(studio, project_id)
     if fmt == "pdf":
-        data = pdf_bytes(project, folder, bleed, trim_marks)
+        data = pdf_bytes(project, folder, bleed, trim_marks, quality)
     elif fmt == "cbz":
         data = cbz_bytes(project, folder)
     elif fmt == "png":

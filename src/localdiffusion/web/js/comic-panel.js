@@ -17,6 +17,11 @@ const SIDES = [["left", "left"], ["right", "right"], ["top", "above"], ["bottom"
 const jobCards = new Map();
 
 /** The prompt the server composes (comic/prompts.py compose_prompt), for a live preview while typing. */
+/** A balloon's button in the sidebar list: its number and the start of its text (or its kind). */
+function balloonLabel(balloon, index) {
+  return `${index + 1}. ${balloon.text.slice(0, 18) || KINDS.find(([k]) => k === balloon.kind)[1]}`;
+}
+
 export function composePrompt(project, panel) {
   const parts = [project.style.prefix, SHOT_PHRASES[panel.shot]];
   for (const name of panel.characters) parts.push(project.characters.find((c) => c.name === name)?.description || "");
@@ -305,15 +310,29 @@ export class PanelSidebar {
       panel.balloons.push(balloon);
       this.host.selection = { panel: panel.id, balloon: balloon.id };
       this.host.changed("balloon");
-      this.el.querySelector("#comic-balloon-text")?.focus();
+      // The new balloon is selected on the page: Enter opens its text there, as for any selected balloon.
+      this.host.editor.svg.focus();
     } }, label));
     const selected = panel.balloons.find((b) => b.id === this.host.selection.balloon);
     const list = panel.balloons.map((b, i) => h("button", { type: "button", "aria-pressed": String(b === selected),
-      onclick: () => this.host.select({ panel: panel.id, balloon: b.id }) }, `${i + 1}. ${b.text.slice(0, 18) || KINDS.find(([k]) => k === b.kind)[1]}`));
+      dataset: { balloon: b.id }, onclick: () => this.host.select({ panel: panel.id, balloon: b.id }) }, balloonLabel(b, i)));
     return h("section", { class: "group" }, h("h3", {}, "Lettering"),
       h("div", { class: "chips", role: "group", "aria-label": "Add lettering" }, ...add),
       list.length ? h("div", { class: "chips" }, ...list) : null,
       selected ? this.balloonEditor(panel, selected) : null);
+  }
+
+  /** After typing (here or in the balloon on the page): the balloon list's labels and the text box follow. */
+  refreshBalloons() {
+    const panel = this.host.page()?.panels.find((p) => p.id === this.host.selection.panel);
+    if (!panel) return;
+    panel.balloons.forEach((b, i) => {
+      const chip = this.el.querySelector(`[data-balloon="${CSS.escape(b.id)}"]`);
+      if (chip) chip.textContent = balloonLabel(b, i);
+    });
+    const text = this.el.querySelector("#comic-balloon-text");
+    const selected = panel.balloons.find((b) => b.id === this.host.selection.balloon);
+    if (text && selected && document.activeElement !== text && text.value !== selected.text) text.value = selected.text;
   }
 
   balloonEditor(panel, balloon) {

@@ -95,9 +95,9 @@ export class ProjectSettings {
     gutter.addEventListener("change", () => host.layout({ op: "gutter-width", width_mm: Number(gutter.value) }));
     const border = h("select", { id: "comic-border" }, h("option", { value: "solid" }, "Solid"), h("option", { value: "none" }, "None"));
     border.value = page.border.style;
-    const borderWidth = h("input", { type: "number", min: 0, max: 5, step: 0.1, "aria-label": "Border width (mm)" });
+    const borderWidth = h("input", { type: "number", id: "comic-border-width", min: 0, max: 5, step: 0.1 });
     borderWidth.value = page.border.width_mm;
-    const colour = h("input", { type: "color", "aria-label": "Border colour" });
+    const colour = h("input", { type: "color", id: "comic-border-colour" });
     colour.value = page.border.color;
     const setBorder = () => {
       page.border = { style: border.value, width_mm: Number(borderWidth.value) || 0, color: colour.value };
@@ -108,7 +108,8 @@ export class ProjectSettings {
       h("div", { class: "row" }, labelled("Layout of this page", layout),
         h("button", { type: "button", id: "comic-apply-template", onclick: () => host.layout({ op: "template", template: layout.value }) }, "Apply")),
       h("p", { class: "hint" }, "A new layout keeps the panels' content in reading order; it needs at least as many panels as the page has."),
-      h("div", { class: "row" }, labelled("Gutter (mm)", gutter), labelled("Border", border), borderWidth, colour),
+      h("div", { class: "row" }, labelled("Gutter (mm)", gutter), labelled("Border", border),
+        labelled("Border width (mm)", borderWidth), labelled("Border colour", colour)),
       h("div", { class: "row" }, labelled("New page", newLayout),
         h("button", { type: "button", id: "comic-add-page", onclick: () => host.layout({ op: "add-page", template: newLayout.value }) }, "Add page")));
   }

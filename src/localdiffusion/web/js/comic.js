@@ -3,7 +3,7 @@
 // does the layout geometry (/layout), queues panel candidates as jobs and renders the exports.
 
 import { api, cached, request } from "./api.js";
-import { h, emit, toast } from "./dom.js";
+import { h, emit, formatBytes, toast } from "./dom.js";
 import { openViewer } from "./viewer.js";
 import { PageEditor } from "./comic-page.js";
 import { PanelSidebar } from "./comic-panel.js";
@@ -114,12 +114,15 @@ class ComicPage {
   buildEditor() {
     this.titleEl = h("h1", { class: "comic-title" });
     this.saveState = h("span", { class: "save-state", role: "status", "aria-live": "polite" });
-    const exportButton = (fmt, label) => h("button", { type: "button", dataset: { export: fmt }, onclick: () => this.download(fmt) }, label);
+    const exportButton = (fmt, label, title) => h("button", { type: "button", dataset: { export: fmt }, title,
+      onclick: () => this.download(fmt) }, label);
     const toolbar = h("div", { class: "toolbar comic-toolbar" },
       h("a", { href: "#/comic", class: "button" }, "‹ All comics"), this.titleEl, this.saveState,
       h("button", { type: "button", class: "primary", id: "comic-save", onclick: () => this.saveNow(true) }, "Save"),
       h("span", { class: "export-group", role: "group", "aria-label": "Export" },
-        exportButton("pdf", "Export PDF"), exportButton("cbz", "Export CBZ"), exportButton("png", "Page as PNG"),
+        exportButton("pdf", "PDF for print", "Pictures at the project's dpi, lossless: for a print shop."),
+        exportButton("pdf-screen", "PDF for screen", "Pictures at 150 dpi as JPEG: a much smaller file, to read or send."),
+        exportButton("cbz", "Export CBZ"), exportButton("png", "Page as PNG"),
         exportButton("ldcomic", "Project archive"),
         h("button", { type: "button", id: "comic-preview", onclick: () => this.preview() }, "Preview as printed")));
     this.settings = new ProjectSettings(this);
@@ -211,7 +214,10 @@ class ComicPage {
     if (redraw) this.editor.show(this.project, this.page(), this.selection);
     // Typing, dragging and sliding must not rebuild the sidebar under the user's hand.
     if (what === "view") this.sidebar.syncView();
-    else if (what === "text" || what === "prompt") this.sidebar.refreshPrompt();
+    else if (what === "text" || what === "prompt") {
+      this.sidebar.refreshPrompt();
+      if (what === "text") this.sidebar.refreshBalloons();
+    }
     else this.sidebar.render();
     clearTimeout(this.autosaveTimer);
     this.autosaveTimer = setTimeout(() => this.saveNow(), AUTOSAVE_MS);
@@ -347,22 +353,47 @@ class ComicPage {
     dialog.showModal();
   }
 
-  /** Fetch the export first, so that a refusal shows as a sentence rather than a downloaded error file. */
+  /** Fetch the export first, so that a refusal shows as a sentence rather than a downloaded error file, and
+   * the file's size shows before it is saved (a print PDF can be tens of megabytes). */
   async download(fmt) {
     await this.flush();
     const page = this.pageIndex + 1;
-    const query = fmt === "png" ? `?page=${page}` : "";
+    const [kind, query] = {
+      pdf: ["pdf", "?quality=print"], "pdf-screen": ["pdf", "?quality=screen"], png: ["png", `?page=${page}`],
+    }[fmt] || [fmt, ""];
     const slug = this.project.title.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "comic";
+    const name = { png: `${slug}-page-${page}.png`, pdf: `${slug}.pdf`, "pdf-screen": `${slug}-screen.pdf` }[fmt] || `${slug}.${kind}`;
+    const button = this.editorView.querySelector(`[data-export="${fmt}"]`);
+    button?.setAttribute("aria-busy", "true");
     try {
-      const blob = await api.blob(`${BASE}/${this.project.id}/export/${fmt}${query}`);
-      const url = URL.createObjectURL(blob);
-      const link = h("a", { href: url, download: fmt === "png" ? `${slug}-page-${page}.png` : `${slug}.${fmt}` });
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      const blob = await api.blob(`${BASE}/${this.project.id}/export/${kind}${query}`);
+      this.offerDownload(blob, name, fmt);
     } catch (error) {
       toast(error.detail || String(error));
+    } finally {
+      button?.removeAttribute("aria-busy");
     }
   }
+
+  /** A small dialog: the file's name and size, Save (the browser's download) or Close. */
+  offerDownload(blob, name, fmt) {
+    const url = URL.createObjectURL(blob);
+    const size = formatBytes(blob.size);
+    const save = h("a", { href: url, download: name, class: "button primary", id: "comic-export-save" }, `Save (${size})`);
+    const hint = fmt === "pdf" ? h("p", { class: "hint" }, "To read on a screen or send by mail, “PDF for screen” makes a much smaller file.") : null;
+    const dialog = h("dialog", { class: "export-ready", "aria-labelledby": "comic-export-title" },
+      h("h2", { id: "comic-export-title" }, "Your export is ready"),
+      h("p", { id: "comic-export-size" }, `${name}: ${size}`),
+      hint,
+      h("div", { class: "row" }, save, h("button", { type: "button", onclick: () => dialog.close() }, "Close")));
+    save.addEventListener("click", () => setTimeout(() => dialog.close(), 0));
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    save.focus();
+  }
 }
+
