@@ -78,4 +78,9 @@ if [ -n "$problems" ]; then
   echo "$problems" >&2
   exit 1
 fi
+# ...so check that what pose detection imports is there.
+if [ "$POSE" = 1 ] && ! .venv/bin/python -c "import mediapipe.python.solutions.pose" 2>/dev/null; then
+  echo "setup.sh: mediapipe was installed but does not import; run .venv/bin/python -c 'import mediapipe' to see why." >&2
+  exit 1
+fi
 echo "Local Diffusion is set up in .venv: run .venv/bin/localdiffusion --help"
