@@ -55,18 +55,23 @@ fi
 [ -x .venv/bin/python ] || run "$PYTHON" -m venv .venv
 
 PIP=".venv/bin/python -m pip"
+pip_install() {
+  # Once mediapipe is in (with --no-deps, below), pip notes on every install that its declared requirements
+  # are missing; that is expected, so those lines are dropped (pip check below still fails on anything else).
+  run $PIP install --quiet -c "$LOCK" "$@" 2> >(grep -v -e '^mediapipe ' -e "^ERROR: pip's dependency resolver does not currently" >&2)
+}
 EXTRAS=test,test-e2e
 [ "$POSE" = 1 ] && EXTRAS=$EXTRAS,pose
 if [ "$TORCH" = cpu ]; then
   # The CPU index's builds carry a local version (2.14.1+cpu), which the lock's plain pins accept (PEP 440).
   torch=$(sed -n 's/^torch==//p' "$LOCK")
   vision=$(sed -n 's/^torchvision==//p' "$LOCK")
-  run $PIP install --quiet -c "$LOCK" --extra-index-url "$CPU_INDEX" "torch==$torch+cpu" "torchvision==$vision+cpu"
+  pip_install --extra-index-url "$CPU_INDEX" "torch==$torch+cpu" "torchvision==$vision+cpu"
 fi
-run $PIP install --quiet -c "$LOCK" -e ".[$EXTRAS]"
+pip_install -e ".[$EXTRAS]"
 if [ "$POSE" = 1 ]; then
   # --no-deps: mediapipe's metadata would add a second OpenCV and jax; pyproject.toml's [pose] extra says why.
-  run $PIP install --quiet -c "$LOCK" --no-deps -r requirements/mediapipe.txt
+  pip_install --no-deps -r requirements/mediapipe.txt
 fi
 if [ "$DRY" = 1 ]; then
   echo "+ $PIP check"
