@@ -91,6 +91,7 @@ def test_render_refuses_bad_poses_with_one_sentence(client):
     assert "2048" in response.json()["detail"]
 
 
+@pytest.mark.pose
 def test_detect_gives_the_drawn_figures_pose(client):
     from test_pose import drawn_figure
 
@@ -103,6 +104,7 @@ def test_detect_gives_the_drawn_figures_pose(client):
     assert nose[2] > 0 and hip[2] > 0 and nose[1] < hip[1]
 
 
+@pytest.mark.pose
 def test_detect_says_when_no_person_is_found(client):
     ref = upload(client, Image.new("RGB", (96, 96), (90, 140, 200)))
     response = client.post("/api/poses/detect", json={"image": ref})
@@ -116,7 +118,7 @@ def test_detect_without_mediapipe_names_the_extra(client, monkeypatch):
     ref = upload(client, Image.new("RGB", (64, 64), "white"))
     response = client.post("/api/poses/detect", json={"image": ref})
     assert response.status_code == 400
-    assert "localdiffusion[pose]" in response.json()["detail"]
+    assert "[pose] extra" in response.json()["detail"] and "`bash scripts/setup.sh --pose`" in response.json()["detail"]
 
 
 def test_refs_must_be_uploads(client):

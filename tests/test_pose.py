@@ -282,10 +282,10 @@ def drawn_figure() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def detected() -> Pose:
-    pytest.importorskip("mediapipe")
     return detect_pose(drawn_figure())
 
 
+@pytest.mark.pose
 def test_detects_the_drawn_figure(detected):
     assert (detected.canvas_width, detected.canvas_height) == (384, 640)
     assert len(detected.people) == 1
@@ -298,8 +298,8 @@ def test_detects_the_drawn_figure(detected):
     assert math.dist(at["left_wrist"], (320, 40)) < 30 and math.dist(at["right_wrist"], (108, 355)) < 30
 
 
+@pytest.mark.pose
 def test_detection_without_a_person_finds_nobody():
-    pytest.importorskip("mediapipe")
     assert detect_pose(Image.new("RGB", (128, 128), (90, 90, 90))).people == []
 
 
@@ -307,7 +307,7 @@ def test_detection_needs_the_pose_extra(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)
-    with pytest.raises(BadInput, match=r"\[pose\]"):
+    with pytest.raises(BadInput, match=r"\[pose\] extra .* `bash scripts/setup\.sh --pose`"):
         detect_pose(Image.new("RGB", (64, 64)))
 
 
@@ -350,8 +350,8 @@ def test_cli_errors_are_one_sentence_and_write_nothing(tmp_path, capsys, args, w
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "known.json"]
 
 
+@pytest.mark.pose
 def test_cli_detect_writes_json_and_image(tmp_path, capsys):
-    pytest.importorskip("mediapipe")
     from cli_runner import run_cli
 
     drawn_figure().save(tmp_path / "person.png")

@@ -100,8 +100,8 @@ def test_lineart_keeps_soft_edges(tmp_path):
     assert out[0, 0] == 0 and out[50, 50] > 180
 
 
+@pytest.mark.pose
 def test_openpose_renders_the_detected_person(tmp_path):
-    pytest.importorskip("mediapipe")
     from test_pose import drawn_figure
 
     out = run_preprocessor(unit("openpose", processor_res=320), drawn_figure(), tmp_path)

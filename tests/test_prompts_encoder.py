@@ -106,8 +106,11 @@ def test_empty_prompt_equals_diffusers(sd1):
 
 
 def test_clip_skip_2_equals_diffusers_clip_skip_1(sd1, monkeypatch):
-    # diffusers 0.42 reads `text_encoder.text_model`, which transformers 5 no longer has on
-    # CLIPTextModel; alias it (outside the module registry) so diffusers' own code can run.
+    # diffusers' clip_skip path reads `text_encoder.text_model.final_layer_norm`, which CLIPTextModel
+    # lost in transformers 5.6 (huggingface/transformers#46285). The bug is open upstream as
+    # huggingface/diffusers#14124; 0.42.1, the newest diffusers, still has it. Alias the attribute
+    # (outside the module registry) so diffusers' own code can serve as the oracle; drop this once
+    # the locked diffusers fixes it.
     monkeypatch.setitem(sd1.text_encoder.__dict__, "text_model", sd1.text_encoder)
     cond = PromptEncoder.from_pipeline(sd1, clip_skip=2).encode(PROMPT)
     assert torch.equal(cond.embeds, diffusers_embeds(sd1, PROMPT, clip_skip=1))

@@ -304,7 +304,8 @@ def detect_pose(image: Image.Image, min_visibility: float = MIN_VISIBILITY) -> P
     try:
         import mediapipe as mp
     except ImportError as e:
-        raise BadInput("Pose detection needs mediapipe; install the pose extra with: pip install 'localdiffusion[pose]'.") from e
+        raise BadInput("Pose detection needs the [pose] extra (mediapipe), which is not installed; "
+                       "install it by running `bash scripts/setup.sh --pose` in the project folder.") from e
     rgb = np.asarray(image.convert("RGB"))
     with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as detector:
         found = detector.process(rgb)
