@@ -9,6 +9,7 @@ import { api, cached } from "./api.js";
 import { emit, h } from "./dom.js";
 import { clearFieldErrors, field, setOptions, showFieldError } from "./fields.js";
 import { followJob } from "./explain-panel.js";
+import { loadingText } from "./job-view.js";
 import { recipeView } from "./recipe-view.js";
 
 const AXES = [
@@ -195,6 +196,10 @@ class ComparePage {
       cancel.hidden = false;
       cancel.onclick = () => api.del(`/api/jobs/${job.id}`).catch((error) => { status.textContent = error.detail; });
       followJob(job.id, {
+        onLoad: (load) => {
+          bar.removeAttribute("value");
+          status.textContent = loadingText(load);
+        },
         onStep: ({ step, total, iteration, iterations }) => {
           if (!total) return;
           bar.max = total * (iterations || 1);

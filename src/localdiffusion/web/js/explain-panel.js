@@ -8,13 +8,15 @@
 import { api } from "./api.js";
 import { h, uid } from "./dom.js";
 import { onJobEvent } from "./events.js";
+import { loadingText } from "./job-view.js";
 
 const FINISHED = new Set(["done", "failed", "cancelled"]);
 const POLL_MS = 1000;
 
-/** Follow job `id` until it finishes: `onStep({step, total, iteration, iterations})`, then `onEnd(job)`.
+/** Follow job `id` until it finishes: `onLoad({loading, loaded, parts})` while its models load (the first
+ *  job of a model), `onStep({step, total, iteration, iterations})` per step, then `onEnd(job)`.
  *  Events arrive over the socket; a slow poll covers any gap. Returns a function that stops following. */
-export function followJob(id, { onStep, onEnd }) {
+export function followJob(id, { onLoad, onStep, onEnd }) {
   let over = false;
   const end = (job) => {
     if (over) return;
@@ -24,7 +26,8 @@ export function followJob(id, { onStep, onEnd }) {
   };
   const stop = onJobEvent((event) => {
     if (event.job_id !== id || over) return;
-    if (event.type === "step") onStep?.(event.data || {});
+    if (event.type === "loading") onLoad?.(event.data || {});
+    else if (event.type === "step") onStep?.(event.data || {});
     else if (FINISHED.has(event.type)) api.get(`/api/jobs/${id}`).then(end, () => end({ id, status: event.type, error: event.data?.error }));
   });
   (async () => {
@@ -34,6 +37,7 @@ export function followJob(id, { onStep, onEnd }) {
       try {
         const job = await api.get(`/api/jobs/${id}`);
         if (FINISHED.has(job.status)) end(job);
+        else if (job.progress?.phase === "load") onLoad?.(job.progress);
         else if (job.progress) onStep?.(job.progress);
       } catch (error) {
         if (error.status === 404) end({ id, status: "failed", error: error.detail });
@@ -100,6 +104,10 @@ export class ExplainPanel {
     this.el.dataset.state = "running";
     this.el.replaceChildren(status, h("div", { class: "explain-progress" }, bar, cancel));
     this.unfollow = followJob(job.id, {
+      onLoad: (load) => {
+        bar.removeAttribute("value");
+        status.textContent = loadingText(load);
+      },
       onStep: ({ step, total }) => {
         if (!total) return;
         bar.max = total;

@@ -6,6 +6,7 @@
 import { api, cached } from "./api.js";
 import { h } from "./dom.js";
 import { followJob } from "./explain-panel.js";
+import { loadingText } from "./job-view.js";
 
 export async function initGuide(section, { currentRecipe }) {
   const page = new GuidePage(section, currentRecipe, await cached("/api/parameters"));
@@ -67,6 +68,10 @@ class GuidePage {
       const recipe = await this.currentRecipe();
       const job = await api.post(`/api/parameters/${name}/try`, { recipe });
       followJob(job.id, {
+        onLoad: (load) => {
+          bar.removeAttribute("value");
+          status.textContent = loadingText(load);
+        },
         onStep: ({ step, total, iteration, iterations }) => {
           if (!total) return;
           bar.max = total * (iterations || 1);
