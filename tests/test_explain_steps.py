@@ -82,6 +82,14 @@ def test_guided_image_equals_the_engines_own_x0_euler(euler_run):
     assert views[0].triptych().width > 4 * guidance.CELL
 
 
+def test_the_cfg_caption_is_not_drawn_into_the_triptych(euler_run):
+    # The caption is text for the page (once for all steps), so the picture is the same size without it.
+    import dataclasses
+
+    view = euler_run[1][0]
+    assert view.triptych().size == dataclasses.replace(view, caption="").triptych().size
+
+
 @pytest.mark.parametrize("sampler, model", [("DPM++ 2M", "tiny-sd1"), ("Euler", "tiny-sd2-v")])
 def test_guided_image_equals_the_engines_own_x0_other_samplers(engine, sampler, model):
     recipe = Recipe(**{**BASE, "sampler_name": sampler, "model": model, "steps": 4})

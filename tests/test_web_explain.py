@@ -72,7 +72,9 @@ def test_why_panel_shows_heatmaps_and_timeline(page, server):
     frame = panel.locator(".explain-frame")
     expect(frame).to_have_attribute("src", re.compile(r"timeline/sample-001\.png$"))
     expect(panel.locator(".explain-step")).to_have_text(f"Step 1 of {STEPS}")
-    expect(panel.locator(".explain-cfg figcaption").first).to_contain_text("multiplied by the scale")
+    # The CFG caption is shown once, as text, however many steps are shown; each view names its step.
+    expect(panel.locator(".explain-cfg").get_by_text("multiplied by the scale")).to_have_count(1)
+    expect(panel.locator(".explain-cfg figcaption")).to_have_text(["Step 1 of 4", "Step 3 of 4"])
 
     # Asking again shows the finished explanation at once.
     viewer.get_by_role("button", name="Why does it look like this?").click()

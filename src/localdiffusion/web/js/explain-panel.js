@@ -182,13 +182,15 @@ export class ExplainPanel {
       return h("div", { class: "explain-block" }, h("h4", {}, "Guidance (CFG)"),
         h("p", { class: "explain-text" }, "CFG was off for this image (a scale of 1 or less), so the prompt was followed without extra push."));
     }
+    // Every view has the same caption (the CFG formula for this scale and negative prompt): shown once.
     return h("div", { class: "explain-block explain-cfg" },
       h("h4", {}, "Guidance (CFG)"),
+      h("p", { class: "explain-text explain-caption" }, views[0].caption),
       h("p", { class: "explain-text" }, "From left: the prediction without your prompt (the negative prompt's, if any), "
         + "with it, the guided result, and where your words made a difference."),
       ...views.map((view) => h("figure", { class: "explain-cfg-view" },
         h("img", { src: this.url(view.file), alt: `Guidance at step ${view.step} of ${view.total}: without the prompt, with it, guided, and the difference` }),
-        h("figcaption", {}, view.caption))));
+        h("figcaption", {}, `Step ${view.step} of ${view.total}`))));
   }
 
   // --- word heatmaps ---
