@@ -151,7 +151,9 @@ export class ExplainPanel {
   // --- the denoising timeline ---
 
   timeline(timeline) {
+    // Long runs show up to ten steps per pass (each a VAE decode); the label counts all the pass's steps.
     const frames = timeline.steps.filter((s) => s.frame);
+    const stepsOf = (phase) => timeline.steps.filter((s) => s.phase === phase).length;
     if (!frames.length) return null;
     const image = h("img", { class: "explain-frame", alt: "" });
     const label = h("output", { class: "explain-step" });
@@ -162,7 +164,7 @@ export class ExplainPanel {
       const hires = frame.phase === "hires" ? " (hires pass)" : "";
       image.src = this.url(frame.frame);
       image.alt = `The predicted final image at step ${frame.step}${hires}`;
-      label.textContent = `Step ${frame.step} of ${frames.filter((f) => f.phase === frame.phase).length}${hires}`;
+      label.textContent = `Step ${frame.step} of ${stepsOf(frame.phase)}${hires}`;
       slider.setAttribute("aria-valuetext", label.textContent);
     };
     slider.addEventListener("input", showFrame);
