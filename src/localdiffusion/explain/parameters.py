@@ -97,6 +97,7 @@ class Card:
     illustration: str  # a drawing in explain/illustrations.py
     try_values: tuple[str, ...] | None = None
     why_not: str = ""  # why there is no quick comparison
+    compare: str = ""  # axes for the Compare page that show it instead ('x=model&y=seed'; '#/compare/' + this)
 
 
 _NEEDS_INPUT = "it acts on an input image, so try it on the img2img or inpaint tab instead."
@@ -109,7 +110,8 @@ CARDS: dict[str, Card] = {
                             "'Why does it look like this?' to see its heatmaps."),
     "model": Card("The trained network that paints, with its own style and native size.", "One that matches the "
                   "look you want; SD 1.5 at 512 px, SDXL at 1024 px.", "models",
-                  why_not="a comparison across models needs two or more checkpoints; use 'localdiffusion compare --x model=...'."),
+                  why_not="each model loads in turn, too slow for a quick try; the Compare page has a Model axis.",
+                  compare="x=model&y=seed&y_values=1,2"),
     "width": Card("How wide the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
                   "multiples of 64.", "frames", ("square", "tall", "wide")),
     "height": Card("How tall the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
@@ -214,4 +216,5 @@ def parameter_table(max_side: int = 2048) -> dict[str, dict[str, Any]]:
 def card_json(name: str) -> dict[str, Any]:
     card = CARDS[name]
     return {"sentence": card.sentence, "typical": card.typical, "illustration": card.illustration,
-            "try_values": list(card.try_values) if card.try_values else None, "why_not": card.why_not}
+            "try_values": list(card.try_values) if card.try_values else None, "why_not": card.why_not,
+            "compare": card.compare or None}

@@ -55,6 +55,8 @@ class GuidePage {
       h("p", {}, h("strong", {}, "Typical: "), card.typical),
       h("p", { class: "hint" }, p.help),
       tryButton || h("p", { class: "hint" }, `No quick comparison: ${card.why_not}`),
+      card.compare ? h("p", {}, h("a", { class: "guide-compare", href: `#/compare/${card.compare}` },
+        `Compare ${p.label.toLowerCase()}s on the Compare page`)) : null,
       result);
   }
 
