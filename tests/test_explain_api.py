@@ -156,6 +156,15 @@ def test_a_card_with_its_illustration(client):
     assert missing.status_code == 404 and "There is no parameter 'nonsense'" in missing.json()["detail"]
 
 
+def test_the_mask_editors_settings_have_explanations_but_no_guide_card(client):
+    table = client.get("/api/parameters").json()
+    for name in ("mask_edge", "mask_tolerance", "mask_brightness_from", "mask_brightness_to"):
+        entry = table[name]
+        assert entry["card"] is None and entry["help"].endswith(".") and entry["max"] == (128 if name == "mask_edge" else 255)
+        assert client.get(f"/api/parameters/{name}").status_code == 404
+    assert table["mask_edge"]["label"] == "By how many pixels" and "Soften" in table["mask_edge"]["help"]
+
+
 def test_try_it_runs_a_tiny_comparison_of_three_values(client):
     answer = client.post("/api/parameters/cfg_scale/try", json={"recipe": {**RECIPE, "steps": 2}})
     assert answer.status_code == 201, answer.text

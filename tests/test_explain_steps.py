@@ -82,6 +82,14 @@ def test_guided_image_equals_the_engines_own_x0_euler(euler_run):
     assert views[0].triptych().width > 4 * guidance.CELL
 
 
+def test_the_cfg_caption_is_not_drawn_into_the_triptych(euler_run):
+    # The caption is text for the page (once for all steps), so the picture is the same size without it.
+    import dataclasses
+
+    view = euler_run[1][0]
+    assert view.triptych().size == dataclasses.replace(view, caption="").triptych().size
+
+
 @pytest.mark.parametrize("sampler, model", [("DPM++ 2M", "tiny-sd1"), ("Euler", "tiny-sd2-v")])
 def test_guided_image_equals_the_engines_own_x0_other_samplers(engine, sampler, model):
     recipe = Recipe(**{**BASE, "sampler_name": sampler, "model": model, "steps": 4})
@@ -143,3 +151,29 @@ def test_cli_bad_cfg_steps_exits_nonzero_and_writes_nothing(capsys, model_home, 
     assert code != 0 and "CFG steps" in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_shown_steps_spread_over_the_run_and_large_latents_shrink_before_decoding():
+    assert tl.shown_steps(4) == [1, 2, 3, 4]
+    spread = tl.shown_steps(30)
+    assert len(spread) == tl.FRAMES and spread[0] == 1 and spread[-1] == 30
+    assert tl.shrunk(torch.zeros(1, 4, 64, 80)).shape == (1, 4, 32, 40)  # 512 x 640: decoded at 256 x 320
+    assert tl.shrunk(torch.zeros(1, 4, 32, 32)).shape == (1, 4, 32, 32)  # 256 px already: full size
+
+
+def test_studio_frames_are_vae_decodes_of_up_to_ten_steps_decoded_in_batches(engine, tmp_path, monkeypatch):
+    import numpy as np
+
+    batches = []
+    decode = engine.decode
+    monkeypatch.setattr(engine, "decode", lambda pipe, latents: batches.append(latents.shape[0]) or decode(pipe, latents))
+    explain_run(engine, Recipe(**{**BASE, "steps": 12}), tmp_path, frames=True)
+    data = json.loads((tmp_path / "explain.json").read_text())
+    framed = [s for s in data["timeline"]["steps"] if "frame" in s]
+    assert [s["step"] for s in framed] == tl.shown_steps(12) and len(framed) == tl.FRAMES
+    assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "timeline").iterdir()} == {s["frame"] for s in framed}
+    assert batches == [1, 4, 4, 2]  # the image, then the ten frames four at a time
+    # The last step's prediction is the image itself, so its decoded frame looks like it (not 8 x 8 blocks).
+    image = np.asarray(Image.open(tmp_path / "image.png").convert("RGB"), dtype=np.int16)
+    last = np.asarray(Image.open(tmp_path / framed[-1]["frame"]).convert("RGB"), dtype=np.int16)
+    assert last.shape == image.shape and np.abs(last - image).mean() < 2

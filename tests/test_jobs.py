@@ -143,3 +143,60 @@ def test_jobs_of_another_kind_run_their_task_with_their_params(queue):
     worker.run(queue.claim())
     assert queue.get(unknown.id).status == "failed"
     assert "kind 'nonsense'" in queue.get(unknown.id).error
+
+
+def test_the_first_job_of_a_model_reports_the_model_loading_before_its_steps(home, sd1_folder):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    engine = Engine(ModelLibrary(home, Database(home.db_path)))  # a queue of its own, nothing loaded yet
+    worker = Worker(SQLiteJobQueue(engine.library.db), engine, EventBus())
+    _, events = worker.events.subscribe_queue()
+    owner = engine.library.db.local_owner_id
+    first = worker.queue.submit(RECIPE, owner_id=owner)
+    worker.run(worker.queue.claim(timeout=0))
+    seen = [e for e in list(events.queue) if e.job_id == first.id]
+    assert [e.type for e in seen] == ["started", "loading", "loading", "step", "step", "done"]
+    loading = [e.data for e in seen if e.type == "loading"]
+    assert loading[0] == {"step": 0, "total": 2, "iteration": 0, "iterations": 1, "phase": "load",
+                          "loading": "model 'tiny-sd1'", "loaded": 0, "parts": 1}
+    assert (loading[1]["loading"], loading[1]["loaded"], loading[1]["parts"]) == ("", 1, 1)
+    assert seen[3].data["phase"] == "sample" and "loading" not in seen[3].data
+
+    # The model stays in memory: the next job goes straight to its steps.
+    second = worker.queue.submit(RECIPE, owner_id=owner)
+    worker.run(worker.queue.claim(timeout=0))
+    assert [e.type for e in list(events.queue) if e.job_id == second.id] == ["started", "step", "step", "done"]
+
+
+def test_running_progress_says_what_is_loading(queue):
+    from localdiffusion.engine import Progress
+    from localdiffusion.jobs.worker import Running
+
+    worker = Worker(queue, engine=None, events=EventBus())  # type: ignore[arg-type]
+    job = queue.submit(RECIPE, owner_id=queue.db.local_owner_id)
+    worker.current = Running(job, total=2)
+    worker._progress(job, Progress(0, 2, 0, 1, "load", loading="model 'tiny-sd1'", loaded=0, parts=2))
+    assert worker.current.progress() == {"step": 0, "total": 2, "iteration": 0, "iterations": 1, "phase": "load",
+                                         "loading": "model 'tiny-sd1'", "loaded": 0, "parts": 2}
+    worker._progress(job, Progress(1, 2, 0, 1, "sample"))
+    assert worker.current.progress() == {"step": 1, "total": 2, "iteration": 0, "iterations": 1, "phase": "sample"}
+
+
+def test_direct_engine_callers_see_only_steps_and_a_refiner_is_its_own_load_part(model_home):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+
+    engine = Engine(ModelLibrary(model_home, Database(model_home.db_path)))
+    recipe = Recipe(prompt="a cat", seed=1, steps=2, width=64, height=64, model="tiny-sdxl", refiner_checkpoint="tiny-sdxl-refiner",
+                    refiner_switch_at=0.5)
+    steps, loads = [], []
+    with engine.reporting_loads(lambda p: loads.append((p.phase, p.step, p.total, p.loading, p.loaded, p.parts))):
+        engine.generate(recipe, on_progress=lambda p: steps.append((p.phase, p.step, p.total)))
+    assert steps == [("sample", 1, 2), ("sample", 2, 2)]
+    assert loads == [("load", 0, 2, "model 'tiny-sdxl'", 0, 2), ("load", 0, 2, "", 1, 2),
+                     ("load", 0, 2, "refiner 'tiny-sdxl-refiner'", 1, 2), ("load", 0, 2, "", 2, 2)]
+    loads.clear()
+    engine.generate(recipe)  # outside the block: nothing is reported, and nothing loads again anyway
+    assert loads == [] and engine.cache.loads == 2

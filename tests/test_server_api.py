@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -188,6 +189,22 @@ def test_upload_refuses_non_images_and_decompression_bombs(client):
     assert text.status_code == 400 and "not a readable image" in text.json()["detail"]
     bomb = client.post("/api/uploads", files={"file": ("bomb.png", bomb_png(), "image/png")})
     assert bomb.status_code == 400 and "9000x9000" in bomb.json()["detail"]
+
+
+def test_upload_far_above_pillows_limit_is_refused_as_too_large(client):
+    # 900 megapixels: Pillow itself refuses to open it, before our own size check reads the header.
+    bomb = client.post("/api/uploads", files={"file": ("huge.png", bomb_png(30000, 30000), "image/png")})
+    assert bomb.status_code == 400, bomb.text
+    assert bomb.json()["detail"] == ("The upload is too large: 858 megapixels, above the limit of 64 megapixels; "
+                                     "use a smaller image.")
+
+
+def test_upload_in_pillows_warning_range_is_refused_as_too_large_when_warnings_are_errors(client):
+    # 100 megapixels: Pillow only warns; where warnings are raised (python -W error), it is still "too large".
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        bomb = client.post("/api/uploads", files={"file": ("big.png", bomb_png(10000, 10000), "image/png")})
+    assert bomb.status_code == 400 and "too large: 95 megapixels, above the limit of 64" in bomb.json()["detail"]
 
 
 @needs_fixtures

@@ -143,6 +143,50 @@ def test_generate_shows_step_previews_then_the_result(page, server):
     expect(viewer.locator(".recipe-prompt").first).to_contain_text("a red apple on a table")
 
 
+def record_job_statuses(page) -> None:
+    """Keep every text the job cards' status lines show (the load phase passes quickly on a tiny model)."""
+    page.evaluate("""() => {
+        window.jobStatuses = [];
+        new MutationObserver(() => {
+            for (const el of document.querySelectorAll('.job-status')) {
+                if (window.jobStatuses.at(-1) !== el.textContent) window.jobStatuses.push(el.textContent);
+            }
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def test_the_first_job_of_a_model_says_it_is_loading_then_shows_seeds_and_time(page, server, monkeypatch):
+    engine = server.studio.engine
+    engine.cache.clear()  # as after a restart: the model is not in memory
+    load = engine._load
+
+    def slow_load(info):  # a real checkpoint takes seconds: long enough for the card's poll to see it too
+        time.sleep(2.5)
+        return load(info)
+
+    monkeypatch.setattr(engine, "_load", slow_load)
+    open_generate(page, server)
+    page.wait_for_function("async () => (await import('/js/events.js')).eventsConnected()")
+    set_size(page, 64, 64)
+    page.fill("#f-prompt", "a blue kite")
+    page.fill("#f-steps", "3")
+    page.fill("#f-seed", "4321")
+    page.fill("#f-batch_size", "2")
+    record_job_statuses(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    card = page.locator(".job").first
+    wait_done(page, card)
+
+    statuses = page.evaluate("window.jobStatuses")
+    assert any(s.startswith(f"Loading model '{MODEL}'…") for s in statuses), statuses
+    loading = next(i for i, s in enumerate(statuses) if s.startswith("Loading model"))
+    assert all(not s.startswith("Step ") for s in statuses[:loading]), "steps were shown before the model had loaded"
+    assert not any(s.startswith("Step 0") for s in statuses), statuses
+    # The finished card says how long it took, and each image's seed, to make it again or vary it.
+    expect(card.locator(".job-status")).to_have_text(re.compile(r"^Done: 2 images in \d+(\.\d)? s(, .* loading the model)?\.$"))
+    expect(card.locator(".result-seed")).to_have_text(["Seed 4321", "Seed 4322"])
+
+
 def test_explanations_open_from_the_keyboard(page, server):
     open_generate(page, server)
     info = page.get_by_role("button", name="What does Steps do?")

@@ -72,7 +72,14 @@ def test_why_panel_shows_heatmaps_and_timeline(page, server):
     frame = panel.locator(".explain-frame")
     expect(frame).to_have_attribute("src", re.compile(r"timeline/sample-001\.png$"))
     expect(panel.locator(".explain-step")).to_have_text(f"Step 1 of {STEPS}")
-    expect(panel.locator(".explain-cfg figcaption").first).to_contain_text("multiplied by the scale")
+    # Each frame is the VAE's decode of that step's prediction, the image's own size (not 8 x 8 latent blocks).
+    slider.fill(str(STEPS))
+    expect(frame).to_have_attribute("src", re.compile(rf"timeline/sample-{STEPS:03d}\.png$"))
+    expect(frame).to_have_js_property("complete", True)
+    assert frame.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [64, 64]
+    # The CFG caption is shown once, as text, however many steps are shown; each view names its step.
+    expect(panel.locator(".explain-cfg").get_by_text("multiplied by the scale")).to_have_count(1)
+    expect(panel.locator(".explain-cfg figcaption")).to_have_text(["Step 1 of 4", "Step 3 of 4"])
 
     # Asking again shows the finished explanation at once.
     viewer.get_by_role("button", name="Why does it look like this?").click()
@@ -144,3 +151,21 @@ def test_the_compare_page_sweeps_cfg_and_seed_of_the_generate_settings(page, ser
     expect(page.locator("#page-generate")).to_be_visible()
     expect(page.locator("#f-cfg_scale")).to_have_value("9")
     expect(page.locator("#f-seed")).to_have_value("2")
+
+
+def test_the_guides_model_card_opens_the_compare_page_with_a_model_axis(page, server):
+    open_generate(page, server)
+    set_size(page, 64, 64)
+    page.fill("#f-prompt", "a lighthouse at dusk")
+    page.click("nav a[data-page='guide']")
+    card = page.locator("#card-model")
+    expect(card).to_contain_text("No quick comparison")
+    expect(card).not_to_contain_text("localdiffusion compare")  # no terminal command for a browser user
+    card.get_by_role("link", name="Compare models on the Compare page").click()
+    section = page.locator("#page-compare")
+    expect(section).to_be_visible()
+    expect(page.locator("#compare-x-field")).to_have_value("model")
+    expect(page.locator("#compare-x-values")).to_have_value("tiny-sd1")  # the installed checkpoints
+    expect(page.locator("#compare-y-field")).to_have_value("seed")
+    expect(page.locator("#compare-y-values")).to_have_value("1,2")
+    expect(section.locator(".compare-count")).to_contain_text("2 cells")

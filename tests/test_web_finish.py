@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_web import MODEL, TIMEOUT_MS, browser, expect, open_generate, page, submit_job, wait_done  # noqa: F401 (fixtures)
+from test_web import (MODEL, TIMEOUT_MS, browser, expect, open_generate, page, submit_job,  # noqa: F401 (fixtures)
+                      unlabelled_controls, wait_done)
 from test_upscale import write_esrgan
 from web_server import running_studio
 
@@ -64,7 +65,7 @@ def test_paint_a_mask_grow_it_and_inpaint(page, server, tmp_path):
     assert page.evaluate(alpha_at, [64, 48]) > 200 and page.evaluate(alpha_at, [64, 58]) == 0
 
     # Grow by 12 px: the mask now reaches 10 px above and below the stroke, and no further than about 16.
-    editor.get_by_label("Pixels to grow, shrink or feather by").fill("12")
+    editor.get_by_label("By how many pixels", exact=True).fill("12")
     editor.get_by_role("button", name="Grow the mask").click()
     assert page.evaluate(alpha_at, [64, 58]) == 255 and page.evaluate(alpha_at, [64, 38]) == 255
     assert page.evaluate(alpha_at, [64, 68]) == 0
@@ -99,7 +100,7 @@ def test_mask_tools_rectangle_lasso_invert_and_brightness(page, server, tmp_path
     canvas = editor.locator(".mask-paint")
     expect(canvas).to_have_js_property("width", 64)
     count = "() => document.querySelector('#mask-editor').alpha().filter(a => a > 127).length"
-    editor.get_by_role("button", name="Select brightness").click()
+    editor.get_by_role("button", name="Select by brightness").click()
     page.wait_for_function(f"({count})() > 0")
     assert page.evaluate(count) == 16 * 64
     editor.get_by_role("button", name="Invert").click()
@@ -125,6 +126,35 @@ def test_mask_tools_rectangle_lasso_invert_and_brightness(page, server, tmp_path
     page.mouse.up()
     # The lasso's 60 x 23 area joins the rectangle, which it overlaps by 20 x 15.
     assert abs(page.evaluate(count) - (20 * 30 + 60 * 23 - 20 * 15)) < 120
+
+
+def test_mask_edits_are_grouped_in_plain_words_with_explanations(page, server, tmp_path):
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    open_generate(page, server)
+    page.get_by_role("tab", name="Inpaint").click()
+    page.set_input_files("#init-image-file", str(tmp_path / "red.png"))
+    editor = page.locator("#mask-editor")
+    expect(editor.locator("fieldset.mask-group > legend")).to_have_text(
+        ["Change the mask edge", "Select by colour", "Select by brightness"])
+    edge = editor.locator("fieldset.mask-group").filter(has_text="Change the mask edge")
+    expect(edge.locator(".mask-actions button")).to_have_text(["Grow", "Shrink", "Soften"])
+    brightness = editor.locator("fieldset.mask-group").filter(has_text="Select by brightness")
+    expect(brightness.locator("label")).to_have_text(["From (dark)", "To (light)"])
+    assert unlabelled_controls(page) == []
+
+    # Each setting has the "i" of every other field, and it shows only its own explanation.
+    for name, label in [("mask_edge", "By how many pixels"), ("mask_tolerance", "How similar"),
+                        ("mask_brightness_from", "From (dark)"), ("mask_brightness_to", "To (light)")]:
+        assert page.locator(f"#f-{name}").get_attribute("aria-describedby") == f"help-{name}"
+        editor.get_by_role("button", name=f"What does {label} do?").click()
+        expect(page.locator(f"#help-{name}")).to_be_visible()
+        expect(editor.locator(".help:visible")).to_have_count(1)
+    expect(page.locator("#help-mask_edge")).to_contain_text("Grow")
+
+    # "Pick a colour" chooses the picking tool; the tolerance decides how close a colour must be.
+    editor.get_by_role("button", name="Pick a colour").click()
+    expect(editor.locator(".mask-stage")).to_have_attribute("data-tool", "pick")
+    expect(editor.get_by_role("button", name="Pick colour", exact=True)).to_have_attribute("aria-pressed", "true")
 
 
 def test_upscale_from_the_viewer_lands_in_the_gallery(page, server):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,40 @@ class EngineOptions:
 
 @dataclass
 class Progress:
-    step: int  # 1-based
-    total: int
+    step: int  # 1-based; 0 in the "load" phase, before any step has run
+    total: int  # the pass's steps (in the "load" phase too, so that step/total reads "nothing sampled yet")
     iteration: int  # which batch of n_iter, 0-based
     iterations: int
-    phase: str  # "sample" or "hires"
+    phase: str  # "load", "sample" or "hires"
     preview: Image.Image | None = None
+    # The "load" phase: the models that were not in memory yet load one after another, before the first
+    # step. `loading` names the one loading now ("" once it has loaded); `loaded` of `parts` are done.
+    loading: str = ""
+    loaded: int = 0
+    parts: int = 0
+
+
+@dataclass
+class LoadWatch:
+    """Progress events of the load phase: one as each model starts loading and one as it is in memory.
+    diffusers gives no finer progress within one model, so a part is a whole checkpoint or ControlNet."""
+
+    on_load: Callable[[Progress], None]
+    total: int  # the recipe's steps
+    iterations: int
+    parts: int  # how many models are not in memory yet
+    loaded: int = 0
+
+    def begin(self, what: str) -> None:
+        self.parts = max(self.parts, self.loaded + 1)
+        self._emit(what)
+
+    def end(self) -> None:
+        self.loaded += 1
+        self._emit("")
+
+    def _emit(self, what: str) -> None:
+        self.on_load(Progress(0, self.total, 0, self.iterations, "load", loading=what, loaded=self.loaded, parts=self.parts))
 
 
 @dataclass
@@ -128,15 +157,53 @@ class Engine:
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.device, self.options.dtype)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
+        self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in generate()
 
     # --- models ---
 
     def checkpoint(self, name: str | None) -> ModelInfo:
         return self.library.get(name, kind="checkpoint") if name else self.library.default_checkpoint()
 
-    def pipeline(self, info: ModelInfo) -> Any:
-        key = (str(info.path), str(self.dtype), str(self.device))
-        return self.cache.get(key, lambda: self._load(info))
+    def _pipeline_key(self, info: ModelInfo) -> tuple:
+        return (str(info.path), str(self.dtype), str(self.device))
+
+    def _controlnet_key(self, info: ModelInfo) -> tuple:
+        return ("controlnet", str(info.path), str(self.dtype), str(self.device))
+
+    def _image_encoder_key(self, folder: Path) -> tuple:
+        return ("image_encoder", str(folder), str(self.dtype), str(self.device))
+
+    @contextmanager
+    def reporting_loads(self, on_load: Callable[[Progress], None]) -> Iterator[None]:
+        """Within this block, models that load on this thread are reported to `on_load` as Progress of the
+        "load" phase (step 0 of the recipe's steps; `loading`, `loaded` and `parts` say what and how far).
+        The worker uses it, so a job's first run of a model says so; `on_progress` callers see only steps."""
+        previous = getattr(self._loads, "sink", None)
+        self._loads.sink = on_load
+        try:
+            yield
+        finally:
+            self._loads.sink = previous
+
+    def _cached(self, key: tuple, what: str, load: Callable[[], Any]) -> Any:
+        """From the cache, or loaded into it; a load is announced to reporting_loads()' listener, if any."""
+        watch: LoadWatch | None = getattr(self._loads, "watch", None)
+        sink = getattr(self._loads, "sink", None)
+        if watch is None and sink is not None:  # a load outside generate(): one part, before any steps are known
+            watch = LoadWatch(sink, 0, 1, 1)
+        if watch is None:
+            return self.cache.get(key, load)
+
+        def announced() -> Any:
+            watch.begin(what)
+            loaded = load()
+            watch.end()
+            return loaded
+
+        return self.cache.get(key, announced)
+
+    def pipeline(self, info: ModelInfo, what: str = "model") -> Any:
+        return self._cached(self._pipeline_key(info), f"{what} '{info.name}'", lambda: self._load(info))
 
     def _load(self, info: ModelInfo) -> Any:
         pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle)
@@ -153,13 +220,11 @@ class Engine:
 
     def controlnet(self, info: ModelInfo, pipe: Any) -> Any:
         """A ControlNet on the engine's device and dtype, kept in the same cache as the pipelines."""
-        key = ("controlnet", str(info.path), str(self.dtype), str(self.device))
-
         def load() -> LoadedControlNet:
             model = load_controlnet(info, self.dtype, self.settings.allow_pickle, base_unet=dict(pipe.unet.config))
             return LoadedControlNet(model.to(self.device))
 
-        return self.cache.get(key, load).model
+        return self._cached(self._controlnet_key(info), f"ControlNet '{info.name}'", load).model
 
     def _control_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[ModelInfo]:
         """Each unit's ControlNet from the library, refused when it does not fit the checkpoint's family."""
@@ -172,14 +237,17 @@ class Engine:
 
     def image_encoder(self, folder: Path) -> ImageEncoder:
         """An IP-Adapter's CLIP image encoder on the engine's device and dtype, in the pipeline cache."""
-        key = ("image_encoder", str(folder), str(self.dtype), str(self.device))
-
         def load() -> ImageEncoder:
             encoder = load_image_encoder(folder, self.dtype, self.settings.allow_pickle)
             encoder.model.to(self.device)
             return encoder
 
-        return self.cache.get(key, load)
+        return self._cached(self._image_encoder_key(folder), "image encoder of the reference images", load)
+
+    def _not_loaded(self, keys: list[tuple]) -> int:
+        """How many of these models (cache keys, repeats counted once) are not in memory yet."""
+        cached = set(self.cache.keys())
+        return len({key for key in keys if key not in cached})
 
     def _adapter_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[tuple[ModelInfo, AdapterShape, Path]]:
         """Each reference's IP-Adapter (named, or the one that fits), its shape and its image encoder folder,
@@ -242,12 +310,22 @@ class Engine:
             check_hires_upscaler(plan.recipe.hr_upscaler, self.library)
         control_infos = self._control_infos(plan.recipe, info)
         adapter_infos = self._adapter_infos(plan.recipe, info)
-        pipe = self.pipeline(info)
-        plan, controls = self._with_controls(plan, control_infos, pipe)
-        plan, references = self._with_references(plan, adapter_infos, pipe)
+        refiner_info = self._refiner_info(plan.recipe)
+        keys = [self._pipeline_key(info), *(self._controlnet_key(c) for c in control_infos),
+                *(self._image_encoder_key(folder) for _, _, folder in adapter_infos),
+                *([self._pipeline_key(refiner_info)] if refiner_info else [])]
+        sink, outer = getattr(self._loads, "sink", None), getattr(self._loads, "watch", None)
+        self._loads.watch = LoadWatch(sink, plan.recipe.steps, plan.recipe.n_iter, self._not_loaded(keys)) if sink else None
+        try:
+            pipe = self.pipeline(info)
+            plan, controls = self._with_controls(plan, control_infos, pipe)
+            plan, references = self._with_references(plan, adapter_infos, pipe)
+            refiner_pipe = self.pipeline(refiner_info, "refiner") if refiner_info else None
+        finally:
+            self._loads.watch = outer
         loaded = time.perf_counter()
         encoder = self._prompt_encoder(pipe, plan.recipe)
-        refiner = self._refiner(plan.recipe)
+        refiner = self._refiner(plan.recipe, refiner_pipe)
         result = Result(timings={"load": loaded - started})
         seed, subseed = resolve_seed(plan.recipe.seed), resolve_seed(plan.recipe.subseed)
         r = plan.recipe
@@ -313,13 +391,17 @@ class Engine:
             raise BadInput(f"The LoRA name '{name}' looks like a path; name a LoRA from the library, e.g. <lora:name:0.8>.", field="prompt")
         return self.library.get(name, kind="lora")
 
-    def _refiner(self, recipe: Recipe) -> tuple[Any, Prompts] | None:
+    def _refiner_info(self, recipe: Recipe) -> ModelInfo | None:
         if not recipe.refiner_checkpoint:
             return None
         info = self.checkpoint(recipe.refiner_checkpoint)
         if base_family(info.family) not in ("sdxl", "sdxl-refiner"):
             raise BadInput(f"The refiner '{info.name}' is a {info.family} model; a refiner must be an SDXL model.", field="refiner_checkpoint")
-        pipe = self.pipeline(info)
+        return info
+
+    def _refiner(self, recipe: Recipe, pipe: Any) -> tuple[Any, Prompts] | None:
+        if pipe is None:
+            return None
         # LoRAs are trained for the base model, so the refiner gets the prompts without them.
         prompt, negative = extract_loras(recipe.prompt)[0], extract_loras(recipe.negative_prompt)[0]
         encoder = self._encoder_for(pipe, recipe.clip_skip, weights_changed=False)

@@ -178,9 +178,10 @@ def heat_image(values: torch.Tensor) -> Image.Image:
 
 
 def draw_triptych(view: GuidanceView) -> Image.Image:
+    """The four pictures with their labels and the step. The caption (the CFG formula) is not drawn in:
+    it is the same for every step, so explain.json carries it and the studio shows it once, as text."""
     without = "Negative prompt only (unconditional)" if view.negative_prompt.strip() else "Without the prompt (unconditional)"
     labels = [without, "With the prompt", f"Guided, CFG {view.cfg_scale:g}", "Difference your words make (|with - without|)"]
     cells = [ImageOps.expand(c, border=max(2, c.width // 40), fill=(255, 255, 255))
              for c in (view.uncond, view.cond, view.guided, view.heat)]
-    return draw_grid([cells], "", labels, "",
-                     [f"Step {view.step} of {view.total}"], view.caption)
+    return draw_grid([cells], "", labels, "", [f"Step {view.step} of {view.total}"])

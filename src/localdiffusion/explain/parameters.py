@@ -70,6 +70,23 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                    "picture, around 0.5 borrows its look, near 1 copies it closely and the prompt matters less.", 0.05),
 }
 
+# Settings of the studio's tools that are not Recipe fields (the mask editor's groups), for their "i"
+# explanations: field -> (label, help, min, max, step, default). They have no guide card.
+TOOL_TEXTS: dict[str, tuple[str, str, int, int, int, int]] = {
+    "mask_edge": ("By how many pixels", "How far Grow, Shrink and Soften move the edge of the painted mask: Grow "
+                  "paints around it, Shrink takes it back, Soften blurs it so the repainted area blends in. "
+                  "A few pixels past the object hide its old outline.", 0, 128, 1, 8),
+    "mask_tolerance": ("How similar", "How far a colour may be from the one you click with Pick a "
+                       "colour and still be added to the mask, from 0 (only that exact colour) to 255 (every colour). "
+                       "Raise it to take in shadows and shades of the same colour.", 0, 255, 1, 32),
+    "mask_brightness_from": ("From (dark)", "The darkest pixels to add, from 0 (black) to 255 (white). Select adds "
+                             "every pixel between this and the To value, such as a bright sky or a dark background.",
+                             0, 255, 1, 200),
+    "mask_brightness_to": ("To (light)", "The brightest pixels to add, from 0 (black) to 255 (white). Lower it to "
+                           "leave out the brightest highlights.", 0, 255, 1, 255),
+}
+
+
 @dataclass(frozen=True)
 class Card:
     """A parameter guide card: one plain sentence, typical values, the illustration to draw, and
@@ -80,6 +97,7 @@ class Card:
     illustration: str  # a drawing in explain/illustrations.py
     try_values: tuple[str, ...] | None = None
     why_not: str = ""  # why there is no quick comparison
+    compare: str = ""  # axes for the Compare page that show it instead ('x=model&y=seed'; '#/compare/' + this)
 
 
 _NEEDS_INPUT = "it acts on an input image, so try it on the img2img or inpaint tab instead."
@@ -92,7 +110,8 @@ CARDS: dict[str, Card] = {
                             "'Why does it look like this?' to see its heatmaps."),
     "model": Card("The trained network that paints, with its own style and native size.", "One that matches the "
                   "look you want; SD 1.5 at 512 px, SDXL at 1024 px.", "models",
-                  why_not="a comparison across models needs two or more checkpoints; use 'localdiffusion compare --x model=...'."),
+                  why_not="each model loads in turn, too slow for a quick try; the Compare page has a Model axis.",
+                  compare="x=model&y=seed&y_values=1,2"),
     "width": Card("How wide the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
                   "multiples of 64.", "frames", ("square", "tall", "wide")),
     "height": Card("How tall the picture is, in pixels.", "The model's native size: 512 (SD 1.5), 1024 (SDXL); "
@@ -175,7 +194,8 @@ def _limits(info: FieldInfo) -> dict[str, Any]:
 
 
 def parameter_table(max_side: int = 2048) -> dict[str, dict[str, Any]]:
-    """{field: {label, help, min, max, step, default}} for every field in TEXTS; sizes capped at `max_side`."""
+    """{field: {label, help, min, max, step, default, card}} for every field in TEXTS (sizes capped at `max_side`),
+    then the tools' settings (TOOL_TEXTS), whose `card` is None."""
     table: dict[str, dict[str, Any]] = {}
     for name, (label, help_text, step) in TEXTS.items():
         info = Recipe.model_fields[name]
@@ -188,10 +208,13 @@ def parameter_table(max_side: int = 2048) -> dict[str, dict[str, Any]]:
         table[name] = {"label": label, "help": help_text, "min": limits.get("min"), "max": limits.get("max"),
                        "step": step, "default": default, "card": card_json(name)}
     table["inpainting_fill"]["choices"] = {str(k): v for k, v in INPAINTING_FILL.items()}
+    for name, (label, help_text, low, high, step, default) in TOOL_TEXTS.items():
+        table[name] = {"label": label, "help": help_text, "min": low, "max": high, "step": step, "default": default, "card": None}
     return table
 
 
 def card_json(name: str) -> dict[str, Any]:
     card = CARDS[name]
     return {"sentence": card.sentence, "typical": card.typical, "illustration": card.illustration,
-            "try_values": list(card.try_values) if card.try_values else None, "why_not": card.why_not}
+            "try_values": list(card.try_values) if card.try_values else None, "why_not": card.why_not,
+            "compare": card.compare or None}

@@ -28,9 +28,10 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
                 frames: bool = False) -> list[str]:
     """One generation with the asked observers, written to `out_dir`; returns the written names.
     `on_progress` and `cancel` go to the engine (progress events, cancelling within a step);
-    `frames` also writes each step's x0 as `timeline/<pass>-NNN.png` (the studio's slider)."""
+    `frames` also writes x0 at up to tl.FRAMES steps per pass, decoded with the VAE, as
+    `timeline/<pass>-NNN.png` (the studio's slider)."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
-    film = tl.recorder_for(engine, recipe, decode_steps or []) if timeline else None
+    film = tl.recorder_for(engine, recipe, decode_steps or [], stills=tl.FRAMES if frames else 0) if timeline else None
     cfg = None
     if cfg_steps or default_cfg:
         steps = cfg_steps or guidance.default_steps(_steps_run(recipe))
@@ -43,15 +44,16 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
     files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
     summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}
     if film is not None:
+        film.decode_stills()
         made = film.timeline()
         files["timeline.png"] = _png(made.filmstrip())
         files["timeline.webp"] = made.animation()
         summary["timeline"] = {"filmstrip": "timeline.png", "animation": "timeline.webp", **made.summary()}
         if frames:
-            stills = _frame_files(made)
-            files.update(stills)
-            for entry, name in zip(summary["timeline"]["steps"], stills):
-                entry["frame"] = name
+            for entry, frame in zip(summary["timeline"]["steps"], made.frames):
+                if frame.still is not None:
+                    entry["frame"] = f"timeline/{frame.phase}-{frame.step:03d}.png"
+                    files[entry["frame"]] = _png(frame.still)
     if cfg is not None:
         for view in cfg.views:
             files[view.file] = _png(view.triptych())
@@ -70,12 +72,6 @@ def _attention_recorder(recipe: Recipe) -> AttentionRecorder:
     # The unconditional half only matters for negative-prompt maps; without a negative prompt it is skipped.
     cfg = recipe.cfg_scale > 1.0
     return AttentionRecorder(_steps_run(recipe), cfg=cfg, keep_uncond=cfg and bool(recipe.negative_prompt.strip()))
-
-
-def _frame_files(made: tl.Timeline) -> dict[str, bytes]:
-    """Each step's predicted final image (x0) as its own PNG, for a slider to scrub through."""
-    names = [f"timeline/{f.phase}-{f.step:03d}.png" for f in made.frames]
-    return {name: _png(_enlarged(f.x0, 256)) for name, f in zip(names, made.frames)}
 
 
 def _heatmaps(engine: Any, recipe: Recipe, recorder: AttentionRecorder, image: Image.Image) -> tuple[dict[str, Image.Image], dict[str, Any]]:
@@ -97,9 +93,3 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _enlarged(image: Image.Image, size: int) -> Image.Image:
-    """Latent-sized previews (a 64 px image has an 8 px latent) blown up by whole pixels, so they stay crisp."""
-    scale = max(1, -(-size // max(1, min(image.size))))
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST) if scale > 1 else image

@@ -2,9 +2,12 @@
 
 A `TimelineRecorder` is a step observer (`Engine.generate(..., on_step=recorder)`). For image 0 of
 the first batch it keeps, per step, two small RGB previews made by the cheap latent-to-RGB matrix
-(the predicted final image x0 and the noisy latent), never the latents themselves, so memory stays
-bounded; optionally a full VAE decode of x0 at a few chosen steps. The explanation splits the
-steps into thirds and reports each third's share of this run's total change of x0.
+(the predicted final image x0 and the noisy latent), never all the latents, so memory stays
+bounded; optionally a full VAE decode of x0 at a few chosen steps. For the studio's slider it also
+keeps x0 at up to FRAMES evenly spread steps per pass, and `decode_stills()` decodes those with the
+model's VAE after the run, a few at a time and at a reduced size, so each frame looks like the image
+(the latent preview of a 512 px image is 64 x 64 blocks). The explanation splits the steps into
+thirds and reports each third's share of this run's total change of x0.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from localdiffusion.engine.previews import latent_to_rgb
@@ -24,6 +28,9 @@ from localdiffusion.models.info import base_family
 from localdiffusion.recipe import Recipe
 
 MIN_CELL = 96  # filmstrip cells are enlarged to at least this many pixels, so that tiny latents stay visible
+FRAMES = 10  # frames per pass that the studio's slider shows, each decoded with the VAE
+STILL_SIDE = 256  # a frame is decoded from latents shrunk by up to 2x while its short side stays at least this
+DECODE_BATCH = 4  # frames decoded together
 THIRDS = ("composition", "shapes", "detail")
 
 
@@ -40,6 +47,7 @@ class TimelineFrame:
     change: float
     normalised: float = 0.0  # change / the largest change of the pass, 0..1
     decoded: Image.Image | None = None  # full VAE decode of x0, at the chosen steps only
+    still: Image.Image | None = None  # VAE decode of x0 (reduced size) at the steps the studio shows, by decode_stills()
 
 
 @dataclass
@@ -73,14 +81,19 @@ class Timeline:
 
 
 class TimelineRecorder:
-    """Step observer that records the timeline of batch image 0 (sample pass, and hires pass when on)."""
+    """Step observer that records the timeline of batch image 0 (sample pass, and hires pass when on).
+    `decode` turns a batch of latents into images (the engine's VAE decode); `decode_steps` are the
+    steps decoded in full during the run; `stills` keeps x0 at up to that many steps per pass for
+    decode_stills()."""
 
-    def __init__(self, sdxl: bool = False, decode: Callable[[torch.Tensor], Image.Image] | None = None,
-                 decode_steps: Iterable[int] = ()) -> None:
+    def __init__(self, sdxl: bool = False, decode: Callable[[torch.Tensor], list[Image.Image]] | None = None,
+                 decode_steps: Iterable[int] = (), stills: int = 0) -> None:
         self.sdxl = sdxl
         self.decode = decode
         self.decode_steps = set(decode_steps)
+        self.stills = stills
         self.frames: list[TimelineFrame] = []
+        self._kept: dict[int, torch.Tensor] = {}  # frame index -> x0 latents (1, C, h, w) on the CPU
         self._previous: torch.Tensor | None = None
         self._phase: str | None = None
 
@@ -98,9 +111,28 @@ class TimelineRecorder:
         step = state.index + 1
         decoded = None
         if self.decode is not None and phase == "sample" and step in self.decode_steps:
-            decoded = self.decode(state.x0[:1])
+            decoded = self.decode(state.x0[:1])[0]
+        if self.stills and step in shown_steps(state.total, self.stills):
+            self._kept[len(self.frames)] = state.x0[:1].detach().to("cpu", torch.float32, copy=True)
         self.frames.append(TimelineFrame(step, state.total, phase, latent_to_rgb(x0, self.sdxl),
                                          latent_to_rgb(state.latents[0], self.sdxl), change, decoded=decoded))
+
+    @torch.no_grad()
+    def decode_stills(self) -> None:
+        """Decode the kept x0 latents with the VAE into each frame's `still`: latents of one size together,
+        DECODE_BATCH at a time, shrunk first where the image is large (see `shrunk`)."""
+        if self.decode is None or not self._kept:
+            return
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, latents in self._kept.items():
+            by_shape.setdefault(tuple(latents.shape), []).append(index)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), DECODE_BATCH):
+                part = indices[start:start + DECODE_BATCH]
+                images = self.decode(shrunk(torch.cat([self._kept[i] for i in part])))
+                for index, image in zip(part, images):
+                    self.frames[index].still = image
+        self._kept.clear()
 
     def timeline(self) -> Timeline:
         for phase in {f.phase for f in self.frames}:
@@ -114,15 +146,31 @@ class TimelineRecorder:
         return timeline
 
 
-def recorder_for(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = ()) -> TimelineRecorder:
-    """A recorder for this recipe's model family; VAE decodes (when asked) use the engine's own decode."""
+def recorder_for(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = (), stills: int = 0) -> TimelineRecorder:
+    """A recorder for this recipe's model family; VAE decodes (full ones at `decode_steps`, and the
+    `stills` per pass for decode_stills()) use the engine's own decode, with the pipeline the run loads."""
     info = engine.checkpoint(recipe.model)
     steps = list(decode_steps)
-    decode = None
-    if steps:
-        pipe = engine.pipeline(info)
-        decode = lambda latents: engine.decode(pipe, latents)[0]  # noqa: E731
-    return TimelineRecorder(base_family(info.family) == "sdxl", decode, steps)
+    decode = (lambda latents: engine.decode(engine.pipeline(info), latents)) if steps or stills else None  # noqa: E731
+    return TimelineRecorder(base_family(info.family) == "sdxl", decode, steps, stills)
+
+
+def shown_steps(total: int, limit: int = FRAMES) -> list[int]:
+    """Up to `limit` 1-based steps of `total`, evenly spread, always the first and the last."""
+    if total <= limit:
+        return list(range(1, total + 1))
+    if limit <= 1:
+        return [total]
+    return sorted({1 + round(i * (total - 1) / (limit - 1)) for i in range(limit)})
+
+
+def shrunk(latents: torch.Tensor, side: int = STILL_SIDE) -> torch.Tensor:
+    """Latents averaged down by 2 when the decoded image's short side stays at least `side` pixels:
+    a quarter of the VAE's work (the decoder costs more than a UNet step), the same picture smaller."""
+    height, width = latents.shape[-2:]
+    if min(height, width) * 8 < 2 * side:
+        return latents
+    return F.interpolate(latents, size=(height // 2, width // 2), mode="area")
 
 
 def capture_timeline(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = ()) -> tuple[Timeline, Any]:

@@ -1,4 +1,7 @@
-"""Live job events (queued, started, step, done, failed, cancelled), from the worker thread to listeners.
+"""Live job events (queued, started, loading, step, done, failed, cancelled), from the worker thread to listeners.
+
+"loading" comes while the models a job needs load (the first job of a model), before its first "step":
+its data has `phase: "load"`, `loading` (what is loading now, "" once it has loaded), `loaded` and `parts`.
 
 Listeners subscribe with a filter (an owner, a client) and a way to deliver: a plain thread-safe
 queue, or an asyncio queue on an event loop (the server's WebSockets).
@@ -13,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENT_TYPES = ("queued", "started", "step", "done", "failed", "cancelled")
+EVENT_TYPES = ("queued", "started", "loading", "step", "done", "failed", "cancelled")
 
 
 @dataclass

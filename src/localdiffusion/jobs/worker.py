@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,20 @@ class Running:
     total: int = 0
     iteration: int = 0
     iterations: int = 1
-    phase: str = "sample"
+    phase: str = "sample"  # "load" while models load, then "sample", "hires"... as the engine reports
     preview: Any = None  # PIL image
     started: float = 0.0
+    loading: str = ""  # the "load" phase: what is loading now, and how many of how many models are done
+    loaded: int = 0
+    parts: int = 0
+
+    def progress(self) -> dict[str, Any]:
+        """The progress as step events and GET /api/jobs/{id} give it; the load phase adds what is loading."""
+        data = {"step": self.step, "total": self.total, "iteration": self.iteration, "iterations": self.iterations,
+                "phase": self.phase}
+        if self.phase == "load":
+            data.update(loading=self.loading, loaded=self.loaded, parts=self.parts)
+        return data
 
 
 class Worker:
@@ -90,9 +102,13 @@ class Worker:
             task = self.tasks.get(job.kind)
             if task is None:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
-            context = TaskContext(job, self.engine, on_progress=lambda p: self._progress(job, p),
+            on_progress = lambda p: self._progress(job, p)  # noqa: E731
+            context = TaskContext(job, self.engine, on_progress=on_progress,
                                   cancel=lambda: job.id in self._cancelled, save=lambda r: self._save(job, r))
-            self.queue.finish(job.id, task(context))
+            # Models the task loads (the first job of a model) are announced as "loading" events.
+            with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext():
+                result = task(context)
+            self.queue.finish(job.id, result)
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
             if self._stop.is_set():
@@ -111,11 +127,14 @@ class Worker:
 
     def _progress(self, job: Job, p: Progress) -> None:
         running = self.current
-        if running is not None:
-            running.step, running.total, running.iteration, running.iterations = p.step, p.total, p.iteration, p.iterations
-            running.phase, running.preview = p.phase, p.preview
-        data = {"step": p.step, "total": p.total, "iteration": p.iteration, "iterations": p.iterations, "phase": p.phase}
-        self.events.publish(Event("step", job.id, job.owner_id, job.client, data, p.preview))
+        if running is None or running.job.id != job.id:
+            running = Running(job)  # only to word the event
+        else:
+            running.preview = p.preview
+        running.step, running.total, running.iteration, running.iterations = p.step, p.total, p.iteration, p.iterations
+        running.phase, running.loading, running.loaded, running.parts = p.phase, p.loading, p.loaded, p.parts
+        kind = "loading" if p.phase == "load" else "step"  # clients that count steps see only steps
+        self.events.publish(Event(kind, job.id, job.owner_id, job.client, running.progress(), p.preview))
 
     def _save(self, job: Job, result: Result) -> dict[str, Any]:
         folder = output_folder(self.engine.home.outputs, job.recipe.mode)

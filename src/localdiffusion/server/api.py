@@ -334,8 +334,7 @@ def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
     running = studio.worker.current
     if running is None or running.job.id != job.id:
         return None
-    return {"step": running.step, "total": running.total, "iteration": running.iteration,
-            "iterations": running.iterations, "phase": running.phase}
+    return running.progress()
 
 
 def job_json(studio: Studio, job: Job) -> dict[str, Any]:

@@ -162,8 +162,8 @@ class TryRequest(BaseModel):
 
 
 def _card(studio: Studio, name: str) -> dict[str, Any]:
-    table = parameter_table(max_side=studio.library.settings.max_side)
-    if name not in table:
+    table = {n: entry for n, entry in parameter_table(max_side=studio.library.settings.max_side).items() if entry["card"]}
+    if name not in table:  # the mask editor's settings explain themselves in place and have no card
         raise refused(404, f"There is no parameter '{name[:80]}'; the guide has {one_of(sorted(table))}.")
     return {"name": name, **table[name], "illustration_url": f"/api/parameters/{name}/illustration.svg",
             "can_try": table[name]["card"]["try_values"] is not None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -33,8 +34,19 @@ def decode_image(data: bytes, what: str = "upload", max_bytes: int = MAX_UPLOAD_
         return image
     except BadInput:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    # Pillow refuses a header that claims far more pixels (or warns, where warnings are errors) before
+    # our own check can read the size: it is the same "too large", not an unreadable file.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadInput(_too_many_pixels(what, str(e))) from None
+    except (OSError, ValueError, SyntaxError):
         raise BadInput(f"The {what} is not a readable image; use a PNG, JPEG or WEBP file.") from None
+
+
+def _too_many_pixels(what: str, pillow_message: str) -> str:
+    """The refusal of an image Pillow would not open, with its pixel count when Pillow's message gives it."""
+    found = re.search(r"\((\d+) pixels\)", pillow_message)
+    size = f"{int(found.group(1)) / 2**20:,.0f} megapixels, above" if found else "more than"
+    return f"The {what} is too large: {size} the limit of {MAX_PIXELS // 2**20} megapixels; use a smaller image."
 
 
 def keep_input(home_root: Path, image: Image.Image) -> str:

@@ -102,8 +102,18 @@ def _running_report(running: Running, stopped: str | None, skip_current_image: b
             skipped=stopped == "skipped", interrupted=stopped == "interrupted",
         ),
         "current_image": png_base64(preview) if preview is not None and not skip_current_image else None,
-        "textinfo": f"Step {running.step} of {running.total} ({running.phase})",
+        "textinfo": _textinfo(running),
     }
+
+
+def _textinfo(running: Running) -> str:
+    """A1111's one line on what the job is doing: the model loading (its first job), then the steps."""
+    if running.phase == "load":
+        part = f", {min(running.loaded + 1, running.parts)} of {running.parts}" if running.parts > 1 else ""
+        if running.loading:
+            return f"Loading model ({running.loading}{part})"
+        return "Model loaded; starting" if running.parts and running.loaded >= running.parts else "Loading model"
+    return f"Step {running.step} of {running.total} ({running.phase})"
 
 
 def _progress_state(job: str = "", job_count: int = 0, job_no: int = 0, step: int = 0, steps: int = 0,

@@ -3,12 +3,14 @@
 // Each axis is a field (the choices come from /api/axes) and values in A1111's syntax. While the user
 // types, the server reads the axes and counts the cells (/api/compare/check); "Compare" queues the job
 // (POST /api/compare), whose grids, axis explanations and cells are shown when it is done. A cell's
-// button loads that cell's settings into the Generate form.
+// button loads that cell's settings into the Generate form. `#/compare/x=model&y=seed&y_values=1,2`
+// opens the page with those axes chosen (the guide's Model card links so).
 
 import { api, cached } from "./api.js";
 import { emit, h } from "./dom.js";
 import { clearFieldErrors, field, setOptions, showFieldError } from "./fields.js";
 import { followJob } from "./explain-panel.js";
+import { loadingText } from "./job-view.js";
 import { recipeView } from "./recipe-view.js";
 
 const AXES = [
@@ -63,6 +65,7 @@ class ComparePage {
 
   /** Called on every visit: the Generate page's settings may have changed, and LoRAs may have been added. */
   async show() {
+    this.applyHash();
     this.showBase(await this.currentRecipe());
     try {
       const loras = await api.get("/api/models?kind=lora");
@@ -81,6 +84,26 @@ class ComparePage {
         ` with ${recipe.model || "the default model"}, ${size}${recipe.steps ? `, ${recipe.steps} steps` : ""}. `,
         h("a", { href: "#/generate" }, "Change them on the Generate page")),
       h("details", {}, h("summary", {}, "All the settings"), recipeView(recipe)));
+  }
+
+  /** Axes given after `#/compare/` as `x=FIELD` (and `x_values=...`, likewise y and z): each chosen axis gets
+   *  its setting and the given values, else the setting's example (for Model: the installed checkpoints).
+   *  Values the user typed stay when the axis already had that setting. */
+  applyHash() {
+    const hash = location.hash.replace(/^#\/?/, "");
+    const slash = hash.indexOf("/");
+    if (slash < 0) return;
+    const params = new URLSearchParams(hash.slice(slash + 1));
+    for (const { name } of AXES) {
+      const chosen = params.get(name);
+      if (chosen === null || !(chosen in this.fields || (name === "z" && chosen === ""))) continue;
+      const { select, values } = this.parts[name];
+      const given = params.get(`${name}_values`);
+      if (given !== null) values.value = given;
+      else if (select.value !== chosen || !values.value.trim()) values.value = this.fields[chosen]?.example || "";
+      select.value = chosen;
+      this.fieldChanged(name);
+    }
   }
 
   axisFieldset({ name, title }) {
@@ -195,6 +218,10 @@ class ComparePage {
       cancel.hidden = false;
       cancel.onclick = () => api.del(`/api/jobs/${job.id}`).catch((error) => { status.textContent = error.detail; });
       followJob(job.id, {
+        onLoad: (load) => {
+          bar.removeAttribute("value");
+          status.textContent = loadingText(load);
+        },
         onStep: ({ step, total, iteration, iterations }) => {
           if (!total) return;
           bar.max = total * (iterations || 1);

@@ -8,13 +8,15 @@
 import { api } from "./api.js";
 import { h, uid } from "./dom.js";
 import { onJobEvent } from "./events.js";
+import { loadingText } from "./job-view.js";
 
 const FINISHED = new Set(["done", "failed", "cancelled"]);
 const POLL_MS = 1000;
 
-/** Follow job `id` until it finishes: `onStep({step, total, iteration, iterations})`, then `onEnd(job)`.
+/** Follow job `id` until it finishes: `onLoad({loading, loaded, parts})` while its models load (the first
+ *  job of a model), `onStep({step, total, iteration, iterations})` per step, then `onEnd(job)`.
  *  Events arrive over the socket; a slow poll covers any gap. Returns a function that stops following. */
-export function followJob(id, { onStep, onEnd }) {
+export function followJob(id, { onLoad, onStep, onEnd }) {
   let over = false;
   const end = (job) => {
     if (over) return;
@@ -24,7 +26,8 @@ export function followJob(id, { onStep, onEnd }) {
   };
   const stop = onJobEvent((event) => {
     if (event.job_id !== id || over) return;
-    if (event.type === "step") onStep?.(event.data || {});
+    if (event.type === "loading") onLoad?.(event.data || {});
+    else if (event.type === "step") onStep?.(event.data || {});
     else if (FINISHED.has(event.type)) api.get(`/api/jobs/${id}`).then(end, () => end({ id, status: event.type, error: event.data?.error }));
   });
   (async () => {
@@ -34,6 +37,7 @@ export function followJob(id, { onStep, onEnd }) {
       try {
         const job = await api.get(`/api/jobs/${id}`);
         if (FINISHED.has(job.status)) end(job);
+        else if (job.progress?.phase === "load") onLoad?.(job.progress);
         else if (job.progress) onStep?.(job.progress);
       } catch (error) {
         if (error.status === 404) end({ id, status: "failed", error: error.detail });
@@ -100,6 +104,10 @@ export class ExplainPanel {
     this.el.dataset.state = "running";
     this.el.replaceChildren(status, h("div", { class: "explain-progress" }, bar, cancel));
     this.unfollow = followJob(job.id, {
+      onLoad: (load) => {
+        bar.removeAttribute("value");
+        status.textContent = loadingText(load);
+      },
       onStep: ({ step, total }) => {
         if (!total) return;
         bar.max = total;
@@ -143,7 +151,9 @@ export class ExplainPanel {
   // --- the denoising timeline ---
 
   timeline(timeline) {
+    // Long runs show up to ten steps per pass (each a VAE decode); the label counts all the pass's steps.
     const frames = timeline.steps.filter((s) => s.frame);
+    const stepsOf = (phase) => timeline.steps.filter((s) => s.phase === phase).length;
     if (!frames.length) return null;
     const image = h("img", { class: "explain-frame", alt: "" });
     const label = h("output", { class: "explain-step" });
@@ -154,7 +164,7 @@ export class ExplainPanel {
       const hires = frame.phase === "hires" ? " (hires pass)" : "";
       image.src = this.url(frame.frame);
       image.alt = `The predicted final image at step ${frame.step}${hires}`;
-      label.textContent = `Step ${frame.step} of ${frames.filter((f) => f.phase === frame.phase).length}${hires}`;
+      label.textContent = `Step ${frame.step} of ${stepsOf(frame.phase)}${hires}`;
       slider.setAttribute("aria-valuetext", label.textContent);
     };
     slider.addEventListener("input", showFrame);
@@ -174,13 +184,15 @@ export class ExplainPanel {
       return h("div", { class: "explain-block" }, h("h4", {}, "Guidance (CFG)"),
         h("p", { class: "explain-text" }, "CFG was off for this image (a scale of 1 or less), so the prompt was followed without extra push."));
     }
+    // Every view has the same caption (the CFG formula for this scale and negative prompt): shown once.
     return h("div", { class: "explain-block explain-cfg" },
       h("h4", {}, "Guidance (CFG)"),
+      h("p", { class: "explain-text explain-caption" }, views[0].caption),
       h("p", { class: "explain-text" }, "From left: the prediction without your prompt (the negative prompt's, if any), "
         + "with it, the guided result, and where your words made a difference."),
       ...views.map((view) => h("figure", { class: "explain-cfg-view" },
         h("img", { src: this.url(view.file), alt: `Guidance at step ${view.step} of ${view.total}: without the prompt, with it, guided, and the difference` }),
-        h("figcaption", {}, view.caption))));
+        h("figcaption", {}, `Step ${view.step} of ${view.total}`))));
   }
 
   // --- word heatmaps ---

@@ -6,6 +6,7 @@
 import { api, cached } from "./api.js";
 import { h } from "./dom.js";
 import { followJob } from "./explain-panel.js";
+import { loadingText } from "./job-view.js";
 
 export async function initGuide(section, { currentRecipe }) {
   const page = new GuidePage(section, currentRecipe, await cached("/api/parameters"));
@@ -54,6 +55,8 @@ class GuidePage {
       h("p", {}, h("strong", {}, "Typical: "), card.typical),
       h("p", { class: "hint" }, p.help),
       tryButton || h("p", { class: "hint" }, `No quick comparison: ${card.why_not}`),
+      card.compare ? h("p", {}, h("a", { class: "guide-compare", href: `#/compare/${card.compare}` },
+        `Compare ${p.label.toLowerCase()}s on the Compare page`)) : null,
       result);
   }
 
@@ -67,6 +70,10 @@ class GuidePage {
       const recipe = await this.currentRecipe();
       const job = await api.post(`/api/parameters/${name}/try`, { recipe });
       followJob(job.id, {
+        onLoad: (load) => {
+          bar.removeAttribute("value");
+          status.textContent = loadingText(load);
+        },
         onStep: ({ step, total, iteration, iterations }) => {
           if (!total) return;
           bar.max = total * (iterations || 1);

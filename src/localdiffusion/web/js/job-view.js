@@ -1,7 +1,9 @@
-// A card per submitted job: queue position, a step/total bar with live previews, Cancel, then the results.
+// A card per submitted job: queue position, "Loading model…" with its own bar while a model that is not in
+// memory yet loads, then a step/total bar with live previews, Cancel, then the results with each image's
+// seed and the time the job took.
 //
-// Events come over the WebSocket; a slow poll of GET /api/jobs/{id} fills any gap (a missed event,
-// a reconnect, the queue position moving).
+// Events come over the WebSocket ("loading" while models load, "step" per step); a slow poll of
+// GET /api/jobs/{id} fills any gap (a missed event, a reconnect, the queue position moving).
 
 import { api } from "./api.js";
 import { h, emit } from "./dom.js";
@@ -51,7 +53,10 @@ export class JobCard {
   onEvent(event) {
     if (this.finished) return;
     const data = event.data || {};
-    if (event.type === "step") {
+    if (event.type === "loading") {
+      this.setStatus("running");
+      this.showProgress(data);
+    } else if (event.type === "step") {
       this.setStatus("running");
       this.showProgress(data);
       if (event.preview) {
@@ -62,7 +67,7 @@ export class JobCard {
       }
     } else if (event.type === "started") {
       this.setStatus("running");
-      this.status.textContent = "Starting: loading the model…";
+      this.status.textContent = "Starting…";
     } else if (FINISHED.has(event.type)) {
       // The event carries the result for "done"; fetch the job to be sure of the whole record.
       api.get(`/api/jobs/${this.job.id}`).then((job) => this.render(job),
@@ -83,21 +88,38 @@ export class JobCard {
       const ahead = job.position;
       this.status.textContent = ahead > 0 ? `Waiting in the queue: ${ahead} ahead of it.` : "Waiting in the queue: next to run.";
     } else if (job.status === "running") {
-      if (job.progress?.total) this.showProgress(job.progress);
-      else this.status.textContent = "Starting: loading the model…";
+      if (job.progress?.total || job.progress?.phase === "load") this.showProgress(job.progress);
+      else this.status.textContent = "Starting…";
     } else if (FINISHED.has(job.status)) {
       this.finish(job);
     }
   }
 
-  showProgress({ step, total, iteration = 0, iterations = 1, phase }) {
+  showProgress({ step, total, iteration = 0, iterations = 1, phase, ...load }) {
+    this.el.dataset.phase = phase || "";
+    if (phase === "load") {
+      this.showLoading(load);
+      return;
+    }
     if (!total) return;
     const done = Math.min(step, total);
     this.bar.max = total * iterations;
     this.bar.value = iteration * total + done;
     const batch = iterations > 1 ? ` (batch ${iteration + 1} of ${iterations})` : "";
     const hires = phase === "hires" ? " (hires pass)" : "";
-    this.status.textContent = `Step ${done} of ${total}${batch}${hires}`;
+    // No step has finished yet: the first one is under way (on a CPU one step can take many seconds).
+    this.status.textContent = done === 0 ? `Working on step 1 of ${total}${batch}${hires}…` : `Step ${done} of ${total}${batch}${hires}`;
+  }
+
+  /** The load phase: models that are not in memory yet load before the first step (the first job of a model). */
+  showLoading({ loading = "", loaded = 0, parts = 0 }) {
+    if (parts > 1) {
+      this.bar.max = parts;
+      this.bar.value = loaded;
+    } else {
+      this.bar.removeAttribute("value"); // one model: diffusers reports no progress within it, so the bar just moves
+    }
+    this.status.textContent = loadingText({ loading, loaded, parts });
   }
 
   finish(job) {
@@ -110,12 +132,15 @@ export class JobCard {
     if (job.status === "done") {
       const ids = job.result?.images || [];
       const seeds = job.result?.seeds || [];
-      this.status.textContent = ids.length === 1 ? "Done." : `Done: ${ids.length} images.`;
+      this.status.textContent = `${ids.length === 1 ? "Done" : `Done: ${ids.length} images`}${took(job.result?.timings)}.`;
       this.preview.hidden = true;
-      this.results.replaceChildren(...ids.map((id, i) => h("button", {
-        type: "button", class: "result", "aria-label": `Open image ${id}${seeds[i] !== undefined ? `, seed ${seeds[i]}` : ""}`,
-        onclick: () => this.onOpen?.(id, ids),
-      }, h("img", { src: `/api/images/${id}/file`, alt: "" }))));
+      // Each image with its seed: the seed and the settings make that image again, or variations of it.
+      this.results.replaceChildren(...ids.map((id, i) => h("figure", { class: "result-item" },
+        h("button", {
+          type: "button", class: "result", "aria-label": `Open image ${id}${seeds[i] !== undefined ? `, seed ${seeds[i]}` : ""}`,
+          onclick: () => this.onOpen?.(id, ids),
+        }, h("img", { src: `/api/images/${id}/file`, alt: "" })),
+        seeds[i] !== undefined ? h("figcaption", { class: "result-seed" }, `Seed ${seeds[i]}`) : null)));
       emit("images-changed");
     } else if (job.status === "cancelled") {
       this.status.textContent = "Cancelled.";
@@ -142,4 +167,22 @@ export class JobCard {
       }
     }
   }
+}
+
+/** ' in 3.2 s' (and how much of it loading the model, when that was a good part), from the job's timings. */
+function took(timings) {
+  const total = timings?.total;
+  if (typeof total !== "number") return "";
+  const seconds = (value) => `${value < 10 ? value.toFixed(1) : Math.round(value)} s`;
+  const load = timings.load || 0;
+  const loading = load >= 1 && load >= total / 4 ? `, ${seconds(load)} of it loading the model` : "";
+  return ` in ${seconds(total)}${loading}`;
+}
+
+/** What a job's load phase is doing, in words (events and GET /api/jobs/{id} give loading, loaded, parts). */
+export function loadingText({ loading = "", loaded = 0, parts = 0 } = {}) {
+  const part = parts > 1 ? ` (${Math.min(loaded + 1, parts)} of ${parts})` : "";
+  if (loading) return `Loading ${loading}${part}… A model loads once, then stays in memory for the next images.`;
+  if (parts && loaded >= parts) return "Model loaded; starting…";
+  return "Loading the model…";
 }

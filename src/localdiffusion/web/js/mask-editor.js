@@ -1,11 +1,14 @@
 // <ld-mask-editor>: paint an inpainting mask over an image.
 //
 // Tools: brush, eraser, rectangle and lasso (hold Alt to take away), pick by colour; and whole-mask
-// operations: invert, grow, shrink, feather, select by brightness. The mask lives in a canvas at the
-// image's own size, as the alpha of a tint; toBlob() gives a PNG of the same size, white where the
-// image should be repainted and black elsewhere (grey where feathered).
+// operations in three labelled groups: change the mask edge (grow, shrink, soften), select by colour
+// (the tolerance of Pick colour) and select by brightness. Their fields have the "i" explanations of
+// every other field (texts from /api/parameters). The mask lives in a canvas at the image's own size,
+// as the alpha of a tint; toBlob() gives a PNG of the same size, white where the image should be
+// repainted and black elsewhere (grey where softened).
 
 import { h, uid } from "./dom.js";
+import { field } from "./fields.js";
 
 const TINT = [255, 45, 111]; // how painted areas show on screen (the exported mask is white)
 const TINT_CSS = `rgb(${TINT.join(",")})`;
@@ -29,23 +32,27 @@ class MaskEditor extends HTMLElement {
     this.brushSize.addEventListener("input", () => this.updateBrush());
     this.toolButtons = TOOLS.map(([tool, text]) =>
       h("button", { type: "button", "aria-pressed": String(tool === "brush"), dataset: { tool }, onclick: () => this.setTool(tool) }, text));
-    this.amount = this.numberInput("By", "Pixels to grow, shrink or feather by", 8, 0, 128);
-    this.tolerance = this.numberInput("Colour tolerance", "Colour tolerance for Pick colour (0-255)", 32, 0, 255);
-    this.low = this.numberInput("Brightness from", "Darkest brightness to select (0-255)", 200, 0, 255);
-    this.high = this.numberInput("to", "Brightest brightness to select (0-255)", 255, 0, 255);
+    this.amount = this.numberField("mask_edge", "By how many pixels", 8, 0, 128);
+    this.tolerance = this.numberField("mask_tolerance", "How similar", 32, 0, 255);
+    this.low = this.numberField("mask_brightness_from", "From (dark)", 200, 0, 255);
+    this.high = this.numberField("mask_brightness_to", "To (light)", 255, 0, 255);
     const button = (text, onclick, label) => h("button", { type: "button", onclick, ...(label ? { "aria-label": label } : {}) }, text);
     const tools = h("div", { class: "mask-tools", role: "toolbar", "aria-label": "Mask tools" },
       h("div", { class: "segmented", role: "group", "aria-label": "Mask tool" }, ...this.toolButtons),
       h("label", { for: sizeId }, "Brush size"), this.brushSize, this.brushValue,
       button("Clear", () => this.clear()), button("Invert", () => this.invert()));
-    const edits = h("div", { class: "mask-tools", role: "toolbar", "aria-label": "Mask edits" },
-      this.amount.label, this.amount.input,
-      button("Grow", () => this.grow(this.amountPx()), "Grow the mask"),
-      button("Shrink", () => this.shrink(this.amountPx()), "Shrink the mask"),
-      button("Feather", () => this.feather(this.amountPx()), "Feather the mask edge"),
-      this.tolerance.label, this.tolerance.input,
-      this.low.label, this.low.input, this.high.label, this.high.input,
-      button("Select brightness", () => this.selectBrightness(Number(this.low.input.value), Number(this.high.input.value))));
+    const group = (legend, ...parts) => h("fieldset", { class: "mask-group" }, h("legend", {}, legend), ...parts);
+    const edits = h("div", { class: "mask-groups" },
+      group("Change the mask edge", this.amount.field, h("div", { class: "mask-actions" },
+        button("Grow", () => this.grow(this.amountPx()), "Grow the mask"),
+        button("Shrink", () => this.shrink(this.amountPx()), "Shrink the mask"),
+        button("Soften", () => this.feather(this.amountPx()), "Soften the mask edge"))),
+      group("Select by colour", this.tolerance.field, h("div", { class: "mask-actions" },
+        button("Pick a colour", () => this.setTool("pick"), "Pick a colour: then click it in the image"))),
+      group("Select by brightness", h("div", { class: "mask-range" }, this.low.field, this.high.field),
+        h("div", { class: "mask-actions" },
+          button("Select", () => this.selectBrightness(Number(this.low.input.value), Number(this.high.input.value)),
+            "Select by brightness: add every pixel in this range to the mask"))));
     this.imageCanvas = h("canvas", { class: "mask-image", "aria-hidden": "true" });
     this.maskCanvas = h("canvas", {
       class: "mask-paint", tabindex: "0", role: "img",
@@ -59,12 +66,15 @@ class MaskEditor extends HTMLElement {
     this.maskCanvas.addEventListener("keydown", (event) => this.onKey(event));
   }
 
-  /** A small number input; `short` is its visible label, `label` its full accessible name. */
-  numberInput(short, label, value, min, max) {
-    const id = uid("mask-number");
-    const input = h("input", { type: "number", id, min: String(min), max: String(max), step: "1", class: "mask-number", "aria-label": label });
+  /** A small number field with its label and "i" explanation (`name` in /api/parameters; the fallbacks
+   *  serve until the table has it). Tool settings never get a server error, so no error line. */
+  numberField(name, label, value, min, max) {
+    const input = h("input", { type: "number", min: String(min), max: String(max), step: "1", class: "mask-number" });
     input.value = String(value);
-    return { input, label: h("label", { for: id }, short) };
+    const el = field(name, input, { label, className: "mask-setting" });
+    // The mask's own error (#err-mask) sits after this editor: it must stay the first error line inside its field.
+    el.querySelector(".field-error")?.remove();
+    return { input, field: el };
   }
 
   amountPx() {
