@@ -112,18 +112,61 @@ def test_variation_seed_blends_between_seeds(engine):
     assert some.recipes[0].subseed == 7 and "Variation seed: 7" in some.infotexts[0]
 
 
+@pytest.fixture(scope="module")
+def sampled(engine):
+    """name or (name, schedule) -> (image, every step's latents and prediction finite, first latents, last latents),
+    each generated once for the module."""
+    done: dict = {}
+
+    def run(sampler: str, schedule: str = "Automatic", steps: int = 3):
+        key = (sampler, schedule, steps)
+        if key not in done:
+            seen = []
+
+            def watch(state, phase, batch):
+                finite = bool(torch.isfinite(state.latents).all() and torch.isfinite(state.x0).all())
+                seen.append((finite, state.sample.clone(), state.latents.clone(), state.timestep))
+
+            recipe = Recipe(**{**BASE, "steps": steps, "sampler_name": sampler, "scheduler": schedule}, model="tiny-sd1")
+            image = engine.generate(recipe, on_step=watch).images[0]
+            done[key] = (image, all(f for f, *_ in seen), seen[0][1], seen[-1][2], [float(t) for *_, t in seen])
+        return done[key]
+
+    return run
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_every_sampler_runs(engine, name):
-    result = engine.generate(Recipe(**{**BASE, "steps": 3, "sampler_name": name}, model="tiny-sd1"))
-    assert result.images[0].size == (128, 128)
-    assert np.isfinite(pixels(result.images[0])).all()
+def test_every_sampler_runs(sampled, name):
+    """Finite latents at every step, latents that moved away from the noise, an image that is not constant
+    (NaNs decode to black), and an image of its own: no sampler quietly falls back to another."""
+    image, finite, first, last, _ = sampled(name)
+    assert image.size == (128, 128)
+    assert finite
+    assert (last - first).abs().mean() > 0.1
+    assert pixels(image).std() > 10
+    twins = [other for other in sorted(SAMPLERS) if other != name and same(image, sampled(other)[0])]
+    assert twins == []
 
 
-@pytest.mark.parametrize("schedule", ["Karras", "Exponential", "SGM Uniform"])
-def test_schedule_types_change_the_image(engine, schedule):
-    plain = engine.generate(Recipe(**{**BASE, "sampler_name": "DPM++ 2M", "scheduler": "Automatic"}, model="tiny-sd1"))
-    other = engine.generate(Recipe(**{**BASE, "sampler_name": "Euler", "scheduler": schedule}, model="tiny-sd1"))
-    assert other.images[0].size == plain.images[0].size
+@pytest.mark.parametrize("sampler, schedules", [
+    ("Euler", ["Automatic", "Karras", "Exponential", "SGM Uniform"]),
+    ("UniPC", ["Automatic", "Karras", "Exponential", "SGM Uniform"]),
+    ("DDIM", ["Automatic", "SGM Uniform"]),
+])
+def test_schedule_types_change_the_image(sampled, sampler, schedules):
+    """Each schedule type spaces the steps its own way, so every pair gives other timesteps and another image."""
+    runs = {schedule: sampled(sampler, schedule, steps=4) for schedule in schedules}
+    for i, a in enumerate(schedules):
+        for b in schedules[i + 1:]:
+            assert runs[a][4] != runs[b][4], (a, b)
+            assert not same(runs[a][0], runs[b][0]), (a, b)
+
+
+def test_automatic_is_the_samplers_own_default_schedule(sampled):
+    """A1111's "Automatic" means Karras for DPM++ 2M and Exponential for DPM++ 2M SDE: the same image."""
+    assert same(sampled("DPM++ 2M", "Automatic")[0], sampled("DPM++ 2M", "Karras")[0])
+    assert same(sampled("DPM++ 2M SDE", "Automatic")[0], sampled("DPM++ 2M SDE", "Exponential")[0])
+    assert not same(sampled("DPM++ 2M", "Automatic")[0], sampled("DPM++ 2M", "SGM Uniform")[0])
 
 
 def test_clip_skip_changes_the_image(engine):

@@ -27,14 +27,22 @@ def worker(engine):
     w.stop()
 
 
+def wait_until(condition, what: str, timeout: float = 120.0):
+    """Poll `condition` until it gives something true; fail (not hang) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what} within {timeout:.0f} s")
+
+
 def wait_for(worker, job_id, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = worker.queue.get(job_id)
-        if job.finished:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_until(lambda: (job := worker.queue.get(job_id)).finished and job, f"job {job_id} did not finish", timeout)
+
+
+def wait_for_a_step(events: stdqueue.Queue) -> None:
+    wait_until(lambda: "step" in [e.type for e in list(events.queue)], "no step event came")
 
 
 def events_of(q: stdqueue.Queue, job_id: int) -> list[str]:
@@ -79,8 +87,7 @@ def test_cancel_a_queued_and_a_running_job(worker):
     assert worker.queue.get(queued.id).status == "cancelled"
     _, events = worker.events.subscribe_queue()
     worker.start()
-    while "step" not in [e.type for e in list(events.queue)]:
-        time.sleep(0.02)
+    wait_for_a_step(events)
     assert worker.cancel(long.id)
     assert wait_for(worker, long.id).status == "cancelled"
     assert not worker.cancel(long.id)
@@ -114,8 +121,7 @@ def test_a_graceful_stop_puts_the_running_job_back_in_the_queue(worker):
     job = worker.queue.submit(RECIPE.model_copy(update={"steps": 100}), owner_id=owner)
     _, events = worker.events.subscribe_queue()
     worker.start()
-    while "step" not in [e.type for e in list(events.queue)]:
-        time.sleep(0.02)
+    wait_for_a_step(events)
     worker.stop()
     back = worker.queue.get(job.id)
     assert back.status == "queued" and back.attempts == 0
@@ -200,3 +206,91 @@ def test_direct_engine_callers_see_only_steps_and_a_refiner_is_its_own_load_part
     loads.clear()
     engine.generate(recipe)  # outside the block: nothing is reported, and nothing loads again anyway
     assert loads == [] and engine.cache.loads == 2
+
+
+# -- a cancel that races the worker's claim ----------------------------------------------------------
+
+
+class ClaimsDuringCancel:
+    """The worker's queue, as worker.cancel() sees it: just before cancel()'s `nth` call to the queue, the worker
+    claims the next job, which is where a claim on the worker thread can land."""
+
+    def __init__(self, queue, nth: int) -> None:
+        self.queue, self.nth, self.calls = queue, nth, 0
+        self.claimed: list = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.queue, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self.calls == self.nth:
+                self.claimed.append(self.queue.claim(timeout=0))
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture()
+def own_queue_worker(engine, tmp_path):
+    """A worker on the tiny engine whose queue holds only this test's jobs (images go to the engine's database)."""
+    w = Worker(SQLiteJobQueue(Database(tmp_path / "jobs.sqlite")), engine, EventBus())
+    yield w
+    w.stop()
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4])
+def test_a_cancel_at_the_instant_the_worker_claims_the_job(own_queue_worker, nth):
+    """Whichever side wins, the job ends cancelled (or done), and nothing runs or is saved once it has been
+    reported cancelled. `nth` past cancel()'s last queue call means the claim comes right after it."""
+    worker, queue = own_queue_worker, own_queue_worker.queue
+    db = worker.engine.library.db
+    job = queue.submit(RECIPE, owner_id=queue.db.local_owner_id)
+    images_before = len(db.list_images(None, limit=1000))
+    _, events = worker.events.subscribe_queue()
+    racing = ClaimsDuringCancel(queue, nth)
+    worker.queue = racing
+    try:
+        answered = worker.cancel(job.id)
+    finally:
+        worker.queue = queue
+    claimed = racing.claimed[0] if racing.claimed else queue.claim(timeout=0)
+    if claimed is not None:
+        assert claimed.id == job.id
+        worker.run(claimed)  # the worker goes on with the job it claimed
+    kinds, final = events_of(events, job.id), queue.get(job.id)
+    assert final.finished, final.status
+    assert kinds.count("cancelled") + kinds.count("done") == 1, kinds
+    if "cancelled" in kinds:
+        assert final.status == "cancelled" and kinds[-1] == "cancelled"
+        assert "step" not in kinds and "done" not in kinds  # it never ran
+        assert len(db.list_images(None, limit=1000)) == images_before
+    else:
+        assert final.status == "done"
+    assert answered == (final.status == "cancelled")
+    assert worker._cancelled == set()
+
+
+def test_cancelling_jobs_as_they_are_submitted_to_a_running_worker(own_queue_worker):
+    """The same race on real threads: every job ends, and none that was reported cancelled ran."""
+    worker = own_queue_worker
+    db = worker.queue.db
+    _, events = worker.events.subscribe_queue()
+    worker.start()
+    jobs = []
+    for seed in range(6):
+        job = worker.queue.submit(RECIPE.model_copy(update={"seed": seed}), owner_id=db.local_owner_id)
+        jobs.append((job.id, worker.cancel(job.id)))
+    finals = {job_id: wait_for(worker, job_id) for job_id, _ in jobs}
+    seen = []
+    while not events.empty():
+        seen.append(events.get())
+    for job_id, answered in jobs:
+        kinds = [e.type for e in seen if e.job_id == job_id]
+        assert finals[job_id].status in ("cancelled", "done"), finals[job_id].status
+        assert answered == (finals[job_id].status == "cancelled")
+        if finals[job_id].status == "cancelled":
+            assert kinds[-1] == "cancelled" and kinds.count("cancelled") == 1 and "done" not in kinds
+            assert not finals[job_id].result.get("images")

@@ -140,16 +140,25 @@ def test_rollback_on_error(db):
 
 
 def test_threads_share_one_database(db):
+    missing: list[tuple[int, int]] = []  # an assert inside a thread would be lost: the main thread checks
+    errors: list[BaseException] = []
+
     def work(n):
-        for i in range(20):
-            image = _image(db, f"thread {n} image {i}")
-            assert db.get_image(image) is not None
+        try:
+            for i in range(20):
+                image = _image(db, f"thread {n} image {i}")
+                if db.get_image(image) is None:
+                    missing.append((n, i))
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and missing == []
     assert len(db.list_images(None, limit=1000)) == 80
 
 
@@ -170,3 +179,109 @@ def test_two_processes_opening_a_new_database_at_once(tmp_path):
     with Database(tmp_path / "db.sqlite") as db:
         assert db.schema_version == SCHEMA_VERSION
         assert db._query("SELECT COUNT(*) FROM owners")[0][0] == 1
+
+
+SAVER = """
+import sys, time
+from pathlib import Path
+from PIL import Image
+from localdiffusion.recipe import Recipe
+from localdiffusion.store.db import Database
+from localdiffusion.store.outputs import save_image
+
+root, who, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+with Database(root / "db.sqlite") as db:
+    (root / f"ready-{who}").touch()
+    while not (root / "go").exists():
+        time.sleep(0.001)
+    for i in range(count):
+        recipe = Recipe(prompt=f"{who} {i}", seed=7, width=64, height=64)
+        save_image(Image.new("RGB", (64, 64), (i, 0, 0)), recipe, recipe.prompt, root / "out", db)
+"""
+
+
+def test_two_processes_saving_into_one_folder_never_share_a_number(tmp_path):
+    """Both savers start at the same moment with the same seed, so each name is wanted by both: every image
+    must still get its own number and file, complete, and its own database row."""
+    import subprocess
+    import sys
+    import time
+
+    from localdiffusion.metadata.png import RECIPE_CHUNK
+    from localdiffusion.recipe import Recipe
+
+    Database(tmp_path / "db.sqlite").close()
+    count = 25
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path), who, str(count)], stderr=subprocess.PIPE)
+             for who in ("a", "b")]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{who}").exists() for who in ("a", "b")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    assert all(p.wait(timeout=120) == 0 for p in procs), [p.stderr.read().decode() for p in procs]
+
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert [f.name for f in files] == [f"{n:05d}-7.png" for n in range(1, 2 * count + 1)]
+    from PIL import Image
+
+    prompts = sorted(Recipe.model_validate_json(Image.open(f).text[RECIPE_CHUNK]).prompt for f in files)
+    assert prompts == sorted(f"{who} {i}" for who in ("a", "b") for i in range(count))
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.suffix != ".png"] == [".localdiffusion-numbering.lock"]
+    with Database(tmp_path / "db.sqlite") as db:
+        rows = db.list_images(None, limit=1000)
+        assert sorted(r.path for r in rows) == sorted(str(f) for f in files)
+
+
+def test_threads_with_their_own_connections_save_into_one_folder(tmp_path):
+    from PIL import Image
+
+    from localdiffusion.recipe import Recipe
+    from localdiffusion.store.outputs import save_image
+
+    Database(tmp_path / "db.sqlite").close()
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def work(who):
+        try:
+            with Database(tmp_path / "db.sqlite") as db:
+                start.wait(timeout=60)
+                for i in range(10):
+                    recipe = Recipe(prompt=f"{who} {i}", seed=3, width=64, height=64)
+                    save_image(Image.new("RGB", (64, 64)), recipe, recipe.prompt, tmp_path / "out", db)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(who,)) for who in "xyz"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert names == [f"{n:05d}-3.png" for n in range(1, 31)]
+
+
+def test_saving_goes_on_after_the_highest_number_and_around_names_it_cannot_take(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from localdiffusion.recipe import Recipe
+    from localdiffusion.store import outputs
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "00041-1.png").write_bytes(b"from A1111")
+    assert outputs.save_image(Image.new("RGB", (8, 8)), Recipe(prompt="x", seed=5), "x", folder)[0].name == "00042-5.png"
+
+    counted = outputs.next_number
+
+    def another_tool_saves_meanwhile(f):
+        number = counted(f)
+        if number == 43:  # a writer that does not take our lock takes the name between count and publish
+            (f / "00043-5.png").write_bytes(b"theirs")
+        return number
+
+    monkeypatch.setattr(outputs, "next_number", another_tool_saves_meanwhile)
+    path, _ = outputs.save_image(Image.new("RGB", (8, 8)), Recipe(prompt="x", seed=5), "x", folder)
+    assert path.name == "00044-5.png" and (folder / "00043-5.png").read_bytes() == b"theirs"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [outputs.LOCK_NAME]

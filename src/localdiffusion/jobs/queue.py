@@ -66,8 +66,13 @@ class JobQueue(ABC):
     def fail(self, job_id: int, reason: str) -> None: ...
 
     @abstractmethod
+    def cancel_queued(self, job_id: int) -> bool:
+        """Cancel a job that is still queued, atomically against claim(); False when it is not queued
+        (a worker claimed it, or it finished), so that it never runs once this said True."""
+
+    @abstractmethod
     def mark_cancelled(self, job_id: int) -> bool:
-        """Cancel a job that has not finished; False when it already had."""
+        """Record that a job ended cancelled (the worker running it stopped); False when it had finished."""
 
     @abstractmethod
     def position(self, job_id: int) -> int:
@@ -151,6 +156,12 @@ class SQLiteJobQueue(JobQueue):
 
     def fail(self, job_id: int, reason: str) -> None:
         self._end(job_id, "failed", reason, None)
+
+    def cancel_queued(self, job_id: int) -> bool:
+        with self.db.transaction() as conn:
+            cur = conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'",
+                               (time.time(), job_id))
+            return cur.rowcount > 0
 
     def mark_cancelled(self, job_id: int) -> bool:
         with self.db.transaction() as conn:

@@ -81,24 +81,32 @@ class Worker:
     # --- cancelling ---
 
     def cancel(self, job_id: int) -> bool:
-        """Cancel a queued job at once, or a running one within a step. False if it had finished."""
+        """Cancel a queued job at once, or a running one within a step. False if it had finished.
+
+        The worker may claim the job at any instant in between, so the stop flag goes up first: a job
+        claimed from then on stops before its first step, and only the side that ends it reports it."""
         job = self.queue.get(job_id)
         if job is None or job.finished:
             return False
-        if job.status == "running":
-            self._cancelled.add(job_id)
-            return True
-        if self.queue.mark_cancelled(job_id):
+        self._cancelled.add(job_id)
+        if self.queue.cancel_queued(job_id):  # still queued: it will never run
+            self._cancelled.discard(job_id)
             self._publish("cancelled", job)
             return True
+        now = self.queue.get(job_id)
+        if now is not None and now.status in ("running", "cancelled"):
+            return True  # run() stops it (or already has) and reports "cancelled"
+        self._cancelled.discard(job_id)  # it finished meanwhile
         return False
 
     # --- running ---
 
     def run(self, job: Job) -> None:
         self.current = Running(job, total=job.recipe.steps, started=time.time())
-        self._publish("started", job)
         try:
+            if job.id in self._cancelled:  # cancelled at the instant it was claimed: it never starts
+                raise Cancelled("The job was cancelled before it started.")
+            self._publish("started", job)
             task = self.tasks.get(job.kind)
             if task is None:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")

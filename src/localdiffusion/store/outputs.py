@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 from PIL import Image
 
-from localdiffusion.metadata.png import save_png
+from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.db import Database
+
+LOCK_NAME = ".localdiffusion-numbering.lock"  # beside the images; A1111 and file browsers skip dot-files
+_NUMBERED = re.compile(r"(\d{5,})-")
+_numbers_lock = threading.Lock()  # threads of one process; the lock file serializes processes
 
 
 def output_folder(outputs: Path, mode: str) -> Path:
@@ -19,22 +28,67 @@ def output_folder(outputs: Path, mode: str) -> Path:
     return outputs / f"{mode}-images" / date.today().isoformat()
 
 
-_last_numbers: dict[Path, int] = {}
-_numbers_lock = threading.Lock()
-
-
 def next_number(folder: Path) -> int:
-    """The next A1111-style image number (00001-...) in a folder.
+    """The next A1111-style image number (00001-...) in a folder: one above the highest there."""
+    with os.scandir(folder) as entries:
+        return 1 + max((int(m.group(1)) for e in entries if (m := _NUMBERED.match(e.name))), default=0)
 
-    The folder is listed once per process; after that the number comes from memory, so saving
-    stays cheap in a folder of thousands of images.
+
+@contextmanager
+def numbering_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's numbering lock: between taking a number and publishing the file under it, no other
+    thread or process (sharing the home folder) can take the same number."""
+    with _numbers_lock, open(folder / LOCK_NAME, "a+b") as handle:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _publish(tmp: Path, target: Path) -> bool:
+    """Give the finished file `tmp` the name `target` unless that name exists; True when it did."""
+    try:
+        os.link(tmp, target)  # atomic, and never replaces an existing file
+    except FileExistsError:
+        return False
+    except OSError as e:  # a file system without hard links: we hold the lock, so check then rename
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+    tmp.unlink()
+    return True
+
+
+def write_numbered(folder: Path, suffix: str, data: bytes) -> Path:
+    """Write `data` as `NNNNN<suffix>` in `folder` with the next free number, and return the path.
+
+    The bytes go to a temporary file first, so the numbered name only ever shows a complete file; the
+    number is taken and the name published under the folder's lock, and the name is published
+    exclusively, so two savers (threads or processes) never take one number or overwrite each other.
     """
-    with _numbers_lock:
-        if folder not in _last_numbers:
-            numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"(\d{5,})-", p.name))]
-            _last_numbers[folder] = max(numbers, default=0)
-        _last_numbers[folder] += 1
-        return _last_numbers[folder]
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".saving-", suffix=".tmp", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with numbering_lock(folder):
+            number = next_number(folder)
+            while not _publish(tmp, path := folder / f"{number:05d}{suffix}"):
+                number += 1  # a writer that does not take the lock (another tool) has this name
+        return path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_image(
@@ -42,11 +96,7 @@ def save_image(
     model_hash: str | None = None, owner_id: int | None = None,
 ) -> tuple[Path, int | None]:
     """Write `NNNNN-SEED.png` atomically and record it; returns the path and the database id."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
-    while path.exists():  # another process saved into the same folder meanwhile
-        path = folder / f"{next_number(folder):05d}-{recipe.seed}.png"
-    save_png(image, path, infotext, recipe.to_json())
+    path = write_numbered(folder, f"-{recipe.seed}.png", png_with_metadata(image, infotext, recipe.to_json()))
     if db is None:
         return path, None
     image_id = db.add_image(path=path, recipe_json=recipe.to_json(), infotext=infotext, prompt=recipe.prompt,
