@@ -37,7 +37,7 @@ def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None
         return recipe
     units = [prepare_unit(i, unit, Path(home_root)) for i, unit in enumerate(recipe.controls)]
     if library is not None:
-        checkpoint = library.get(recipe.model, kind="checkpoint") if recipe.model else library.default_checkpoint()
+        checkpoint = library.get(recipe.model, kind="checkpoint")
         installed = library.list("controlnet")
         units = [u if u.model else u.model_copy(update={"model": pick_model(i, u, checkpoint, installed).name})
                  for i, u in enumerate(units)]

@@ -22,7 +22,7 @@ from localdiffusion import __version__
 from localdiffusion.engine.generate import check_hires_upscaler, hires_upscalers
 from localdiffusion.engine.plan import check_size, hires_size
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
-from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound, closest, one_of
+from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
@@ -207,23 +207,12 @@ def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
 
 
 def resolve_model(library: ModelLibrary, name: str | None, kind: str = "checkpoint", field: str = "model") -> ModelInfo:
-    """A model by name or hash from the library; never a path, since the name comes from a request."""
-    if name is None:
-        try:
-            return library.default_checkpoint()
-        except ModelNotFound as e:
-            raise ModelNotFound(e.message, field=field) from None
-    if "/" in name or "\\" in name:
-        raise InvalidField(f"The {field} '{name}' looks like a path; give a model name from /api/models.", field=field)
+    """A model by name, title or hash (None: the default checkpoint), by the library's one lookup; the
+    studio's library never opens a path, since the name comes from a request."""
     try:
-        return library.get(name, kind=kind)
-    except ModelNotFound as e:
-        names = sorted({m.name for m in library.list(kind)}, key=str.lower)
-        if not names:
-            raise ModelNotFound(e.message, field=field) from None
-        near = closest(name, names)
-        hint = f"did you mean {one_of(near)}? " if near else ""
-        raise ModelNotFound(f"No {kind} named '{name}'; {hint}the library has {one_of(names)}.", field=field) from None
+        return library.get(name, kind=kind, field=field)
+    except BadInput as e:  # a path, or no name
+        raise InvalidField(e.message, field=field) from None
 
 
 def check_input_ref(home: Home, ref: str | None, field: str) -> None:
