@@ -278,3 +278,33 @@ def test_malformed_controls_get_one_sentence(capsys, control_home, inputs, args,
     args = [a.replace("IMAGE", str(inputs["input"])) for a in args]
     code, _, stderr = run(capsys, "generate", PROMPT, *FAST, "--home", control_home.root, *args)
     assert code != 0 and message in stderr and "Traceback" not in stderr
+
+
+# --- a model given by its path ----------------------------------------------------------------
+
+
+def test_a_model_given_by_path_is_added_in_place_and_its_images_replay(capsys, tmp_path, sd1_folder, controlnets, inputs):
+    """`generate --model PATH` (a model outside the library) saves its images, and their recipe replays."""
+    home = home_with(tmp_path / "empty-home")  # no model at all
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "generate", PROMPT, *FAST, "--model", sd1_folder, "-o", out, "--home", home,
+                            "--control", f"canny:{inputs['input']}", "--control-model", controlnets["sd1"])
+    assert code == 0, err
+    assert pngs(out) == ["00001-3.png"]
+    recipe = recipe_of(out / "00001-3.png")
+    assert recipe.model == "tiny-sd1" and recipe.controls[0].model.startswith("tiny-sd1-canny [")
+    assert "Model: tiny-sd1," in Image.open(out / "00001-3.png").text["parameters"]
+    # Added in place, as `models add` would: listed, and nothing copied into the home.
+    code, listed, err = run(capsys, "models", "list", "--json", "--home", home)
+    assert code == 0, err
+    assert {(m["name"], m["path"]) for m in json.loads(listed)} == {
+        ("tiny-sd1", str(sd1_folder.resolve())), ("tiny-sd1-canny", str(controlnets["sd1"].resolve()))}
+    assert not any((Path(home) / "models").rglob("*.json"))
+    code, _, err = run(capsys, "replay", out / "00001-3.png", "-o", tmp_path / "again", "--home", home)
+    assert code == 0, err
+    assert (pixels(tmp_path / "again" / "00001-3.png") == pixels(out / "00001-3.png")).all()
+    # `explain` takes the same path.
+    code, _, err = run(capsys, "explain", PROMPT, *FAST, "--timeline", "--model", sd1_folder, "-o", tmp_path / "explained",
+                       "--home", home_with(tmp_path / "explain-home"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "explained" / "explain.json").read_text())["recipe"]["model"] == "tiny-sd1"

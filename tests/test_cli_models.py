@@ -70,6 +70,33 @@ def test_list_table_and_problems(capsys, home):
     assert "Skipped" in err and "junk.safetensors" in err
 
 
+def test_list_keeps_names_whole_on_a_narrow_terminal(capsys, home, monkeypatch):
+    from rich.console import Console
+
+    from localdiffusion.cli import models as cli_models
+
+    long_name = "realisticVisionV60B1_v51HyperVAE-inpainting-fp16"
+    write_model(home.model_dir("checkpoint") / f"{long_name}.safetensors", SD1_CHECKPOINT)
+    write_model(home.model_dir("lora") / "styled.safetensors", SD1_LORA)
+    for width in (60, 40, 200):
+        monkeypatch.setattr(cli_models, "out", Console(width=width, emoji=False))
+        code, out, err = run(capsys, "models", "list", "--home", str(home.root))
+        assert code == 0, err
+        assert long_name in out and "styled" in out and "…" not in out, out
+        lines = out.splitlines()
+        assert all(len(line) <= width for line in lines if long_name not in line)
+        assert "checkpoint" in out and "safetensors" in out and ("lora" in out)
+    assert "┃ name" in out  # wide enough: a table
+
+
+def test_a_folder_and_a_file_of_one_model_are_listed_under_two_names(capsys, home, sd1_folder):
+    os.symlink(sd1_folder, home.model_dir("checkpoint") / "tiny-sd1")
+    write_model(home.model_dir("checkpoint") / "tiny-sd1.safetensors", SD1_CHECKPOINT)
+    code, out, err = run(capsys, "models", "list", "--json", "--home", str(home.root))
+    assert code == 0, err
+    assert sorted((m["name"], m["format"]) for m in json.loads(out)) == [("tiny-sd1", "diffusers"), ("tiny-sd1.safetensors", "safetensors")]
+
+
 def test_list_empty_home_says_how_to_add(capsys, home):
     code, out, _ = run(capsys, "models", "list", "--home", str(home.root))
     assert code == 0 and "models add PATH" in out

@@ -38,10 +38,10 @@ def db(home):
         yield database
 
 
-def make_library(home, db, **settings):
+def make_library(home, db, accept_paths=False, **settings):
     if settings:
         home.save_settings(Settings(**settings))
-    return ModelLibrary(home, db)
+    return ModelLibrary(home, db, accept_paths=accept_paths)
 
 
 def test_scan_reads_the_home_layout_and_detection_decides_the_kind(home, db):
@@ -155,7 +155,7 @@ def test_get_by_name_title_hash_and_path(home, db, tmp_path):
     path = write_model(home.model_dir("checkpoint") / "Dreamy_V2.safetensors", SD1_CHECKPOINT)
     write_model(home.model_dir("checkpoint") / "realistic.safetensors", SD1_CHECKPOINT, seed=3)
     write_model(home.model_dir("lora") / "dreamy_v2.safetensors", SD1_LORA)
-    library = make_library(home, db)
+    library = make_library(home, db, accept_paths=True)
     full = sha256_file(path)
     for query in ["Dreamy_V2", "dreamy_v2", "DREAMY_V2.safetensors", f"Dreamy_V2.safetensors [{full[:10]}]",
                   "sub\\Dreamy_V2.safetensors", full[:10], full, legacy_model_hash(path), str(path)]:
@@ -164,15 +164,50 @@ def test_get_by_name_title_hash_and_path(home, db, tmp_path):
     assert library.get("dreamy_v2", kind=None).kind == "checkpoint"  # home order: checkpoints first
     # A title whose name no longer matches (renamed file) still finds the model by its hash.
     assert library.get(f"old-name.safetensors [{full[:10]}]").path == path.resolve()
+    assert library.get(None).path == library.get("").path == path.resolve()  # nothing named: the default checkpoint
 
 
-def test_get_a_path_outside_the_library_reads_it_in_place(home, db, tmp_path):
+def test_a_library_without_paths_refuses_them_naming_the_field(home, db, tmp_path):
+    path = write_model(home.model_dir("checkpoint") / "dreamy.safetensors", SD1_CHECKPOINT)
+    loose = write_model(tmp_path / "elsewhere" / "loose.safetensors", SD1_CHECKPOINT, seed=1)
+    library = make_library(home, db)  # the studio's: names come from requests
+    for query in (str(path), str(loose), "../dreamy", "sub\\dreamy.safetensors"):
+        with pytest.raises(BadInput, match="looks like a path") as e:
+            library.get(query, field="model")
+        assert e.value.field == "model"
+    assert db.registered_model_paths() == [] and [m.name for m in library.list()] == ["dreamy"]
+    with pytest.raises(ModelNotFound) as e:
+        library.get("nope", kind="lora", field="references.0.model")
+    assert e.value.field == "references.0.model"
+
+
+def test_a_path_outside_the_library_is_added_in_place_and_resolves_again(home, db, tmp_path):
     loose = write_model(tmp_path / "elsewhere" / "loose.safetensors", SD1_LORA)
-    library = make_library(home, db)
-    assert library.get(str(loose), kind="lora").name == "loose"
+    ckpt = write_model(tmp_path / "elsewhere" / "loose-ckpt.safetensors", SD1_CHECKPOINT)
+    library = make_library(home, db, accept_paths=True)
     with pytest.raises(ModelNotFound, match="is a lora, not a checkpoint"):
         library.get(str(loose))
-    assert db.registered_model_paths() == []
+    assert db.registered_model_paths() == []  # the wrong kind registers nothing
+    info = library.get(str(loose), kind="lora")
+    assert (info.name, info.path) == ("loose", loose.resolve())
+    assert db.registered_model_paths() == [loose.resolve()]  # as `models add` would, read in place
+    assert not any(home.root.rglob("*.safetensors"))
+    # What a recipe records (the name) resolves again, in this library and in the studio's.
+    assert library.get("loose", kind="lora") is info
+    studio = ModelLibrary(home, db)
+    assert studio.get("loose", kind="lora").path == loose.resolve()
+    assert library.get(str(loose), kind="lora") is info  # once added, the same model
+    # A bare relative file name works too, from the folder it sits in.
+    import os as _os
+
+    here = _os.getcwd()
+    _os.chdir(ckpt.parent)
+    try:
+        assert library.get("loose-ckpt.safetensors").path == ckpt.resolve()
+    finally:
+        _os.chdir(here)
+    with pytest.raises(ModelNotFound, match="no file or folder at"):
+        library.get(str(tmp_path / "missing" / "nope.safetensors"))
 
 
 def test_unknown_names_list_the_closest(home, db):
@@ -259,19 +294,68 @@ def test_add_refuses_bad_paths_and_registers_nothing(home, db, tmp_path):
     assert db.registered_model_paths() == []
 
 
-def test_scan_is_cached_until_rescan(home, db, monkeypatch):
+def test_scan_is_cached_and_notices_new_models_without_a_rescan(home, db, monkeypatch):
     write_model(home.model_dir("checkpoint") / "one.safetensors", SD1_CHECKPOINT)
     calls = []
     real = libmod.detect
-    monkeypatch.setattr(libmod, "detect", lambda p, allow_pickle=False: calls.append(p) or real(p, allow_pickle))
+    monkeypatch.setattr(libmod, "detect", lambda p, allow_pickle=False: calls.append(p.name) or real(p, allow_pickle))
     library = make_library(home, db)
     assert [m.name for m in library.list()] == ["one"]
     library.list("checkpoint")
     library.get("one")
-    assert len(calls) == 1
-    write_model(home.model_dir("checkpoint") / "two.safetensors", SD1_CHECKPOINT, seed=1)
-    assert [m.name for m in library.list()] == ["one"]
-    assert [m.name for m in library.rescan()] == ["one", "two"]
+    assert calls == ["one.safetensors"]
+    # A file dropped into a model folder, even a new sub-folder, shows up at the next read.
+    write_model(home.model_dir("checkpoint") / "more" / "two.safetensors", SD1_CHECKPOINT, seed=1)
+    assert sorted(m.name for m in library.list()) == ["one", "two"]
+    assert calls == ["one.safetensors", "two.safetensors"]  # the unchanged file is not read again
+    (home.model_dir("checkpoint") / "one.safetensors").unlink()
+    assert [m.name for m in library.list()] == ["two"]
+    assert [m.name for m in library.rescan()] == ["two"]
+    assert calls[-1] == "two.safetensors"  # an explicit rescan reads every model again
+
+
+def test_models_added_elsewhere_and_new_extra_roots_show_up(home, tmp_path):
+    """A running server's library sees `models add` from another process and an edited settings.json."""
+    loose = write_model(tmp_path / "elsewhere" / "loose.safetensors", SD1_CHECKPOINT)
+    with Database(home.db_path) as server_db, Database(home.db_path) as cli_db:
+        server = ModelLibrary(home, server_db)
+        assert server.list() == []
+        ModelLibrary(home, cli_db).add(loose)  # `localdiffusion models add` while the server runs
+        assert [m.name for m in server.list()] == ["loose"]
+        extra = tmp_path / "webui"
+        write_model(extra / "models" / "Stable-diffusion" / "webui.safetensors", SD1_CHECKPOINT, seed=1)
+        home.save_settings(Settings(extra_roots=[str(extra)]))
+        assert [m.name for m in server.list()] == ["webui", "loose"]
+        write_model(extra / "models" / "Lora" / "styled.safetensors", SD1_LORA)  # a new folder in the extra root
+        assert [m.name for m in server.list("lora")] == ["styled"]
+
+
+def test_every_model_gets_a_unique_name_and_a_bare_name_picks_one(home, db, tmp_path, sd1_folder):
+    from factories import build_single_file
+
+    drop = home.model_dir("checkpoint")
+    os.symlink(sd1_folder, drop / "tiny-sd1")
+    single = build_single_file(sd1_folder, drop / "tiny-sd1.safetensors")
+    a = write_model(drop / "a" / "x.safetensors", SD1_CHECKPOINT)
+    b = write_model(drop / "b" / "x.safetensors", SD1_CHECKPOINT, seed=1)
+    (drop / "x.ckpt").write_bytes(b"pickle bytes")
+    write_model(home.model_dir("lora") / "x.safetensors", SD1_LORA)  # another kind may share a name
+    library = make_library(home, db)
+    names = {m.name: m.path for m in library.list("checkpoint")}
+    assert names == {"tiny-sd1": sd1_folder.resolve(), "tiny-sd1.safetensors": single.resolve(),
+                     "a/x.safetensors": a.resolve(), "b/x.safetensors": b.resolve(), "x.ckpt": (drop / "x.ckpt").resolve()}
+    assert [m.name for m in library.list("lora")] == ["x"]
+    for name, path in names.items():  # every name resolves to its own model, in any case
+        assert library.get(name).path == path and library.get(name.upper()).path == path
+    # A bare name that several models answer to: the one it names, else the first listed.
+    assert library.get("tiny-sd1").format == "diffusers"
+    assert library.get("x").path == a.resolve() and library.get("x.safetensors").path == a.resolve()
+    # A1111's title settles it by the hash.
+    assert library.get(f"x.safetensors [{sha256_file(b)[:10]}]").path == b.resolve()
+    # Names stay while the models of that name stay; a lone model again gets its plain name.
+    (drop / "x.ckpt").unlink()
+    b.unlink()
+    assert {m.name for m in library.list("checkpoint")} == {"tiny-sd1", "tiny-sd1.safetensors", "x"}
 
 
 def test_a_model_reached_twice_is_listed_once(home, db):

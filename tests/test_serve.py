@@ -118,6 +118,60 @@ def test_listening_beyond_this_machine_requires_a_generated_token(tmp_path):
         assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5).json()["has_models"] is False
 
 
+@pytest.mark.timeout(300)
+def test_the_printed_add_command_works_and_the_running_server_notices_the_model(tmp_path):
+    """The banner's `models add` command (this install's executable, this server's --home) adds a model
+    that the running studio lists without a rescan; the studio's help prints the same command."""
+    import shlex
+
+    import torch
+    from safetensors.torch import save_file
+
+    home = Home(tmp_path / "home").ensure()
+    port, log = free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    model = tmp_path / "elsewhere" / "dreamy.safetensors"
+    model.parent.mkdir()
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3),
+               "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(768)}, str(model))
+    with server(home.root, port, log):
+        banner = wait_until(lambda: "Press Ctrl+C" in log.read_text() and log.read_text(), 30, "the banner", log=log)
+        command = re.search(r"`([^`]*models add PATH[^`]*)`", banner).group(1)
+        assert f"--home {home.root}" in command
+        assert command in httpx.get(f"{base}/api/status", timeout=5).json()["add_models_help"]
+        assert httpx.get(f"{base}/api/models", timeout=5).json() == []
+        args = [str(model) if word == "PATH" else word for word in shlex.split(command)]
+        added = subprocess.run(args, capture_output=True, text=True, timeout=120)  # as a person would, in another terminal
+        assert added.returncode == 0, added.stderr
+        assert [m["name"] for m in httpx.get(f"{base}/api/models", timeout=5).json()] == ["dreamy"]
+        assert httpx.get(f"{base}/api/status", timeout=5).json()["has_models"] is True
+
+
+def test_the_printed_command_is_the_one_that_runs_here(tmp_path, monkeypatch):
+    from localdiffusion.server import api
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "localdiffusion"
+    script.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setattr(sys, "argv", [str(script), "serve"])
+    monkeypatch.setattr(api.shutil, "which", lambda name: None)
+    assert api.cli_command() == str(script)  # not on PATH: the full path of the script
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "localdiffusion" / "__main__.py"), "serve"])  # python -m localdiffusion
+    assert api.cli_command() == str(script)  # the script beside this Python
+    monkeypatch.setattr(api.shutil, "which", lambda name: str(script))
+    assert api.cli_command() == "localdiffusion"  # on PATH: the plain name
+    script.unlink()
+    assert api.cli_command() == f"{bin_dir / 'python'} -m localdiffusion"
+    monkeypatch.delenv("LOCALDIFFUSION_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert api.home_option(Home()) == ""
+    assert api.home_option(Home(tmp_path / "my home")) == f" --home '{tmp_path / 'my home'}'"
+    monkeypatch.setenv("LOCALDIFFUSION_HOME", str(tmp_path / "data" / "localdiffusion"))
+    assert "--home" in api.home_option(Home())  # a new terminal may not have the variable
+
+
 def test_a_busy_port_is_one_sentence(tmp_path, capsys):
     import localdiffusion.cli.serve  # noqa: F401  (registers the command)
     from localdiffusion.cli.app import main

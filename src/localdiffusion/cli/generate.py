@@ -142,10 +142,12 @@ def recipe_from_fields(**fields) -> Recipe:
 
 
 def library_for(home: Home, allow_pickle: bool = False):
+    """The library a command line uses: it also takes a model's path, adding one from elsewhere in place
+    (as `models add` does), so that the recipes saved with the images name a model that resolves again."""
     from localdiffusion.models.library import ModelLibrary
     from localdiffusion.store.db import Database
 
-    library = ModelLibrary(home, Database(home.db_path))
+    library = ModelLibrary(home, Database(home.db_path), accept_paths=True)
     if allow_pickle:
         library.settings = library.settings.model_copy(update={"allow_pickle": True})
     return library

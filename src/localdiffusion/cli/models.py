@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.models.hub import pull as hub_pull
@@ -74,10 +75,31 @@ def list_models(
             where = f"{kind} models" if kind else "models"
             out.print(f"No {where} yet. Add one with `localdiffusion models add PATH` or `localdiffusion models pull REPO_ID`.", highlight=False)
             return
-        table = Table("name", "kind", "family", "format", "hash", "size")
-        for m in models:
-            table.add_row(m.name, m.kind, m.family, _format_label(m), m.short_hash or "", human_size(m.size))
-        out.print(table)
+        show_models(models)
+
+
+COLUMNS = ("name", "kind", "family", "format", "hash", "size")
+
+
+def show_models(models: list[ModelInfo]) -> None:
+    """A table whose names are never cut: the other columns wrap; where even that does not fit the
+    terminal, one model per entry, its name on a line of its own."""
+    rows = [(m.name, m.kind, m.family, _format_label(m), m.short_hash or "", human_size(m.size)) for m in models]
+    widths = [max(len(word) for text in [header, *(row[i] for row in rows)] for word in text.split() or [""])
+              for i, header in enumerate(COLUMNS)]
+    widths[0] = max(len(row[0]) for row in rows)
+    if sum(widths) + 3 * len(COLUMNS) + 1 > out.width:  # each column's padding and border, and the last border
+        for name, *details in rows:
+            out.print(Text(name, style="bold"), soft_wrap=True)  # whole: the terminal wraps it, if it must
+            out.print(Text("  " + ", ".join(d for d in details if d)), highlight=False)
+        return
+    table = Table()
+    table.add_column(COLUMNS[0], no_wrap=True, min_width=widths[0])
+    for header, width in zip(COLUMNS[1:], widths[1:]):
+        table.add_column(header, min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 @models_app.command("add")

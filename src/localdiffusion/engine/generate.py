@@ -162,7 +162,8 @@ class Engine:
     # --- models ---
 
     def checkpoint(self, name: str | None) -> ModelInfo:
-        return self.library.get(name, kind="checkpoint") if name else self.library.default_checkpoint()
+        """The checkpoint a recipe names (None: the default), by the library's one lookup."""
+        return self.library.get(name, kind="checkpoint")
 
     def _pipeline_key(self, info: ModelInfo) -> tuple:
         return (str(info.path), str(self.dtype), str(self.device))
@@ -230,7 +231,7 @@ class Engine:
         """Each unit's ControlNet from the library, refused when it does not fit the checkpoint's family."""
         infos = []
         for i, unit in enumerate(recipe.controls):
-            info = self.library.get(unit.model, kind="controlnet")
+            info = self.library.get(unit.model, kind="controlnet", field=f"controls.{i}.model")
             check_fits(info, checkpoint, field=f"controls.{i}.model")
             infos.append(info)
         return infos

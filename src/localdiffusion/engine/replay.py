@@ -22,11 +22,12 @@ def recipe_for_replay(image: Path, library) -> Recipe:
     wanted = meta.model_hash or recipe.model
     if wanted is None:
         return recipe
-    try:
-        info = library.get(meta.model_hash or recipe.model, kind="checkpoint")
+    try:  # the hash first: it names the very file, whatever its name is here
+        info = library.get(wanted, kind="checkpoint", field="model")
     except ModelNotFound:
         name = meta.model_name or recipe.model or "unknown"
         raise ModelNotFound(
-            f"The model this image was made with is not here: '{name}' (hash {meta.model_hash or 'unknown'}); add it with `localdiffusion models add PATH`."
+            f"The model this image was made with is not here: '{name}' (hash {meta.model_hash or 'unknown'}); add it with `localdiffusion models add PATH`.",
+            field="model",
         ) from None
     return recipe.model_copy(update={"model": info.name})

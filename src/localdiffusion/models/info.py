@@ -30,7 +30,7 @@ class ModelInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str  # what users type: the file name without extension, or the folder name
+    name: str  # what users type, unique within its kind: the file name without extension, or the folder name (see library.name_models)
     path: Path
     kind: Kind
     family: Family = "unknown"

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from localdiffusion.errors import BadInput, ModelNotFound, UnsupportedModel, one_of
+from localdiffusion.errors import BadInput, UnsupportedModel, one_of
 from localdiffusion.models.controlnet import family_name, fits
 from localdiffusion.models.detect import UNET, Shapes, first_shape, is_ip_adapter, is_pickle, read_tensor_shapes, read_tensors
 from localdiffusion.models.info import ModelInfo, base_family
@@ -117,10 +117,7 @@ def find_adapter(index: int, name: str, checkpoint: ModelInfo, library: Any) -> 
     allow_pickle = library.settings.allow_pickle
     check_base(checkpoint)
     if name:
-        try:
-            adapter = library.get(name, kind="ipadapter")
-        except ModelNotFound as e:
-            raise ModelNotFound(e.message, field=field) from None
+        adapter = library.get(name, kind="ipadapter", field=field)  # the library's one lookup
         return adapter, check_fits(adapter, checkpoint, field, allow_pickle)
     installed = library.list("ipadapter")
     for adapter in sorted(installed, key=lambda m: (m.family == "unknown", m.name.lower())):

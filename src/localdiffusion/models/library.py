@@ -11,6 +11,21 @@ IP-Adapters' `image_encoder` folders are skipped: the adapters use them (`models
 
 Hashes are computed lazily (`ensure_hash`), since a full-size checkpoint takes seconds to hash; the
 database caches them. For LoRAs `ModelInfo.sha256` holds A1111's LoRA hash (see `hashing.py`).
+
+Names: a model is named after its file (without the extension) or its folder. Where two models of one
+kind would share a name, each gets the shortest end of its path that tells it apart: the files keep
+their extension (`x.safetensors`, `x.ckpt`; a diffusers folder `x` stays `x`), and files of the same
+name in different folders get the folders that differ (`sdxl/x.safetensors`), as A1111 names files in
+sub-folders. So every name is unique within its kind, and stays the same while the models of that
+name stay the same.
+
+`get()` is the one lookup: a name, an A1111 title, a hash or, for a library opened with
+`accept_paths` (the CLI's), a path; a path outside the library is added in place, as `models add`
+does, so that a recipe that names the model resolves again. The studio's library never opens a path.
+
+The library notices new models without a rescan: every read compares the folders it walked (their
+modification times), the settings file and the models registered with `models add` against the last
+scan, and reads again what changed; models whose file did not change are not inspected again.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +99,37 @@ def folder_size(path: Path) -> int:
 
 
 def model_name(path: Path) -> str:
+    """A model's plain name: the file name without its extension, or the folder name."""
     return path.name if path.is_dir() else path.stem
+
+
+def name_models(models: list[ModelInfo], found_as: dict[Path, Path] | None = None) -> None:
+    """Give each model a name unique within its kind (in place): its plain name (`model_name` of the path
+    it was found at, `found_as`, else of its own), or where several models of a kind share that, the
+    shortest end of each one's path that no other of them has, compared ignoring case as lookups are:
+    `x` (a folder) and `x.safetensors`; `a/x.safetensors` and `b/x.safetensors`."""
+    seen_as = {info.path: (found_as or {}).get(info.path, info.path) for info in models}
+    groups: dict[tuple[str, str], list[ModelInfo]] = {}
+    for info in models:
+        info.name = _plain_name(info, seen_as[info.path])
+        groups.setdefault((info.kind, info.name.lower()), []).append(info)
+    for group in groups.values():
+        if len(group) > 1:
+            ends = {id(info): seen_as[info.path].parts for info in group}
+            for info in group:
+                info.name = _shortest_unique_end(ends[id(info)], [ends[id(o)] for o in group if o is not info])
+
+
+def _plain_name(info: ModelInfo, path: Path) -> str:
+    return path.name if info.format == "diffusers" else path.stem
+
+
+def _shortest_unique_end(parts: tuple[str, ...], others: list[tuple[str, ...]]) -> str:
+    for n in range(1, len(parts) + 1):
+        end = "/".join(parts[-n:])
+        if all("/".join(other[-n:]).lower() != end.lower() for other in others):
+            return end
+    return str(Path(*parts))  # paths that differ in case only
 
 
 def _split_title(text: str) -> tuple[str, str | None]:
@@ -97,15 +143,23 @@ def _is_hash(text: str) -> bool:
 
 
 class ModelLibrary:
-    """Scans once, then answers from memory until `rescan()`. Safe to share between threads."""
+    """Scans once, then answers from memory, reading again only what changed (see `_changed`). Safe to
+    share between threads."""
 
-    def __init__(self, home: Home, db: Database) -> None:
+    def __init__(self, home: Home, db: Database, *, accept_paths: bool = False) -> None:
+        """`accept_paths`: `get()` also takes the path of a model file or folder on this machine, and adds
+        one from outside the library in place (the CLI's library; the studio's never does)."""
         self.home = home
         self.db = db
+        self.accept_paths = accept_paths
         self.settings = home.load_settings()
         self.problems: list[str] = []
         self._models: list[ModelInfo] | None = None
         self._lock = threading.RLock()
+        self._settings_mtime = _mtime(home.settings_path)
+        self._seen: tuple[list[Path], dict[Path, int | None]] | None = None  # what the last scan read (see `_changed`)
+        self._known: dict[Path, tuple[tuple[int, int], ModelInfo]] = {}  # inspected models, reused while unchanged
+        self._found_as: dict[Path, Path] = {}  # each model's real path -> the path it was found at (a link's)
 
     # -- scanning -------------------------------------------------------------------------
 
@@ -122,37 +176,69 @@ class ModelLibrary:
         return [Path(extra).expanduser() for extra in self.settings.extra_roots]
 
     def scan(self) -> list[ModelInfo]:
-        """Every model found, cached; the first call reads the disk, later calls answer from memory."""
+        """Every model found. The first call reads the disk; later calls answer from memory unless a
+        folder, the settings file or the models added with `models add` changed since (then read again)."""
         with self._lock:
-            if self._models is None:
+            if self._models is None or self._changed():
                 self._models = self._scan()
             return list(self._models)
 
     def rescan(self) -> list[ModelInfo]:
+        """Read everything again, inspecting every model anew."""
         with self._lock:
-            self.settings = self.home.load_settings()
+            self._reload_settings()
+            self._known.clear()
             self._models = None
             return self.scan()
+
+    def _reload_settings(self) -> None:
+        self._settings_mtime = _mtime(self.home.settings_path)
+        self.settings = self.home.load_settings()
+
+    def _changed(self) -> bool:
+        """Whether anything the last scan read has changed: cheap (a stat per folder walked, one query)."""
+        if self._seen is None:
+            return True
+        registered, folders = self._seen
+        if _mtime(self.home.settings_path) != self._settings_mtime:
+            self._reload_settings()
+            self._known.clear()  # allow_pickle may have changed what can be read
+            return True
+        return self.db.registered_model_paths() != registered or any(_mtime(f) != t for f, t in folders.items())
 
     def _scan(self) -> list[ModelInfo]:
         self.problems = [
             f"The extra model root {folder} in {self.home.settings_path} is not a folder; it was skipped."
             for folder in self._extra_roots() if not folder.is_dir()
         ]
+        registered = self.db.registered_model_paths()
+        folders: dict[Path, int | None] = {folder: _settled_mtime(folder) for folder in self._extra_roots()}
+        folders.update({folder / "models": _settled_mtime(folder / "models") for folder in self._extra_roots()})
         found: dict[Path, ModelInfo] = {}
         for root in self.roots():
-            for path in _walk(root.path):
+            for path in _walk(root.path, watched=folders):
                 self._consider(path, root.hint, found)
-        for path in self.db.registered_model_paths():
+        for path in registered:
             if not path.exists():
                 self.problems.append(f"{path} was added with `models add` but is gone; it was skipped.")
                 continue
             self._consider(path, None, found)
-        return list(found.values())
+        self._seen = (registered, folders)
+        self._known = {path: known for path, known in self._known.items() if path in found}
+        self._found_as = {path: seen_as for path, seen_as in self._found_as.items() if path in found}
+        models = list(found.values())
+        name_models(models, self._found_as)
+        return models
 
     def _consider(self, path: Path, hint: Kind | None, found: dict[Path, ModelInfo]) -> None:
         resolved = path.resolve()
         if resolved in found:
+            return
+        self._found_as[resolved] = path
+        stamp = _stamp(resolved)
+        known = self._known.get(resolved)
+        if known is not None and known[0] == stamp:
+            found[resolved] = known[1]
             return
         try:
             info = self.inspect(path, hint)
@@ -164,6 +250,7 @@ class ModelLibrary:
             return
         info.path = resolved
         found[resolved] = info
+        self._known[resolved] = (stamp, info)
 
     def inspect(self, path: Path, hint: Kind | None = None) -> ModelInfo:
         """A ModelInfo for one model file or folder (raises UnsupportedModel for anything else)."""
@@ -185,42 +272,76 @@ class ModelLibrary:
             raise BadInput(f"Unknown model kind '{kind}'; use {one_of(list(KINDS))}.", field="kind")
         return [m for m in self.scan() if kind is None or m.kind == kind]
 
-    def get(self, name_or_hash: str, kind: str | None = "checkpoint") -> ModelInfo:
-        """A model by name (file stem or folder name, with or without extension, or A1111's
-        'name [hash]' title), by hash (short, full or A1111's legacy 8-digit one) or by path."""
-        query = name_or_hash.strip()
-        candidates = self.list(kind)
+    def get(self, query: str | None, kind: str | None = "checkpoint", *, field: str | None = None) -> ModelInfo:
+        """The model a person or a recipe names; the one lookup that the CLI, the engine and the server use.
+
+        `query` is a name (any case; a bare file or folder name too, e.g. `x` for `x.safetensors`), A1111's
+        title 'name.safetensors [hash]', a hash (short, full or A1111's legacy 8-digit one) or, with
+        `accept_paths`, a path (one outside the library is added in place, as `models add` does). Nothing
+        (None or '') means the default checkpoint. A name several models answer to picks the one it names
+        exactly, else the first in the library's order (home, extra roots, added models); a title's hash
+        settles it. Errors name `field`."""
+        text = (query or "").strip()
         what = kind or "model"
-        if not query:
-            raise BadInput(f"No {what} name was given; use {one_of(self._names(candidates)) if candidates else 'a model name'}.")
-        by_path = self._by_path(query, candidates, kind)
-        if by_path is not None:
-            return by_path
-        name, title_hash = _split_title(query)
-        key = re.split(r"[\\/]", name)[-1].lower()
-        for info in candidates:
-            if key in (info.name.lower(), info.path.name.lower()):
-                return info
-        wanted = title_hash or (query.lower() if _is_hash(query) else None)
+        if not text:
+            if kind == "checkpoint":
+                return self.default_checkpoint(field=field)
+            raise BadInput(f"No {what} name was given; name one from the library (`localdiffusion models list`).", field=field)
+        candidates = self.list(kind)
+        name, title_hash = _split_title(text)
+        hits = [m for m in candidates if m.name.lower() == name.lower()]
+        if not hits and ("/" in name or "\\" in name):
+            path = Path(text).expanduser()
+            if self.accept_paths and path.exists():
+                return self._by_path(path, kind, field)
+            if not self.accept_paths:
+                raise BadInput(f"The {what} '{text[:200]}' looks like a path; name a model from the library, as "
+                               f"`localdiffusion models list` shows it.", field=field)
+        key = re.split(r"[\\/]", name)[-1].lower()  # A1111 names files in sub-folders 'sub/x.safetensors'
+        if not hits:
+            hits = [m for m in candidates if key in self._file_names(m)]
+        if hits:
+            return self._pick(hits, title_hash)
+        wanted = title_hash or (text.lower() if _is_hash(text) else None)
         if wanted:
             hit = self._by_hash(wanted, candidates, kind)
             if hit is not None:
                 return hit
-        raise self._not_found(query, key, candidates, kind)
+        if self.accept_paths and Path(text).expanduser().exists():  # a file in the current folder
+            return self._by_path(Path(text).expanduser(), kind, field)
+        if self.accept_paths and ("/" in name or "\\" in name):
+            raise ModelNotFound(f"There is no file or folder at {text}, and no {what} of that name; give the path of a "
+                                f".safetensors file or a diffusers folder, or a name that `localdiffusion models list` shows.",
+                                field=field)
+        raise self._not_found(text, key, candidates, kind, field)
 
-    def _by_path(self, query: str, candidates: list[ModelInfo], kind: str | None) -> ModelInfo | None:
-        path = Path(query).expanduser()
-        if not (("/" in query or "\\" in query) and path.exists()):
-            return None
+    def _file_names(self, info: ModelInfo) -> set[str]:
+        """The names a model answers to besides its own (lower case): its file or folder name, with and
+        without the extension, where it was found and where it really is."""
+        found = self._found_as.get(info.path, info.path)
+        return {p.name.lower() for p in (found, info.path)} | {_plain_name(info, p).lower() for p in (found, info.path)}
+
+    def _pick(self, hits: list[ModelInfo], title_hash: str | None) -> ModelInfo:
+        """The first of several models a name fits, or the one whose hash the title gives."""
+        if title_hash and len(hits) > 1:
+            for info in hits:
+                try:
+                    self.ensure_hash(info)
+                except LocalDiffusionError:
+                    continue
+                if info.short_hash == title_hash or (info.sha256 or "").startswith(title_hash):
+                    return info
+        return hits[0]
+
+    def _by_path(self, path: Path, kind: str | None, field: str | None) -> ModelInfo:
+        """A model by its path: the library's own, or one from elsewhere, added in place."""
         resolved = path.resolve()
-        for info in candidates:
+        for info in self.scan():
             if info.path == resolved:
+                if kind is not None and info.kind != kind:
+                    raise ModelNotFound(f"{path} is a {info.kind}, not a {kind}.", field=field)
                 return info
-        # A path outside the library: read it in place, without registering it.
-        info = self.inspect(resolved)
-        if kind is not None and info.kind != kind:
-            raise ModelNotFound(f"{path} is a {info.kind}, not a {kind}.")
-        return info
+        return self.add(resolved, kind=kind, field=field)
 
     def _by_hash(self, wanted: str, candidates: list[ModelInfo], kind: str | None) -> ModelInfo | None:
         def matches(info: ModelInfo) -> bool:
@@ -253,29 +374,30 @@ class ModelLibrary:
     def _names(models: list[ModelInfo]) -> list[str]:
         return sorted({m.name for m in models}, key=str.lower)
 
-    def _not_found(self, query: str, key: str, candidates: list[ModelInfo], kind: str | None) -> ModelNotFound:
+    def _not_found(self, query: str, key: str, candidates: list[ModelInfo], kind: str | None, field: str | None) -> ModelNotFound:
         if not candidates:
             if kind == "checkpoint":
-                return self._no_checkpoint()
+                return self._no_checkpoint(field)
             where = f" in {self.home.model_dir(kind)}" if kind in MODEL_DIRS else ""
-            return ModelNotFound(f"No {kind or 'model'} named '{query}': the library has none{where}; add one with `localdiffusion models add PATH`.")
+            return ModelNotFound(f"No {kind or 'model'} named '{query}': the library has none{where}; add one with "
+                                 f"`localdiffusion models add PATH`.", field=field)
         names = self._names(candidates)
         near = closest(key, names)
         hint = f"did you mean {one_of(near)}?" if near else f"the library has {one_of(names)}."
-        return ModelNotFound(f"No {kind or 'model'} named '{query}'; {hint}")
+        return ModelNotFound(f"No {kind or 'model'} named '{query}'; {hint}", field=field)
 
-    def _no_checkpoint(self) -> ModelNotFound:
+    def _no_checkpoint(self, field: str | None = None) -> ModelNotFound:
         return ModelNotFound(
             f"No checkpoint found in {self.home.model_dir('checkpoint')}: add one with `localdiffusion models add PATH`, "
             f"download one with `localdiffusion models pull REPO_ID`, or name an existing A1111 or ComfyUI folder "
-            f"in \"extra_roots\" in {self.home.settings_path}."
+            f"in \"extra_roots\" in {self.home.settings_path}.", field=field,
         )
 
-    def default_checkpoint(self) -> ModelInfo:
+    def default_checkpoint(self, field: str | None = None) -> ModelInfo:
         """The first checkpoint that can load (pickles only when allowed), else the first checkpoint."""
         checkpoints = self.list("checkpoint")
         if not checkpoints:
-            raise self._no_checkpoint()
+            raise self._no_checkpoint(field)
         loadable = [m for m in checkpoints if m.format != "ckpt" or self.settings.allow_pickle]
         return (loadable or checkpoints)[0]
 
@@ -293,30 +415,34 @@ class ModelLibrary:
 
     # -- adding ---------------------------------------------------------------------------
 
-    def add(self, path: Path | str) -> ModelInfo:
-        """Register one model file or diffusers folder, read in place; nothing is registered on error."""
+    def add(self, path: Path | str, kind: str | None = None, field: str = "path") -> ModelInfo:
+        """Register one model file or diffusers folder, read in place; nothing is registered on error
+        (nor when `kind` is given and the model is of another kind)."""
         path = Path(path).expanduser()
         if not path.exists():
-            raise BadInput(f"There is no file or folder at {path}; give a .safetensors or .ckpt file or a diffusers folder.", field="path")
+            raise BadInput(f"There is no file or folder at {path}; give a .safetensors or .ckpt file or a diffusers folder.", field=field)
         path = path.resolve()
         if path.is_dir() and not is_model_folder(path):
             raise BadInput(
                 f"{path} is a folder but not a diffusers model (it has no model_index.json); to read every model in it, "
                 f"add it to \"extra_roots\" in {self.home.settings_path}.",
-                field="path",
+                field=field,
             )
         if path.is_file() and path.suffix.lower() not in MODEL_SUFFIXES:
-            raise UnsupportedModel(f"{path.name} is not a model file; use {one_of(sorted(MODEL_SUFFIXES))} or a diffusers folder.", field="path")
-        # detect() directly, not inspect(): a pickle is refused here unless allowed, whatever its folder.
-        info = _from_detected(path, detect(path, allow_pickle=self.settings.allow_pickle))
-        self.db.register_model_path(path)
+            raise UnsupportedModel(f"{path.name} is not a model file; use {one_of(sorted(MODEL_SUFFIXES))} or a diffusers folder.", field=field)
         with self._lock:
-            if self._models is not None:
-                existing = next((m for m in self._models if m.path == path), None)
-                if existing is not None:
-                    return existing
-                self._models.append(info)
-        return info
+            existing = next((m for m in self.scan() if m.path == path), None)
+            if existing is None:
+                # detect() directly, not inspect(): a pickle is refused here unless allowed, whatever its folder.
+                try:
+                    existing = _from_detected(path, detect(path, allow_pickle=self.settings.allow_pickle))
+                except LocalDiffusionError as e:
+                    raise type(e)(e.message, field=field) from None
+                self._known[path] = (_stamp(path), existing)
+            if kind is not None and existing.kind != kind:
+                raise ModelNotFound(f"{path} is a {existing.kind}, not a {kind}.", field=field)
+            self.db.register_model_path(path)
+            return next(m for m in self.scan() if m.path == path)  # named beside the others
 
 
 def _from_detected(path: Path, detected: Detected) -> ModelInfo:
@@ -332,9 +458,39 @@ def _format_of(path: Path) -> str:
     return "ckpt" if path.suffix.lower() in PICKLE_SUFFIXES else "safetensors"
 
 
-def _walk(folder: Path, seen: set[Path] | None = None) -> Iterator[Path]:
-    """Model files and model folders under `folder`, sorted by name, hidden entries skipped."""
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+# A folder changed this recently may change again within the same tick of the file system's clock, keeping
+# its modification time; such a folder is read again at the next look until its time is older than this.
+RECENT_NS = 2_000_000_000
+
+
+def _settled_mtime(path: Path) -> int | None:
+    """The folder's modification time, or -1 while it is too recent to tell a later change by (see RECENT_NS)."""
+    mtime = _mtime(path)
+    return -1 if mtime is not None and mtime > time.time_ns() - RECENT_NS else mtime
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What tells a changed model file from the one inspected: its size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _walk(folder: Path, seen: set[Path] | None = None, watched: dict[Path, int | None] | None = None) -> Iterator[Path]:
+    """Model files and model folders under `folder`, sorted by name, hidden entries skipped. Each folder
+    listed goes into `watched` with its modification time (a file added or removed there changes it)."""
     seen = set() if seen is None else seen
+    if watched is not None:
+        watched[folder] = _settled_mtime(folder)  # before listing: a change during the walk shows up next time
     try:
         real = folder.resolve()
         if real in seen or not folder.is_dir():
@@ -353,6 +509,6 @@ def _walk(folder: Path, seen: set[Path] | None = None) -> Iterator[Path]:
             if is_model_folder(path):
                 yield path
             else:
-                yield from _walk(path, seen)
+                yield from _walk(path, seen, watched)
         elif path.suffix.lower() in MODEL_SUFFIXES:
             yield path

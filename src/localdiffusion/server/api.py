@@ -8,7 +8,11 @@ uses this API only.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -22,7 +26,7 @@ from localdiffusion import __version__
 from localdiffusion.engine.generate import check_hires_upscaler, hires_upscalers
 from localdiffusion.engine.plan import check_size, hires_size
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
-from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound, closest, one_of
+from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
@@ -33,7 +37,8 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
-from localdiffusion.store.home import Home
+from localdiffusion.store.home import ENV_VAR as HOME_ENV_VAR
+from localdiffusion.store.home import Home, default_home
 from localdiffusion.store.inputs import decode_image, keep_input
 from localdiffusion.store.thumbnails import ensure_thumbnail
 
@@ -57,12 +62,38 @@ def refused(status: int, detail: str) -> HTTPException:
 # --- status ------------------------------------------------------------------------------
 
 
+def cli_command() -> str:
+    """The `localdiffusion` command as a person can type it in another terminal: the bare name when that
+    is what PATH finds, else the full path of the script this process runs from (or of the one beside
+    its Python, e.g. `.venv/bin/localdiffusion`), else `PYTHON -m localdiffusion`."""
+    script_name = "localdiffusion.exe" if os.name == "nt" else "localdiffusion"
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    candidates = [started] if started is not None and started.name == script_name else []
+    candidates.append(Path(sys.executable).parent / script_name)
+    script = next((c for c in candidates if c.is_file()), None)
+    if script is None:
+        return f"{shlex.quote(sys.executable)} -m localdiffusion"
+    on_path = shutil.which("localdiffusion")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "localdiffusion"
+    return shlex.quote(str(script.absolute()))
+
+
+def home_option(home: Home) -> str:
+    """` --home DIR`, unless `home` is the one a command picks without it (and without LOCALDIFFUSION_HOME)."""
+    if not os.environ.get(HOME_ENV_VAR) and home.root.resolve() == default_home().expanduser().resolve():
+        return ""
+    return f" --home {shlex.quote(str(home.root))}"
+
+
 def add_models_help(home: Home) -> str:
-    """How to add a first model; shown by /api/status, the UI and `localdiffusion serve`."""
+    """How to add a first model, with the commands that work for this studio (its executable, its home);
+    shown by /api/status, the UI and `localdiffusion serve`."""
+    command, where = cli_command(), home_option(home)
     return (
-        f"Add a checkpoint with `localdiffusion models add PATH` (a .safetensors file or a diffusers folder), "
-        f"download one with `localdiffusion models pull REPO_ID`, or use an existing A1111 or ComfyUI models "
-        f"folder by naming it in \"extra_roots\" in {home.settings_path}; then rescan."
+        f"Add a checkpoint with `{command} models add PATH{where}` (a .safetensors file or a diffusers folder), "
+        f"download one with `{command} models pull REPO_ID{where}`, or use an existing A1111 or ComfyUI models "
+        f"folder by naming it in \"extra_roots\" in {home.settings_path}; the studio notices new models by itself."
     )
 
 
@@ -207,23 +238,12 @@ def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
 
 
 def resolve_model(library: ModelLibrary, name: str | None, kind: str = "checkpoint", field: str = "model") -> ModelInfo:
-    """A model by name or hash from the library; never a path, since the name comes from a request."""
-    if name is None:
-        try:
-            return library.default_checkpoint()
-        except ModelNotFound as e:
-            raise ModelNotFound(e.message, field=field) from None
-    if "/" in name or "\\" in name:
-        raise InvalidField(f"The {field} '{name}' looks like a path; give a model name from /api/models.", field=field)
+    """A model by name, title or hash (None: the default checkpoint), by the library's one lookup; the
+    studio's library never opens a path, since the name comes from a request."""
     try:
-        return library.get(name, kind=kind)
-    except ModelNotFound as e:
-        names = sorted({m.name for m in library.list(kind)}, key=str.lower)
-        if not names:
-            raise ModelNotFound(e.message, field=field) from None
-        near = closest(name, names)
-        hint = f"did you mean {one_of(near)}? " if near else ""
-        raise ModelNotFound(f"No {kind} named '{name}'; {hint}the library has {one_of(names)}.", field=field) from None
+        return library.get(name, kind=kind, field=field)
+    except BadInput as e:  # a path, or no name
+        raise InvalidField(e.message, field=field) from None
 
 
 def check_input_ref(home: Home, ref: str | None, field: str) -> None:
