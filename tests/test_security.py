@@ -250,6 +250,8 @@ def test_the_schema_describes_every_error_answer(bare):
     for path, method, operation in operations:
         for status in ("400", "404", "413", "422"):
             assert operation["responses"][status]["content"]["application/json"]["schema"] == error, (path, method, status)
+    cancel = schema["paths"]["/api/jobs/{job_id}"]["delete"]["responses"]["409"]
+    assert cancel["content"]["application/json"]["schema"] == error and "finished" in cancel["description"]
     assert set(schema["components"]["schemas"]["Error"]["properties"]) == {"detail", "field", "errors"}
     assert "HTTPValidationError" not in json.dumps(schema)
     # The schema matches what a validation error really answers.

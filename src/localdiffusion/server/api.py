@@ -387,7 +387,7 @@ def get_job(job_id: int, studio: StudioDep) -> dict[str, Any]:
     return job_json(studio, find_job(studio, job_id))
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses={409: {"description": "The job has already finished."}})
 def cancel_job(job_id: int, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
     """Cancel a queued job at once, or a running one within a step; only the client that submitted it may."""
     job = find_job(studio, job_id)

@@ -87,6 +87,9 @@ def describe_answers(schema: dict[str, Any], binary: dict[str, tuple[str, ...]])
             answers = operation.setdefault("responses", {})
             for status, description in ERROR_ANSWERS.items():
                 answers[status] = {"description": description, **error}
+            for status, answer in answers.items():  # the errors a route declares itself (409, ...) too
+                if status.startswith("4"):
+                    answer.update(error)
             if path in binary:
                 for status, answer in answers.items():
                     if status.startswith("2"):
