@@ -185,3 +185,19 @@ def test_a_busy_port_is_one_sentence(tmp_path, capsys):
     assert exited.value.code == 2
     message = capsys.readouterr().err
     assert f"Port {port} on 127.0.0.1 is already in use" in message and "--port" in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("token, weak", [("abc123", True), ("aaaaaaaaaaaaaaaaaaaa", True), ("k3J9-xQ2vL8mZp4TtR7w", False)])
+def test_a_weak_token_gets_a_warning(tmp_path, capsys, token, weak):
+    import localdiffusion.cli.serve  # noqa: F401  (registers the command)
+    from localdiffusion.cli.app import main
+
+    with socket.socket() as taken:  # a busy port: serve stops right after checking its token
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(SystemExit):
+            main(["serve", "--port", str(taken.getsockname()[1]), "--token", token, "--home", str(tmp_path / "home")])
+    warning = [line for line in capsys.readouterr().err.splitlines() if "easy to guess" in line]
+    assert len(warning) == (1 if weak else 0), warning
+    if weak:
+        assert "--token" in warning[0] and token not in warning[0]

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from localdiffusion.cli.app import HomeOption, app, home_from, out
+from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.errors import LocalDiffusionError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -40,6 +40,16 @@ def token_for(host: str, given: Optional[str]) -> tuple[Optional[str], bool]:
     if is_loopback(host):
         return None, False
     return new_token(), True
+
+
+def warn_if_weak(token: Optional[str], generated: bool) -> None:
+    """One sentence on stderr when a token given with --token is easy to guess."""
+    from localdiffusion.server.auth import weak_token_reason
+
+    reason = None if generated or not token else weak_token_reason(token)
+    if reason:
+        err.print(f"Warning: the access token is easy to guess ({reason}); leave out --token to have a strong one "
+                  f"generated, or give at least 16 random characters.", highlight=False, soft_wrap=True, markup=False)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -122,6 +132,7 @@ def serve(
     from localdiffusion.server.studio import Studio
 
     token, generated = token_for(host, token)
+    warn_if_weak(token, generated)
     sock = bind_socket(host, port)
     try:
         options = EngineOptions(device=device, dtype=dtype, cpu_offload=cpu_offload, vae_tiling=vae_tiling,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import sys
@@ -34,7 +35,7 @@ from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.deps import client_id, get_studio, new_client_secret
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
 from localdiffusion.store.home import ENV_VAR as HOME_ENV_VAR
@@ -358,9 +359,10 @@ def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
 
 
 def job_json(studio: Studio, job: Job) -> dict[str, Any]:
+    # Never the job's client: that id is the submitter's secret (whoever holds it may cancel and watch the job).
     return {
         "id": job.id, "kind": job.kind, "params": job.params, "status": job.status, "position": studio.queue.position(job.id) if job.status == "queued" else 0,
-        "client": job.client, "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "attempts": job.attempts, "recipe": job.recipe.model_dump(mode="json"), "error": job.error,
         "result": jsonable_encoder(job.result) if job.result else None,
         "progress": job_progress(studio, job) if job.status == "running" else None,
@@ -372,6 +374,13 @@ def find_job(studio: Studio, job_id: int) -> Job:
     if job is None or job.owner_id != studio.owner_id:
         raise refused(404, f"There is no job {job_id}.")
     return job
+
+
+@router.post("/clients", status_code=201)
+def new_client() -> dict[str, str]:
+    """A new client id: a secret to send as X-Client-Id (and as `?client=` on the event socket). Its holder alone
+    lists, cancels and watches the jobs it submits; the server never shows it in any answer."""
+    return {"client": new_client_secret()}
 
 
 @router.post("/jobs", status_code=201)
@@ -397,11 +406,11 @@ def get_job(job_id: int, studio: StudioDep) -> dict[str, Any]:
     return job_json(studio, find_job(studio, job_id))
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses={409: {"description": "The job has already finished."}})
 def cancel_job(job_id: int, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
     """Cancel a queued job at once, or a running one within a step; only the client that submitted it may."""
     job = find_job(studio, job_id)
-    if job.client != client:
+    if not secrets.compare_digest(job.client.encode(), client.encode()):
         raise refused(403, f"Job {job_id} was submitted by another client; only that client can cancel it.")
     if job.finished or not studio.worker.cancel(job_id):
         raise refused(409, f"Job {job_id} has already finished ({find_job(studio, job_id).status}), so it cannot be cancelled.")

@@ -9,16 +9,33 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localdiffusion import __version__
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound
-from starlette.middleware.base import BaseHTTPMiddleware
-
-from localdiffusion.server.auth import TokenMiddleware
+from localdiffusion.server.auth import OriginMiddleware, TokenMiddleware
+from localdiffusion.server.openapi import add_docs, use_described_schema
 from localdiffusion.server.studio import Studio
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+# What a browser may load for a page of this server: its own files, previews as data: URLs, blobs the UI
+# makes (downloads, picked files); style attributes set by the UI, but no inline scripts or style sheets.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    # The printed address carries the token: no page of this server tells another site where it came from.
+    "referrer-policy": "no-referrer",
+    "cross-origin-resource-policy": "same-origin",
+}
 
 
 def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
@@ -29,14 +46,20 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
         yield
         studio.worker.stop()
 
-    app = FastAPI(title="Local Diffusion", version=__version__, lifespan=lifespan,
+    settings = studio.library.settings
+    app = FastAPI(title="Local Diffusion", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The studio's JSON API (/api) and an AUTOMATIC1111-compatible API (/sdapi/v1).")
     app.state.studio = studio
     _add_error_handlers(app)
     _add_routers(app)
+    add_docs(app)
+    use_described_schema(app)
+    # The last one added sees a request first: headers on every answer, then names and origins, then the token.
     app.add_middleware(BodyLimitMiddleware, limit=_body_limit(studio))
     if studio.token:
         app.add_middleware(TokenMiddleware, token=studio.token)
+    app.add_middleware(OriginMiddleware, check_host=not studio.token, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeadersMiddleware)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
@@ -47,19 +70,75 @@ def _body_limit(studio: Studio) -> int:
     return studio.library.settings.max_upload_mb * 2**20 * 3 // 2 + 2**20
 
 
-class BodyLimitMiddleware(BaseHTTPMiddleware):
-    """Refuse oversized request bodies from their Content-Length, before anything reads them."""
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body arrives; FastAPI passes HTTP exceptions from reading the body on to the error handler."""
 
-    def __init__(self, app, limit: int) -> None:
-        super().__init__(app)
-        self.limit = limit
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(413, f"The request is {size / 2**20:.1f} MiB or more, above the limit of {limit // 2**20} MiB; "
+                              f"upload a smaller image.")
 
-    async def dispatch(self, request: Request, call_next):
-        length = request.headers.get("content-length", "")
+
+class BodyLimitMiddleware:
+    """Refuse oversized request bodies: at once from Content-Length, else by counting the bytes as they arrive
+    (a chunked upload has no length), so that nothing reads more than the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
-            return JSONResponse({"detail": f"The request is {int(length) / 2**20:.1f} MiB, above the limit of "
-                                 f"{self.limit // 2**20} MiB; upload a smaller image.", "field": None}, status_code=413)
-        return await call_next(request)
+            return await self.refuse(BodyTooLarge(int(length), self.limit), scope, receive, send)
+        received, started = 0, False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(received, self.limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge as too_large:  # read outside a route (nothing answered it yet)
+            if started:
+                raise
+            await self.refuse(too_large, scope, receive, send)
+
+    @staticmethod
+    async def refuse(error: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"detail": error.detail, "field": None}, status_code=413)(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Every HTTP answer says what its page may load and that no other site may frame or sniff it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+                            if name.encode() not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _add_routers(app: FastAPI) -> None:

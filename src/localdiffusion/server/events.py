@@ -1,5 +1,9 @@
 """Live job events over a WebSocket: `WS /api/events?client=<id>` streams one client's own jobs.
 
+The client id is the secret from POST /api/clients (browsers cannot set headers on a WebSocket, so
+it comes in the address). The access token and the page's origin are checked before this route
+(server/auth.py); a refused socket is accepted and closed with code 1008 and the reason.
+
 Messages: {"type": "queued|started|step|done|failed|cancelled", "job_id", "data", "preview"?}; step
 events carry the step preview as a WEBP data URL when the engine made one.
 """
@@ -9,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import secrets
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.encoders import jsonable_encoder
 
+from localdiffusion.errors import BadInput
 from localdiffusion.jobs import Event
-from localdiffusion.server.auth import presented_token
-from localdiffusion.server.deps import client_id
+from localdiffusion.server.auth import POLICY_VIOLATION
+from localdiffusion.server.deps import CLIENT_HEADER, named_client
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(tags=["events"])
-
-POLICY_VIOLATION = 1008  # WebSocket close code for a refused connection
 
 
 def preview_data_url(image: Any) -> str:
@@ -39,18 +41,12 @@ def event_message(event: Event) -> dict[str, Any]:
     return message
 
 
-def socket_client(websocket: WebSocket) -> str:
-    """The tab this socket serves: `?client=` (browsers cannot set headers on a WebSocket), else as for HTTP."""
-    given = websocket.query_params.get("client")
-    return given[:64] if given else client_id(websocket)  # type: ignore[arg-type]
-
-
-def token_accepted(studio: Studio, websocket: WebSocket) -> bool:
-    # The token middleware sees HTTP requests only, so the socket checks the token itself.
-    if not studio.token:
-        return True
-    given = presented_token(websocket)  # type: ignore[arg-type]  # a WebSocket has the same headers, cookies and query
-    return given is not None and secrets.compare_digest(given, studio.token)
+def socket_client(websocket: WebSocket) -> str | None:
+    """The client this socket serves (`?client=`, else as for HTTP: X-Client-Id, else the address); None if refused."""
+    try:
+        return named_client(websocket, websocket.query_params.get("client") or websocket.headers.get(CLIENT_HEADER))
+    except BadInput:
+        return None
 
 
 async def _send_events(websocket: WebSocket, events: "asyncio.Queue[Event]") -> None:
@@ -79,12 +75,12 @@ async def _wait_for_close(websocket: WebSocket) -> None:
 @router.websocket("/api/events")
 async def job_events(websocket: WebSocket) -> None:
     studio: Studio = websocket.app.state.studio
-    if not token_accepted(studio, websocket):
-        await websocket.close(code=POLICY_VIOLATION)
-        return
+    client = socket_client(websocket)
     await websocket.accept()
-    subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id,
-                                                         client=socket_client(websocket))
+    if client is None:
+        await websocket.close(code=POLICY_VIOLATION, reason="This client id is one the server keeps for itself; ask POST /api/clients for one.")
+        return
+    subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id, client=client)
     try:
         # anyio, as Starlette itself uses, so that the server's own cancellation reaches both halves.
         async with anyio.create_task_group() as group:

@@ -50,6 +50,9 @@ class Settings(BaseModel):
     cache_budget_gb: float = Field(0.0, ge=0.0)
     # The largest image upload the server accepts (MiB).
     max_upload_mb: int = Field(32, ge=1, le=1024)
+    # Other names (and "name:port") this server answers to without a token, besides localhost, 127.0.0.1
+    # and [::1]; pages served under them may also use it. Listening beyond this machine, any name is answered.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 def default_home() -> Path:

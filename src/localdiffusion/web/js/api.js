@@ -2,21 +2,29 @@
 
 const CLIENT_KEY = "localdiffusion.client";
 
-function newClientId() {
-  const bytes = new Uint8Array(12);
-  crypto.getRandomValues(bytes);
-  return "tab-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
+let pendingClient = null;
 
-/** A random id per browser tab; sessionStorage keeps it across reloads of the same tab only. */
-export const clientId = (() => {
-  let id = sessionStorage.getItem(CLIENT_KEY);
-  if (!id) {
-    id = newClientId();
-    sessionStorage.setItem(CLIENT_KEY, id);
-  }
-  return id;
-})();
+/** This tab's client id: a secret the server issues (POST /api/clients), kept in sessionStorage so that a
+ * reload of the same tab keeps it (and its jobs); other tabs never see it. Whoever holds it may cancel and
+ * watch this tab's jobs, so it is sent only to this server, as X-Client-Id and on the event socket. */
+export function clientId() {
+  const known = sessionStorage.getItem(CLIENT_KEY);
+  if (known) return Promise.resolve(known);
+  pendingClient ??= fetch("/api/clients", { method: "POST" })
+    .then(async (response) => {
+      if (!response.ok) throw await errorFrom(response);
+      const { client } = await response.json();
+      sessionStorage.setItem(CLIENT_KEY, client);
+      return client;
+    })
+    .catch((error) => {
+      throw error instanceof ApiError ? error : new ApiError(0, "The studio server cannot be reached; check that it is still running.", null);
+    })
+    .finally(() => {
+      pendingClient = null;
+    });
+  return pendingClient;
+}
 
 /** An answer the server refused: `detail` is one sentence for a person, `field` names the bad field if any. */
 export class ApiError extends Error {
@@ -44,7 +52,7 @@ async function errorFrom(response) {
 
 /** fetch() with the client id; JSON in and out. `body` may be a plain object (sent as JSON) or FormData. */
 export async function request(method, path, body) {
-  const headers = { "X-Client-Id": clientId };
+  const headers = { "X-Client-Id": await clientId() };
   const init = { method, headers };
   if (body instanceof FormData) {
     init.body = body;
@@ -86,7 +94,7 @@ export const api = {
 
   /** The bytes of a URL under this server, as a Blob (sent with the client id). */
   async blob(path) {
-    const response = await fetch(path, { headers: { "X-Client-Id": clientId } });
+    const response = await fetch(path, { headers: { "X-Client-Id": await clientId() } });
     if (!response.ok) throw await errorFrom(response);
     return response.blob();
   },

@@ -4,15 +4,29 @@ import { clientId } from "./api.js";
 
 const listeners = new Set();
 let socket = null;
+let started = false;
 let retryMs = 500;
 
-function url() {
+function url(client) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/api/events?client=${encodeURIComponent(clientId)}`;
+  return `${scheme}//${location.host}/api/events?client=${encodeURIComponent(client)}`;
 }
 
-function connect() {
-  socket = new WebSocket(url());
+function retry() {
+  socket = null;
+  setTimeout(connect, retryMs);
+  retryMs = Math.min(retryMs * 2, 10000);
+}
+
+async function connect() {
+  let client;
+  try {
+    client = await clientId();
+  } catch {
+    retry();
+    return;
+  }
+  socket = new WebSocket(url(client));
   socket.addEventListener("open", () => {
     retryMs = 500;
   });
@@ -25,17 +39,16 @@ function connect() {
     }
     for (const listener of listeners) listener(event);
   });
-  socket.addEventListener("close", () => {
-    socket = null;
-    setTimeout(connect, retryMs);
-    retryMs = Math.min(retryMs * 2, 10000);
-  });
+  socket.addEventListener("close", retry);
 }
 
 /** Call `listener(event)` for every event ({type, job_id, data, preview}); returns a function that stops it. */
 export function onJobEvent(listener) {
   listeners.add(listener);
-  if (!socket) connect();
+  if (!started) {
+    started = true; // one connection, however many listeners arrive before it opens
+    connect();
+  }
   return () => listeners.delete(listener);
 }
 
