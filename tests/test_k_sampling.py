@@ -264,7 +264,8 @@ def test_find_k_sampler_by_name_alias_and_legacy_name():
     assert find_k_sampler("k_dpmpp_2m_sde_heun")[0].name == "DPM++ 2M SDE Heun"
     sampler, schedule = find_k_sampler("DPM++ 2M Karras")
     assert (sampler.name, schedule) == ("DPM++ 2M", "Karras")
-    assert find_k_sampler("DPM++ 2M Karras", "Beta")[1] == "Beta"
+    assert find_k_sampler("DPM++ 2M Karras", "Beta")[1] == "Karras"  # the name's suffix wins, as in A1111
+    assert find_k_sampler("Euler a sgm_uniform")[1] == "SGM Uniform"
     with pytest.raises(BadInput, match="Unknown sampler 'Eular'.*did you mean"):
         find_k_sampler("Eular")
 
@@ -309,13 +310,14 @@ def test_lcm_snaps_timesteps_and_applies_its_boundary_condition():
     assert len(den.sigmas) == 50
     sigmas = den.get_sigmas(4)
     x = torch.ones(1, 1, 2, 2)
-    out = sample_lcm(den, x * sigmas[0], sigmas, noise_sampler=lambda a, b: torch.zeros_like(x))
-    assert all(t[0] % 20 == 19 for t in ts) and ts[0] == [999]
-    # eps 0: x0 = x, and the boundary condition keeps it (c_skip + c_out = 1 at t > 0 only approximately)
-    t_last = ts[-1][0] * 10.0
-    c_skip = 0.25 / (t_last ** 2 + 0.25)
-    c_out = t_last / (t_last ** 2 + 0.25) ** 0.5
-    assert out.flatten()[0].item() == pytest.approx(c_out + c_skip, rel=1e-5)
+    out = sample_lcm(den, x, sigmas, noise_sampler=lambda a, b: torch.zeros_like(x))
+    assert ts == [[999], [679], [339], [19]]  # linspace(999, 19, 4) snapped to the 50 LCM steps
+    # eps 0: each step keeps x0 = x and applies the boundary condition c_out * x0 + c_skip * x
+    expected = 1.0
+    for (t,) in ts:
+        scaled = t * 10.0
+        expected *= scaled / (scaled ** 2 + 0.25) ** 0.5 + 0.25 / (scaled ** 2 + 0.25)
+    assert out.flatten()[0].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_restart_from_20_steps_goes_back_up_the_karras_schedule(sd_denoiser):
@@ -337,4 +339,4 @@ def test_pixels_truncate_as_a1111():
     decoded = torch.tensor([-1.0, 1.0, 0.0, 0.999, 2.0, -3.0]).view(1, 3, 1, 2)
     got = to_uint8_a1111(decoded)
     assert got.shape == (1, 1, 2, 3) and got.dtype == np.uint8
-    assert got.reshape(-1).tolist() == [0, 127, 254, 255, 255, 0]  # rounding would give 128 for 0.0 and 255 for 0.999
+    assert got.reshape(-1).tolist() == [0, 127, 255, 255, 254, 0]  # pixels (-1, 0, 2), (1, 0.999, -3); rounding would give 128 for 0.0 and 255 for 0.999

@@ -75,18 +75,18 @@ K_SAMPLERS: dict[str, KSampler] = {s.name: s for s in [
     KSampler("LCM", k.sample_lcm, ("k_lcm",), denoiser="lcm"),
 ]}
 
-# Old A1111 names that folded the schedule into the sampler name ("DPM++ 2M Karras").
-LEGACY_SUFFIXES = {" Karras": "Karras", " Exponential": "Exponential"}
-
-
 def find_k_sampler(name: str, schedule: str | None = "Automatic") -> tuple[KSampler, str]:
-    """The sampler for an A1111 name or alias (case-insensitive), and its schedule type, with legacy
-    names ("DPM++ 2M Karras") folded into the schedule when the schedule is Automatic."""
+    """The sampler for an A1111 name or alias (case-insensitive), and its schedule type.
+
+    As A1111's `get_sampler_and_scheduler`, a name ending in a schedule type ("DPM++ 2M Karras",
+    "Euler a sgm_uniform") is that sampler with that schedule, whatever `schedule` says."""
     schedule = schedule or "Automatic"
-    for suffix, legacy in LEGACY_SUFFIXES.items():
-        base = name[: -len(suffix)] if name.lower().endswith(suffix.lower()) else None
-        if base is not None and _lookup(base) is not None and schedule == "Automatic":
-            name, schedule = base, legacy
+    if _lookup(name) is None:
+        for label, stype in SCHEDULE_TYPES.items():
+            suffix = next((o for o in (label, stype.name, *stype.aliases) if name.lower().endswith(" " + o.lower())), None)
+            if suffix is not None and stype.function is not None and _lookup(name[: -len(suffix) - 1]) is not None:
+                name, schedule = name[: -len(suffix) - 1], label
+                break
     sampler = _lookup(name)
     if sampler is None:
         names = list(K_SAMPLERS)
