@@ -430,7 +430,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
         raise ValueError("sigma_min and sigma_max must not be 0")
     dpm_solver = DPMSolver(model, extra_args)
     dpm_solver.info_callback = _dpm_callback(dpm_solver, callback)
-    return dpm_solver.dpm_solver_fast(x, dpm_solver.t(torch.tensor(sigma_max)), dpm_solver.t(torch.tensor(sigma_min)), n, eta, s_noise, noise_sampler)
+    return dpm_solver.dpm_solver_fast(x, dpm_solver.t(torch.as_tensor(sigma_max)), dpm_solver.t(torch.as_tensor(sigma_min)), n, eta, s_noise, noise_sampler)
 
 
 @torch.no_grad()
@@ -442,7 +442,7 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
         raise ValueError("sigma_min and sigma_max must not be 0")
     dpm_solver = DPMSolver(model, extra_args)
     dpm_solver.info_callback = _dpm_callback(dpm_solver, callback)
-    x, info = dpm_solver.dpm_solver_adaptive(x, dpm_solver.t(torch.tensor(sigma_max)), dpm_solver.t(torch.tensor(sigma_min)), order, rtol, atol,
+    x, info = dpm_solver.dpm_solver_adaptive(x, dpm_solver.t(torch.as_tensor(sigma_max)), dpm_solver.t(torch.as_tensor(sigma_min)), order, rtol, atol,
                                              h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise, noise_sampler)
     if return_info:
         return x, info
