@@ -1,0 +1,133 @@
+"""One sampling run as A1111's `KDiffusionSampler.sample` / `sample_img2img` does it.
+
+`sample` takes a table entry (`table.KSampler`), a denoiser wrapped for CFG (a callable
+`model(x, sigma, **extra_args)`, e.g. `denoiser.CFGDenoiser`), the batch's `rng.ImageRNG` and
+the batch's seeds, and:
+
+1. makes the sigmas (`schedules.sigmas_for`: "Automatic" is the sampler's default);
+2. txt2img: takes the first noise from the RNG and scales it by sigmas[0] (or by
+   sqrt(1 + sigmas[0]^2) with A1111's "SGM noise multiplier"); img2img: keeps the tail of the
+   schedule for the denoising strength and adds the noise at its first sigma;
+3. passes eta, churn, s_noise and solver type to the functions that take them, DPM fast and
+   adaptive their sigma range (and n);
+4. gives the SDE samplers a Brownian tree seeded with the batch's seeds, every other sampler
+   the RNG's per-step noise (where A1111 patches `torch.randn_like`);
+5. calls the sampler function and returns the final latents.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from localdiffusion.engine.k_sampling.denoiser import LCMDenoiser, Network, make_denoiser
+from localdiffusion.engine.k_sampling.rng import ImageRNG, rng_noise_sampler
+from localdiffusion.engine.k_sampling.samplers import BrownianTreeNoiseSampler
+from localdiffusion.engine.k_sampling.schedules import sigmas_for
+from localdiffusion.engine.k_sampling.table import KSampler
+
+
+@dataclass
+class SamplingOptions:
+    """A1111's settings that change how a k-diffusion sampler runs (defaults are A1111's)."""
+
+    eta: float | None = None  # None: A1111's "eta (ancestral)" setting, 1.0
+    eta_ancestral: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0  # 0 means infinity, as A1111
+    s_noise: float = 1.0
+    sgm_noise_multiplier: bool = False
+    always_discard_next_to_last_sigma: bool = False
+    sigma_min: float = 0.0  # 0: the model's
+    sigma_max: float = 0.0
+    rho: float = 0.0  # 0: the schedule type's own
+    beta_alpha: float = 0.6
+    beta_beta: float = 0.6
+    old_karras_sigmas: bool = False
+    img2img_fix_steps: bool = False  # "with img2img, do exactly the amount of steps the slider specifies"
+
+
+def denoiser_for(sampler: KSampler, network: Network, alphas_cumprod: torch.Tensor, parameterization: str = "eps", quantize: bool = False):
+    """The denoiser A1111 wraps the model in for this sampler (LCM has its own)."""
+    if sampler.denoiser == "lcm":
+        return LCMDenoiser(network, alphas_cumprod)
+    return make_denoiser(network, alphas_cumprod, parameterization, quantize)
+
+
+def sigmas_of(sampler: KSampler, denoiser: Any, steps: int, schedule: str | None, options: SamplingOptions, is_sdxl: bool = False) -> torch.Tensor:
+    """The sigmas A1111 schedules for this sampler and schedule type."""
+    return sigmas_for(
+        denoiser, steps, schedule, default_schedule=sampler.default_schedule,
+        discard_next_to_last_sigma=sampler.discard_next_to_last_sigma or options.always_discard_next_to_last_sigma,
+        is_sdxl=is_sdxl, sigma_min=options.sigma_min, sigma_max=options.sigma_max, rho=options.rho,
+        beta_alpha=options.beta_alpha, beta_beta=options.beta_beta, old_karras_sigmas=options.old_karras_sigmas,
+    )
+
+
+def img2img_steps(steps: int, denoising_strength: float, fix_steps: bool = False) -> tuple[int, int]:
+    """A1111's `setup_img2img_steps`: (steps to schedule, t_enc)."""
+    if fix_steps:
+        scheduled = int(steps / min(denoising_strength, 0.999)) if denoising_strength > 0 else 0
+        return scheduled, steps - 1
+    return steps, int(min(denoising_strength, 0.999) * steps)
+
+
+def sample(
+    sampler: KSampler, model: Callable[..., torch.Tensor], denoiser: Any, image_rng: ImageRNG, seeds: Sequence[int],
+    steps: int, *, schedule: str | None = "Automatic", extra_args: dict[str, Any] | None = None,
+    options: SamplingOptions | None = None, is_sdxl: bool = False, callback: Callable[[dict], None] | None = None,
+    init_latent: torch.Tensor | None = None, denoising_strength: float = 1.0, device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Sample one batch as A1111 does: txt2img, or img2img when `init_latent` is given.
+
+    `model` is what the sampler calls (the CFG denoiser); `denoiser` is the plain one it wraps
+    (its sigmas define the schedule). The first noise is `image_rng.next()`."""
+    options = options or SamplingOptions()
+    noise = image_rng.next()
+    if device is not None:
+        noise = noise.to(device)
+    if init_latent is None:
+        sigmas = sigmas_of(sampler, denoiser, steps, schedule, options, is_sdxl).to(noise.device)
+        x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) if options.sgm_noise_multiplier else noise * sigmas[0]
+        kwargs = _function_kwargs(sampler, sigmas, x, sigmas, image_rng, seeds, options, n=steps,
+                                  sigma_range=(denoiser.sigmas[0].item(), denoiser.sigmas[-1].item()))
+    else:
+        scheduled, t_enc = img2img_steps(steps, denoising_strength, options.img2img_fix_steps)
+        sigmas = sigmas_of(sampler, denoiser, scheduled, schedule, options, is_sdxl).to(noise.device)
+        sched = sigmas[scheduled - t_enc - 1:]
+        x = init_latent.to(noise)
+        kwargs = _function_kwargs(sampler, sched, x, sigmas, image_rng, seeds, options, n=len(sched) - 1,
+                                  sigma_range=(sched[-2], sched[0]))
+        x = x + noise * sched[0]
+    return sampler.function(model, x, extra_args=extra_args or {}, callback=callback, disable=True, **kwargs)
+
+
+def _function_kwargs(sampler: KSampler, sched: torch.Tensor, x: torch.Tensor, sigmas: torch.Tensor,
+                     image_rng: ImageRNG, seeds: Sequence[int], options: SamplingOptions, *, n: int, sigma_range: tuple) -> dict[str, Any]:
+    parameters = inspect.signature(sampler.function).parameters
+    kwargs: dict[str, Any] = {}
+    for name, value in (("s_churn", options.s_churn), ("s_tmin", options.s_tmin),
+                        ("s_tmax", options.s_tmax or float("inf")), ("s_noise", options.s_noise)):
+        if name in parameters:
+            kwargs[name] = value
+    if "eta" in parameters:
+        kwargs["eta"] = options.eta if options.eta is not None else options.eta_ancestral
+    if "n" in parameters:
+        kwargs["n"] = n
+    if "sigma_min" in parameters:
+        kwargs["sigma_min"], kwargs["sigma_max"] = sigma_range
+    if "sigmas" in parameters:
+        kwargs["sigmas"] = sched
+    if sampler.brownian_noise:
+        positive = sigmas[sigmas > 0]
+        kwargs["noise_sampler"] = BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=[int(s) for s in seeds])
+    elif "noise_sampler" in parameters:
+        kwargs["noise_sampler"] = rng_noise_sampler(image_rng)
+    if sampler.solver_type is not None:
+        kwargs["solver_type"] = sampler.solver_type
+    return kwargs
