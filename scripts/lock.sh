@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 "$PYTHON" -m venv "$work/venv"
 PIP="$work/venv/bin/python -m pip"
 $PIP install --quiet -e ".[test,test-e2e,pose]"
-$PIP install --quiet --no-deps -r requirements/mediapipe.txt
+$PIP install --quiet --no-deps -r requirements/mediapipe.txt -r requirements/test-oracles.txt
 {
   echo "# Every package scripts/setup.sh installs, pinned: pip install -c requirements/lock-linux.txt ..."
   echo "# Made by scripts/lock.sh on $(uname -s) $(uname -m) with Python $("$work/venv/bin/python" -c 'import platform; print(platform.python_version())'); edit pyproject.toml's ranges, not this file."

@@ -58,7 +58,7 @@ PIP=".venv/bin/python -m pip"
 pip_install() {
   # Once mediapipe is in (with --no-deps, below), pip notes on every install that its declared requirements
   # are missing; that is expected, so those lines are dropped (pip check below still fails on anything else).
-  run $PIP install --quiet -c "$LOCK" "$@" 2> >(grep -v -e '^mediapipe ' -e "^ERROR: pip's dependency resolver does not currently" >&2)
+  run $PIP install --quiet -c "$LOCK" "$@" 2> >(grep -v -e '^mediapipe ' -e '^k-diffusion ' -e "^ERROR: pip's dependency resolver does not currently" >&2)
 }
 EXTRAS=test,test-e2e
 [ "$POSE" = 1 ] && EXTRAS=$EXTRAS,pose
@@ -69,6 +69,8 @@ if [ "$TORCH" = cpu ]; then
   pip_install --extra-index-url "$CPU_INDEX" "torch==$torch+cpu" "torchvision==$vision+cpu"
 fi
 pip_install -e ".[$EXTRAS]"
+# The tests' oracle for A1111's samplers, without its training dependencies (see the file).
+pip_install --no-deps -r requirements/test-oracles.txt
 if [ "$POSE" = 1 ]; then
   # --no-deps: mediapipe's metadata would add a second OpenCV and jax; pyproject.toml's [pose] extra says why.
   pip_install --no-deps -r requirements/mediapipe.txt
@@ -77,8 +79,8 @@ if [ "$DRY" = 1 ]; then
   echo "+ $PIP check"
   exit 0
 fi
-# mediapipe's declared requirements (installed with --no-deps, see above) are the only mismatch allowed.
-problems=$($PIP check 2>&1 | grep -v -e '^mediapipe ' -e '^No broken requirements found' || true)
+# mediapipe's and k-diffusion's declared requirements (installed with --no-deps, see above) are the only mismatches allowed.
+problems=$($PIP check 2>&1 | grep -v -e '^mediapipe ' -e '^k-diffusion ' -e '^No broken requirements found' || true)
 if [ -n "$problems" ]; then
   echo "$problems" >&2
   exit 1

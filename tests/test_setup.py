@@ -32,7 +32,8 @@ def locked() -> dict[str, Version]:
 def declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lines = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
-    lines += [line for line in (ROOT / "requirements" / "mediapipe.txt").read_text().splitlines() if line and not line.startswith("#")]
+    for extra in ("mediapipe.txt", "test-oracles.txt"):
+        lines += [line for line in (ROOT / "requirements" / extra).read_text().splitlines() if line and not line.startswith("#")]
     return [Requirement(line) for line in lines]
 
 
@@ -69,7 +70,7 @@ def installs(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_default_setup_installs_the_package_and_both_test_extras_from_the_lock():
-    assert installs(setup_commands()) == [f"{PIP} -e .[test,test-e2e]"]
+    assert installs(setup_commands()) == [f"{PIP} -e .[test,test-e2e]", f"{PIP} --no-deps -r requirements/test-oracles.txt"]
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="the CPU-only build is a Linux choice (PyPI's torch elsewhere has no CUDA)")
@@ -80,6 +81,7 @@ def test_cpu_setup_takes_the_locked_torch_from_the_cpu_index_first(how):
     assert commands == [
         f"{PIP} --extra-index-url https://download.pytorch.org/whl/cpu torch=={pins['torch']}+cpu torchvision=={pins['torchvision']}+cpu",
         f"{PIP} -e .[test,test-e2e]",
+        f"{PIP} --no-deps -r requirements/test-oracles.txt",
     ]
     # The lock's plain pin accepts the CPU build's local version, so the second install keeps it.
     assert Requirement(f"torch=={pins['torch']}").specifier.contains(Version(f"{pins['torch']}+cpu"))
@@ -88,6 +90,7 @@ def test_cpu_setup_takes_the_locked_torch_from_the_cpu_index_first(how):
 def test_pose_setup_adds_the_extra_and_mediapipe_without_its_declared_dependencies():
     assert installs(setup_commands("--pose")) == [
         f"{PIP} -e .[test,test-e2e,pose]",
+        f"{PIP} --no-deps -r requirements/test-oracles.txt",
         f"{PIP} --no-deps -r requirements/mediapipe.txt",
     ]
 
