@@ -193,7 +193,10 @@ def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
     limit = upload_limit(studio)
     data = read_limited(file.file, limit, "image")
     decode_image(data, "image", max_bytes=limit)  # refuses non-images and decompression bombs first
-    meta = read_image_metadata(data)
+    try:
+        meta = read_image_metadata(data)  # texts beyond the infotext limit are refused, not parsed
+    except BadInput as e:
+        raise BadInput(e.message, field="file") from None
     try:
         recipe = None if meta.is_empty() else meta.to_recipe(strict=False)
     except BadInput:
