@@ -296,7 +296,12 @@ class ModelLibrary:
     def add(self, path: Path | str) -> ModelInfo:
         """Register one model file or diffusers folder, read in place; nothing is registered on error."""
         path = Path(path).expanduser()
-        if not path.exists():
+        try:
+            found = path.exists()
+        except OSError as e:  # a name longer than the file system allows (ENAMETOOLONG), ...
+            raise BadInput(f"The path '{str(path)[:200]}' cannot be read ({e.strerror}); give a .safetensors or .ckpt file or a diffusers folder.",
+                           field="path") from None
+        if not found:
             raise BadInput(f"There is no file or folder at {path}; give a .safetensors or .ckpt file or a diffusers folder.", field="path")
         path = path.resolve()
         if path.is_dir() and not is_model_folder(path):

@@ -40,7 +40,8 @@ class TokenMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next):
         given = presented_token(request)
-        if given is None or not secrets.compare_digest(given, self.token):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, answered 500).
+        if given is None or not secrets.compare_digest(given.encode("utf-8"), self.token.encode("utf-8")):
             return JSONResponse({"detail": "This server needs its access token: open the address it printed at start, "
                                  "or send 'Authorization: Bearer TOKEN'.", "field": None}, status_code=401,
                                 headers={"WWW-Authenticate": 'Basic realm="localdiffusion"'})
