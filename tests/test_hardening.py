@@ -284,3 +284,8 @@ def test_a1111_options_keep_other_keys_within_bounds(bare_client):
     assert r.status_code == 422 and "at most 100 options" in r.json()["detail"]
     options = bare_client.get("/sdapi/v1/options").json()
     assert "filler" not in options and "option_0" not in options  # a refused request sets nothing
+
+
+def test_an_a1111_infotext_field_beyond_the_limit_is_a_sentence(model_studio):
+    r = model_studio.post("/sdapi/v1/txt2img", json={"prompt": "x", "width": 64, "height": 64, "infotext": "a" * (MAX_INFOTEXT + 1)})
+    assert r.status_code == 400 and r.json()["field"] == "infotext" and "above the limit of 65,536" in r.json()["detail"]

@@ -89,7 +89,10 @@ def _with_infotext(req: GenerationRequest, fields: dict[str, Any]) -> dict[str, 
     """A1111's `infotext` request field: its values fill in whatever the request itself did not set."""
     if not req.infotext:
         return fields
-    stated, _ = from_infotext(req.infotext)
+    try:
+        stated, _ = from_infotext(req.infotext)  # a text beyond the infotext limit is refused, not parsed
+    except BadInput as e:
+        raise BadInput(e.message, field="infotext") from None
     sent = req.model_fields_set | ({"sampler_name"} if "sampler_index" in req.model_fields_set else set())
     return {**fields, **{k: v for k, v in stated.items() if k in fields and k not in sent}}
 
