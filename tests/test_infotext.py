@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
 
 from localdiffusion import __version__
-from localdiffusion.infotext import from_infotext, quote, recipe_from_infotext, split_sampler_name, to_infotext
+from localdiffusion.errors import BadInput
+from localdiffusion.infotext import MAX_INFOTEXT, from_infotext, param_pairs, quote, recipe_from_infotext, split_sampler_name, to_infotext
 from localdiffusion.recipe import Recipe
 
 VERSION = f"Version: localdiffusion {__version__}"
@@ -98,6 +101,33 @@ def test_prompt_only_text_and_unparsable_values():
     assert from_infotext("just a prompt, with: colons") == ({"prompt": "just a prompt, with: colons"}, {})
     fields, rest = from_infotext("p\nSteps: many, Sampler: Euler, CFG scale: 7, Seed: 1")
     assert "steps" not in fields and rest["Steps"] == "many"
+
+
+# A1111's `re_param` plus our JSON-object alternative: the parser the scanner replaces, kept here as its specification.
+A1111_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|\{[^{}]*\}|[^,]*)(?:,|$)')
+
+
+def test_parameter_lines_are_read_exactly_as_a1111s_regex_reads_them():
+    # Short random lines over the characters the regex treats specially, where its backtracking costs nothing.
+    alphabet = ["a", "Z", "_", "7", "é", " ", "\t", "-", "/", ":", ",", '"', "\\", "{", "}", ".", "\n"]
+    rng = random.Random(23)
+    for _ in range(30_000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 28)))
+        assert param_pairs(line) == A1111_RE_PARAM.findall(line), repr(line)
+
+
+def test_a_long_line_without_colons_is_a_prompt():
+    # A1111's regex takes seconds here (its time grows with the square of the line); the scanner reads it once.
+    line = "a" * (MAX_INFOTEXT - 10)
+    assert param_pairs(line) == []
+    assert from_infotext(line) == ({"prompt": line}, {})
+    long_key = "x" * 30_000 + ": 1, Steps: 20, Seed: 1"
+    assert param_pairs(long_key) == [("x" * 30_000, "1"), ("Steps", "20"), ("Seed", "1")]
+
+
+def test_a_text_above_the_limit_is_refused_in_one_sentence():
+    with pytest.raises(BadInput, match=r"65,537 characters long, above the limit of 65,536"):
+        from_infotext("a" * (MAX_INFOTEXT + 1))
 
 
 @pytest.mark.parametrize(

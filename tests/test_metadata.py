@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import to_infotext
@@ -263,3 +263,31 @@ def test_missing_file_and_non_image_raise_bad_input(tmp_path: Path):
         read_image_metadata(text_file)
     with pytest.raises(BadInput, match="not an image"):
         read_image_metadata(b"\x00\x01")
+
+
+def png_bytes(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_stealth_text_beyond_the_limit_is_refused_in_one_sentence(compressed):
+    # Compressed, 2 MB of text hide in a 4 KB image; it is refused after at most 256 KiB are decompressed.
+    text = "a\n" * (1_000_000 if compressed else 40_000)
+    hidden = write_stealth(Image.new("RGB", (200, 200) if compressed else (1000, 700), "white"), text, compressed=compressed)
+    with pytest.raises(BadInput, match=r"^The text hidden in the image's pixels \(stealth_pnginfo\) is .*above the limit of 65,536 characters"):
+        read_image_metadata(png_bytes(hidden))
+
+
+def test_stealth_text_is_read_from_the_columns_that_hold_it():
+    # A wide image: only the first columns carry the text, and the rest may be anything.
+    hidden = write_stealth(Image.new("RGB", (3000, 40), "white"), A1111_TEXT)
+    assert read_image_metadata(png_bytes(hidden)).raw["stealth_pnginfo"] == A1111_TEXT
+
+
+def test_a_parameters_text_beyond_the_limit_is_refused_in_one_sentence():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a\n" * 40_000 + "Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 1")
+    with pytest.raises(BadInput, match=r"^The image's 'parameters' text is 80,048 characters long, above the limit"):
+        read_image_metadata(png_bytes(Image.new("RGB", (8, 8)), pnginfo=info))

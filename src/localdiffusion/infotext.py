@@ -18,11 +18,12 @@ import re
 from typing import Any
 
 from localdiffusion import __version__
+from localdiffusion.errors import BadInput
 from localdiffusion.recipe import INPAINTING_FILL, ControlUnit, Recipe, Reference
 
-# A1111's `re_param`, with one addition: an unquoted JSON object (`Hashes: {"vae": "..."}`,
-# written by Civitai and some extensions) is taken whole instead of being cut at its first comma.
-RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|\{[^{}]*\}|[^,]*)(?:,|$)')
+# The longest infotext read, in characters. A1111's are a few hundred; a longer one is refused with a
+# sentence rather than parsed, so that no upload can keep the server busy with its text.
+MAX_INFOTEXT = 64 * 1024
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 
 # A1111 sampler names (modules/sd_samplers_*.py) with their older aliases.
@@ -213,10 +214,104 @@ def _read_controls(rest: dict[str, str], fields: dict[str, Any]) -> None:
         fields["references"] = references
 
 
+# The character classes of A1111's `re_param` (see `param_pairs`): a key starts with a word character and
+# goes on with word characters, spaces, '-' and '/'.
+_WORD = re.compile(r"\w")
+_KEY_RUN = re.compile(r"[\w \-/]*")
+_SPACES = re.compile(r"\s*")
+
+
+def param_pairs(line: str) -> list[tuple[str, str]]:
+    """The (key, value as written) pairs of a parameter line, in order, exactly as A1111's `re_param`
+
+        \\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|\\{[^{}]*\\}|[^,]*)(?:,|$)
+
+    finds them with `findall`, with one addition: an unquoted JSON object (`Hashes: {"vae": "..."}`, written
+    by Civitai and some extensions) is taken whole instead of being cut at its first comma.
+
+    That regex backtracks: on a long run of key characters without a colon it tries every start in the
+    run, each to the run's end, so its time grows with the square of the line (and Python's `re` holds
+    the GIL all along). This scanner reads the line once: a key run that is not followed by a colon
+    fails for every start inside it too, so the search jumps past it.
+    """
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    while (word := _WORD.search(line, start)) is not None:
+        key_start = word.start()
+        key_end = _KEY_RUN.match(line, key_start).end()
+        if key_end - key_start < 2 or line[key_end:key_end + 1] != ":":
+            start = key_end  # any later start in this run ends at the same place, so it fails the same way
+            continue
+        value, start = _param_value(line, key_end + 1)
+        pairs.append((line[key_start:key_end], value))
+    return pairs
+
+
+def _param_value(line: str, start: int) -> tuple[str, int]:
+    """(the value after a key's colon, where the search for the next key goes on), in `re_param`'s order:
+    a quoted string, a JSON object, else everything up to the next comma."""
+    begin = _SPACES.match(line, start).end()
+    first = line[begin:begin + 1]
+    if first in ('"', "{"):
+        close = _closing_quote(line, begin + 1) if first == '"' else _closing_brace(line, begin + 1)
+        after = None if close is None else _after_value(line, close + 1)
+        if after is not None:
+            return line[begin:close + 1], after
+    comma = line.find(",", begin)
+    return (line[begin:], len(line)) if comma < 0 else (line[begin:comma], comma + 1)
+
+
+def _closing_quote(line: str, start: int) -> int | None:
+    """The quote that closes a quoted value whose text begins at `start` (`\\x` pairs skipped); None when
+    there is none, the text is empty, or a backslash ends the line."""
+    i = start
+    while i < len(line):
+        char = line[i]
+        if char == '"':
+            return i if i > start else None
+        if char == "\\":
+            if i + 1 >= len(line) or line[i + 1] == "\n":
+                return None
+            i += 2
+        else:
+            i += 1
+    return None
+
+
+def _closing_brace(line: str, start: int) -> int | None:
+    """The '}' that closes a JSON object begun before `start`; None when another '{' or the end comes first."""
+    i = start
+    while i < len(line) and line[i] not in "{}":
+        i += 1
+    return i if i < len(line) and line[i] == "}" else None
+
+
+def _after_value(line: str, end: int) -> int | None:
+    """`(?:,|$)` after a value that ends before `end`: where the search goes on, or None when neither follows."""
+    if line[end:end + 1] == ",":
+        return end + 1
+    if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+        return end
+    return None
+
+
+def check_length(text: str, what: str = "The infotext", field: str | None = None) -> str:
+    """`text` when it is at most MAX_INFOTEXT characters long; a longer one is refused in one sentence."""
+    if len(text) > MAX_INFOTEXT:
+        raise too_long(what, f"{len(text):,} characters long", field)
+    return text
+
+
+def too_long(what: str, length: str, field: str | None = None) -> BadInput:
+    return BadInput(f"{what} is {length}, above the limit of {MAX_INFOTEXT:,} characters that is read "
+                    f"(A1111 writes a few hundred), so its settings are not read.", field=field)
+
+
 def split_lines(text: str) -> tuple[str, str, str]:
-    """(prompt, negative prompt, parameter line), as A1111 splits them."""
-    *lines, last = text.strip().split("\n")
-    if len(RE_PARAM.findall(last)) < 3:
+    """(prompt, negative prompt, parameter line), as A1111 splits them. A text longer than MAX_INFOTEXT
+    characters raises BadInput."""
+    *lines, last = check_length(text).strip().split("\n")
+    if len(param_pairs(last)) < 3:
         lines.append(last)
         last = ""
     prompt: list[str] = []
@@ -234,7 +329,7 @@ def split_lines(text: str) -> tuple[str, str, str]:
 
 def parse_params(line: str) -> dict[str, str]:
     """The `Key: value` pairs of an infotext parameter line, unquoted, in order."""
-    return {k: unquote(v) if v.startswith('"') else v for k, v in RE_PARAM.findall(line)}
+    return {k: unquote(v) if v.startswith('"') else v for k, v in param_pairs(check_length(line))}
 
 
 def from_infotext(text: str) -> tuple[dict[str, Any], dict[str, str]]:

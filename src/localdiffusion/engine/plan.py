@@ -13,8 +13,10 @@ from PIL import Image
 
 from localdiffusion.engine import images as im
 from localdiffusion.engine.samplers import resolve_sampler
-from localdiffusion.errors import BadInput
+from localdiffusion.errors import BadInput, ModelNotFound
 from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.library import ModelLibrary
+from localdiffusion.prompts.extra_networks import extract_loras
 from localdiffusion.recipe import ControlUnit, Outpaint, Recipe, Reference
 from localdiffusion.store.home import Settings
 
@@ -48,7 +50,8 @@ def make_plan(recipe: Recipe, model: ModelInfo, settings: Settings, home_root: P
         recipe = recipe.model_copy(update={"width": recipe.width or side, "height": recipe.height or side})
         inputs = None
     else:
-        recipe, inputs = _prepare_inputs(recipe, home_root)
+        check_size(recipe.width, recipe.height, settings.max_side)  # a size that is given, before any image work
+        recipe, inputs = _prepare_inputs(recipe, home_root, settings.max_side)
     check_size(recipe.width, recipe.height, settings.max_side)
     if recipe.enable_hr:
         check_size(*hires_size(recipe), settings.max_side, what="hires size")
@@ -87,13 +90,30 @@ def _reference_image(index: int, reference: Reference, home_root: Path) -> Image
         raise BadInput(e.message, field=f"references.{index}.image") from None
 
 
-def check_size(width: int, height: int, max_side: int, what: str = "size") -> None:
+def check_size(width: int | None, height: int | None, max_side: int, what: str = "size") -> None:
+    """Each side a multiple of 8 and at most `max_side`; a side that is None (not given yet) is not checked."""
     for name, value in (("width", width), ("height", height)):
+        if value is None:
+            continue
         if value % 8:
             lower, upper = value // 8 * 8, value // 8 * 8 + 8
             raise BadInput(f"The {what} {name} {value} is not a multiple of 8; use {lower} or {upper}.", field=name)
         if value > max_side:
             raise BadInput(f"The {what} {name} {value} is above the limit of {max_side} pixels; lower it or raise max_side in settings.json.", field=name)
+
+
+def check_loras(recipe: Recipe, library: ModelLibrary) -> None:
+    """Every `<lora:name:w>` tag of the prompts names a LoRA in the library: by name or hash, never a path.
+    Raises BadInput or ModelNotFound naming the prompt field."""
+    for field_name in ("prompt", "negative_prompt"):
+        for ref in extract_loras(getattr(recipe, field_name))[1]:
+            if "/" in ref.name or "\\" in ref.name:
+                raise BadInput(f"The LoRA name '{ref.name}' looks like a path; name a LoRA from the library, e.g. <lora:name:0.8>.",
+                               field=field_name)
+            try:
+                library.get(ref.name, kind="lora")
+            except (BadInput, ModelNotFound) as e:
+                raise type(e)(e.message, field=field_name) from None
 
 
 def hires_size(recipe: Recipe) -> tuple[int, int]:
@@ -105,14 +125,15 @@ def resolve_path(ref: str, home_root: Path) -> str:
     return str(path if path.is_absolute() or path.exists() else home_root / path)
 
 
-def _prepare_inputs(recipe: Recipe, home_root: Path) -> tuple[Recipe, Inputs]:
+def _prepare_inputs(recipe: Recipe, home_root: Path, max_side: int) -> tuple[Recipe, Inputs]:
+    """The input images at the processing size; every size is checked before an image is resized or made."""
     if not recipe.init_image:
         raise BadInput(f"Mode {recipe.mode} needs an input image; give one with init_image (--init on the command line).", field="init_image")
     image = im.as_rgb(im.open_image(resolve_path(recipe.init_image, home_root), "input image"))
     if recipe.mode == "img2img":
-        return _resized(recipe, image, None)
+        return _resized(recipe, image, None, max_side)
     if recipe.mode == "outpaint":
-        return _outpaint(recipe, image)
+        return _outpaint(recipe, image, max_side)
     if not recipe.mask:
         raise BadInput("Inpainting needs a mask; give one with mask (--mask on the command line), white where the image should change.", field="mask")
     mask_image = im.open_image(resolve_path(recipe.mask, home_root), "mask")
@@ -124,25 +145,31 @@ def _prepare_inputs(recipe: Recipe, home_root: Path) -> tuple[Recipe, Inputs]:
     mask = im.as_mask(mask_image, invert=bool(recipe.inpainting_mask_invert))
     if mask.getbbox() is None:
         raise BadInput("The mask is empty (nothing is white), so there is nothing to inpaint; paint the area to change in white.", field="mask")
-    return _inpaint_inputs(recipe, image, mask)
+    return _inpaint_inputs(recipe, image, mask, max_side)
 
 
-def _resized(recipe: Recipe, image: Image.Image, mask: Image.Image | None) -> tuple[Recipe, Inputs]:
+def _processing_size(recipe: Recipe, image: Image.Image, max_side: int) -> tuple[int, int]:
+    """The size the model works at: the recipe's, else the image's rounded to 8; checked."""
     width = recipe.width or im.round_to_8(image.width)
     height = recipe.height or im.round_to_8(image.height)
+    check_size(width, height, max_side)
+    return width, height
+
+
+def _resized(recipe: Recipe, image: Image.Image, mask: Image.Image | None, max_side: int) -> tuple[Recipe, Inputs]:
+    width, height = _processing_size(recipe, image, max_side)
     recipe = recipe.model_copy(update={"width": width, "height": height})
     resized = image.resize((width, height), Image.Resampling.LANCZOS) if image.size != (width, height) else image
     resized_mask = mask.resize((width, height), Image.Resampling.LANCZOS) if mask is not None and mask.size != (width, height) else mask
     return recipe, Inputs(resized, resized_mask, original=resized)
 
 
-def _inpaint_inputs(recipe: Recipe, image: Image.Image, mask: Image.Image) -> tuple[Recipe, Inputs]:
+def _inpaint_inputs(recipe: Recipe, image: Image.Image, mask: Image.Image, max_side: int) -> tuple[Recipe, Inputs]:
+    width, height = _processing_size(recipe, image, max_side)
     blurred = im.blur_mask(mask, recipe.mask_blur)
     if not recipe.inpaint_full_res:
-        recipe, inputs = _resized(recipe, image, blurred)
+        recipe, inputs = _resized(recipe, image, blurred, max_side)
         return recipe, _filled(recipe, inputs)
-    width = recipe.width or im.round_to_8(image.width)
-    height = recipe.height or im.round_to_8(image.height)
     recipe = recipe.model_copy(update={"width": width, "height": height})
     crop = im.crop_region(mask, recipe.inpaint_full_res_padding, width, height)
     region = image.crop(crop).resize((width, height), Image.Resampling.LANCZOS)
@@ -156,14 +183,29 @@ def _filled(recipe: Recipe, inputs: Inputs) -> Inputs:
     return inputs
 
 
-def _outpaint(recipe: Recipe, image: Image.Image) -> tuple[Recipe, Inputs]:
+def _outpaint(recipe: Recipe, image: Image.Image, max_side: int) -> tuple[Recipe, Inputs]:
     sides = recipe.outpaint or Outpaint()
     if sides.is_empty():
         raise BadInput("Outpainting needs at least one side to extend; give pixels for left, right, up or down.", field="outpaint")
+    check_outpaint(image.width, image.height, sides, max_side)
     width, height = image.width + sides.left + sides.right, image.height + sides.up + sides.down
     # Round the canvas up to a multiple of 8 by extending the right and bottom edges a little more.
     sides = sides.model_copy(update={"right": sides.right + (-width) % 8, "down": sides.down + (-height) % 8})
     canvas = im.extend_canvas(image, sides, overlap=max(recipe.mask_blur, 4))
     size = {} if recipe.inpaint_full_res else {"width": canvas.image.width, "height": canvas.image.height}
     recipe = recipe.model_copy(update={"outpaint": sides, **size})
-    return _inpaint_inputs(recipe, canvas.image, canvas.mask)
+    return _inpaint_inputs(recipe, canvas.image, canvas.mask, max_side)
+
+
+def outpaint_canvas(width: int, height: int, sides: Outpaint) -> tuple[int, int]:
+    """The size of an image of `width` x `height` once extended by `sides`, rounded up to a multiple of 8."""
+    return -(-(width + sides.left + sides.right) // 8) * 8, -(-(height + sides.up + sides.down) // 8) * 8
+
+
+def check_outpaint(width: int, height: int, sides: Outpaint, max_side: int) -> None:
+    """The extended canvas fits in `max_side` on each side; checked before the canvas is made."""
+    canvas = outpaint_canvas(width, height, sides)
+    for name, side, value in (("width", "left and right", canvas[0]), ("height", "up and down", canvas[1])):
+        if value > max_side:
+            raise BadInput(f"Outpainting this {width}x{height} image makes a canvas {value} pixels in {name}, above the limit of "
+                           f"{max_side}; add fewer pixels {side}, or raise max_side in settings.json.", field="outpaint")

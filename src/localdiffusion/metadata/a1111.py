@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from localdiffusion.infotext import from_infotext, split_lines
+from localdiffusion.infotext import check_length, from_infotext, split_lines
 from localdiffusion.metadata.container import Container
 from localdiffusion.metadata.types import ImageMetadata
 
 
 def read(c: Container) -> ImageMetadata | None:
+    """The settings in the image's infotext; a text longer than MAX_INFOTEXT characters raises BadInput."""
     if c.texts.get("parameters"):
-        return from_text(c.texts["parameters"])
-    if c.user_comment and looks_like_infotext(c.user_comment):
+        return from_text(check_length(c.texts["parameters"], "The image's 'parameters' text"))
+    if c.user_comment and looks_like_infotext(check_length(c.user_comment, "The image's EXIF UserComment")):
         return from_text(c.user_comment)
     return None
 

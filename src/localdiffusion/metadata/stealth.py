@@ -9,9 +9,12 @@ payload length in bits, then the payload: UTF-8 text, gzip-compressed for the `*
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import numpy as np
 from PIL import Image
+
+from localdiffusion.infotext import MAX_INFOTEXT, check_length, too_long
 
 SIGNATURES = {
     "stealth_pnginfo": ("alpha", False),
@@ -20,34 +23,63 @@ SIGNATURES = {
     "stealth_rgbcomp": ("rgb", True),
 }
 _HEADER_BYTES = 15 + 4
+# The most bytes a text of MAX_INFOTEXT characters takes in UTF-8, and compressed (deflate adds a few
+# bytes per block and gzip a header): more than that is refused before it is unpacked or decompressed.
+MAX_TEXT_BYTES = 4 * MAX_INFOTEXT
+MAX_PAYLOAD_BYTES = MAX_TEXT_BYTES + MAX_TEXT_BYTES // 256 + 64
+WHAT = "The text hidden in the image's pixels (stealth_pnginfo)"
 
 
 def read_stealth(image: Image.Image) -> str | None:
-    """The hidden text, or None when the image carries none."""
+    """The hidden text, or None when the image carries none. A text longer than MAX_INFOTEXT characters
+    raises BadInput; only the pixels that hold the text are read."""
     if image.mode not in ("RGB", "RGBA"):
         return None
-    pixels = np.asarray(image)
     text = None
     if image.mode == "RGBA":
-        text = _decode(pixels[:, :, 3:4], "alpha")
-    return text if text is not None else _decode(pixels[:, :, :3], "rgb")
+        text = _decode(image, "alpha")
+    return text if text is not None else _decode(image, "rgb")
 
 
-def _decode(channels: np.ndarray, mode: str) -> str | None:
+def _hidden_bytes(image: Image.Image, mode: str, count: int) -> bytes:
+    """The first `count` hidden bytes (fewer when the image is too small), from the columns that hold them."""
+    per_column = image.height * (1 if mode == "alpha" else 3)
+    columns = min(image.width, -(-count * 8 // per_column))
+    part = np.asarray(image.crop((0, 0, columns, image.height)))
+    channels = part[:, :, 3:4] if mode == "alpha" else part[:, :, :3]
     # Column-major: transpose to (x, y, channel) before flattening.
-    bits = (channels.transpose(1, 0, 2).reshape(-1) & 1).astype(np.uint8)
-    data = np.packbits(bits).tobytes()
-    if len(data) < _HEADER_BYTES:
+    bits = (channels.transpose(1, 0, 2).reshape(-1)[: count * 8] & 1).astype(np.uint8)
+    return np.packbits(bits).tobytes()
+
+
+def _decode(image: Image.Image, mode: str) -> str | None:
+    header = _hidden_bytes(image, mode, _HEADER_BYTES)
+    if len(header) < _HEADER_BYTES:
         return None
-    found = SIGNATURES.get(data[:15].decode("latin-1"))
+    found = SIGNATURES.get(header[:15].decode("latin-1"))
     if found is None or found[0] != mode:
         return None
-    length = int.from_bytes(data[15:19], "big") // 8
-    payload = data[19 : 19 + length]
+    compressed = found[1]
+    length = int.from_bytes(header[15:19], "big") // 8
+    if length > (MAX_PAYLOAD_BYTES if compressed else MAX_TEXT_BYTES):
+        raise too_long(WHAT, f"{length:,} bytes long{' compressed' if compressed else ''}")
+    payload = _hidden_bytes(image, mode, _HEADER_BYTES + length)[_HEADER_BYTES:]
     try:
-        return (gzip.decompress(payload) if found[1] else payload).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError):
+        data = _gunzip(payload) if compressed else payload
+        return check_length(data.decode("utf-8"), WHAT)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError):
         return None
+
+
+def _gunzip(payload: bytes) -> bytes:
+    """The decompressed payload, at most MAX_TEXT_BYTES of it: a longer text is refused, not unpacked."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+    data = inflater.decompress(payload, MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES or inflater.unconsumed_tail:
+        raise too_long(WHAT, f"more than {MAX_TEXT_BYTES:,} bytes once decompressed")
+    if not inflater.eof:
+        raise EOFError("the compressed text is cut short")
+    return data
 
 
 def write_stealth(image: Image.Image, text: str, *, compressed: bool = True) -> Image.Image:

@@ -69,6 +69,8 @@ def _safetensors_header(path: Path) -> dict:
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
         return header
+    except RecursionError:  # JSON nested deeper than the parser's stack: no real header is
+        raise UnsupportedModel(f"'{path.name}' is not a readable .safetensors file (its header is nested too deeply).") from None
     except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
         raise UnsupportedModel(f"'{path.name}' is not a readable .safetensors file ({exc}).") from exc
 
@@ -304,6 +306,8 @@ def sd2_uses_v_prediction(path: Path, shapes: Shapes, allow_pickle: bool = False
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UnsupportedModel(f"'{path}' is not a readable JSON config (it is nested too deeply).") from None
     except (OSError, ValueError) as exc:
         raise UnsupportedModel(f"'{path}' is not a readable JSON config ({exc}).") from exc
 

@@ -419,7 +419,12 @@ class ModelLibrary:
         """Register one model file or diffusers folder, read in place; nothing is registered on error
         (nor when `kind` is given and the model is of another kind)."""
         path = Path(path).expanduser()
-        if not path.exists():
+        try:
+            found = path.exists()
+        except OSError as e:  # a name longer than the file system allows (ENAMETOOLONG), ...
+            raise BadInput(f"The path '{str(path)[:200]}' cannot be read ({e.strerror}); give a .safetensors or .ckpt file or a diffusers folder.",
+                           field=field) from None
+        if not found:
             raise BadInput(f"There is no file or folder at {path}; give a .safetensors or .ckpt file or a diffusers folder.", field=field)
         path = path.resolve()
         if path.is_dir() and not is_model_folder(path):

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from localdiffusion import __version__
 from localdiffusion.engine.generate import check_hires_upscaler, hires_upscalers
-from localdiffusion.engine.plan import check_size, hires_size
+from localdiffusion.engine.images import round_to_8
+from localdiffusion.engine.plan import check_loras, check_outpaint, check_size, hires_size, outpaint_canvas
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
@@ -50,6 +51,7 @@ ClientDep = Annotated[str, Depends(client_id)]
 
 INPUT_REF = re.compile(r"inputs/[0-9a-f]{24}\.png")
 MAX_PAGE = 200
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id or offset in a request would overflow the query
 
 
 class InvalidField(LocalDiffusionError):
@@ -225,7 +227,10 @@ def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
     limit = upload_limit(studio)
     data = read_limited(file.file, limit, "image")
     decode_image(data, "image", max_bytes=limit)  # refuses non-images and decompression bombs first
-    meta = read_image_metadata(data)
+    try:
+        meta = read_image_metadata(data)  # texts beyond the infotext limit are refused, not parsed
+    except BadInput as e:
+        raise BadInput(e.message, field="file") from None
     try:
         recipe = None if meta.is_empty() else meta.to_recipe(strict=False)
     except BadInput:
@@ -271,13 +276,28 @@ def check_mode_inputs(recipe: Recipe, home: Home) -> None:
         raise InvalidField("Outpainting needs at least one side to extend; give pixels for left, right, up or down in outpaint.", field="outpaint")
 
 
-def check_sizes(recipe: Recipe, model: ModelInfo, max_side: int) -> None:
-    # Without a width or height, img2img takes the input image's size, checked when the job runs.
-    native = model.native_size if recipe.mode == "txt2img" else None
-    width, height = recipe.width or native, recipe.height or native
-    if width is None or height is None:
-        return
+def upload_size(home: Home, ref: str) -> tuple[int, int]:
+    """An uploaded image's width and height, from its header (its pixels are not decoded)."""
     try:
+        with Image.open(home.root / ref) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise InvalidField(f"The init_image '{ref[:80]}' is not a readable image; upload it again.", field="init_image") from None
+
+
+def check_sizes(recipe: Recipe, model: ModelInfo, home: Home, max_side: int) -> None:
+    """The sizes the job will work at, checked before it is queued: the given size, else the model's (txt2img)
+    or the input image's rounded to 8; the hires size; and an outpainted canvas."""
+    if recipe.mode == "txt2img":
+        width, height = recipe.width or model.native_size, recipe.height or model.native_size
+    else:
+        image_width, image_height = upload_size(home, recipe.init_image or "")
+        width, height = recipe.width or round_to_8(image_width), recipe.height or round_to_8(image_height)
+    try:
+        if recipe.mode == "outpaint" and recipe.outpaint is not None:
+            check_outpaint(image_width, image_height, recipe.outpaint, max_side)
+            if not recipe.inpaint_full_res:  # the job works on the whole canvas
+                width, height = outpaint_canvas(image_width, image_height, recipe.outpaint)
         check_size(width, height, max_side)
         if recipe.enable_hr:
             check_size(*hires_size(recipe.model_copy(update={"width": width, "height": height})), max_side, what="hires size")
@@ -328,7 +348,7 @@ def check_references(studio: Studio, recipe: Recipe, model: ModelInfo) -> None:
 
 
 def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
-    """Everything that can be checked before queueing: models, sampler, upscaler, sizes and input images.
+    """Everything that can be checked before queueing: models, LoRAs, sampler, upscaler, sizes and input images.
     Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked."""
     library = studio.library
     model = resolve_model(library, recipe.model)
@@ -347,7 +367,11 @@ def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
         except BadInput as e:
             raise _as_field_error(e) from None
     check_mode_inputs(recipe, studio.home)
-    check_sizes(recipe, model, library.settings.max_side)
+    check_sizes(recipe, model, studio.home, library.settings.max_side)
+    try:
+        check_loras(recipe, library)
+    except BadInput as e:
+        raise _as_field_error(e) from None
     return recipe
 
 
@@ -370,7 +394,7 @@ def job_json(studio: Studio, job: Job) -> dict[str, Any]:
 
 
 def find_job(studio: Studio, job_id: int) -> Job:
-    job = studio.queue.get(job_id)
+    job = studio.queue.get(job_id) if 0 < job_id <= MAX_ID else None
     if job is None or job.owner_id != studio.owner_id:
         raise refused(404, f"There is no job {job_id}.")
     return job
@@ -435,7 +459,7 @@ def image_detail(row: ImageRow) -> dict[str, Any]:
 
 
 def find_image(studio: Studio, image_id: int) -> ImageRow:
-    row = studio.db.get_image(image_id)
+    row = studio.db.get_image(image_id) if 0 < image_id <= MAX_ID else None
     if row is None or row.deleted or row.owner_id != studio.owner_id:
         raise refused(404, f"There is no image {image_id}.")
     return row
@@ -451,7 +475,7 @@ def image_file(row: ImageRow) -> Path:
 @router.get("/images")
 def list_images(
     studio: StudioDep,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     q: str | None = Query(None, max_length=500, description="Words the prompt must contain"),
     starred: bool | None = None,

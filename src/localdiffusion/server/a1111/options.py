@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Callable
 
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +16,12 @@ from localdiffusion.server.studio import Studio
 
 RANDN_SOURCES = {"CPU": "cpu", "GPU": "device", "NV": "device"}
 VAE_CHOICES = ("Automatic", "None")
+# A1111 keeps every option of its own settings table (several hundred; clients set those this server has no
+# use for) and fails on other keys. Those this server does not use are kept, so that clients read back what
+# they set, but within bounds: a name like A1111's, a short value, and a limited number of them.
+OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_OPTION_JSON = 1024
+MAX_OTHER_OPTIONS = 100
 
 
 def read_options(studio: Studio, state: A1111State) -> dict[str, Any]:
@@ -31,6 +39,11 @@ def apply_options(studio: Studio, state: A1111State, options: dict[str, Any]) ->
     """Check every option first, then set them all; `sd_model_checkpoint` chooses the model."""
     checked = {key: _checked_option(studio, key, value) for key, value in options.items()}
     with state.lock:
+        others = {key for key in [*state.options, *checked] if key not in DEFAULT_OPTIONS and key != "sd_model_checkpoint"}
+        if len(others) > MAX_OTHER_OPTIONS:
+            key = next(k for k in checked if k in others and k not in state.options)
+            raise _option_error(key, f"this server keeps at most {MAX_OTHER_OPTIONS} options it does not use, and it has "
+                                     f"{len(others & set(state.options))} already")
         model = checked.pop("sd_model_checkpoint", None)
         if model is not None:
             state.checkpoint = model.name
@@ -56,7 +69,20 @@ def _checked_option(studio: Studio, key: str, value: Any) -> Any:
             raise _option_error(key, "must be a checkpoint title such as 'name.safetensors [hash]'")
         return studio.library.ensure_hash(find_checkpoint(studio, value))
     check = _VALUE_CHECKS.get(key)
-    return check(value) if check else value
+    if check:
+        return check(value)
+    if key not in DEFAULT_OPTIONS:
+        _check_other_option(key, value)
+    return value
+
+
+def _check_other_option(key: str, value: Any) -> None:
+    """An option this server does not use: kept when it could be one of A1111's, and short."""
+    if not OPTION_NAME.fullmatch(key):
+        raise _option_error(key[:80], "is not an option name (A1111's are letters, digits and '_', at most 64)")
+    size = len(json.dumps(value, ensure_ascii=False))
+    if size > MAX_OPTION_JSON:
+        raise _option_error(key, f"its value is {size:,} characters as JSON, above the limit of {MAX_OPTION_JSON:,} for an option")
 
 
 def _clip_skip(value: Any) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from localdiffusion.errors import BadInput
 from localdiffusion.infotext import RE_IMAGESIZE, parse_params, split_lines, split_sampler_name, to_infotext
 from localdiffusion.metadata import read_image_metadata
 from localdiffusion.server.a1111.images import bytes_from_base64, checked_image
@@ -13,8 +14,11 @@ def read_png_info(image_base64: str) -> dict[str, Any]:
     """The image's A1111 infotext, its other stored texts, and the infotext's parsed fields."""
     data = bytes_from_base64(image_base64, "image", "image")
     checked_image(data, "image", "image")
-    info, items = _image_infotext(data)
-    return {"info": info, "items": items, "parameters": parse_generation_parameters(info)}
+    try:  # texts beyond the infotext limit are refused, not parsed
+        info, items = _image_infotext(data)
+        return {"info": info, "items": items, "parameters": parse_generation_parameters(info)}
+    except BadInput as e:
+        raise BadInput(e.message, field="image") from None
 
 
 def parse_generation_parameters(infotext: str) -> dict[str, Any]:

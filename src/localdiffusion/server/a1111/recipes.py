@@ -10,12 +10,11 @@ from pydantic import ValidationError
 
 from localdiffusion.engine.generate import check_hires_upscaler
 from localdiffusion.engine.images import as_mask
-from localdiffusion.engine.plan import check_size, hires_size
+from localdiffusion.engine.plan import check_loras, check_size, hires_size
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import A1111_SCHEDULERS, from_infotext
 from localdiffusion.models.info import ModelInfo
-from localdiffusion.prompts.extra_networks import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, find_checkpoint
 from localdiffusion.server.a1111.controlnet import with_controls
@@ -35,21 +34,34 @@ _REQUEST_FIELD = {"model": "override_settings.sd_model_checkpoint", "init_image"
 
 
 def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> Recipe:
-    """The Recipe for an A1111 request, with every name and number checked before it is queued."""
+    """The Recipe for an A1111 request, with every name and number checked before it is queued.
+
+    Sizes are checked before any image is resized, and input images are kept under HOME/inputs only
+    once everything else has passed, so that a refused request leaves no file behind.
+    """
     fields, model = _common_fields(req, studio, state)
     if isinstance(req, Txt2ImgRequest):
-        fields.update(_hires_fields(req, studio))
+        fields.update(_hires_fields(req, studio, fields))
     else:
-        fields.update(_img2img_fields(req, studio))  # type: ignore[arg-type]
-    try:
-        recipe = Recipe(**fields)
-    except ValidationError as e:
-        raise _validation_error(e) from None
+        fields.update(_img2img_settings(req))  # type: ignore[arg-type]
+    recipe = _validated(fields)
     max_side = studio.library.settings.max_side
     check_size(recipe.width or model.native_size, recipe.height or model.native_size, max_side)
     if recipe.enable_hr:
         check_size(*hires_size(recipe), max_side, what="hires size")
-    return with_controls(recipe, req.alwayson_scripts, studio, model)
+    check_loras(recipe, studio.library)
+    images = _img2img_images(req) if isinstance(req, Img2ImgRequest) else None
+    recipe = with_controls(recipe, req.alwayson_scripts, studio, model)
+    if isinstance(req, Img2ImgRequest) and images is not None:
+        recipe = recipe.model_copy(update=_kept_inputs(req, studio, recipe, *images))
+    return recipe
+
+
+def _validated(fields: dict[str, Any]) -> Recipe:
+    try:
+        return Recipe(**fields)
+    except ValidationError as e:
+        raise _validation_error(e) from None
 
 
 def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) -> tuple[dict[str, Any], ModelInfo]:
@@ -62,8 +74,6 @@ def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) ->
     if req.refiner_checkpoint and req.refiner_checkpoint != "None":
         fields["refiner_checkpoint"] = find_checkpoint(studio, req.refiner_checkpoint, "refiner_checkpoint").name
         fields["refiner_switch_at"] = req.refiner_switch_at if req.refiner_switch_at is not None else 0.8
-    _refuse_lora_paths(fields["prompt"])
-    _refuse_lora_paths(fields["negative_prompt"])
     return _with_infotext(req, fields), model
 
 
@@ -75,58 +85,71 @@ def _schedule_label(name: str | None) -> str:
     return by_name.get(name, by_name.get(name.lower(), name))
 
 
-def _refuse_lora_paths(prompt: str) -> None:
-    """LoRA tags name files in the library; a tag holding a path is refused rather than opened."""
-    for ref in extract_loras(prompt)[1]:
-        if "/" in ref.name or "\\" in ref.name:
-            raise BadInput(f"The LoRA '{ref.name}' is a path; name a LoRA from the library by its file name.", field="prompt")
-
-
 def _with_infotext(req: GenerationRequest, fields: dict[str, Any]) -> dict[str, Any]:
     """A1111's `infotext` request field: its values fill in whatever the request itself did not set."""
     if not req.infotext:
         return fields
-    stated, _ = from_infotext(req.infotext)
+    try:
+        stated, _ = from_infotext(req.infotext)  # a text beyond the infotext limit is refused, not parsed
+    except BadInput as e:
+        raise BadInput(e.message, field="infotext") from None
     sent = req.model_fields_set | ({"sampler_name"} if "sampler_index" in req.model_fields_set else set())
     return {**fields, **{k: v for k, v in stated.items() if k in fields and k not in sent}}
 
 
-def _hires_fields(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
+def _hires_fields(req: Txt2ImgRequest, studio: Studio, fields: dict[str, Any]) -> dict[str, Any]:
+    """The first pass's size and the hires fields. As in A1111's StableDiffusionProcessingTxt2Img, a
+    `firstphase_width`/`firstphase_height` (clients of A1111 before 1.0) is the first pass's size."""
+    sizes: dict[str, Any] = {}
+    if req.firstphase_width or req.firstphase_height:
+        sizes = {"width": req.firstphase_width, "height": req.firstphase_height}
     if not req.enable_hr:
-        return {}
+        return sizes
     upscaler = req.hr_upscaler or "Latent"
     check_hires_upscaler(upscaler, studio.library)
     scale = req.given("hr_scale")
     if req.hr_resize_x or req.hr_resize_y:  # A1111's "resize to": the scale that reaches the larger side
-        width, height = req.given("width"), req.given("height")
+        width, height = sizes.get("width", fields["width"]), sizes.get("height", fields["height"])
+        for name, value in (("width", width), ("height", height)):
+            if value < 1:  # A1111 divides by it too
+                raise _field_error(name, f"the first pass needs a width and a height to resize to hr_resize_x and hr_resize_y, "
+                                         f"not {value}; give both (at least 64)")
         scale = max((req.hr_resize_x or 0) / width, (req.hr_resize_y or 0) / height)
-    return {"enable_hr": True, "hr_scale": scale, "hr_upscaler": upscaler, "hr_second_pass_steps": req.given("hr_second_pass_steps")}
+    return {**sizes, "enable_hr": True, "hr_scale": scale, "hr_upscaler": upscaler,
+            "hr_second_pass_steps": req.given("hr_second_pass_steps")}
 
 
-def _img2img_fields(req: Img2ImgRequest, studio: Studio) -> dict[str, Any]:
+def _img2img_settings(req: Img2ImgRequest) -> dict[str, Any]:
+    """The img2img and inpaint fields, without the images: they are resized and kept once the rest is checked."""
     if not req.init_images:
         raise BadInput("img2img needs an image in init_images (base64).", field="init_images")
-    width, height = req.given("width"), req.given("height")
-    resize_mode = req.given("resize_mode")
-    image = _init_image(req.init_images[0])
-    fields: dict[str, Any] = {"mode": "img2img", "width": width, "height": height}
+    fields: dict[str, Any] = {"mode": "img2img", "width": req.given("width"), "height": req.given("height")}
     if req.mask:
-        mask, invert = _inpaint_mask(req)
-        full_res = req.given("inpaint_full_res")
         fields.update(
             mode="inpaint", mask_blur=req.mask_blur if req.mask_blur is not None else req.given("mask_blur_x"),
-            inpainting_fill=req.given("inpainting_fill"), inpaint_full_res=full_res,
-            inpaint_full_res_padding=req.given("inpaint_full_res_padding"), inpainting_mask_invert=int(invert),
+            inpainting_fill=req.given("inpainting_fill"), inpaint_full_res=req.given("inpaint_full_res"),
+            inpaint_full_res_padding=req.given("inpaint_full_res_padding"),
+            inpainting_mask_invert=int(bool(req.given("inpainting_mask_invert"))),
         )
-        if full_res:  # "only masked" works on the original and pastes the result back into it
-            mask = mask.resize(image.size, Image.Resampling.LANCZOS) if mask.size != image.size else mask
-        else:
-            image, mask = fit_image(image, resize_mode, width, height), fit_image(mask, resize_mode, width, height)
-        fields["mask"] = keep_input(studio.home.root, mask)
-    else:
-        image = fit_image(image, resize_mode, width, height)
-    fields["init_image"] = keep_input(studio.home.root, image)
     return fields
+
+
+def _img2img_images(req: Img2ImgRequest) -> tuple[Image.Image, Image.Image | None]:
+    """(the init image, the mask or None), decoded and checked; an empty mask is refused."""
+    image = _init_image((req.init_images or [""])[0])
+    return image, _inpaint_mask(req)[0] if req.mask else None
+
+
+def _kept_inputs(req: Img2ImgRequest, studio: Studio, recipe: Recipe, image: Image.Image, mask: Image.Image | None) -> dict[str, str]:
+    """The init image (and mask) fitted to the checked size and kept under HOME/inputs: their refs."""
+    width, height, resize_mode = recipe.width, recipe.height, req.given("resize_mode")
+    if mask is None:
+        return {"init_image": keep_input(studio.home.root, fit_image(image, resize_mode, width, height))}
+    if recipe.inpaint_full_res:  # "only masked" works on the original and pastes the result back into it
+        mask = mask.resize(image.size, Image.Resampling.LANCZOS) if mask.size != image.size else mask
+    else:
+        image, mask = fit_image(image, resize_mode, width, height), fit_image(mask, resize_mode, width, height)
+    return {"mask": keep_input(studio.home.root, mask), "init_image": keep_input(studio.home.root, image)}
 
 
 def _init_image(text: str) -> Image.Image:
@@ -144,6 +167,10 @@ def _inpaint_mask(req: Img2ImgRequest) -> tuple[Image.Image, bool]:
         raise BadInput("The mask is empty (nothing is white), so there is nothing to inpaint; "
                        "paint the area to change in white.", field="mask")
     return mask, invert
+
+
+def _field_error(name: str, why: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", name), "msg": why, "type": "value_error"}])
 
 
 def _validation_error(error: ValidationError) -> RequestValidationError:
