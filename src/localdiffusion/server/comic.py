@@ -200,14 +200,18 @@ def save_comic(project_id: str, body: VersionedProject, studio: StudioDep, store
 def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep, store: ComicsDep) -> VersionedProject:
     """Apply a template, split, merge, move a gutter, slant a border, set the gutter width or add a page."""
     stored = load(store, studio, project_id)
+    since = _since(body.version, stored)
     apply_edit(stored.project, stored.project.find_page(body.page), body, studio.owner_id)
-    return VersionedProject.of(stored.project, save(store, stored.project, _since(body.version, stored)))
+    return VersionedProject.of(stored.project, save(store, stored.project, since))
 
 
 def _since(given: int | None, stored: Stored) -> int:
     """The version a change starts from: the one the caller names, else the one just read (so that a save
-    in between is never overwritten)."""
-    return stored.version if given is None else given
+    in between is never overwritten). A named version that is no longer the saved one is refused here,
+    before anything is done (a job queued, say)."""
+    if given is not None and given != stored.version:
+        raise stale()
+    return stored.version
 
 
 NEEDS = {"panel": "the id of the panel to change", "other": "the id of the neighbour to merge with",
@@ -270,8 +274,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     stored = load(store, studio, project_id)
     project = stored.project
     _, panel = find_panel(project, panel_id)
-    if body.version is not None and body.version != stored.version:
-        raise stale()  # before anything is queued
+    since = _since(body.version, stored)
     recipes = candidate_recipes(studio.engine, project, panel, stored.folder, body.candidates)
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
     made = []
@@ -279,7 +282,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
         job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
         made.append(Candidate(recipe=recipe, job_id=job.id))
     panel.candidates += made
-    save(store, project, _since(body.version, stored))
+    save(store, project, since)
     return made
 
 
@@ -315,8 +318,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
     when the job is done; `kept_bytes` is the memory the shared tokens will take, `version` the project's."""
     stored = load(store, studio, project_id)
     project, folder = stored.project, stored.folder
-    if body.version is not None and body.version != stored.version:
-        raise stale()  # before anything is queued
+    since = _since(body.version, stored)
     sync_candidates(studio, project, folder)
     todo = panels_to_render(project)
     if len(todo) < 2:
@@ -331,7 +333,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
     for i, (panel, recipe) in enumerate(zip(todo, recipes)):
         made[panel.id] = Candidate(recipe=recipe, job_id=job.id, job_index=i)
         panel.candidates.append(made[panel.id])
-    version = save(store, project, _since(body.version, stored))
+    version = save(store, project, since)
     return {"job": job_json(studio, studio.queue.get(job.id) or job), "candidates": made, "kept_bytes": kept,
             "version": version}
 
@@ -339,10 +341,11 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
 @router.post("/{project_id}/panels/{panel_id}/pick")
 def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep, store: ComicsDep) -> Panel:
     stored = load(store, studio, project_id)
+    since = _since(body.version, stored)
     sync_candidates(studio, stored.project, stored.folder)
     _, panel = find_panel(stored.project, panel_id)
     choose(panel, body.candidate)
-    save(store, stored.project, _since(body.version, stored))
+    save(store, stored.project, since)
     return panel
 
 
