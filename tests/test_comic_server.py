@@ -224,3 +224,81 @@ def test_non_finite_numbers_are_refused_and_the_project_stays_whole(client):
         assert send(client, "PUT", f"/api/comics/{pid}", changed).status_code == 422
     assert client.get(f"/api/comics/{pid}").status_code == 200
     assert pid in [p["id"] for p in client.get("/api/comics").json()]
+
+
+STALE = "This comic was changed in another tab or by another person since you opened it; reload it to see the changes."
+
+
+def test_a_change_from_a_stale_version_answers_409_and_overwrites_nothing(client):
+    project = client.post("/api/comics", json={"title": "Versions"}).json()
+    pid, page, panel = project["id"], project["pages"][0]["id"], project["pages"][0]["panels"][0]["id"]
+    assert project["version"] == 1
+    first, second = dict(project, title="First tab"), dict(project, title="Second tab")
+    saved = client.put(f"/api/comics/{pid}", json=first)
+    assert saved.status_code == 200 and saved.json()["version"] == 2
+    stale = client.put(f"/api/comics/{pid}", json=second)
+    assert stale.status_code == 409 and stale.json() == {"detail": STALE, "field": None}
+    jobs_before = len(client.get("/api/jobs").json())
+    for response in (client.post(f"/api/comics/{pid}/layout", json={"op": "add-page", "page": page, "version": 1}),
+                     client.post(f"/api/comics/{pid}/panels/{panel}/generate", json={"candidates": 1, "version": 1}),
+                     client.post(f"/api/comics/{pid}/render", json={"shared_attention": 0.5, "version": 1}),
+                     client.post(f"/api/comics/{pid}/panels/{panel}/pick", json={"candidate": "x", "version": 1})):
+        assert response.status_code == 409 and response.json()["detail"] == STALE, response.text
+    assert len(client.get("/api/jobs").json()) == jobs_before  # nothing was queued
+    now = client.get(f"/api/comics/{pid}").json()
+    assert (now["title"], len(now["pages"]), now["version"]) == ("First tab", 1, 2)
+
+    edited = client.post(f"/api/comics/{pid}/layout", json={"op": "add-page", "page": page, "version": 2})
+    assert edited.status_code == 200 and edited.json()["version"] == 3  # a layout edit moves the version on
+    assert client.put(f"/api/comics/{pid}", json=dict(now, title="Late")).status_code == 409
+    assert client.put(f"/api/comics/{pid}", json=dict(edited.json(), title="Up to date")).json()["version"] == 4
+
+
+def test_queued_and_finished_candidates_move_the_version_on(client):
+    project = client.post("/api/comics", json={"title": "Merges"}).json()
+    project["style"].update(FAST)
+    pid, panel = project["id"], project["pages"][0]["panels"][0]["id"]
+    version = client.put(f"/api/comics/{pid}", json=project).json()["version"]
+    made = client.post(f"/api/comics/{pid}/panels/{panel}/generate", json={"candidates": 1, "version": version})
+    assert made.status_code == 201, made.text
+    queued = client.get(f"/api/comics/{pid}").json()
+    assert queued["version"] == version + 1 or queued["pages"][0]["panels"][0]["candidates"][0]["image"]
+    done = wait_for_images(client, pid, panel, 1)
+    assert done["version"] == version + 2  # bringing the image in is one more save
+    assert client.put(f"/api/comics/{pid}", json=dict(project, version=version)).status_code == 409
+    assert client.get(f"/api/comics/{pid}").json()["version"] == version + 2  # nothing more to bring in: no save
+
+
+def test_another_owners_comic_answers_404_and_is_not_listed(client):
+    from localdiffusion.comic import Project
+    from localdiffusion.server.comic import home_comics
+
+    studio = client.app.state.studio
+    theirs = Project(title="Not yours", owner_id=studio.db.ensure_owner("someone else"))
+    home_comics(studio).save(theirs)
+    assert theirs.id not in [c["id"] for c in client.get("/api/comics").json()]
+    for response in (client.get(f"/api/comics/{theirs.id}"), client.put(f"/api/comics/{theirs.id}", json=theirs.model_dump()),
+                     client.get(f"/api/comics/{theirs.id}/export/ldcomic")):
+        assert response.status_code == 404 and "There is no comic project" in response.json()["detail"]
+
+
+def test_project_folders_from_before_the_database_open_in_the_studio(tmp_path):
+    from localdiffusion.comic import Project, new_page, save_project
+    from localdiffusion.comic.storage import comics_dir
+    from localdiffusion.store.db import Database
+
+    home = Home(tmp_path / "home").ensure()
+    with Database(home.db_path) as db:
+        owner = db.local_owner_id
+    old = Project(title="From last year", owner_id=owner)
+    old.pages.append(new_page(old, "grid-2x2"))
+    save_project(old, comics_dir(home.root) / old.id)
+    (comics_dir(home.root) / old.id / "assets" / "upload-a.png").write_bytes(png_bytes())
+    with TestClient(create_app(Studio.open(home))) as c:
+        assert [p["title"] for p in c.get("/api/comics").json()] == ["From last year"]
+        opened = c.get(f"/api/comics/{old.id}").json()
+        assert opened["version"] == 1 and opened["pages"] == old.model_dump(mode="json")["pages"]
+        assert c.get(f"/api/comics/{old.id}/assets/upload-a.png").content == png_bytes()
+        archive = zipfile.ZipFile(io.BytesIO(c.get(f"/api/comics/{old.id}/export/ldcomic").content))
+        assert archive.namelist() == ["project.json", "assets/upload-a.png"]
+        assert json.loads(archive.read("project.json"))["title"] == "From last year"

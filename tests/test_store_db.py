@@ -285,3 +285,40 @@ def test_saving_goes_on_after_the_highest_number_and_around_names_it_cannot_take
     path, _ = outputs.save_image(Image.new("RGB", (8, 8)), Recipe(prompt="x", seed=5), "x", folder)
     assert path.name == "00044-5.png" and (folder / "00043-5.png").read_bytes() == b"theirs"
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [outputs.LOCK_NAME]
+
+
+def _comic_fields(title: str = "A comic", json_text: str = '{"id": "abc"}') -> "dbmod.ComicFields":
+    return dbmod.ComicFields(title=title, created="2024-01-01T00:00:00+00:00", pages=2, panels=5, authors=["Ann"],
+                             project_json=json_text)
+
+
+def test_comic_rows_keep_owner_and_a_version_that_every_save_moves_on(db):
+    comics = dbmod.ComicTable(db)
+    other = db.ensure_owner("someone else")
+    assert comics.add("abc", db.local_owner_id, _comic_fields())
+    assert not comics.add("abc", other, _comic_fields("Taken"), if_absent=True)  # the first row stays
+    assert comics.add("xyz", other, _comic_fields("Theirs"))
+    row = comics.get("abc")
+    assert (row.owner_id, row.title, row.version, row.pages, row.panels, row.authors, row.project_json) == \
+        (db.local_owner_id, "A comic", 1, 2, 5, ["Ann"], '{"id": "abc"}')
+    assert [r.id for r in comics.owned(db.local_owner_id)] == ["abc"]
+    assert {r.id for r in comics.owned()} == {"abc", "xyz"} and all(r.project_json == "" for r in comics.owned())
+    assert comics.update("abc", _comic_fields("Renamed", '{"v": 2}'), version=1) == 2
+    assert comics.update("abc", _comic_fields("Stale", '{"v": "stale"}'), version=1) is None  # read at 1, saved at 2
+    assert (comics.get("abc").title, comics.get("abc").project_json) == ("Renamed", '{"v": 2}')
+    assert comics.update("abc", _comic_fields("Forced"), version=None) == 3
+    assert comics.update("nothere", _comic_fields()) is None and comics.get("nothere") is None
+    with pytest.raises(sqlite3.IntegrityError):
+        comics.add("orphan", 999, _comic_fields())
+
+
+def test_a_version_3_database_gains_the_comics_table(tmp_path, monkeypatch):
+    path = tmp_path / "db.sqlite"
+    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:3])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    with Database(path) as old:
+        assert old.schema_version == 3 and not old._table_exists("comics")
+    monkeypatch.undo()
+    with Database(path) as db:
+        assert db.schema_version == SCHEMA_VERSION >= 4 and db._table_exists("comics")
+        assert dbmod.ComicTable(db).add("abc", db.local_owner_id, _comic_fields())

@@ -393,3 +393,40 @@ def test_all_empty_panels_generated_together_with_shared_attention(page, server)
     candidates = [p["candidates"][0] for p in saved["pages"][0]["panels"]]
     assert len({c["job_id"] for c in candidates}) == 1 and sorted(c["job_index"] for c in candidates) == [0, 1, 2, 3]
     assert httpx.get(f"{server.url}/api/jobs/{candidates[0]['job_id']}").json()["result"]["shared_attention"] == 0.4
+
+
+STALE = "This comic was changed in another tab or by another person since you opened it; reload it to see the changes."
+
+
+def test_two_tabs_editing_one_comic_never_overwrite_each_other_silently(page, server):
+    create_comic(page, server, "Two tabs")
+    wait_saved(page)
+    other = page.context.new_page()  # a second tab: its own client id, its own copy of the project
+    other.goto(page.url)
+    for tab in (page, other):
+        tab.locator(".comic-section summary", has_text="Project").click()
+    expect(other.locator("#comic-title-input")).to_have_value("Two tabs")
+
+    set_field(page, "#comic-title-input", "Edited in the first tab")
+    wait_saved(page)
+    set_field(other, "#comic-title-input", "Edited in the second tab")
+    conflict = other.locator(".comic-conflict")
+    expect(conflict).to_be_visible()
+    expect(conflict).to_contain_text(STALE)
+    expect(other.locator(".save-state")).to_have_text(f"Not saved: {STALE}")
+    expect(other.locator("#comic-title-input")).to_have_value("Edited in the second tab")  # still on screen
+    saved = saved_comic(server, "Edited in the first tab")  # the first tab's edit stands
+    assert saved["title"] == "Edited in the first tab"
+
+    # A layout edit from the stale tab is refused the same way, and changes nothing.
+    other.locator("#comic-add-page").click()
+    expect(conflict).to_contain_text(STALE)
+    assert len(saved_comic(server, "Edited in the first tab")["pages"]) == 1
+
+    other.get_by_role("button", name="Reload the comic").click()
+    expect(conflict).to_be_hidden()
+    expect(other.locator("#comic-title-input")).to_have_value("Edited in the first tab")
+    set_field(other, "#comic-title-input", "Edited again after reloading")
+    wait_saved(other)
+    assert saved_comic(server, "Edited again after reloading")["version"] == saved["version"] + 1
+    other.close()

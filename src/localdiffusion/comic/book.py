@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from localdiffusion.comic.export import export_cbz, export_pages, export_panels, export_pdf, pages_png
-from localdiffusion.comic.generate import candidate_recipes, generate_panel
+from localdiffusion.comic.generate import candidate_recipes, place_image, render_shared, result_png
 from localdiffusion.comic.layouts import ordered_panels
-from localdiffusion.comic.model import Panel, Project
+from localdiffusion.comic.model import Candidate, Panel, Project
 from localdiffusion.comic.render import check_render_size
-from localdiffusion.comic.storage import save_project
-from localdiffusion.engine.shared_attention import SharedAttention, estimate_bytes
+from localdiffusion.comic.storage import ComicStore, FolderComics
+from localdiffusion.engine.shared_attention import estimate_bytes
+from localdiffusion.recipe import Result
 from localdiffusion.models.single_file import unet_config
 
 
@@ -26,21 +27,31 @@ class Book:
     panels: list[Path] = field(default_factory=list)
 
 
-def generate_missing(engine: Any, project: Project, folder: Path, candidates: int = 1,
+def generate_missing(engine: Any, project: Project, store: ComicStore, candidates: int = 1,
                      on_panel: Callable[[int, int, Panel], None] | None = None) -> int:
-    """Generate candidates for every panel without a chosen image, in reading order; returns how many panels."""
+    """Generate candidates for every panel without a chosen image, in reading order, into the project's
+    assets; the project is saved after each panel. With `style.shared_attention` and more than one such
+    panel, the first panel's first candidate is the look the others keep. Returns how many panels."""
     todo = [panel for page in project.pages for panel in ordered_panels(project, page) if panel.chosen_candidate() is None]
-    shared = SharedAttention(project.style.shared_attention) if project.style.shared_attention and len(todo) > 1 else None
-    for i, panel in enumerate(todo):
-        if on_panel is not None:
-            on_panel(i, len(todo), panel)
-        if shared is not None and shared.writing:  # the first panel's first candidate is the look the others keep
-            generate_panel(engine, project, panel, folder, 1, shared=shared)
-            shared.writing = False
-            generate_panel(engine, project, panel, folder, candidates - 1, shared=shared)
-        else:
-            generate_panel(engine, project, panel, folder, candidates, shared=shared)
-        save_project(project, folder)  # a long run keeps what it has made so far
+    folder = store.folder(project.id)
+    runs = [(n, panel, recipe) for n, panel in enumerate(todo)
+            for recipe in candidate_recipes(engine, project, panel, folder, candidates)]
+
+    def start(i: int) -> None:
+        n, panel, _ = runs[i]
+        if on_panel is not None and (i == 0 or runs[i - 1][0] != n):
+            on_panel(n, len(todo), panel)
+
+    def keep(i: int, result: Result) -> None:
+        n, panel, _ = runs[i]
+        candidate = Candidate(recipe=result.recipes[0])
+        panel.candidates.append(candidate)
+        place_image(folder, panel, candidate, result_png(result), result.recipes[0])
+        if i + 1 == len(runs) or runs[i + 1][0] != n:
+            store.save(project)  # a long run keeps what it has made so far
+
+    share = project.style.shared_attention if len(todo) > 1 else 0.0
+    render_shared(engine, [recipe for _, _, recipe in runs], share, keep, on_start=start)
     return len(todo)
 
 
@@ -75,8 +86,8 @@ def render_book(engine: Any, project: Project, out_dir: Path, candidates: int = 
                 trim_marks: bool = False, on_panel: Callable[[int, int, Panel], None] | None = None) -> Book:
     """`out_dir/project/` (the saved project), `comic.pdf`, `comic.cbz`, `page-N.png` and `panels/`."""
     check_render_size(project)  # before any panel is generated, not after
-    folder = Path(out_dir) / "project"
-    save_project(project, folder)
-    generate_missing(engine, project, folder, candidates, on_panel)
-    save_project(project, folder)
-    return export_all(project, folder, out_dir, bleed_mm, trim_marks)
+    store = FolderComics(Path(out_dir) / "project")
+    store.save(project)
+    generate_missing(engine, project, store, candidates, on_panel)
+    store.save(project)
+    return export_all(project, store.folder(project.id), out_dir, bleed_mm, trim_marks)

@@ -1,7 +1,10 @@
-"""Projects on disk: a folder with `project.json` and `assets/`, and a single-file archive to share.
+"""Where comic projects live, behind one interface (`ComicStore`), and the single-file archive to share.
 
-    HOME/comics/<project id>/project.json
-                             assets/<panel id>-<candidate id>.png
+- `HomeComics`, the studio's: a row per project in the home's database (its JSON, owner and a version
+  that every save moves on) and its pictures as files, `HOME/comics/<project id>/assets/<panel>-<candidate>.png`.
+  Project folders from before the database (`HOME/comics/<id>/project.json`) are imported on first open.
+- `FolderComics`, the CLI's: one plain folder with `project.json` and `assets/` (`comic render -o DIR`
+  makes `DIR/project/`, `comic new FOLDER`); it keeps no version, as one command writes it.
 
 Asset references in the project are relative paths under the folder, so a folder (or an archive)
 can be moved or shared and still opens.
@@ -11,13 +14,17 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from localdiffusion.comic.model import ASSETS, Project, check_asset
-from localdiffusion.errors import BadInput
+from localdiffusion.errors import BadInput, LocalDiffusionError
+from localdiffusion.store.db import ComicFields, ComicTable, Database
 from localdiffusion.store.files import write_atomic, write_text_atomic
 
 PROJECT_FILE = "project.json"
@@ -40,13 +47,23 @@ def save_project(project: Project, folder: Path) -> Path:
     """Write `project.json` atomically (assets are written as they are made; pictures from the project's
     `assets_source`, a story's folder, are copied in if the folder lacks them)."""
     folder = Path(folder)
+    copy_sources(project, folder)
+    return write_text_atomic(folder / PROJECT_FILE, project_json(project))
+
+
+def project_json(project: Project) -> str:
+    """The project as `project.json` holds it (and the database row, and an archive)."""
+    return project.model_dump_json(indent=2)
+
+
+def copy_sources(project: Project, folder: Path) -> None:
+    """Make the assets folder and copy in the pictures from the project's `assets_source` it lacks."""
     (folder / ASSETS).mkdir(parents=True, exist_ok=True)
     source = project.assets_source
     for ref in sorted({c.reference_image for c in project.characters if c.reference_image}) if source else []:
         if not (folder / ref).exists():
             data = asset_path(source, ref, "reference_image").read_bytes()
             write_atomic(asset_path(folder, ref, "reference_image"), lambda f, d=data: f.write(d))
-    return write_text_atomic(folder / PROJECT_FILE, project.model_dump_json(indent=2))
 
 
 def open_project(folder: Path) -> Project:
@@ -77,32 +94,23 @@ def asset_path(folder: Path, ref: str, field: str = "image") -> Path:
     return path
 
 
-def list_projects(home_root: Path, owner_id: int | None = None) -> list[tuple[Path, Project]]:
-    """Saved projects under HOME/comics (one owner's, when given), by title."""
-    found = []
-    root = comics_dir(home_root)
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if (folder / PROJECT_FILE).is_file():
-            try:
-                project = open_project(folder)
-            except BadInput:
-                continue
-            if owner_id is None or project.owner_id == owner_id:
-                found.append((folder, project))
-    return sorted(found, key=lambda item: item[1].title.lower())
-
-
-def archive_bytes(folder: Path) -> bytes:
-    """The project folder as a zip: `project.json` and every file under `assets/`, in a fixed order."""
+def archive_bytes(folder: Path, saved_json: str | None = None) -> bytes:
+    """The project as a zip: `project.json` and every file under the folder's `assets/`, in a fixed order.
+    `saved_json` is the project's JSON where it is kept elsewhere (a database row); otherwise the folder's
+    `project.json` is packed as it is."""
     folder = Path(folder)
-    open_project(folder)  # refuse to pack something that would not open
+    if saved_json is None:
+        open_project(folder)  # refuse to pack something that would not open
+        saved_json = (folder / PROJECT_FILE).read_text("utf-8")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        files = [folder / PROJECT_FILE, *sorted(p for p in (folder / ASSETS).rglob("*") if p.is_file())]
-        for path in files:
-            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=ZIP_DATE)
+        members = [(PROJECT_FILE, saved_json.encode("utf-8")),
+                   *((p.relative_to(folder).as_posix(), p.read_bytes())
+                     for p in sorted(p for p in (folder / ASSETS).rglob("*") if p.is_file()))]
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, path.read_bytes())
+            z.writestr(info, data)
     return buffer.getvalue()
 
 
@@ -148,3 +156,172 @@ def import_archive(archive: Path, folder: Path) -> Project:
             data = z.read(m)
             write_atomic(target, lambda f, d=data: f.write(d))
     return project
+
+
+# -- stores -------------------------------------------------------------------------------------
+
+STALE = "This comic was changed in another tab or by another person since you opened it; reload it to see the changes."
+LEGACY_SUFFIX = ".imported"  # a home folder's project.json becomes project.json.imported once its row exists
+
+
+class StaleVersion(LocalDiffusionError):
+    """A save named a version of the project that is no longer the saved one."""
+
+    def __init__(self) -> None:
+        super().__init__(STALE, field="version")
+
+
+@dataclass
+class Stored:
+    project: Project
+    version: int  # moved on by every save; 0 in a folder, which keeps none
+    folder: Path  # where its assets/ live
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a list of projects shows."""
+
+    id: str
+    title: str
+    authors: list[str]
+    pages: int
+    panels: int
+    created: str
+
+
+class ComicStore(Protocol):
+    """Where comic projects are kept: read one, list one owner's, save one (refused with `StaleVersion` when
+    `version` is given and is no longer the saved one), the folder of its pictures, its archive."""
+
+    def get(self, project_id: str) -> Stored | None: ...
+
+    def summaries(self, owner_id: int | None = None) -> list[Summary]: ...
+
+    def save(self, project: Project, version: int | None = None) -> int: ...
+
+    def folder(self, project_id: str) -> Path: ...
+
+    def archive(self, project_id: str) -> bytes: ...
+
+
+def summary_of(project: Project) -> Summary:
+    return Summary(project.id, project.title, list(project.authors), len(project.pages),
+                   sum(len(page.panels) for page in project.pages), project.created)
+
+
+class FolderComics:
+    """One project in a plain folder (`project.json` and `assets/`), as the CLI writes and reads it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.root = Path(folder)
+
+    def get(self, project_id: str) -> Stored | None:
+        if not (self.root / PROJECT_FILE).is_file():
+            return None
+        project = open_project(self.root)
+        return Stored(project, 0, self.root) if project.id == project_id else None
+
+    def summaries(self, owner_id: int | None = None) -> list[Summary]:
+        if not (self.root / PROJECT_FILE).is_file():
+            return []
+        project = open_project(self.root)
+        return [summary_of(project)] if owner_id is None or project.owner_id == owner_id else []
+
+    def save(self, project: Project, version: int | None = None) -> int:
+        save_project(project, self.root)
+        return 0
+
+    def folder(self, project_id: str) -> Path:
+        return self.root
+
+    def archive(self, project_id: str) -> bytes:
+        return archive_bytes(self.root)
+
+
+def _fields(project: Project) -> ComicFields:
+    return ComicFields(title=project.title, created=project.created, pages=len(project.pages),
+                       panels=sum(len(page.panels) for page in project.pages), authors=list(project.authors),
+                       project_json=project_json(project))
+
+
+class HomeComics:
+    """The home's projects: a row each in the database, pictures under `HOME/comics/<id>/assets/`.
+    The row's owner is the project's owner (a project without one is saved as the database's local owner)."""
+
+    def __init__(self, db: Database, home_root: Path) -> None:
+        self.db, self.table, self.root = db, ComicTable(db), Path(home_root)
+
+    @classmethod
+    def open(cls, db: Database, home_root: Path) -> "HomeComics":
+        """The store, with the project folders from before the database imported."""
+        store = cls(db, home_root)
+        store.import_folders()
+        return store
+
+    def get(self, project_id: str) -> Stored | None:
+        row = self.table.get(project_id) if project_id.isalnum() else None
+        if row is None:
+            return None
+        try:
+            project = Project.model_validate_json(row.project_json)
+        except ValidationError as e:
+            raise BadInput(f"The saved comic '{project_id}' is not valid ({_first_error(e)}); restore it from an "
+                           "archive.", field="project") from None
+        project.owner_id = row.owner_id
+        return Stored(project, row.version, self.folder(project_id))
+
+    def summaries(self, owner_id: int | None = None) -> list[Summary]:
+        """By title, from the rows alone."""
+        rows = sorted(self.table.owned(owner_id), key=lambda r: r.title.lower())
+        return [Summary(r.id, r.title, r.authors, r.pages, r.panels, r.created) for r in rows]
+
+    def save(self, project: Project, version: int | None = None) -> int:
+        """Save and return the new version; a new project starts at 1. With `version`, a project saved by
+        someone else since that version is refused (`StaleVersion`) and nothing is written."""
+        folder = self.folder(project.id)
+        fields = _fields(project)
+        if version is None and self.table.get(project.id) is None:
+            owner = self.db.local_owner_id if project.owner_id is None else project.owner_id
+            if self.table.add(project.id, owner, fields, if_absent=True):
+                copy_sources(project, folder)
+                return 1
+        saved = self.table.update(project.id, fields, version)
+        if saved is None:
+            raise StaleVersion()
+        copy_sources(project, folder)
+        return saved
+
+    def folder(self, project_id: str) -> Path:
+        return project_folder(self.root, project_id)
+
+    def archive(self, project_id: str) -> bytes:
+        row = self.table.get(project_id)
+        if row is None:
+            raise BadInput(f"There is no comic project '{project_id[:40]}'.", field="project")
+        return archive_bytes(self.folder(project_id), row.project_json)
+
+    def import_folders(self) -> list[str]:
+        """Give every `HOME/comics/<id>/project.json` from before the database a row (its folder keeps the
+        assets; the file is renamed `project.json.imported`, so it is imported once). A file that does not
+        open, or names an owner the database does not know, stays as it is. The ids imported."""
+        imported = []
+        root = comics_dir(self.root)
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            legacy = folder / PROJECT_FILE
+            if not folder.name.isalnum() or not legacy.is_file():
+                continue
+            try:
+                project = open_project(folder).model_copy(update={"id": folder.name})
+            except BadInput:
+                continue
+            owner = self.db.local_owner_id if project.owner_id is None else project.owner_id
+            try:
+                added = self.table.add(project.id, owner, _fields(project.model_copy(update={"owner_id": owner})),
+                                       if_absent=True)
+            except sqlite3.IntegrityError:  # an owner this database does not have
+                continue
+            legacy.replace(legacy.with_name(PROJECT_FILE + LEGACY_SUFFIX))
+            if added:
+                imported.append(project.id)
+        return imported

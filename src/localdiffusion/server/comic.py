@@ -1,9 +1,17 @@
-"""The comic API under /api/comics, for the studio's page editor: projects (owner-scoped), layout
-templates, panel prompt previews, candidate generation through the job queue, and exports."""
+"""The comic API under /api/comics, for the studio's page editor: projects (owner-scoped, a row each in the
+home's database through `comic.storage.HomeComics`), layout templates, panel prompt previews, candidate
+generation through the job queue, and exports.
+
+Every project has a version that each save moves on by one (the editor's PUT, a layout edit, queued
+candidates, finished candidates brought in). A change that names the version it started from is refused
+with 409 when someone saved in between, so one tab never overwrites another's edit without knowing."""
 
 from __future__ import annotations
 
 import json
+import threading
+import weakref
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,14 +26,16 @@ from localdiffusion.comic import (
 )
 from localdiffusion.comic.book import shared_attention_bytes
 from localdiffusion.comic.export import cbz_bytes, page_png_bytes, pdf_bytes
-from localdiffusion.comic.generate import candidate_recipes, choose
+from localdiffusion.comic.generate import candidate_recipes, choose, place_image, show_first
 from localdiffusion.comic.model import Candidate, Page, Panel, new_id
 from localdiffusion.comic.prompts import compose_prompt, consistency_notes, panel_prompt
-from localdiffusion.comic.storage import ASSETS, archive_bytes, asset_path, list_projects, open_project, project_folder, save_project
+from localdiffusion.comic.storage import ASSETS, STALE, HomeComics, StaleVersion, Stored, asset_path
 from localdiffusion.errors import BadInput
+from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import check_recipe, job_json, read_upload
 from localdiffusion.server.deps import client_id, get_studio
 from localdiffusion.server.studio import Studio
+from localdiffusion.store.db import Database
 from localdiffusion.store.files import write_atomic
 
 router = APIRouter(prefix="/api/comics", tags=["comics"])
@@ -33,6 +43,35 @@ router = APIRouter(prefix="/api/comics", tags=["comics"])
 StudioDep = Annotated[Studio, Depends(get_studio)]
 ClientDep = Annotated[str, Depends(client_id)]
 MEDIA = {"pdf": "application/pdf", "cbz": "application/vnd.comicbook+zip", "png": "image/png", "ldcomic": "application/zip"}
+VERSION_HELP = "the project's version this change starts from (as the last answer gave it); 409 when it has moved on"
+
+_stores: weakref.WeakKeyDictionary[Database, HomeComics] = weakref.WeakKeyDictionary()
+_stores_lock = threading.Lock()
+
+
+def home_comics(studio: StudioDep) -> HomeComics:
+    """The studio's comic store, one per database; made on first use, which imports the project folders
+    from before the database."""
+    with _stores_lock:
+        if studio.db not in _stores:
+            _stores[studio.db] = HomeComics.open(studio.db, studio.home.root)
+        return _stores[studio.db]
+
+
+ComicsDep = Annotated[HomeComics, Depends(home_comics)]
+
+
+class VersionedProject(Project):
+    """A project as the API sends and takes it: with its version."""
+
+    version: int | None = Field(None, ge=1, description=VERSION_HELP)
+
+    @classmethod
+    def of(cls, project: Project, version: int) -> "VersionedProject":
+        return cls.model_validate({**project.model_dump(), "version": version})
+
+    def project(self) -> Project:
+        return Project.model_validate(self.model_dump(exclude={"version"}))
 
 
 class NewProject(BaseModel):
@@ -51,6 +90,7 @@ class NewProject(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     candidates: int = Field(2, ge=1, le=8)
+    version: int | None = Field(None, ge=1, description=VERSION_HELP)
 
 
 class LayoutEdit(BaseModel):
@@ -68,29 +108,38 @@ class LayoutEdit(BaseModel):
     amount_mm: float = 0.0  # slant: how far the ends move apart
     width_mm: float = 4.0  # gutter-width
     template: str = "grid-2x2"  # template, add-page
+    version: int | None = Field(None, ge=1, description=VERSION_HELP)
 
 
 class PickRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     candidate: str
+    version: int | None = Field(None, ge=1, description=VERSION_HELP)
 
 
 def not_found(project_id: str) -> HTTPException:
     return HTTPException(404, f"There is no comic project '{project_id[:40]}'.")
 
 
-def load(studio: Studio, project_id: str) -> tuple[Path, Project]:
-    """The project and its folder, if it exists and belongs to whoever asks (404 otherwise, for an id that
-    cannot be one as well)."""
-    if not project_id.isalnum():
+def load(store: HomeComics, studio: Studio, project_id: str) -> Stored:
+    """The project, its version and folder, if it exists and belongs to whoever asks (404 otherwise, for an
+    id that cannot be one as well)."""
+    stored = store.get(project_id)
+    if stored is None or stored.project.owner_id != studio.owner_id:
         raise not_found(project_id)
-    folder = project_folder(studio.home.root, project_id)
-    if not (folder / "project.json").is_file():
-        raise not_found(project_id)
-    project = open_project(folder)
-    if project.owner_id != studio.owner_id:
-        raise not_found(project_id)
-    return folder, project
+    return stored
+
+
+def save(store: HomeComics, project: Project, version: int | None) -> int:
+    """Save, refused with 409 and one sentence when `version` is no longer the saved one; the new version."""
+    try:
+        return store.save(project, version)
+    except StaleVersion:
+        raise stale() from None
+
+
+def stale() -> HTTPException:
+    return HTTPException(409, STALE)
 
 
 def find_panel(project: Project, panel_id: str) -> tuple[Page, Panel]:
@@ -101,24 +150,18 @@ def find_panel(project: Project, panel_id: str) -> tuple[Page, Panel]:
         raise HTTPException(404, e.message) from None
 
 
-def summary(project: Project) -> dict[str, Any]:
-    return {"id": project.id, "title": project.title, "authors": project.authors, "pages": len(project.pages),
-            "panels": sum(len(p.panels) for p in project.pages), "created": project.created}
-
-
 @router.get("")
-def list_comics(studio: StudioDep) -> list[dict[str, Any]]:
-    return [summary(p) for _, p in list_projects(studio.home.root, studio.owner_id)]
+def list_comics(studio: StudioDep, store: ComicsDep) -> list[dict[str, Any]]:
+    return [asdict(s) for s in store.summaries(studio.owner_id)]
 
 
 @router.post("", status_code=201)
-def create_comic(body: NewProject, studio: StudioDep) -> Project:
+def create_comic(body: NewProject, studio: StudioDep, store: ComicsDep) -> VersionedProject:
     """A new project with one page laid out from a template; every panel belongs to whoever created it."""
     project = Project(title=body.title, authors=body.authors, owner_id=studio.owner_id, direction=body.direction,
                       page_size=page_size(body.page, body.width, body.height, body.unit))
     project.pages.append(new_page(project, body.template, owner_id=studio.owner_id))
-    save_project(project, project_folder(studio.home.root, project.id))
-    return project
+    return VersionedProject.of(project, store.save(project))
 
 
 @router.get("/templates")
@@ -128,34 +171,47 @@ def templates() -> list[dict[str, Any]]:
 
 
 @router.get("/{project_id}")
-def get_comic(project_id: str, studio: StudioDep) -> Project:
-    """The project; candidates whose jobs finished since the last look get their images now."""
-    folder, project = load(studio, project_id)
-    if sync_candidates(studio, project, folder):
-        save_project(project, folder)
-    return project
+def get_comic(project_id: str, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+    """The project; candidates whose jobs finished since the last look get their images now (a new version).
+    Should someone save in between, their project is answered and the images come with the next look."""
+    stored = load(store, studio, project_id)
+    if sync_candidates(studio, stored.project, stored.folder):
+        try:
+            return VersionedProject.of(stored.project, store.save(stored.project, stored.version))
+        except StaleVersion:
+            stored = load(store, studio, project_id)
+    return VersionedProject.of(stored.project, stored.version)
 
 
 @router.put("/{project_id}")
-def save_comic(project_id: str, body: Project, studio: StudioDep) -> Project:
-    """Save the editor's project (layout, balloons, prompts); the id and owner stay as they were."""
-    folder, current = load(studio, project_id)
-    if body.id != current.id:
+def save_comic(project_id: str, body: VersionedProject, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+    """Save the editor's project (layout, balloons, prompts); the id and owner stay as they were. With
+    `version`, a project saved by someone else since then is refused (409) and stays as they left it."""
+    stored = load(store, studio, project_id)
+    if body.id != stored.project.id:
         raise BadInput(f"The project id '{body.id}' does not match the address '{project_id}'.", field="id")
     for candidate in (c for page in body.pages for panel in page.panels for c in panel.candidates if c.image):
-        asset_path(folder, candidate.image)  # refuses paths that leave the project folder
-    project = body.model_copy(update={"owner_id": current.owner_id})
-    save_project(project, folder)
-    return project
+        asset_path(stored.folder, candidate.image)  # refuses paths that leave the project folder
+    project = body.project().model_copy(update={"owner_id": stored.project.owner_id})
+    return VersionedProject.of(project, save(store, project, body.version))
 
 
 @router.post("/{project_id}/layout")
-def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep) -> Project:
+def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep, store: ComicsDep) -> VersionedProject:
     """Apply a template, split, merge, move a gutter, slant a border, set the gutter width or add a page."""
-    folder, project = load(studio, project_id)
-    apply_edit(project, project.find_page(body.page), body, studio.owner_id)
-    save_project(project, folder)
-    return project
+    stored = load(store, studio, project_id)
+    since = _since(body.version, stored)
+    apply_edit(stored.project, stored.project.find_page(body.page), body, studio.owner_id)
+    return VersionedProject.of(stored.project, save(store, stored.project, since))
+
+
+def _since(given: int | None, stored: Stored) -> int:
+    """The version a change starts from: the one the caller names, else the one just read (so that a save
+    in between is never overwritten). A named version that is no longer the saved one is refused here,
+    before anything is done (a job queued, say)."""
+    if given is not None and given != stored.version:
+        raise stale()
+    return stored.version
 
 
 NEEDS = {"panel": "the id of the panel to change", "other": "the id of the neighbour to merge with",
@@ -188,9 +244,9 @@ def apply_edit(project: Project, page: Page, edit: LayoutEdit, owner_id: int) ->
 
 
 @router.post("/{project_id}/assets", status_code=201)
-def upload_asset(project_id: str, file: UploadFile, studio: StudioDep) -> dict[str, Any]:
+def upload_asset(project_id: str, file: UploadFile, studio: StudioDep, store: ComicsDep) -> dict[str, Any]:
     """Keep an image in the project's assets (a character's reference picture); refer to it by `ref`."""
-    folder, _ = load(studio, project_id)
+    folder = load(store, studio, project_id).folder
     image = read_upload(studio, file)
     ref = f"{ASSETS}/upload-{new_id()}.png"
     write_atomic(folder / ref, lambda f: image.save(f, format="PNG"))
@@ -198,37 +254,42 @@ def upload_asset(project_id: str, file: UploadFile, studio: StudioDep) -> dict[s
 
 
 @router.get("/{project_id}/panels/{panel_id}/prompt")
-def prompt_preview(project_id: str, panel_id: str, studio: StudioDep) -> dict[str, Any]:
+def prompt_preview(project_id: str, panel_id: str, studio: StudioDep, store: ComicsDep) -> dict[str, Any]:
     """The composed prompt (style + shot + characters + action + setting), the one used, and the recipe.
     It reads and writes nothing: reference pictures are named as the project's assets."""
-    folder, project = load(studio, project_id)
+    stored = load(store, studio, project_id)
+    project = stored.project
     _, panel = find_panel(project, panel_id)
-    recipe = candidate_recipes(studio.engine, project, panel, folder, 1, keep=False)[0]
+    recipe = candidate_recipes(studio.engine, project, panel, stored.folder, 1, keep=False)[0]
     return {"composed": compose_prompt(project, panel), "prompt": panel_prompt(project, panel),
             "override": panel.prompt_override, "recipe": recipe.model_dump(mode="json"),
             "consistency": consistency_notes(project, studio.home.root, studio.library)}
 
 
 @router.post("/{project_id}/panels/{panel_id}/generate", status_code=201)
-def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, client: ClientDep) -> list[Candidate]:
+def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, store: ComicsDep,
+                        client: ClientDep) -> list[Candidate]:
     """Queue one generate job per candidate; each candidate records its job id and gets its image when the
-    job is done (see GET /api/comics/{id})."""
-    folder, project = load(studio, project_id)
+    job is done (see GET /api/comics/{id}). The project's version moves on by one."""
+    stored = load(store, studio, project_id)
+    project = stored.project
     _, panel = find_panel(project, panel_id)
-    recipes = candidate_recipes(studio.engine, project, panel, folder, body.candidates)
+    since = _since(body.version, stored)
+    recipes = candidate_recipes(studio.engine, project, panel, stored.folder, body.candidates)
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
     made = []
     for recipe in recipes:
         job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
         made.append(Candidate(recipe=recipe, job_id=job.id))
     panel.candidates += made
-    save_project(project, folder)
+    save(store, project, since)
     return made
 
 
 class RenderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     shared_attention: float = Field(0.5, gt=0.0, le=1.0)
+    version: int | None = Field(None, ge=1, description=VERSION_HELP)
 
 
 def panels_to_render(project: Project) -> list[Panel]:
@@ -239,21 +300,25 @@ def panels_to_render(project: Project) -> list[Panel]:
 
 
 @router.get("/{project_id}/render")
-def render_estimate(project_id: str, studio: StudioDep, shared_attention: float = Query(0.5, gt=0.0, le=1.0)) -> dict[str, Any]:
+def render_estimate(project_id: str, studio: StudioDep, store: ComicsDep,
+                    shared_attention: float = Query(0.5, gt=0.0, le=1.0)) -> dict[str, Any]:
     """Before rendering together: how many panels would be generated and the memory the shared tokens would take."""
-    folder, project = load(studio, project_id)
-    sync_candidates(studio, project, folder)
-    todo = panels_to_render(project)
-    kept = shared_attention_bytes(studio.engine, project, folder, shared_attention) if len(todo) > 1 else 0
+    stored = load(store, studio, project_id)
+    sync_candidates(studio, stored.project, stored.folder)
+    todo = panels_to_render(stored.project)
+    kept = shared_attention_bytes(studio.engine, stored.project, stored.folder, shared_attention) if len(todo) > 1 else 0
     return {"panels": len(todo), "kept_bytes": kept}
 
 
 @router.post("/{project_id}/render", status_code=201)
-def render_together(project_id: str, body: RenderRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def render_together(project_id: str, body: RenderRequest, studio: StudioDep, store: ComicsDep,
+                    client: ClientDep) -> dict[str, Any]:
     """Queue one "panels" job for every panel that has no image and none on the way, in reading order, with
     shared attention: the first one's look steers the others. Each panel gets a candidate that fills in
-    when the job is done; `kept_bytes` is the memory the shared tokens will take."""
-    folder, project = load(studio, project_id)
+    when the job is done; `kept_bytes` is the memory the shared tokens will take, `version` the project's."""
+    stored = load(store, studio, project_id)
+    project, folder = stored.project, stored.folder
+    since = _since(body.version, stored)
     sync_candidates(studio, project, folder)
     todo = panels_to_render(project)
     if len(todo) < 2:
@@ -268,23 +333,25 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, cli
     for i, (panel, recipe) in enumerate(zip(todo, recipes)):
         made[panel.id] = Candidate(recipe=recipe, job_id=job.id, job_index=i)
         panel.candidates.append(made[panel.id])
-    save_project(project, folder)
-    return {"job": job_json(studio, studio.queue.get(job.id) or job), "candidates": made, "kept_bytes": kept}
+    version = save(store, project, since)
+    return {"job": job_json(studio, studio.queue.get(job.id) or job), "candidates": made, "kept_bytes": kept,
+            "version": version}
 
 
 @router.post("/{project_id}/panels/{panel_id}/pick")
-def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep) -> Panel:
-    folder, project = load(studio, project_id)
-    sync_candidates(studio, project, folder)
-    _, panel = find_panel(project, panel_id)
+def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep, store: ComicsDep) -> Panel:
+    stored = load(store, studio, project_id)
+    since = _since(body.version, stored)
+    sync_candidates(studio, stored.project, stored.folder)
+    _, panel = find_panel(stored.project, panel_id)
     choose(panel, body.candidate)
-    save_project(project, folder)
+    save(store, stored.project, since)
     return panel
 
 
 @router.get("/{project_id}/assets/{name}")
-def asset(project_id: str, name: str, studio: StudioDep) -> FileResponse:
-    folder, _ = load(studio, project_id)
+def asset(project_id: str, name: str, studio: StudioDep, store: ComicsDep) -> FileResponse:
+    folder = load(store, studio, project_id).folder
     path = asset_path(folder, f"{ASSETS}/{name}")
     if "/" in name or not path.is_file():
         raise HTTPException(404, f"The project has no asset '{name[:80]}'.")
@@ -292,12 +359,13 @@ def asset(project_id: str, name: str, studio: StudioDep) -> FileResponse:
 
 
 @router.get("/{project_id}/export/{fmt}")
-def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep,
+def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep, store: ComicsDep,
            page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False,
            quality: Literal["print", "screen"] = "print") -> Response:
     """Download the comic as a PDF (`quality`: print, pictures at the project's dpi; screen, 150 dpi JPEG),
     a CBZ, one page as PNG (`page`, from 1) or the project archive. The answer's Content-Length is its size."""
-    folder, project = load(studio, project_id)
+    stored = load(store, studio, project_id)
+    project, folder = stored.project, stored.folder
     if fmt == "pdf":
         data = pdf_bytes(project, folder, bleed, trim_marks, quality)
     elif fmt == "cbz":
@@ -307,22 +375,20 @@ def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio
             raise BadInput(f"The comic has {len(project.pages)} page(s), so there is no page {page}.", field="page")
         data = page_png_bytes(project, page - 1, folder)
     else:
-        data = archive_bytes(folder)
+        data = store.archive(project.id)
     name = f"{project.id}-page-{page}.png" if fmt == "png" else f"{project.id}.{fmt}"
     return Response(data, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def sync_candidates(studio: Studio, project: Project, folder: Path) -> bool:
-    """Copy the images of finished candidate jobs into the project's assets; True when anything changed."""
+    """Bring the images of finished candidate jobs into the project; True when anything changed."""
     changed = False
     for page in project.pages:
         for panel in page.panels:
             for candidate in panel.candidates:
                 if candidate.image is None and candidate.job_id is not None and candidate.error is None:
                     changed |= _collect(studio, panel, candidate, folder)
-            if panel.chosen_candidate() is None and any(c.image for c in panel.candidates):
-                panel.chosen = next(c.id for c in panel.candidates if c.image)
-                changed = True
+            changed |= show_first(panel)
     return changed
 
 
@@ -340,9 +406,5 @@ def _collect(studio: Studio, panel: Panel, candidate: Candidate, folder: Path) -
     if row is None or not Path(row.path).is_file():
         candidate.error = "Its image is no longer in the gallery."
         return True
-    ref = f"{ASSETS}/{panel.id}-{candidate.id}.png"
-    data = Path(row.path).read_bytes()
-    write_atomic(folder / ref, lambda f: f.write(data))
-    candidate.image = ref
-    candidate.recipe = type(candidate.recipe).model_validate(json.loads(row.recipe_json))
+    place_image(folder, panel, candidate, Path(row.path).read_bytes(), Recipe.model_validate(json.loads(row.recipe_json)))
     return True

@@ -1,4 +1,5 @@
-"""The SQLite database under the home folder: owners, registered model paths, the hash cache and images.
+"""The SQLite database under the home folder: owners, registered model paths, the hash cache, images and
+comic projects (`ComicTable`, at the end).
 
 One `Database` wraps one connection that every thread shares behind a lock (the worker thread and
 the server's request threads). The queries are short, and SQLite lets only one writer in at a time
@@ -11,6 +12,7 @@ i to i + 1, each in one transaction. Never edit a migration that has shipped; ap
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -107,7 +109,25 @@ _V3 = """
 ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# v4: comic projects, a row each (the project JSON, its owner and a version that every save moves on);
+# their pictures stay files under HOME/comics/<id>/assets/. See "comic projects" below.
+_V4 = """
+CREATE TABLE comics (
+    id TEXT PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    title TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    updated REAL NOT NULL,
+    pages INTEGER NOT NULL DEFAULT 0,
+    panels INTEGER NOT NULL DEFAULT 0,
+    authors TEXT NOT NULL DEFAULT '[]',
+    project_json TEXT NOT NULL
+);
+CREATE INDEX comics_owner ON comics (owner_id);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -354,3 +374,87 @@ def _statements(script: str) -> list[str]:
             statements.append(buffer.strip())
             buffer = ""
     return [s for s in statements if s.strip(" ;\n")]
+
+
+# -- comic projects ---------------------------------------------------------------------------
+# One row per project: the comic layer's JSON (`project_json`) beside the columns a listing needs, so
+# that listing reads no JSON. `version` starts at 1 and every save adds one; a save that names the
+# version it read is refused (None returned) when the row has moved on since.
+
+
+@dataclass(frozen=True)
+class ComicRow:
+    id: str
+    owner_id: int
+    title: str
+    version: int
+    created: str
+    updated: float
+    pages: int
+    panels: int
+    authors: list[str]
+    project_json: str  # '' in listings
+
+
+@dataclass(frozen=True)
+class ComicFields:
+    """What a save writes besides the id and the owner."""
+
+    title: str
+    created: str
+    pages: int
+    panels: int
+    authors: list[str]
+    project_json: str
+
+
+_COMIC_COLUMNS = "id, owner_id, title, version, created, updated, pages, panels, authors"
+
+
+def _comic(row: tuple, project_json: str = "") -> ComicRow:
+    *head, authors = row
+    return ComicRow(*head, authors=json.loads(authors), project_json=project_json)
+
+
+class ComicTable:
+    """The `comics` table's queries over a `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, project_id: str, owner_id: int, fields: ComicFields, *, if_absent: bool = False) -> bool:
+        """Insert a project at version 1; with `if_absent`, a row that exists already is left alone (False)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                f"INSERT {'OR IGNORE ' if if_absent else ''}INTO comics"
+                " (id, owner_id, title, version, created, updated, pages, panels, authors, project_json)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                (project_id, owner_id, fields.title, fields.created, time.time(), fields.pages, fields.panels,
+                 json.dumps(fields.authors), fields.project_json),
+            )
+            return cur.rowcount == 1
+
+    def get(self, project_id: str) -> ComicRow | None:
+        rows = self.db.query(f"SELECT {_COMIC_COLUMNS}, project_json FROM comics WHERE id = ?", (project_id,))
+        return _comic(tuple(rows[0][:-1]), rows[0][-1]) if rows else None
+
+    def owned(self, owner_id: int | None = None) -> list[ComicRow]:
+        """One owner's projects (everyone's when None), without their JSON."""
+        sql, params = f"SELECT {_COMIC_COLUMNS} FROM comics", ()
+        if owner_id is not None:
+            sql, params = sql + " WHERE owner_id = ?", (owner_id,)
+        return [_comic(r) for r in self.db.query(sql + " ORDER BY id", params)]
+
+    def update(self, project_id: str, fields: ComicFields, version: int | None = None) -> int | None:
+        """Write the project and move its version on; the new version, or None when `version` is given and
+        the row is no longer at it (or the row is gone)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE comics SET title = ?, created = ?, updated = ?, pages = ?, panels = ?, authors = ?,"
+                " project_json = ?, version = version + 1 WHERE id = ? AND (? IS NULL OR version = ?)",
+                (fields.title, fields.created, time.time(), fields.pages, fields.panels, json.dumps(fields.authors),
+                 fields.project_json, project_id, version, version),
+            )
+            if cur.rowcount != 1:
+                return None
+            return conn.execute("SELECT version FROM comics WHERE id = ?", (project_id,)).fetchone()[0]

@@ -1,6 +1,9 @@
 // The Comic page: a list of comic projects, and the editor of one (pages, panels, cast, style, lettering,
 // export). The project is edited here as the JSON of comic.Project and saved whole (PUT); the server
 // does the layout geometry (/layout), queues panel candidates as jobs and renders the exports.
+// Every change is sent with the project's `version` as this tab last had it: when someone saved in between
+// (another tab, another person) the server answers 409, and the editor says so and offers to reload
+// instead of overwriting their edit.
 
 import { api, cached, request } from "./api.js";
 import { h, emit, formatBytes, toast } from "./dom.js";
@@ -12,6 +15,13 @@ import { labelled, newId } from "./comic-form.js";
 
 const BASE = "/api/comics";
 const AUTOSAVE_MS = 800;
+const CONFLICT = 409;
+
+/** The project's JSON without what the server changes on its own (the version, candidates and the picked
+ * one, as finished jobs come in): equal for two copies when nobody else edited in between. */
+function edits(project) {
+  return JSON.stringify(project, (key, value) => (["version", "candidates", "chosen"].includes(key) ? undefined : value));
+}
 const PAGE_SIZES = [["A4", "A4 (210 × 297 mm)"], ["Letter", "US Letter (8.5 × 11 in)"], ["square", "Square (210 × 210 mm)"], ["custom", "Custom…"]];
 
 export async function initComic(section) {
@@ -27,6 +37,8 @@ class ComicPage {
     this.pageIndex = 0;
     this.selection = { panel: null, balloon: null };
     this.dirty = false;
+    this.conflict = false; // a save was refused as stale: nothing more is sent until the person reloads
+    this.lastSaved = null; // the server's copy as this tab last saved or read it
     this.saving = Promise.resolve();
     this.listView = h("div", { class: "comic-list" });
     this.editorView = h("div", { class: "comic-editor", hidden: true });
@@ -114,6 +126,9 @@ class ComicPage {
   buildEditor() {
     this.titleEl = h("h1", { class: "comic-title" });
     this.saveState = h("span", { class: "save-state", role: "status", "aria-live": "polite" });
+    this.conflictText = h("span", { class: "form-error" });
+    this.conflictEl = h("div", { class: "row comic-conflict", role: "alert", hidden: true }, this.conflictText,
+      h("button", { type: "button", class: "primary", id: "comic-reload", onclick: () => this.reload() }, "Reload the comic"));
     const exportButton = (fmt, label, title) => h("button", { type: "button", dataset: { export: fmt }, title,
       onclick: () => this.download(fmt) }, label);
     const toolbar = h("div", { class: "toolbar comic-toolbar" },
@@ -134,7 +149,7 @@ class ComicPage {
       onDropCandidate: (panelId, data) => this.dropCandidate(panelId, data),
     });
     this.sidebar = new PanelSidebar(this);
-    this.editorView.append(toolbar, h("div", { class: "comic-workspace" },
+    this.editorView.append(toolbar, this.conflictEl, h("div", { class: "comic-workspace" },
       h("div", { class: "comic-left" }, this.settings.el),
       h("div", { class: "comic-center" }, this.editor.el,
         h("p", { class: "hint" }, "Click a panel to select it. Drag the round handles to move a gutter (hold Shift to slant it), drag inside a selected panel to pan its image and use the wheel to zoom. Double-click a balloon to type in it.")),
@@ -150,9 +165,12 @@ class ComicPage {
       location.hash = "#/comic";
       return;
     }
+    this.lastSaved = structuredClone(this.project);
     this.pageIndex = 0;
     this.selection = { panel: this.page()?.panels[0]?.id || null, balloon: null };
     this.dirty = false;
+    this.conflict = false;
+    this.conflictEl.hidden = true;
     this.listView.hidden = true;
     this.editorView.hidden = false;
     this.setSaveState("Saved.");
@@ -232,20 +250,44 @@ class ComicPage {
     clearTimeout(this.autosaveTimer);
     const project = this.project;
     this.saving = this.saving.then(async () => {
-      if (!project || project !== this.project || (!this.dirty && !announce)) return;
+      if (!project || project !== this.project || this.conflict || (!this.dirty && !announce)) return;
       this.dirty = false;
       this.setSaveState("Saving…");
       try {
-        await request("PUT", `${BASE}/${project.id}`, project);
+        const saved = await request("PUT", `${BASE}/${project.id}`, project);
+        project.version = saved.version;
+        this.lastSaved = saved;
         if (!this.dirty) this.setSaveState("Saved.");
         if (announce) toast("Comic saved.");
       } catch (error) {
         this.dirty = true;
-        this.setSaveState(`Not saved: ${error.detail}`);
-        toast(error.detail);
+        if (!this.refused(error)) {
+          this.setSaveState(`Not saved: ${error.detail}`);
+          toast(error.detail);
+        }
       }
     });
     return this.saving;
+  }
+
+  /** A change the server refused because the comic moved on since this tab read it: say so, keep what was
+   * edited on the screen (unsaved) and offer to reload. True when `error` was that. */
+  refused(error) {
+    if (error?.status !== CONFLICT) return false;
+    this.conflict = true;
+    this.setSaveState(`Not saved: ${error.detail}`);
+    this.conflictText.textContent = error.detail;
+    this.conflictEl.hidden = false;
+    return true;
+  }
+
+  /** Drop this tab's unsaved edits and open the comic as it is saved now. */
+  async reload() {
+    const id = this.project?.id;
+    this.dirty = false;
+    this.conflict = false;
+    this.project = null;
+    if (id) await this.open(id);
   }
 
   async flush() {
@@ -253,13 +295,27 @@ class ComicPage {
     await this.saving;
   }
 
-  /** The server's copy (with the images of finished candidate jobs), merged into what is being edited. */
+  /** The server's copy (with the images of finished candidate jobs), merged into what is being edited. When
+   * someone else edited meanwhile and this tab has nothing unsaved, their copy is shown instead. */
   async refresh() {
     const project = this.project;
     if (!project) return;
     await this.flush();
+    if (this.conflict) return;
     const fresh = await api.get(`${BASE}/${project.id}`);
     if (project !== this.project) return; // another project was opened meanwhile
+    const onlyJobs = edits(fresh) === edits(this.lastSaved);
+    if (!onlyJobs && !this.dirty) {
+      this.project = fresh;
+      this.lastSaved = structuredClone(fresh);
+      this.settings.render();
+      this.renderPage();
+      return;
+    }
+    if (onlyJobs) { // only finished candidates came in: this tab's copy is at the new version too
+      project.version = fresh.version;
+      this.lastSaved = structuredClone(fresh);
+    }
     const panels = new Map(fresh.pages.flatMap((page) => page.panels.map((p) => [p.id, p])));
     for (const page of this.project.pages) {
       for (const panel of page.panels) {
@@ -281,14 +337,15 @@ class ComicPage {
     try {
       await this.flush();
       const pageId = this.page().id;
-      const project = await api.post(`${BASE}/${this.project.id}/layout`, { page: pageId, ...op });
+      const project = await api.post(`${BASE}/${this.project.id}/layout`, { page: pageId, ...op, version: this.project.version });
       this.project = project;
+      this.lastSaved = structuredClone(project);
       if (op.op === "add-page") this.pageIndex = project.pages.findIndex((p) => p.id === pageId) + 1;
       this.settings.render();
       this.renderPage();
       return true;
     } catch (error) {
-      toast(error.detail || String(error));
+      if (!this.refused(error)) toast(error.detail || String(error));
       this.renderPage();
       return false;
     }
@@ -297,11 +354,14 @@ class ComicPage {
   async generate(panel, count) {
     try {
       await this.flush();
-      const made = await api.post(`${BASE}/${this.project.id}/panels/${panel.id}/generate`, { candidates: count });
+      if (this.conflict) return;
+      const project = this.project;
+      const made = await api.post(`${BASE}/${project.id}/panels/${panel.id}/generate`, { candidates: count, version: project.version });
+      project.version += 1; // the server saved the queued candidates: one change
       panel.candidates.push(...made);
       this.sidebar.render();
     } catch (error) {
-      this.sidebar.showError(error);
+      if (!this.refused(error)) this.sidebar.showError(error);
     }
   }
 
