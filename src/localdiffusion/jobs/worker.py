@@ -15,8 +15,8 @@ from typing import Any
 
 from localdiffusion.engine import Engine, Progress
 from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
-from localdiffusion.jobs.events import Event, EventBus
 from localdiffusion.jobs.artefacts import TaskOutput
+from localdiffusion.jobs.events import Event, EventBus
 from localdiffusion.jobs.queue import Job, JobQueue
 from localdiffusion.jobs.results import ResultStore
 from localdiffusion.jobs.tasks import Task, TaskContext, default_tasks
