@@ -13,7 +13,6 @@ from localdiffusion.cli.app import HomeOption, app, err, home_from, out
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Outpaint, Recipe
 from localdiffusion.store.home import Home
-from localdiffusion.store.outputs import output_folder, save_image
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -164,6 +163,8 @@ def with_control_maps(recipe: Recipe, home: Home, library) -> Recipe:
 
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
     from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.jobs.artefacts import gallery_images
+    from localdiffusion.jobs.results import ResultStore
 
     library = library_for(home, allow_pickle)
     recipe = with_control_maps(recipe, home, library)
@@ -178,9 +179,9 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
                        completed=p.iteration * p.total + p.step)
 
         result = engine.generate(recipe, on_progress=on_progress)
-    folder = out_dir or output_folder(home.outputs, recipe.mode)
-    info = engine.checkpoint(result.recipes[0].model)
-    for image, resolved, infotext in zip(result.images, result.recipes, result.infotexts):
-        path, _ = save_image(image, resolved, infotext, folder, library.db, model_hash=info.short_hash)
-        out.print(f"{path}  [dim]seed {resolved.seed}[/dim]", highlight=False)
+    # The images are saved as the server's worker saves a job's: through the result store (to --out if given).
+    store = ResultStore(home.outputs, library.db)
+    for image in gallery_images(engine, result, recipe.mode):
+        [saved] = store.save_images([image], folder=out_dir)
+        out.print(f"{saved.path}  [dim]seed {image.recipe.seed}[/dim]", highlight=False)
     err.print(f"[dim]{len(result.images)} image(s) in {result.timings['total']:.1f} s[/dim]")

@@ -1,10 +1,11 @@
 """Compare: vary Recipe fields along X, Y and optionally Z, and explain what each axis shows.
 
 `compare()` checks every cell before any model work, runs the cells on one Engine (cells that differ
-only by consecutive seeds go through as one batch), then writes:
-- `DIR/grid.png` (with a Z axis: `DIR/grid-z{k}.png` per Z value, and `grid.png` = the first);
-- `DIR/cells/x{i}-y{j}[-z{k}].png`, each with A1111 infotext and its full Recipe JSON;
-- `DIR/compare.json`: the axes (with a plain-language explanation each), the grids and the cells.
+only by consecutive seeds go through as one batch), then makes these files (`CompareResult.files`)
+and, given `out_dir`, writes them there:
+- `grid.png` (with a Z axis: `grid-z{k}.png` per Z value, and `grid.png` = the first);
+- `cells/x{i}-y{j}[-z{k}].png`, each with A1111 infotext and its full Recipe JSON;
+- `compare.json`: the axes (with a plain-language explanation each), the grids and the cells.
 Nothing is written until every cell has been generated, so a failed run leaves no partial grid.
 """
 
@@ -26,11 +27,12 @@ from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import Axis, apply, parse_axis
 from localdiffusion.explain.grid import draw_grid
 from localdiffusion.explain.parameters import TEXTS
-from localdiffusion.metadata.png import save_png
+from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.recipe import Recipe
-from localdiffusion.store.files import write_atomic, write_text_atomic
+from localdiffusion.store.files import write_atomic
 
 AXIS_NAMES = ("X", "Y", "Z")
+SUMMARY = "compare.json"
 DIRECTIONS = {
     "X": "from left to right along each row",
     "Y": "from top to bottom down each column",
@@ -107,7 +109,7 @@ class Cell:
 
 @dataclass
 class CompareResult:
-    out_dir: Path
+    out_dir: Path | None  # where the files were written; None: only made (`files`)
     axes: dict[str, Axis]  # "X", "Y" and, when given, "Z"
     cells: list[Cell]
     grids: list[Image.Image]  # one per Z value
@@ -115,13 +117,15 @@ class CompareResult:
     explanations: dict[str, str]
     engine_calls: int = 0
     json_path: Path = field(default_factory=Path)
+    files: dict[str, bytes] = field(default_factory=dict)  # every file by relative name: cells, grids, compare.json
 
 
 def compare(
-    recipe: Recipe, x: Axis | str, y: Axis | str, z: Axis | str | None = None, *, out_dir: Path, engine: Any,
+    recipe: Recipe, x: Axis | str, y: Axis | str, z: Axis | str | None = None, *, out_dir: Path | None, engine: Any,
     on_progress: Callable[[CompareProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
 ) -> CompareResult:
-    """Generate every cell of the X × Y (× Z) comparison of `recipe`, and write the grid(s), cells and JSON."""
+    """Generate every cell of the X × Y (× Z) comparison of `recipe` and make the grid(s), cells and JSON;
+    written to `out_dir` unless it is None (the studio's compare job hands them to the result store)."""
     axes = parse_axes(x, y, z)
     base = recipe.model_copy(update={"seed": resolve_seed(recipe.seed), "batch_size": 1, "n_iter": 1})
     axes = {name: _fixed_seeds(axis) for name, axis in axes.items()}
@@ -129,9 +133,14 @@ def compare(
     cells = plan_cells(base, axes)
     planned = {id(c): _planned(c.recipe, engine) for c in cells}
     runs = batch_runs(cells, planned, engine)
-    result = CompareResult(Path(out_dir), axes, cells, [], [], {n: explain_axis(a, n) for n, a in axes.items()})
+    result = CompareResult(Path(out_dir) if out_dir is not None else None, axes, cells, [], [],
+                           {n: explain_axis(a, n) for n, a in axes.items()})
     _generate(runs, engine, result, on_progress, cancel)
-    _write(result, base)
+    _make_files(result, base)
+    if result.out_dir is not None:
+        for name, data in result.files.items():
+            write_atomic(result.out_dir / name, lambda f, data=data: f.write(data))
+        result.json_path = result.out_dir / SUMMARY
     return result
 
 
@@ -278,13 +287,14 @@ def explain_axis(axis: Axis, name: str) -> str:
     return f"{subject[0].upper()}{subject[1:]} changes {DIRECTIONS[name]} ({values}). {what} What to look for: {LOOK_FOR[key]}"
 
 
-# --- writing ---
+# --- the files ---
 
-def _write(result: CompareResult, base: Recipe) -> None:
+def _make_files(result: CompareResult, base: Recipe) -> None:
+    """The cells, the grid(s) and compare.json as `result.files`, in the order they are written."""
     x, y, z = result.axes["X"], result.axes["Y"], result.axes.get("Z")
-    out = result.out_dir
+    files = result.files
     for cell in result.cells:
-        save_png(cell.image, out / cell.file, cell.infotext, cell.resolved.to_json())
+        files[cell.file] = png_with_metadata(cell.image, cell.infotext, cell.resolved.to_json())
     z_values = list(z.values) if z else [None]
     for iz, z_value in enumerate(z_values):
         rows = [[c.image for c in result.cells if c.iy == iy and (c.iz == iz or z is None)] for iy in range(len(y.values))]
@@ -293,11 +303,10 @@ def _write(result: CompareResult, base: Recipe) -> None:
         result.grids.append(grid)
         result.grid_files.append(f"grid-z{iz}.png" if z else "grid.png")
     data = [_png_bytes(g) for g in result.grids]
-    for name, png in zip(result.grid_files, data):
-        write_atomic(out / name, lambda f, png=png: f.write(png))
+    files.update(zip(result.grid_files, data))
     if z:
-        write_atomic(out / "grid.png", lambda f: f.write(data[0]))
-    result.json_path = write_text_atomic(out / "compare.json", json.dumps(_summary(result, base), indent=2, ensure_ascii=False))
+        files["grid.png"] = data[0]
+    files[SUMMARY] = json.dumps(_summary(result, base), indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -1,7 +1,8 @@
-"""One explained generation: the timeline, CFG and attention observers on a single run, written as files.
+"""One explained generation: the timeline, CFG and attention observers on a single run, as named files.
 
-Everything is built in memory first and each file is written atomically, so a failed run leaves
-nothing behind.
+`explain_files` builds everything in memory and returns it (the studio's explain job hands the files
+to the result store); `explain_run` writes them into a folder, each atomically, so a failed run
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ from localdiffusion.explain import attention as attn, guidance, timeline as tl
 from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.prompts import extract_loras
 from localdiffusion.recipe import Recipe
-from localdiffusion.store.files import write_atomic, write_text_atomic
+from localdiffusion.store.files import write_atomic
+
+SUMMARY = "explain.json"  # lists every file of the explanation, itself last
 
 
-def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = True, cfg_steps: list[int] | None = None,
-                decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False,
-                on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None,
-                frames: bool = False) -> list[str]:
-    """One generation with the asked observers, written to `out_dir`; returns the written names.
+def explain_run(engine: Any, recipe: Recipe, out_dir: Path, **options: Any) -> list[str]:
+    """`explain_files`, written to `out_dir` (explain.json last); returns the written names."""
+    files = explain_files(engine, recipe, **options)
+    for name, data in files.items():
+        write_atomic(out_dir / name, lambda f, data=data: f.write(data))
+    return list(files)
+
+
+def explain_files(engine: Any, recipe: Recipe, *, timeline: bool = True, cfg_steps: list[int] | None = None,
+                  decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False,
+                  on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None,
+                  frames: bool = False) -> dict[str, bytes]:
+    """One generation with the asked observers; returns its files by relative name, explain.json last.
     `on_progress` and `cancel` go to the engine (progress events, cancelling within a step);
-    `frames` also writes x0 at up to tl.FRAMES steps per pass, decoded with the VAE, as
+    `frames` also gives x0 at up to tl.FRAMES steps per pass, decoded with the VAE, as
     `timeline/<pass>-NNN.png` (the studio's slider)."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     film = tl.recorder_for(engine, recipe, decode_steps or [], stills=tl.FRAMES if frames else 0) if timeline else None
@@ -61,11 +72,9 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, *, timeline: bool = 
     if words is not None:
         images, summary["attention"] = _heatmaps(engine, resolved, words, result.images[0])
         files.update({name: _png(image) for name, image in images.items()})
-    summary["files"] = [*files, "explain.json"]
-    for name, data in files.items():
-        write_atomic(out_dir / name, lambda f, data=data: f.write(data))
-    write_text_atomic(out_dir / "explain.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    return summary["files"]
+    summary["files"] = [*files, SUMMARY]
+    files[SUMMARY] = json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8")
+    return files
 
 
 def _attention_recorder(recipe: Recipe) -> AttentionRecorder:

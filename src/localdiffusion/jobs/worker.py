@@ -1,4 +1,8 @@
-"""The worker: one thread that takes jobs from the queue and runs them on the engine, one at a time."""
+"""The worker: one thread that takes jobs from the queue and runs them on the engine, one at a time.
+
+A task gives back artefacts; the worker hands them to the result store, which writes them with the
+job's owner, then records the job's result.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from typing import Any
 
 from localdiffusion.engine import Engine, Progress
 from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
+from localdiffusion.jobs.artefacts import TaskOutput
 from localdiffusion.jobs.events import Event, EventBus
 from localdiffusion.jobs.queue import Job, JobQueue
+from localdiffusion.jobs.results import ResultStore
 from localdiffusion.jobs.tasks import Task, TaskContext, default_tasks
-from localdiffusion.recipe import Result
-from localdiffusion.store.outputs import output_folder, save_image
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +50,13 @@ class Running:
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, engine: Engine, events: EventBus) -> None:
+    def __init__(self, queue: JobQueue, engine: Engine, events: EventBus, results: ResultStore | None = None) -> None:
         self.queue = queue
         self.engine = engine
         self.events = events
+        if results is None and engine is not None:  # the engine's home and database, as the server has them
+            results = ResultStore(engine.home.outputs, engine.library.db)
+        self.results = results
         self.tasks: dict[str, Task] = default_tasks()
         self.current: Running | None = None
         self._cancelled: set[int] = set()
@@ -111,12 +118,12 @@ class Worker:
             if task is None:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
             on_progress = lambda p: self._progress(job, p)  # noqa: E731
-            context = TaskContext(job, self.engine, on_progress=on_progress,
-                                  cancel=lambda: job.id in self._cancelled, save=lambda r: self._save(job, r))
+            context = TaskContext(job, self.engine, on_progress=on_progress, cancel=lambda: job.id in self._cancelled,
+                                  lookup=self.results.read_json if self.results is not None else lambda name: None)
             # Models the task loads (the first job of a model) are announced as "loading" events.
             with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext():
-                result = task(context)
-            self.queue.finish(job.id, result)
+                output = task(context)
+            self.queue.finish(job.id, self._save(job, output))
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
             if self._stop.is_set():
@@ -144,15 +151,13 @@ class Worker:
         kind = "loading" if p.phase == "load" else "step"  # clients that count steps see only steps
         self.events.publish(Event(kind, job.id, job.owner_id, job.client, running.progress(), p.preview))
 
-    def _save(self, job: Job, result: Result) -> dict[str, Any]:
-        folder = output_folder(self.engine.home.outputs, job.recipe.mode)
-        model = self.engine.checkpoint(result.recipes[0].model)
-        db = self.engine.library.db
-        ids = [
-            save_image(image, recipe, infotext, folder, db, model_hash=model.short_hash, owner_id=job.owner_id)[1]
-            for image, recipe, infotext in zip(result.images, result.recipes, result.infotexts)
-        ]
-        return {"images": ids, "infotexts": result.infotexts, "seeds": [r.seed for r in result.recipes], "timings": result.timings}
+    def _save(self, job: Job, output: TaskOutput | dict[str, Any]) -> dict[str, Any]:
+        """The task's artefacts written by the result store with the job's owner; the job's JSON result."""
+        if not isinstance(output, TaskOutput):
+            return output  # a task without artefacts
+        if self.results is None:
+            raise RuntimeError("This worker has no result store for the job's artefacts.")
+        return self.results.save(output, owner_id=job.owner_id)
 
     def _fail(self, job: Job, reason: str) -> None:
         self.queue.fail(job.id, reason)

@@ -96,9 +96,20 @@ def save_image(
     model_hash: str | None = None, owner_id: int | None = None,
 ) -> tuple[Path, int | None]:
     """Write `NNNNN-SEED.png` atomically and record it; returns the path and the database id."""
-    path = write_numbered(folder, f"-{recipe.seed}.png", png_with_metadata(image, infotext, recipe.to_json()))
+    data = png_with_metadata(image, infotext, recipe.to_json())
+    return save_png_bytes(data, image.size, recipe, infotext, folder, db, model_hash=model_hash, owner_id=owner_id)
+
+
+def save_png_bytes(
+    data: bytes, size: tuple[int, int], recipe: Recipe, infotext: str, folder: Path, db: Database | None = None,
+    model_hash: str | None = None, owner_id: int | None = None,
+) -> tuple[Path, int | None]:
+    """`save_image` for PNG bytes that already carry their metadata (a job's artefact): `NNNNN-SEED.png`
+    written atomically under the folder's numbering lock, and its `images` row; returns the path and the id."""
+    path = write_numbered(folder, f"-{recipe.seed}.png", data)
     if db is None:
         return path, None
+    width, height = size
     image_id = db.add_image(path=path, recipe_json=recipe.to_json(), infotext=infotext, prompt=recipe.prompt,
-                            model_hash=model_hash, width=image.width, height=image.height, owner_id=owner_id)
+                            model_hash=model_hash, width=width, height=height, owner_id=owner_id)
     return path, image_id

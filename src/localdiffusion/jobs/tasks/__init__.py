@@ -1,8 +1,10 @@
 """Job kinds: what the worker can run besides a plain generation.
 
-A task is a function `(TaskContext) -> dict` that does its work with the shared engine and
-returns the job's JSON result. Each kind lives in its own module here and is listed in
-`default_tasks()`; the server only names the kind when it submits a job.
+A task is a function `(TaskContext) -> TaskOutput` that does its work with the shared engine and
+returns the job's JSON result with its artefacts (jobs/artefacts.py); it writes nothing itself, the
+worker hands the artefacts to the result store (jobs/results.py). A task without artefacts may return
+the plain JSON result. Each kind lives in its own module here and is listed in `default_tasks()`; the
+server only names the kind when it submits a job.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from localdiffusion.engine import Engine, Progress
+from localdiffusion.jobs.artefacts import TaskOutput, gallery_images, generation_result
 from localdiffusion.jobs.queue import Job
-from localdiffusion.recipe import Result
 
 
 @dataclass
@@ -24,16 +26,18 @@ class TaskContext:
     engine: Engine  # shared: the worker runs one task at a time
     on_progress: Callable[[Progress], None]  # publishes step events (and previews) to the job's client
     cancel: Callable[[], bool]  # polled by the engine every step
-    save: Callable[[Result], dict[str, Any]]  # saves a Result's images to outputs and the gallery
+    # A finished output's JSON file by its name under HOME/outputs (e.g. explanations/12/explain.json),
+    # or None: read through the result store, so a task can reuse finished work without the home path.
+    lookup: Callable[[str], Any] = lambda name: None
 
 
-Task = Callable[[TaskContext], dict[str, Any]]
+Task = Callable[[TaskContext], "TaskOutput | dict[str, Any]"]
 
 
-def generate(ctx: TaskContext) -> dict[str, Any]:
-    """The default kind: generate the job's recipe and save the images."""
+def generate(ctx: TaskContext) -> TaskOutput:
+    """The default kind: generate the job's recipe; its images go to the gallery."""
     result = ctx.engine.generate(ctx.job.recipe, on_progress=ctx.on_progress, cancel=ctx.cancel)
-    return ctx.save(result)
+    return TaskOutput(generation_result(result), gallery_images(ctx.engine, result, ctx.job.recipe.mode))
 
 
 def default_tasks() -> dict[str, Task]:

@@ -1,4 +1,6 @@
-"""The "upscale" job kind: a plain (Extras) upscale or an SD upscale of an input image, saved to the gallery.
+"""The "upscale" job kind: a plain (Extras) upscale or an SD upscale of an input image, for the gallery.
+
+The image is an artefact the result store saves into outputs/extras-images/<date>/.
 
 `job.params` is an `UpscaleParams`; `job.recipe` is the source image's recipe for a plain upscale
 (kept with the result), or the recipe whose prompt, sampler and denoise repaint the tiles for an
@@ -8,7 +10,6 @@ SD upscale.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +18,8 @@ from localdiffusion.engine.images import open_image
 from localdiffusion.engine.plan import resolve_path
 from localdiffusion.finish.extras import ExtrasUpscale, postprocess_params, run_extras, with_params
 from localdiffusion.finish.sd_upscale import DEFAULT_OVERLAP, sd_upscale
+from localdiffusion.jobs.artefacts import ImageArtefact, TaskOutput
 from localdiffusion.jobs.tasks import TaskContext
-from localdiffusion.store.outputs import output_folder, save_image
 
 
 class UpscaleParams(BaseModel):
@@ -43,7 +44,7 @@ class UpscaleParams(BaseModel):
         return ExtrasUpscale(self.upscaler, self.scale, self.width, self.height, self.crop, self.upscaler_2, self.visibility_2)
 
 
-def upscale(ctx: TaskContext) -> dict[str, Any]:
+def upscale(ctx: TaskContext) -> TaskOutput:
     started = time.perf_counter()
     params = UpscaleParams.model_validate(ctx.job.params)
     engine = ctx.engine
@@ -60,8 +61,6 @@ def upscale(ctx: TaskContext) -> dict[str, Any]:
                            on_tile=lambda done, total: ctx.on_progress(Progress(done, total, 0, 1, "upscale")))
         recipe = ctx.job.recipe
         infotext = with_params(params.infotext, postprocess_params(extras, image.size))
-    folder = output_folder(engine.home.outputs, "extras")
-    path, image_id = save_image(image, recipe, infotext, folder, engine.library.db, model_hash=model_hash,
-                                owner_id=ctx.job.owner_id)
-    return {"images": [image_id], "infotexts": [infotext], "seeds": [recipe.seed], "width": image.width,
-            "height": image.height, "timings": {"total": time.perf_counter() - started}}
+    artefact = ImageArtefact.of(image, recipe, infotext, "extras", model_hash)
+    return TaskOutput({"infotexts": [infotext], "seeds": [recipe.seed], "width": image.width, "height": image.height,
+                       "timings": {"total": time.perf_counter() - started}}, [artefact])
