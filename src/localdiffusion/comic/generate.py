@@ -13,8 +13,8 @@ from localdiffusion.engine.images import as_rgb, open_image
 from localdiffusion.engine.reference import keep_reference
 from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.errors import BadInput
-from localdiffusion.metadata.png import save_png
 from localdiffusion.recipe import Recipe, Reference
+from localdiffusion.store.png import save_png
 
 
 def candidate_recipes(engine: Any, project: Project, panel: Panel, folder: Path, count: int = 1,

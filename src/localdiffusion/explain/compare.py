@@ -26,9 +26,9 @@ from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import Axis, apply, parse_axis
 from localdiffusion.explain.grid import draw_grid
 from localdiffusion.explain.parameters import TEXTS
-from localdiffusion.metadata.png import save_png
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.files import write_atomic, write_text_atomic
+from localdiffusion.store.png import save_png
 
 AXIS_NAMES = ("X", "Y", "Z")
 DIRECTIONS = {
