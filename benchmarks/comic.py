@@ -51,7 +51,7 @@ from localdiffusion.comic.generate import candidate_recipes  # noqa: E402
 from localdiffusion.comic.layouts import ordered_panels  # noqa: E402
 from localdiffusion.comic.story import load_story  # noqa: E402
 from localdiffusion.engine import Engine, EngineOptions  # noqa: E402
-from localdiffusion.metadata.png import save_png  # noqa: E402
+from localdiffusion.store.png import save_png  # noqa: E402
 
 STORY = ROOT / "examples" / "story.yaml"
 GOAL = 1.1

@@ -11,8 +11,8 @@ from PIL import Image
 import localdiffusion.cli.info  # noqa: F401  registers the command until cli/app.py imports it
 from localdiffusion.cli.app import main
 from localdiffusion.infotext import to_infotext
-from localdiffusion.metadata import save_png
 from localdiffusion.recipe import Recipe
+from localdiffusion.store.png import save_png
 
 RECIPE = Recipe(prompt="a red kite, over hills", negative_prompt="fog", seed=77, steps=9, width=64, height=64, sampler_name="DPM++ 2M", scheduler="Karras")
 

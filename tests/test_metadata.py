@@ -13,10 +13,11 @@ from PIL import Image, PngImagePlugin
 
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import to_infotext
-from localdiffusion.metadata import ImageMetadata, png_with_metadata, read_image_metadata, save_png
+from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.metadata.container import decode_user_comment
 from localdiffusion.metadata.stealth import write_stealth
 from localdiffusion.recipe import Recipe
+from localdiffusion.store.png import png_with_metadata, save_png
 
 
 def fixtures_dir() -> Path:

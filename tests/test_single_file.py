@@ -15,14 +15,13 @@ from PIL import Image
 
 from factories import build_zoo, load_folder
 from localdiffusion.errors import UnsupportedModel
+from localdiffusion.models.architecture import PIPELINE_CLASSES, standard_configs
 from localdiffusion.models.detect import Detected, detect_shapes
 from localdiffusion.models.single_file import (
-    PIPELINE_CLASSES,
     derive_configs,
     load_single_file,
     load_vae_file,
     save_single_file,
-    standard_configs,
     to_single_file_state_dict,
 )
 

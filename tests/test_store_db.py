@@ -207,7 +207,7 @@ def test_two_processes_saving_into_one_folder_never_share_a_number(tmp_path):
     import sys
     import time
 
-    from localdiffusion.metadata.png import RECIPE_CHUNK
+    from localdiffusion.metadata.ours import RECIPE_CHUNK
     from localdiffusion.recipe import Recipe
 
     Database(tmp_path / "db.sqlite").close()

@@ -267,7 +267,7 @@ def test_webuiapi_lists_upscalers_and_upscales_an_image(server):
 
 def test_cli_upscales_with_a_model_and_records_what_was_done(capsys, studio_home, tmp_path):
     from cli_runner import run_cli
-    from localdiffusion.metadata.png import save_png
+    from localdiffusion.store.png import save_png
 
     source = tmp_path / "in.png"
     save_png(picture(), source, "a cat\nSteps: 2, Seed: 5", None)

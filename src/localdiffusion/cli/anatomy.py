@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from localdiffusion.cli.app import HomeOption, app, home_from, out
+from localdiffusion.cli.common import HomeOption, app, home_from, out
 from localdiffusion.explain.anatomy import (
     Anatomy,
     AnatomyReport,

@@ -1,4 +1,5 @@
-"""The `localdiffusion` command. Each command group lives in its own module and registers here."""
+"""The `localdiffusion` command: runs it, answering every error in one sentence. Each command group lives in its
+own module and adds itself to the root command (`cli/common.py`) when `_register_commands` imports it."""
 
 from __future__ import annotations
 
@@ -8,44 +9,22 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.console import Console
 
+from localdiffusion.cli.common import app, err, opened_homes
 from localdiffusion.errors import LocalDiffusionError
-from localdiffusion.store.home import Home
 
 try:  # typer 0.2x carries its own copy of click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as click_exceptions
 
-app = typer.Typer(
-    name="localdiffusion",
-    help="Local Diffusion: make images with Stable Diffusion on your own machine, and see what each setting does.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-err = Console(stderr=True, emoji=False)
-out = Console(emoji=False)
-
-HomeOption = typer.Option(None, "--home", help="Home folder (models, outputs, database). Default: $LOCALDIFFUSION_HOME or the user data dir.")
-
-
-_homes: list[Home] = []  # the home folder this command uses, once it has one (crash logs go there)
-
-
-def home_from(path: Optional[Path]) -> Home:
-    home = Home(path).ensure()
-    _homes.append(home)
-    return home
-
 
 def _register_commands() -> None:
-    # Imported here so that each module can import `app` helpers above without a cycle.
-    from localdiffusion.cli import anatomy, comic, compare, explain, generate, info, models, pose, serve, upscale  # noqa: F401
+    # Each command module adds its commands to `app` (from cli/common.py) when imported.
+    # The order is the order of `localdiffusion --help` (commands first, then the command groups).
+    from localdiffusion.cli import anatomy, generate, compare, explain, info, serve, upscale, comic, models, pose  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     file that holds the traceback, exit status 1.
     """
     _register_commands()
-    _homes.clear()
+    opened_homes.clear()
     try:
         app(args=argv, standalone_mode=False)
     except LocalDiffusionError as e:
@@ -102,7 +81,7 @@ def write_crash_log(error: BaseException, argv: list[str]) -> Path:
     has a home, or when the home cannot be written); returns the file's path."""
     text = f"localdiffusion {' '.join(argv)}\n\n" + "".join(traceback.format_exception(error))
     prefix = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-"
-    folders = [h.root / "logs" for h in _homes[-1:]] + [Path(tempfile.gettempdir())]
+    folders = [h.root / "logs" for h in opened_homes[-1:]] + [Path(tempfile.gettempdir())]
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)

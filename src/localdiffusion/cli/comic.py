@@ -8,18 +8,11 @@ from typing import Optional
 import typer
 
 from localdiffusion.cli import options
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
+from localdiffusion.cli.common import HomeOption, app, err, open_engine, out
 from localdiffusion.errors import BadInput
 
 comic_app = typer.Typer(help="Graphic novels: pages, panels, cast, lettering; PDF, CBZ and PNG export.", no_args_is_help=True)
 app.add_typer(comic_app, name="comic")
-
-
-def _engine(home: Optional[Path], device: Optional[str], dtype: Optional[str]):
-    from localdiffusion.cli.generate import library_for
-    from localdiffusion.engine import Engine, EngineOptions
-
-    return Engine(library_for(home_from(home)), EngineOptions(device=device, dtype=dtype))
 
 
 @comic_app.command("render")
@@ -58,7 +51,7 @@ def render(
         project.dpi = dpi
     if trim_marks and bleed <= 0:
         raise BadInput("Trim marks sit in the bleed; give --bleed 3 (millimetres) with --trim-marks.", field="trim_marks")
-    engine = _engine(home, device, dtype)
+    engine = open_engine(home, device=device, dtype=dtype)
     for note in consistency_notes(project, engine.home.root, engine.library) + ([lettering_font().note] if lettering_font().note else []):
         err.print(f"[dim]{note}[/dim]", highlight=False)
     if kept := shared_attention_bytes(engine, project, out_dir / "project"):

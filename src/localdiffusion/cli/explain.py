@@ -9,25 +9,15 @@ from typing import Optional
 import typer
 
 from localdiffusion.cli import options
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
-from localdiffusion.cli.generate import existing, library_for, mode_for, parse_size, recipe_from_fields
+from localdiffusion.cli.common import HomeOption, app, err, open_engine, out, recipe_from_fields
+from localdiffusion.cli.options import RecipeFlags
 from localdiffusion.explain.report import explain_run
 
 
 @app.command("explain")
+@options.recipe_options(seed_help="-1 picks a random seed (recorded).", init_help="Input image: explain an img2img run.")
 def explain_command(
-    prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax."),
-    negative: str = options.NEGATIVE,
-    model: Optional[str] = options.MODEL,
-    steps: int = options.STEPS,
-    cfg: float = options.CFG,
-    sampler: str = options.SAMPLER,
-    scheduler: str = options.SCHEDULER,
-    seed: int = typer.Option(-1, "--seed", help="-1 picks a random seed (recorded)."),
-    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)."),
-    clip_skip: int = options.CLIP_SKIP,
-    init: Optional[Path] = typer.Option(None, "--init", help="Input image: explain an img2img run."),
-    denoise: float = options.DENOISE,
+    flags: RecipeFlags,
     timeline: bool = typer.Option(False, "--timeline", help="Write the denoising timeline (filmstrip and animation)."),
     cfg_steps: Optional[str] = typer.Option(None, "--cfg-steps", help="Steps for the CFG triptychs, e.g. 5,15."),
     decode_steps: Optional[str] = typer.Option(None, "--decode-steps", help="Timeline steps to decode fully with the VAE, e.g. 5,20."),
@@ -36,25 +26,19 @@ def explain_command(
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Explain one image: how it formed step by step, what guidance (CFG) did to it, and where each word acted."""
-    from localdiffusion.engine import Engine
     from localdiffusion.explain.guidance import check_guidance, parse_steps
 
     wanted_cfg = parse_steps(cfg_steps) if cfg_steps is not None else None
     decodes = parse_steps(decode_steps, "decode steps", "decode_steps") if decode_steps is not None else []
     do_timeline = timeline or (wanted_cfg is None and not attention)
-    width, height = parse_size(size) if size else (None, None)
-    recipe = recipe_from_fields(
-        prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
-        scheduler=scheduler, seed=seed, width=width, height=height, clip_skip=clip_skip, denoising_strength=denoise,
-        mode=mode_for(init, None, None), init_image=existing(init, "input image"),
-    )
+    recipe = recipe_from_fields(**flags.recipe_fields())
     do_cfg = wanted_cfg is not None or not (timeline or attention)
     if wanted_cfg is not None:
         check_guidance(recipe)
     if do_cfg and recipe.cfg_scale <= 1.0:  # with neither flag, a run without CFG still gets its timeline
         err.print(f"[dim]CFG scale {recipe.cfg_scale:g} turns guidance off, so there are no CFG triptychs.[/dim]")
         do_cfg = False
-    engine = Engine(library_for(home_from(home)))
+    engine = open_engine(home)
     written = explain_run(engine, recipe, Path(out_dir), timeline=do_timeline, cfg_steps=wanted_cfg if do_cfg else [],
                           decode_steps=decodes, default_cfg=do_cfg and wanted_cfg is None, attention=attention)
     for name in written:

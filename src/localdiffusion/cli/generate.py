@@ -9,17 +9,11 @@ import typer
 from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
 from localdiffusion.cli import options
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
+from localdiffusion.cli.common import HomeOption, app, err, home_from, library_for, out, recipe_from_fields, with_control_maps
+from localdiffusion.cli.options import RecipeFlags, existing
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Outpaint, Recipe
 from localdiffusion.store.home import Home
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise BadInput(f"The size '{text}' is not WIDTHxHEIGHT; write it like 512x768.", field="size")
-    return int(parts[0]), int(parts[1])
 
 
 OUTPAINT_FILLS = ("edge", "noise", "blur")
@@ -36,41 +30,19 @@ def parse_outpaint(text: str) -> Outpaint:
     return Outpaint(left=left, right=right, up=up, down=down, fill=fill)
 
 
-def mode_for(init: Optional[Path], mask: Optional[Path], outpaint: Optional[str]) -> str:
-    if mask is not None and init is None:
-        raise BadInput("A mask needs an image to inpaint; give it with --init.", field="mask")
-    if outpaint is not None and init is None:
-        raise BadInput("Outpainting needs an image to extend; give it with --init.", field="outpaint")
-    if outpaint is not None:
-        return "outpaint"
-    return "inpaint" if mask is not None else ("img2img" if init is not None else "txt2img")
-
-
-def existing(path: Optional[Path], what: str) -> Optional[str]:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise BadInput(f"The {what} '{path}' does not exist; give the path of an image file.")
-    return str(path.resolve())
-
-
 @app.command("generate")
+@options.recipe_options(
+    prompt_help="What to draw, in A1111 prompt syntax: (word:1.2), \\[from:to:0.5], <lora:name:0.8>, BREAK.",
+    seed_help="-1 picks a random seed (recorded in the image).",
+    size_help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size, or the input image's).",
+    init_help="Input image for img2img, inpaint or outpaint.",
+)
 def generate(
-    prompt: str = typer.Argument(..., help="What to draw, in A1111 prompt syntax: (word:1.2), \\[from:to:0.5], <lora:name:0.8>, BREAK."),
-    negative: str = options.NEGATIVE,
-    model: Optional[str] = options.MODEL,
-    steps: int = options.STEPS,
-    cfg: float = options.CFG,
-    sampler: str = options.SAMPLER,
-    scheduler: str = options.SCHEDULER,
-    seed: int = typer.Option(-1, "--seed", help="-1 picks a random seed (recorded in the image)."),
+    flags: RecipeFlags,
     subseed: int = typer.Option(-1, "--subseed", help="Variation seed."),
     subseed_strength: float = typer.Option(0.0, "--subseed-strength", help="How far toward the variation seed (0-1)."),
-    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size, or the input image's)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per batch (generated together)."),
     batch_count: int = typer.Option(1, "--batch-count", help="Number of batches (generated one after another)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Input image for img2img, inpaint or outpaint."),
-    denoise: float = options.DENOISE,
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpaint mask: white where the image should change."),
     mask_blur: int = typer.Option(4, "--mask-blur", help="Feather the mask edge by this many pixels."),
     fill: int = typer.Option(1, "--fill", help="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."),
@@ -80,7 +52,6 @@ def generate(
     hires: Optional[float] = typer.Option(None, "--hires", help="Hires fix: second pass at this scale (e.g. 2)."),
     hires_steps: int = typer.Option(0, "--hires-steps", help="Steps of the hires pass (0: same as --steps)."),
     hires_upscaler: str = typer.Option("Latent", "--hires-upscaler", help="Latent, Latent (nearest), Latent (bicubic), Latent (antialiased), Lanczos, Nearest, or an upscaler model in models/ESRGAN by name."),
-    clip_skip: int = options.CLIP_SKIP,
     control: list[str] = options.CONTROL,
     control_model: list[str] = options.CONTROL_MODEL,
     control_mode: list[str] = options.CONTROL_MODE,
@@ -98,13 +69,10 @@ def generate(
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Generate images from a prompt (txt2img), or from an input image (img2img, inpaint, outpaint)."""
-    width, height = parse_size(size) if size else (None, None)
     recipe = recipe_from_fields(
-        prompt=prompt, negative_prompt=negative, model=model, steps=steps, cfg_scale=cfg, sampler_name=sampler,
-        scheduler=scheduler, seed=seed, subseed=subseed, subseed_strength=subseed_strength, width=width, height=height,
-        batch_size=batch_size, n_iter=batch_count, denoising_strength=denoise, mask_blur=mask_blur, inpainting_fill=fill,
-        inpaint_full_res=only_masked, inpaint_full_res_padding=padding, clip_skip=clip_skip, rng=rng,
-        mode=mode_for(init, mask, outpaint), init_image=existing(init, "input image"), mask=existing(mask, "mask"),
+        **flags.recipe_fields(mask, outpaint), subseed=subseed, subseed_strength=subseed_strength,
+        batch_size=batch_size, n_iter=batch_count, mask_blur=mask_blur, inpainting_fill=fill,
+        inpaint_full_res=only_masked, inpaint_full_res_padding=padding, rng=rng, mask=existing(mask, "mask"),
         outpaint=parse_outpaint(outpaint) if outpaint else None,
         enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
         controls=options.parse_controls(control, control_model, control_mode, pixel_perfect),
@@ -127,38 +95,6 @@ def replay(
     library = library_for(h)
     recipe = recipe_for_replay(image, library)
     run(recipe, h, out_dir, {})
-
-
-def recipe_from_fields(**fields) -> Recipe:
-    from pydantic import ValidationError
-
-    try:
-        return Recipe(**fields)
-    except ValidationError as e:
-        first = e.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
-        raise BadInput(f"The value {first.get('input')!r} for {name} is not allowed: {first['msg']}.", field=name) from None
-
-
-def library_for(home: Home, allow_pickle: bool = False):
-    """The library a command line uses: it also takes a model's path, adding one from elsewhere in place
-    (as `models add` does), so that the recipes saved with the images name a model that resolves again."""
-    from localdiffusion.models.library import ModelLibrary
-    from localdiffusion.store.db import Database
-
-    library = ModelLibrary(home, Database(home.db_path), accept_paths=True)
-    if allow_pickle:
-        library.settings = library.settings.model_copy(update={"allow_pickle": True})
-    return library
-
-
-def with_control_maps(recipe: Recipe, home: Home, library) -> Recipe:
-    """The recipe with its ControlNet units' maps made and models picked (unchanged without units)."""
-    if not recipe.controls:
-        return recipe
-    from localdiffusion.control.units import prepare_controls
-
-    return prepare_controls(recipe, home.root, library)
 
 
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:

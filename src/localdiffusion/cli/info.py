@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from localdiffusion.cli.app import app, out
+from localdiffusion.cli.common import app, out
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.recipe import Recipe
 

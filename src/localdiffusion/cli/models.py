@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
+from localdiffusion.cli.common import HomeOption, app, err, home_from, out
 from localdiffusion.models.hub import pull as hub_pull
 from localdiffusion.models.hub import target_path
 from localdiffusion.models.info import ModelInfo

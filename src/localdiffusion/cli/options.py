@@ -1,8 +1,21 @@
-"""Options that several commands share (generate, compare, explain), defined once."""
+"""Options that several commands share (generate, compare, explain), defined once, and the parsing of their values.
+
+`recipe_options` gives a command the one shared set of recipe flags (PROMPT, --negative, --model, --steps,
+--cfg, --sampler, --scheduler, --seed, --size, --clip-skip, --init, --denoise) as a single `RecipeFlags`
+argument; `RecipeFlags.recipe_fields()` turns them into Recipe fields.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from localdiffusion.errors import BadInput, one_of
 
 NEGATIVE = typer.Option("", "--negative", "-n", help="What to avoid (same syntax).")
 MODEL = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint).")
@@ -39,6 +52,109 @@ REFERENCE_MODEL = typer.Option(
 )
 
 
+SIZE_HELP = "WIDTHxHEIGHT, multiples of 8 (default: the model's native size)."
+
+
+@dataclass(frozen=True)
+class RecipeFlags:
+    """The recipe flags every image-making command shares, as given on the command line."""
+
+    prompt: str
+    negative: str
+    model: Optional[str]
+    steps: int
+    cfg: float
+    sampler: str
+    scheduler: str
+    seed: int
+    size: Optional[str]
+    clip_skip: int
+    init: Optional[Path]
+    denoise: float
+
+    def recipe_fields(self, mask: Optional[Path] = None, outpaint: Optional[str] = None) -> dict:
+        """Recipe fields from these flags; the mode follows from --init and the command's --mask/--outpaint."""
+        width, height = parse_size(self.size) if self.size else (None, None)
+        return dict(
+            prompt=self.prompt, negative_prompt=self.negative, model=self.model, steps=self.steps, cfg_scale=self.cfg,
+            sampler_name=self.sampler, scheduler=self.scheduler, seed=self.seed, width=width, height=height,
+            clip_skip=self.clip_skip, denoising_strength=self.denoise,
+            mode=mode_for(self.init, mask, outpaint), init_image=existing(self.init, "input image"),
+        )
+
+
+def _recipe_parameters(prompt_help: str, seed_help: str, size_help: str, init_help: str) -> list[inspect.Parameter]:
+    """The typer parameters of `RecipeFlags`, in its field order (their help texts as the command words them)."""
+    declared = {
+        "prompt": (str, typer.Argument(..., help=prompt_help)),
+        "negative": (str, NEGATIVE),
+        "model": (Optional[str], MODEL),
+        "steps": (int, STEPS),
+        "cfg": (float, CFG),
+        "sampler": (str, SAMPLER),
+        "scheduler": (str, SCHEDULER),
+        "seed": (int, typer.Option(-1, "--seed", help=seed_help)),
+        "size": (Optional[str], typer.Option(None, "--size", help=size_help)),
+        "clip_skip": (int, CLIP_SKIP),
+        "init": (Optional[Path], typer.Option(None, "--init", help=init_help)),
+        "denoise": (float, DENOISE),
+    }
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=declared[f.name][1], annotation=declared[f.name][0])
+            for f in fields(RecipeFlags)]
+
+
+def recipe_options(*, seed_help: str, init_help: str, prompt_help: str = "What to draw, in A1111 prompt syntax.", size_help: str = SIZE_HELP):
+    """Give a command the shared recipe flags: its parameter `flags: RecipeFlags` becomes those flags (in that
+    place of its options), and the command is called with them gathered into one RecipeFlags."""
+    names = [f.name for f in fields(RecipeFlags)]
+
+    def decorate(command):
+        own = inspect.signature(command, eval_str=True)
+        if "flags" not in own.parameters:
+            raise TypeError(f"{command.__name__} needs a `flags: RecipeFlags` parameter for the recipe options")
+        parameters = []
+        for parameter in own.parameters.values():
+            if parameter.name == "flags":
+                parameters += _recipe_parameters(prompt_help, seed_help, size_help, init_help)
+            else:
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def with_flags(**given):
+            flags = RecipeFlags(**{name: given.pop(name) for name in names})
+            return command(flags=flags, **given)
+
+        with_flags.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return with_flags
+
+    return decorate
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise BadInput(f"The size '{text}' is not WIDTHxHEIGHT; write it like 512x768.", field="size")
+    return int(parts[0]), int(parts[1])
+
+
+def mode_for(init: Optional[Path], mask: Optional[Path], outpaint: Optional[str]) -> str:
+    if mask is not None and init is None:
+        raise BadInput("A mask needs an image to inpaint; give it with --init.", field="mask")
+    if outpaint is not None and init is None:
+        raise BadInput("Outpainting needs an image to extend; give it with --init.", field="outpaint")
+    if outpaint is not None:
+        return "outpaint"
+    return "inpaint" if mask is not None else ("img2img" if init is not None else "txt2img")
+
+
+def existing(path: Optional[Path], what: str) -> Optional[str]:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise BadInput(f"The {what} '{path}' does not exist; give the path of an image file.")
+    return str(path.resolve())
+
+
 def _number(text: str) -> float | None:
     try:
         return float(text)
@@ -49,7 +165,6 @@ def _number(text: str) -> float | None:
 def parse_control(spec: str):
     """One --control value as a ControlUnit. The image may itself hold colons (C:\\...): only trailing numbers count."""
     from localdiffusion.control.preprocessors import MODULES
-    from localdiffusion.errors import BadInput, one_of
     from localdiffusion.recipe import ControlUnit
 
     module, _, rest = spec.partition(":")
@@ -73,10 +188,6 @@ def parse_control(spec: str):
 
 
 def _existing_image(image: str, spec: str, option: str) -> str:
-    from pathlib import Path
-
-    from localdiffusion.errors import BadInput
-
     path = Path(image).expanduser()
     if not path.is_file():
         raise BadInput(f"The {option} image '{image}' in '{spec}' does not exist; give the path of an image file.", field=option)
@@ -95,7 +206,6 @@ CONTROL_MODE_NAMES = {"balanced": "Balanced", "prompt": "My prompt is more impor
 def parse_controls(specs: list[str], models: list[str], modes: list[str] | None = None, pixel_perfect: bool = False) -> list:
     """The --control units with their --control-model names and --control-mode modes (each: one per unit in
     order, or one for all), and --pixel-perfect for all."""
-    from localdiffusion.errors import BadInput, one_of
     from localdiffusion.recipe import CONTROL_MODES
 
     units = [parse_control(spec) for spec in specs]
@@ -118,9 +228,6 @@ def parse_controls(specs: list[str], models: list[str], modes: list[str] | None 
 
 def parse_reference(spec: str):
     """One --reference value as a Reference. The image may itself hold colons (C:\\...): a trailing number is the scale."""
-    from pathlib import Path
-
-    from localdiffusion.errors import BadInput
     from localdiffusion.recipe import Reference
 
     image, colon, tail = spec.rpartition(":")
@@ -134,8 +241,6 @@ def parse_reference(spec: str):
 
 def parse_references(specs: list[str], models: list[str]) -> list:
     """The --reference images with their --reference-model names: one per reference in order, or one for all."""
-    from localdiffusion.errors import BadInput
-
     references = [parse_reference(spec) for spec in specs]
     if models and not references:
         raise BadInput("--reference-model names the IP-Adapter of a --reference image; add a --reference IMAGE.", field="reference_model")

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from localdiffusion.cli.app import app, out
-from localdiffusion.cli.generate import parse_size
+from localdiffusion.cli.common import app, out
+from localdiffusion.cli.options import parse_size
 from localdiffusion.errors import BadInput, one_of
 
 pose_app = typer.Typer(help="OpenPose poses: detect one in a photo, render one for ControlNet, list the presets.", no_args_is_help=True)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
+from localdiffusion.cli.common import HomeOption, app, err, home_from, out
 from localdiffusion.errors import LocalDiffusionError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-from localdiffusion.cli.app import HomeOption, app, err, home_from, out
-from localdiffusion.cli.generate import library_for, recipe_from_fields
+from localdiffusion.cli.common import HomeOption, app, home_from, library_for, out, progress_bar, recipe_from_fields
 from localdiffusion.engine.images import open_image
 from localdiffusion.errors import BadInput
-from localdiffusion.metadata.png import RECIPE_CHUNK, save_png
+from localdiffusion.metadata.ours import RECIPE_CHUNK
+from localdiffusion.store.png import save_png
 
 
 @app.command("upscale")
@@ -40,19 +39,12 @@ def upscale(
     library = library_for(home, allow_pickle)
     source = open_image(str(image), "image")
     stored_infotext = source.info.get("parameters", "") if isinstance(source.info.get("parameters"), str) else ""
-    with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-             TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("Upscaling", total=1)
-
-        def on_progress(p) -> None:
-            bar.update(task, description=f"{p.phase} {p.iteration + 1}/{p.iterations}", total=p.total * p.iterations,
-                       completed=p.iteration * p.total + p.step)
-
+    with progress_bar("Upscaling", total=1) as bar:
         if sd_tiles:
             result, infotext, recipe_json = _sd(source, library, upscaler, scale, denoise, prompt, negative, model, steps,
-                                                seed, tile, overlap, str(image), on_progress)
+                                                seed, tile, overlap, str(image), bar.on_step)
         else:
-            result, infotext, recipe_json = _plain(source, library, upscaler, scale, stored_infotext, on_progress)
+            result, infotext, recipe_json = _plain(source, library, upscaler, scale, stored_infotext, bar.on_step)
     save_png(result, output, infotext, recipe_json)
     out.print(f"{output}  [dim]{source.width}x{source.height} -> {result.width}x{result.height}[/dim]", highlight=False)
 

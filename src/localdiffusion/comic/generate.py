@@ -19,9 +19,9 @@ from localdiffusion.engine.images import as_rgb, open_image
 from localdiffusion.engine.reference import keep_reference
 from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.errors import BadInput
-from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.recipe import Recipe, Reference, Result
 from localdiffusion.store.files import write_atomic
+from localdiffusion.store.png import png_with_metadata
 
 
 def candidate_recipes(engine: Any, project: Project, panel: Panel, folder: Path, count: int = 1,

@@ -27,9 +27,9 @@ from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import Axis, apply, parse_axis
 from localdiffusion.explain.grid import draw_grid
 from localdiffusion.explain.parameters import TEXTS
-from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.files import write_atomic
+from localdiffusion.store.png import png_with_metadata
 
 AXIS_NAMES = ("X", "Y", "Z")
 SUMMARY = "compare.json"

@@ -17,10 +17,10 @@ from PIL import Image
 
 from localdiffusion.engine.attention import AttentionRecorder
 from localdiffusion.explain import attention as attn, guidance, timeline as tl
-from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.prompts import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.files import write_atomic
+from localdiffusion.store.png import png_with_metadata
 
 SUMMARY = "explain.json"  # lists every file of the explanation, itself last
 

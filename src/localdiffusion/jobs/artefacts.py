@@ -4,7 +4,7 @@ A task returns a `TaskOutput`: its small JSON result and a list of artefacts, pl
 store (jobs/results.py) writes to the home folder and the database with the job's owner:
 
 - `ImageArtefact`: a PNG for the gallery, its bytes already carrying the A1111 infotext and the recipe
-  JSON chunk (`metadata/png.png_with_metadata`), with what its `images` row records;
+  JSON chunk (`store/png.png_with_metadata`), with what its `images` row records;
 - `FileArtefact`: a named file (bytes and a relative name such as `timeline/sample-004.png` or
   `explain.json`) for the output's folder, `TaskOutput.folder` under `HOME/outputs/`.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from localdiffusion.metadata.png import png_with_metadata
+from localdiffusion.store.png import png_with_metadata
 from localdiffusion.recipe import Recipe, Result
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from localdiffusion.metadata.container import Container
 from localdiffusion.metadata.types import ImageMetadata
 from localdiffusion.recipe import Recipe
 
-CHUNK = "localdiffusion"
+RECIPE_CHUNK = "localdiffusion"  # the PNG text chunk that holds the Recipe JSON (written by store/png.py)
 
 
 def read(c: Container) -> ImageMetadata | None:
-    recipe_json = c.texts.get(CHUNK)
+    recipe_json = c.texts.get(RECIPE_CHUNK)
     if not recipe_json:
         return None
     meta = a1111.from_text(c.texts["parameters"]) if c.texts.get("parameters") else ImageMetadata()

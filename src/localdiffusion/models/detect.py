@@ -18,22 +18,26 @@ from typing import Literal
 import torch
 
 from localdiffusion.errors import UnsupportedModel
+from localdiffusion.models.architecture import unet_from_tensors
+from localdiffusion.models.keys import (
+    CONTROL,
+    FAMILY_BY_CROSS_WIDTH,
+    FAMILY_BY_TEXT_WIDTH,
+    SD1_TEXT,
+    SD2_TEXT,
+    SDXL_TEXT,
+    UNET,
+    V_PRED_KEY,
+    Shapes,
+    first_shape,
+    has_prefix,
+    vae_prefix,
+)
 
 DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-UNET = "model.diffusion_model."
-SD1_TEXT = "cond_stage_model.transformer."
-SD2_TEXT = "cond_stage_model.model."
-SDXL_TEXT = "conditioner.embedders."
-V_PRED_KEY = "v_pred"
-
-# Cross-attention width (the text-encoder width the UNet listens to) of each real family.
-FAMILY_BY_CROSS_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl-refiner"}
-FAMILY_BY_TEXT_WIDTH = {768: "sd1", 1024: "sd2"}
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -132,16 +136,6 @@ def read_tensors(path: Path, prefix: str = "", allow_pickle: bool = False) -> di
 # Shape helpers
 
 
-def has_prefix(shapes: Shapes, prefix: str) -> bool:
-    return any(k.startswith(prefix) for k in shapes)
-
-
-def first_shape(shapes: Shapes, prefix: str, suffix: str) -> tuple[int, ...] | None:
-    """The shape of the first key (in sorted order) with this prefix and suffix."""
-    hits = sorted(k for k in shapes if k.startswith(prefix) and k.endswith(suffix))
-    return shapes[hits[0]] if hits else None
-
-
 def _structural_family(shapes: Shapes, prefix: str) -> str:
     """SD1 vs SD2 vs SDXL from the UNet's own layout, when widths are not the standard ones.
 
@@ -234,17 +228,9 @@ def _is_embedding(shapes: Shapes) -> bool:
     return "emb_params" in shapes or has_prefix(shapes, "string_to_param.") or ("clip_l" in shapes and "clip_g" in shapes)
 
 
-def vae_prefix(shapes: Shapes) -> str | None:
-    """Where a VAE sits in a file: bare (a VAE file) or under a checkpoint's prefix."""
-    for prefix in ("", "first_stage_model.", "vae."):
-        if prefix + "decoder.conv_in.weight" in shapes and prefix + "encoder.conv_in.weight" in shapes:
-            return prefix
-    return None
-
-
 def _controlnet_prefix(shapes: Shapes) -> str | None:
-    if has_prefix(shapes, "control_model."):
-        return "control_model."
+    if has_prefix(shapes, CONTROL):
+        return CONTROL
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
         return ""
     return None
@@ -289,8 +275,6 @@ def sd2_uses_v_prediction(path: Path, shapes: Shapes, allow_pickle: bool = False
     under -1); an epsilon model's does not. Ported from AUTOMATIC1111/stable-diffusion-webui
     (modules/sd_models_config.py).
     """
-    from localdiffusion.models.single_file import unet_from_tensors
-
     unet = unet_from_tensors(read_tensors(path, UNET, allow_pickle), shapes, family="sd2")
     with torch.no_grad():
         x = torch.full((1, unet.config.in_channels, 8, 8), 0.5)

@@ -23,8 +23,9 @@ import torch
 
 from localdiffusion.errors import BadInput, UnsupportedModel, one_of
 from localdiffusion.models.controlnet import family_name, fits
-from localdiffusion.models.detect import UNET, Shapes, first_shape, is_ip_adapter, is_pickle, read_tensor_shapes, read_tensors
+from localdiffusion.models.detect import is_ip_adapter, is_pickle, read_tensor_shapes, read_tensors
 from localdiffusion.models.info import ModelInfo, base_family
+from localdiffusion.models.keys import UNET, Shapes, first_shape
 from localdiffusion.models.library import IMAGE_ENCODER_DIR
 from localdiffusion.store.home import MODEL_DIRS
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from localdiffusion.metadata.png import png_with_metadata
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.db import Database
+from localdiffusion.store.png import png_with_metadata
 
 LOCK_NAME = ".localdiffusion-numbering.lock"  # beside the images; A1111 and file browsers skip dot-files
 _NUMBERED = re.compile(r"(\d{5,})-")

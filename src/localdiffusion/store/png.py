@@ -1,4 +1,7 @@
-"""Write PNGs the way A1111 does (infotext in `parameters`) plus our full Recipe JSON."""
+"""Write PNGs the way A1111 does (infotext in `parameters`) plus our full Recipe JSON.
+
+The metadata package reads these chunks back (`metadata/ours.py`); writing files is the store's job.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from localdiffusion.metadata.ours import RECIPE_CHUNK
 from localdiffusion.store.files import write_atomic
-
-RECIPE_CHUNK = "localdiffusion"
 
 
 def png_with_metadata(image: Image.Image, infotext: str, recipe_json: str | None) -> bytes:
