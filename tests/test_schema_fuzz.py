@@ -8,7 +8,6 @@ whole run takes a few minutes on two cores.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="the schema fuzz needs schemathesis (pip install -e '.[test]')")
-from hypothesis import HealthCheck, assume, settings  # noqa: E402  (hypothesis comes with schemathesis)
+from hypothesis import HealthCheck, settings  # noqa: E402  (hypothesis comes with schemathesis)
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
@@ -55,15 +54,6 @@ def fuzzed_app(tmp_path_factory, model_home) -> Iterator:
     canceller.join(5)
 
 
-def known_bug(case) -> str | None:
-    """KNOWN 5xx BUGS, being fixed on another branch of issue 23: the requests that still meet them are left out.
-    Delete each entry (and this function once empty) when its fix is merged, so that the fuzz covers it again."""
-    values = [str(v) for v in (*(case.path_parameters or {}).values(), *(case.query or {}).values())]
-    if any(re.fullmatch(r"-?\d{19,}", v) and abs(int(v)) >= 2**63 for v in values):
-        return "an integer beyond SQLite's 64 bits (an id or offset >= 2**63) answers 500"
-    return None
-
-
 def described_schema() -> dict:
     """The schema the server publishes (it does not depend on the home's content)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -78,5 +68,4 @@ schema = schemathesis.openapi.from_dict(described_schema())
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_every_answer_matches_the_schema(case, fuzzed_app):
-    assume(known_bug(case) is None)
     case.call_and_validate(app=fuzzed_app, checks=CHECKS)
