@@ -5,6 +5,7 @@ The studio's home holds the tiny SD1 checkpoint and a tiny SD1 ControlNet named 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -218,24 +219,45 @@ def test_generate_with_a_pose_unit_records_the_controlnet(page, server):
     assert recipe["controls"][0]["model"].startswith(CONTROLNET) and recipe["controls"][0]["module"] == "none"
 
 
-def test_pose_from_a_photo_and_json_files(page, server, tmp_path):
+def open_pose_editor(page, server):
+    unit = add_unit(page, server)
+    unit.get_by_role("button", name="Open the pose editor").click()
+    return page.locator("dialog.pose-dialog")
+
+
+def pose_photo(tmp_path):
     from test_pose import drawn_figure
 
     photo = tmp_path / "figure.png"
     drawn_figure().save(photo)
-    unit = add_unit(page, server)
-    unit.get_by_role("button", name="Open the pose editor").click()
-    dialog = page.locator("dialog.pose-dialog")
-    dialog.locator("input[type=file][id^=pose-photo]").set_input_files(str(photo))
+    return photo
+
+
+@pytest.mark.pose
+def test_pose_from_a_photo(page, server, tmp_path):
+    dialog = open_pose_editor(page, server)
+    dialog.locator("input[type=file][id^=pose-photo]").set_input_files(str(pose_photo(tmp_path)))
     expect(dialog.locator(".pose-status")).to_have_text("The pose was found; drag the joints to adjust it.")
     expect(dialog.locator("svg image")).to_have_count(1)  # the photo behind the skeleton
     found = pose_of(page)
     assert len(found["people"]) == 1 and point(found, 0)[1] < point(found, 8)[1]  # the nose above the hip
 
+
+def test_pose_from_a_photo_without_the_pose_extra_says_how_to_install_it(page, server, tmp_path):
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("the [pose] extra is installed here")
+    dialog = open_pose_editor(page, server)
+    dialog.locator("input[type=file][id^=pose-photo]").set_input_files(str(pose_photo(tmp_path)))
+    expect(dialog.locator(".pose-status")).to_contain_text("bash scripts/setup.sh --pose")
+
+
+def test_pose_json_files_save_and_load(page, server, tmp_path):
+    dialog = open_pose_editor(page, server)
+    shown = pose_of(page)
     # Save JSON downloads the pose; loading it back (or any OpenPose file) replaces the pose.
     with page.expect_download() as download:
         dialog.get_by_role("button", name="Save JSON").click()
-    assert json.loads(download.value.path().read_text()) == found
+    assert json.loads(download.value.path().read_text()) == shown
     other = {"canvas_width": 768, "canvas_height": 512, "people": [{"pose_keypoints_2d": [100, 50, 1] * 18}]}
     path = tmp_path / "other.json"
     path.write_text(json.dumps(other))
