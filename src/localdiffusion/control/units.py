@@ -39,7 +39,7 @@ def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None
         return recipe
     checkpoint = None
     if library is not None:
-        checkpoint = library.get(recipe.model, kind="checkpoint")
+        checkpoint = library.get(recipe.model, kind="checkpoint", field="model")
     target = None
     if any(u.pixel_perfect and not u.map for u in recipe.controls):
         target = map_size(recipe, Path(home_root), checkpoint.native_size if checkpoint is not None else 512)

@@ -22,43 +22,26 @@ from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
 from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
-from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
+from localdiffusion.engine.inputs import HomeInputs, Inputs
+from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
+from localdiffusion.engine.plan import check_hires_upscaler as check_hires_upscaler  # noqa: F401  (re-exported)
+from localdiffusion.engine.plan import hires_upscalers as hires_upscalers  # noqa: F401  (re-exported)
+from localdiffusion.engine.prepare import Adapter, Prepared, prepare
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.samplers import make_scheduler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
 from localdiffusion.engine.shared_attention import SharedAttention, share_attention
-from localdiffusion.errors import BadInput, ModelNotFound, one_of
+from localdiffusion.errors import BadInput
 from localdiffusion.infotext import to_infotext
 from localdiffusion.models.cache import PipelineCache
-from localdiffusion.models.controlnet import LoadedControlNet, check_fits, load_controlnet
+from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
 from localdiffusion.models.info import ModelInfo, base_family
-from localdiffusion.models.ip_adapter import (
-    AdapterShape, ImageEncoder, a1111_module, find_adapter, image_encoder_folder, load_image_encoder,
-)
+from localdiffusion.models.ip_adapter import ImageEncoder, a1111_module, load_image_encoder
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.lora import load_lora
-from localdiffusion.models.upscalers import find_upscaler, list_upscalers, resize
+from localdiffusion.models.upscalers import resize
 from localdiffusion.prompts import PromptEncoder, extract_loras
 from localdiffusion.recipe import ControlUnit, Recipe, Result
-
-LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
-IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST, "None": None}
-
-
-def hires_upscalers(library: Any) -> list[str]:
-    """What the hires pass can upscale with: the latent modes, Lanczos, Nearest, None, then the library's upscaler models."""
-    return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *(u.name for u in list_upscalers(library) if u.is_model)]
-
-
-def check_hires_upscaler(name: str, library: Any) -> None:
-    if name in LATENT_UPSCALERS or name in IMAGE_UPSCALERS:
-        return
-    try:
-        find_upscaler(name, library)
-    except ModelNotFound:
-        raise BadInput(f"Unknown hires upscaler '{name}'; choose one of {one_of(hires_upscalers(library))}.",
-                       field="hr_upscaler") from None
-
 
 @dataclass
 class EngineOptions:
@@ -157,6 +140,7 @@ class Engine:
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.device, self.options.dtype)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
+        self.inputs: Inputs = HomeInputs(self.home.root)  # pictures by name: kept inputs, or paths on this machine
         self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in generate()
 
     # --- models ---
@@ -227,15 +211,6 @@ class Engine:
 
         return self._cached(self._controlnet_key(info), f"ControlNet '{info.name}'", load).model
 
-    def _control_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[ModelInfo]:
-        """Each unit's ControlNet from the library, refused when it does not fit the checkpoint's family."""
-        infos = []
-        for i, unit in enumerate(recipe.controls):
-            info = self.library.get(unit.model, kind="controlnet", field=f"controls.{i}.model")
-            check_fits(info, checkpoint, field=f"controls.{i}.model")
-            infos.append(info)
-        return infos
-
     def image_encoder(self, folder: Path) -> ImageEncoder:
         """An IP-Adapter's CLIP image encoder on the engine's device and dtype, in the pipeline cache."""
         def load() -> ImageEncoder:
@@ -250,22 +225,12 @@ class Engine:
         cached = set(self.cache.keys())
         return len({key for key in keys if key not in cached})
 
-    def _adapter_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[tuple[ModelInfo, AdapterShape, Path]]:
-        """Each reference's IP-Adapter (named, or the one that fits), its shape and its image encoder folder,
-        checked before any loading."""
-        found = []
-        for i, ref in enumerate(recipe.references):
-            adapter, shape = find_adapter(i, ref.model, checkpoint, self.library)
-            found.append((adapter, shape, image_encoder_folder(adapter, shape, self.home.root, field=f"references.{i}.model")))
-        return found
-
-    def _with_references(self, plan: Plan, found: list[tuple[ModelInfo, AdapterShape, Path]],
-                         pipe: Any) -> tuple[Plan, list[reference.Embeds]]:
+    def _with_references(self, plan: Plan, found: list[Adapter], pipe: Any) -> tuple[Plan, list[reference.Embeds]]:
         """Install the references' adapters on the UNet (or take them out) and embed the pictures once.
         The plan's recipe names each adapter by its 'name [hash]' title and each picture by its kept input."""
         recipe = plan.recipe
-        adapters = [adapter for adapter, _, _ in found]
-        encoders = [folder for _, _, folder in found]
+        adapters = [adapter.info for adapter in found]
+        encoders = [adapter.encoder for adapter in found]
         slots = reference.slots_for([r.scale for r in recipe.references], adapters, encoders, plan.reference_images)
         reference.install(pipe, slots, self.settings.allow_pickle)
         if not slots:
@@ -289,6 +254,11 @@ class Engine:
 
     # --- generation ---
 
+    def prepare(self, recipe: Recipe, inputs: Inputs | None = None) -> Prepared:
+        """The recipe checked and resolved against the library (engine/prepare.py): pure, no model loads,
+        no file written. The studio API and the A1111 API call it before queueing."""
+        return prepare(recipe, self.library, inputs or self.inputs)
+
     @torch.no_grad()
     def generate(
         self,
@@ -305,15 +275,11 @@ class Engine:
         `attention` records the base UNet's cross-attention maps (word heatmaps) during the run; `shared`
         keeps (while writing) or attends to (while reading) up-block self-attention tokens across runs."""
         started = time.perf_counter()
-        info = self.checkpoint(recipe.model)
-        plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
-        if plan.recipe.enable_hr:
-            check_hires_upscaler(plan.recipe.hr_upscaler, self.library)
-        control_infos = self._control_infos(plan.recipe, info)
-        adapter_infos = self._adapter_infos(plan.recipe, info)
-        refiner_info = self._refiner_info(plan.recipe)
+        prepared = self.prepare(recipe)
+        plan, info, control_infos, adapter_infos, refiner_info = (prepared.plan, prepared.checkpoint, prepared.controls,
+                                                                  prepared.adapters, prepared.refiner)
         keys = [self._pipeline_key(info), *(self._controlnet_key(c) for c in control_infos),
-                *(self._image_encoder_key(folder) for _, _, folder in adapter_infos),
+                *(self._image_encoder_key(a.encoder) for a in adapter_infos),
                 *([self._pipeline_key(refiner_info)] if refiner_info else [])]
         sink, outer = getattr(self._loads, "sink", None), getattr(self._loads, "watch", None)
         self._loads.watch = LoadWatch(sink, plan.recipe.steps, plan.recipe.n_iter, self._not_loaded(keys)) if sink else None
@@ -348,7 +314,7 @@ class Engine:
                     result.recipes.append(self._resolved(plan.recipe, s, sub))
         self.library.ensure_hash(info)
         extra = self._lora_hashes(plan.recipe)
-        modules = [a1111_module(info.family, shape) for _, shape, _ in adapter_infos]
+        modules = [a1111_module(info.family, a.shape) for a in adapter_infos]
         result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules)
                             for r in result.recipes]
         result.timings["generate"] = time.perf_counter() - loaded
@@ -391,14 +357,6 @@ class Engine:
         if "/" in name or "\\" in name:
             raise BadInput(f"The LoRA name '{name}' looks like a path; name a LoRA from the library, e.g. <lora:name:0.8>.", field="prompt")
         return self.library.get(name, kind="lora")
-
-    def _refiner_info(self, recipe: Recipe) -> ModelInfo | None:
-        if not recipe.refiner_checkpoint:
-            return None
-        info = self.checkpoint(recipe.refiner_checkpoint)
-        if base_family(info.family) not in ("sdxl", "sdxl-refiner"):
-            raise BadInput(f"The refiner '{info.name}' is a {info.family} model; a refiner must be an SDXL model.", field="refiner_checkpoint")
-        return info
 
     def _refiner(self, recipe: Recipe, pipe: Any) -> tuple[Any, Prompts] | None:
         if pipe is None:
@@ -506,7 +464,7 @@ class Engine:
         refiner, prompts = run.refiner
         return [(run.pipe, run.encoder, timesteps[:switch], 0), (refiner, prompts, timesteps[switch:], switch)]
 
-    def _inpaint_latents(self, run: Run, inputs: Inputs, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
+    def _inpaint_latents(self, run: Run, inputs: ModeImages, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
         pipe = run.pipe
         h, w = image_latents.shape[-2:]
         mask = torch.from_numpy(_mask_array(inputs.mask)).to(self.device, image_latents.dtype)[None, None]
@@ -565,7 +523,7 @@ class Engine:
             image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
         return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
 
-    def _finish(self, image: Image.Image, inputs: Inputs) -> Image.Image:
+    def _finish(self, image: Image.Image, inputs: ModeImages) -> Image.Image:
         """Paste the result back so that pixels outside the mask stay exactly as they were."""
         if inputs.mask is None:
             return image

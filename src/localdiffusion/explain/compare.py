@@ -20,7 +20,6 @@ from typing import Any
 from PIL import Image
 
 from localdiffusion.engine.noise import resolve_seed
-from localdiffusion.engine.plan import make_plan
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import Axis, apply, parse_axis
@@ -199,8 +198,7 @@ def plan_cells(base: Recipe, axes: dict[str, Axis]) -> list[Cell]:
 
 def _planned(recipe: Recipe, engine: Any) -> Recipe:
     """The recipe as the engine will run it (model named, size resolved); raises for any bad value."""
-    info = engine.checkpoint(recipe.model)
-    return make_plan(recipe.model_copy(update={"model": info.name}), info, engine.settings, engine.home.root).recipe
+    return engine.prepare(recipe).recipe
 
 
 # --- running ---

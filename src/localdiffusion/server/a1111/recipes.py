@@ -8,14 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
 
-from localdiffusion.engine.generate import check_hires_upscaler
 from localdiffusion.engine.images import as_mask
-from localdiffusion.engine.plan import check_size, hires_size
+from localdiffusion.engine.inputs import HomeInputs
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import A1111_SCHEDULERS, from_infotext
 from localdiffusion.models.info import ModelInfo
-from localdiffusion.prompts.extra_networks import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, find_checkpoint
 from localdiffusion.server.a1111.controlnet import with_controls
@@ -35,7 +33,9 @@ _REQUEST_FIELD = {"model": "override_settings.sd_model_checkpoint", "init_image"
 
 
 def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> Recipe:
-    """The Recipe for an A1111 request, with every name and number checked before it is queued."""
+    """The Recipe for an A1111 request, with every name and number checked before it is queued: the request's
+    own fields here (A1111's names and defaults), then the recipe by the engine's one validator, `Engine.prepare`
+    (sizes, sampler, hires, mode inputs, controls, references, LoRAs); its BadInput answers 400."""
     fields, model = _common_fields(req, studio, state)
     if isinstance(req, Txt2ImgRequest):
         fields.update(_hires_fields(req, studio))
@@ -45,11 +45,9 @@ def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> R
         recipe = Recipe(**fields)
     except ValidationError as e:
         raise _validation_error(e) from None
-    max_side = studio.library.settings.max_side
-    check_size(recipe.width or model.native_size, recipe.height or model.native_size, max_side)
-    if recipe.enable_hr:
-        check_size(*hires_size(recipe), max_side, what="hires size")
-    return with_controls(recipe, req.alwayson_scripts, studio, model)
+    recipe = with_controls(recipe, req.alwayson_scripts, studio, model)
+    studio.engine.prepare(recipe, HomeInputs(studio.home.root, paths=False))  # the engine's one validator
+    return recipe
 
 
 def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) -> tuple[dict[str, Any], ModelInfo]:
@@ -62,8 +60,6 @@ def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) ->
     if req.refiner_checkpoint and req.refiner_checkpoint != "None":
         fields["refiner_checkpoint"] = find_checkpoint(studio, req.refiner_checkpoint, "refiner_checkpoint").name
         fields["refiner_switch_at"] = req.refiner_switch_at if req.refiner_switch_at is not None else 0.8
-    _refuse_lora_paths(fields["prompt"])
-    _refuse_lora_paths(fields["negative_prompt"])
     return _with_infotext(req, fields), model
 
 
@@ -73,13 +69,6 @@ def _schedule_label(name: str | None) -> str:
         return "Automatic"
     by_name = {n: label for label, n in A1111_SCHEDULERS.items()}
     return by_name.get(name, by_name.get(name.lower(), name))
-
-
-def _refuse_lora_paths(prompt: str) -> None:
-    """LoRA tags name files in the library; a tag holding a path is refused rather than opened."""
-    for ref in extract_loras(prompt)[1]:
-        if "/" in ref.name or "\\" in ref.name:
-            raise BadInput(f"The LoRA '{ref.name}' is a path; name a LoRA from the library by its file name.", field="prompt")
 
 
 def _with_infotext(req: GenerationRequest, fields: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +84,6 @@ def _hires_fields(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
     if not req.enable_hr:
         return {}
     upscaler = req.hr_upscaler or "Latent"
-    check_hires_upscaler(upscaler, studio.library)
     scale = req.given("hr_scale")
     if req.hr_resize_x or req.hr_resize_y:  # A1111's "resize to": the scale that reaches the larger side
         width, height = req.given("width"), req.given("height")
