@@ -154,16 +154,17 @@ def library_for(home: Home, allow_pickle: bool = False):
 
 
 def with_control_maps(recipe: Recipe, home: Home, library) -> Recipe:
-    """The recipe with its ControlNet units' maps made and models picked (unchanged without units)."""
-    if not recipe.controls:
+    """The recipe with its ControlNet units' maps made and models picked, and its reference pictures kept as
+    inputs (the engine writes nothing under the home; unchanged without units and references)."""
+    if not recipe.controls and not recipe.references:
         return recipe
-    from localdiffusion.control.units import prepare_controls
+    from localdiffusion.control.units import keep_references, prepare_controls
 
-    return prepare_controls(recipe, home.root, library)
+    return keep_references(prepare_controls(recipe, home.root, library), home.root)
 
 
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
-    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.engine import Engine, EngineOptions, RunHooks
 
     library = library_for(home, allow_pickle)
     recipe = with_control_maps(recipe, home, library)
@@ -177,7 +178,7 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
             bar.update(task, description=f"{p.phase} {p.iteration + 1}/{p.iterations}", total=p.total * p.iterations,
                        completed=p.iteration * p.total + p.step)
 
-        result = engine.generate(recipe, on_progress=on_progress)
+        result = engine.generate(recipe, hooks=RunHooks(on_progress=on_progress))
     folder = out_dir or output_folder(home.outputs, recipe.mode)
     info = engine.checkpoint(result.recipes[0].model)
     for image, resolved, infotext in zip(result.images, result.recipes, result.infotexts):

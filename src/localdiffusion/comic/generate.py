@@ -9,8 +9,9 @@ from typing import Any
 from localdiffusion.comic.model import Candidate, Panel, Project
 from localdiffusion.comic.prompts import ip_adapters, panel_recipe, panel_references
 from localdiffusion.comic.storage import ASSETS
+from localdiffusion.control.units import keep_reference
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.engine.images import as_rgb, open_image
-from localdiffusion.engine.reference import keep_reference
 from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.errors import BadInput
 from localdiffusion.metadata.png import save_png
@@ -44,7 +45,7 @@ def generate_panel(engine: Any, project: Project, panel: Panel, folder: Path, ca
     `shared` is the render's shared attention, written or read as its `writing` says (see book.py)."""
     made = []
     for recipe in candidate_recipes(engine, project, panel, folder, candidates):
-        result = engine.generate(recipe, on_progress=on_progress, shared=shared)
+        result = engine.generate(recipe, hooks=RunHooks(on_progress=on_progress, shared=shared))
         candidate = Candidate(recipe=result.recipes[0])
         ref = f"{ASSETS}/{panel.id}-{candidate.id}.png"
         save_png(result.images[0], Path(folder) / ref, result.infotexts[0], result.recipes[0].to_json())

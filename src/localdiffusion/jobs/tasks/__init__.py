@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from localdiffusion.engine import Engine, Progress
+from localdiffusion.engine import Engine, Progress, RunHooks
 from localdiffusion.jobs.queue import Job
 from localdiffusion.recipe import Result
 
@@ -32,7 +32,7 @@ Task = Callable[[TaskContext], dict[str, Any]]
 
 def generate(ctx: TaskContext) -> dict[str, Any]:
     """The default kind: generate the job's recipe and save the images."""
-    result = ctx.engine.generate(ctx.job.recipe, on_progress=ctx.on_progress, cancel=ctx.cancel)
+    result = ctx.engine.generate(ctx.job.recipe, hooks=RunHooks(on_progress=ctx.on_progress, cancel=ctx.cancel))
     return ctx.save(result)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from localdiffusion.engine import Progress
+from localdiffusion.engine import Progress, RunHooks
 from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.jobs.tasks import TaskContext
 from localdiffusion.recipe import Recipe
@@ -23,7 +23,7 @@ def panels(ctx: TaskContext) -> dict[str, Any]:
         def progress(p: Progress, i: int = i) -> None:  # panels stand in for iterations
             ctx.on_progress(Progress(p.step, p.total, i, len(recipes), p.phase, p.preview))
 
-        result = ctx.engine.generate(recipe, on_progress=progress, cancel=ctx.cancel, shared=shared)
+        result = ctx.engine.generate(recipe, hooks=RunHooks(on_progress=progress, cancel=ctx.cancel, shared=shared))
         shared.writing = False
         for key, values in ctx.save(result).items():
             if isinstance(values, list):
