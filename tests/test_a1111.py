@@ -131,6 +131,15 @@ def test_names_from_a_request_are_never_paths(client, home, tmp_path):
     assert r.status_code == 400 and "path" in r.json()["detail"]
 
 
+def test_a1111_requests_are_checked_by_the_engines_validator(client):
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "<lora:no-such-lora:1> x", **TINY})
+    assert r.status_code == 404 and r.json()["field"] == "prompt" and "no-such-lora" in r.json()["detail"]
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **TINY, "width": 100})
+    assert r.status_code == 400 and r.json()["field"] == "width" and "96" in r.json()["detail"]
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **TINY, "enable_hr": True, "hr_upscaler": "Warp"})
+    assert r.status_code == 400 and r.json()["field"] == "hr_upscaler"
+
+
 def test_resize_modes_fit_the_asked_size():
     from localdiffusion.server.a1111.images import fit_image
 

@@ -133,9 +133,9 @@ class CountingEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, recipe, on_progress=None, cancel=None):
+    def generate(self, recipe, *args, **kwargs):
         self.batches.append(recipe.batch_size)
-        return self.engine.generate(recipe, on_progress=on_progress, cancel=cancel)
+        return self.engine.generate(recipe, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")

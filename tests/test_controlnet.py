@@ -172,7 +172,7 @@ def test_control_in_hires_fix_uses_the_hires_size(generate, edges, monkeypatch):
 
 
 def test_no_control_keeps_the_loop_bit_identical(control_engine):
-    from localdiffusion.engine import sampling
+    from localdiffusion.engine import backend as sampling  # the UNet's ControlNet arguments are the backend's
 
     calls = []
     real = sampling._residual_kwargs
@@ -203,7 +203,7 @@ def test_each_control_mode_gives_its_own_image(generate, edges, family, fields, 
 
 def captured_residuals(control_engine, monkeypatch, fields: dict, controls: list[ControlUnit]) -> list:
     """What the loop gave the UNet as ControlNet residuals, step by step."""
-    from localdiffusion.engine import sampling
+    from localdiffusion.engine import backend as sampling  # the UNet's ControlNet arguments are the backend's
 
     calls = []
     real = sampling._residual_kwargs

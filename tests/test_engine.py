@@ -255,11 +255,8 @@ def test_sdxl_refiner_takes_over_at_the_switch(engine):
 
 
 def test_native_size_comes_from_the_family(engine, model_home):
-    from localdiffusion.engine.plan import make_plan
-
-    info = engine.checkpoint("tiny-sdxl")
-    plan = make_plan(Recipe(prompt="x"), info, engine.settings, model_home.root)
-    assert (plan.recipe.width, plan.recipe.height) == (1024, 1024)
+    prepared = engine.prepare(Recipe(prompt="x", model="tiny-sdxl"))
+    assert (prepared.recipe.width, prepared.recipe.height) == (1024, 1024)
 
 
 def test_progress_reports_every_step_with_a_preview(engine):
@@ -346,3 +343,52 @@ def test_outpaint_fill_modes_fill_only_the_new_area(fill):
     assert (new == stretched).all() == (fill == "edge")
     if fill == "noise":
         assert new.std() > 20  # noise, not a smear of the edge
+
+
+# --- the one validator: Engine.prepare ------------------------------------------------------------
+
+
+def _files(root) -> set:
+    return {p for p in root.rglob("*") if p.is_file() and p.suffix not in (".sqlite", ".sqlite-wal", ".sqlite-shm", ".journal")}
+
+
+def test_prepare_is_pure_it_loads_nothing_and_writes_nothing(tmp_path, sd1_folder, input_image):
+    from localdiffusion.engine import Engine
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    (home.model_dir("checkpoint") / "tiny-sd1").symlink_to(sd1_folder, target_is_directory=True)
+    engine = Engine(ModelLibrary(home, Database(home.db_path)))
+    before = _files(home.root)
+    prepared = engine.prepare(Recipe(**{**BASE, "width": None, "height": None}, model="tiny-sd1", mode="img2img",
+                                     init_image=str(input_image)))
+    assert (prepared.recipe.width, prepared.recipe.height) == (128, 128) and prepared.checkpoint.name == "tiny-sd1"
+    assert prepared.plan.inputs is not None and prepared.plan.inputs.image.size == (128, 128)
+    assert list(engine.cache.keys()) == [] and _files(home.root) == before
+
+
+@pytest.mark.parametrize("fields, error, field, words", [
+    ({"prompt": "a cat <lora:no-such-lora:0.8>"}, "ModelNotFound", "prompt", "no-such-lora"),
+    ({"negative_prompt": "ugly <lora:no-such-lora:1>"}, "ModelNotFound", "negative_prompt", "no-such-lora"),
+    ({"negative_prompt": "<lora:../../etc/passwd:1>"}, "BadInput", "negative_prompt", "looks like a path"),
+])
+def test_prepare_refuses_loras_that_are_not_in_the_library(engine, fields, error, field, words):
+    from localdiffusion.errors import LocalDiffusionError
+
+    with pytest.raises(LocalDiffusionError) as e:
+        engine.prepare(Recipe(**{**BASE, **fields}, model="tiny-sd1"))
+    assert type(e.value).__name__ == error and e.value.field == field and words in e.value.message
+
+
+def test_prepare_refuses_an_outpaint_canvas_above_max_side_before_making_it(engine, input_image, monkeypatch):
+    from localdiffusion.engine import images as im
+
+    made = []
+    monkeypatch.setattr(im, "extend_canvas", lambda *a, **k: made.append(a))
+    recipe = Recipe(**{**BASE, "width": 64, "height": 64}, model="tiny-sd1", mode="outpaint", init_image=str(input_image),
+                    inpaint_full_res=True, outpaint=Outpaint(left=engine.settings.max_side))
+    with pytest.raises(BadInput, match="makes a canvas") as e:
+        engine.prepare(recipe)
+    assert e.value.field == "outpaint" and made == []

@@ -148,6 +148,23 @@ def test_lora_tag_changes_the_image_and_is_dropped_when_absent(studio, plain_ima
     assert "Lora hashes" not in after.infotexts[0]
 
 
+def test_bind_takes_loras_and_hooks_off_again_even_when_a_run_is_cancelled(studio, plain_image):
+    """Engine.bind restores the cached pipeline on exit: a cancelled LoRA run with attention capture leaves
+    the plain weights and processors, so the next plain image is bit-identical without any undoing."""
+    from localdiffusion.engine import RunHooks
+    from localdiffusion.engine.attention import AttentionRecorder
+    from localdiffusion.errors import Cancelled
+
+    pipe = studio.pipeline(studio.checkpoint("tiny-sd1"))
+    processors = {name: type(p) for name, p in pipe.unet.attn_processors.items()}
+    with pytest.raises(Cancelled):
+        studio.generate(Recipe(**{**BASE, "model": "tiny-sd1", "prompt": "a photo of a cat <lora:style-lora:0.8>"}),
+                        RunHooks(cancel=lambda: True, attention=AttentionRecorder(steps=BASE["steps"])))
+    assert pipe.__dict__.get("_localdiffusion_lora_state") == ()
+    assert {name: type(p) for name, p in pipe.unet.attn_processors.items()} == processors
+    assert same(generate(studio, model="tiny-sd1").images[0], plain_image)
+
+
 def test_lora_on_a_single_file_matches_the_folder(studio):
     prompt = "a photo of a cat <lora:style-lora:0.8>"
     from_folder = generate(studio, model="tiny-sd1", prompt=prompt)

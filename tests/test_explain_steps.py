@@ -164,9 +164,11 @@ def test_shown_steps_spread_over_the_run_and_large_latents_shrink_before_decodin
 def test_studio_frames_are_vae_decodes_of_up_to_ten_steps_decoded_in_batches(engine, tmp_path, monkeypatch):
     import numpy as np
 
+    from localdiffusion.engine.backend import TorchBackend
+
     batches = []
-    decode = engine.decode
-    monkeypatch.setattr(engine, "decode", lambda pipe, latents: batches.append(latents.shape[0]) or decode(pipe, latents))
+    decode = TorchBackend.vae_decode  # every VAE decode, the engine's and the timeline's, goes through the backend
+    monkeypatch.setattr(TorchBackend, "vae_decode", lambda self, latents: batches.append(latents.shape[0]) or decode(self, latents))
     explain_run(engine, Recipe(**{**BASE, "steps": 12}), tmp_path, frames=True)
     data = json.loads((tmp_path / "explain.json").read_text())
     framed = [s for s in data["timeline"]["steps"] if "frame" in s]

@@ -193,6 +193,7 @@ def test_a_known_lora_is_queued(model_studio):
 
 
 def test_the_engine_checks_the_outpaint_canvas_before_making_it(tmp_path, model_home):
+    from localdiffusion.engine.inputs import HomeInputs
     from localdiffusion.engine.plan import make_plan
     from localdiffusion.errors import BadInput
     from localdiffusion.models.library import ModelLibrary
@@ -204,7 +205,7 @@ def test_the_engine_checks_the_outpaint_canvas_before_making_it(tmp_path, model_
     model = ModelLibrary(model_home, Database(tmp_path / "db.sqlite")).get("tiny-sd1")
     recipe = Recipe(mode="outpaint", init_image=str(tmp_path / "in.png"), outpaint=Outpaint(right=5_000_000), inpaint_full_res=True)
     with pytest.raises(BadInput, match="canvas 5000064 pixels in width, above the limit of 2048") as refused:
-        make_plan(recipe, model, Settings(), tmp_path)  # the old code made a 2.2 GB canvas first
+        make_plan(recipe, model, Settings(), HomeInputs(tmp_path))  # the old code made a 2.2 GB canvas first
     assert refused.value.field == "outpaint"
 
 

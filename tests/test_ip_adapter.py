@@ -111,20 +111,30 @@ def test_no_reference_after_a_reference_run_is_bit_identical(ip_engine, pictures
     before = ip_engine.generate(Recipe(**{**SD1, "seed": 11})).images[0]
     pipe = ip_engine.pipeline(ip_engine.library.get("tiny-sd1"))
     plain_processors = {name: type(p) for name, p in pipe.unet.attn_processors.items()}
-    ip_engine.generate(with_refs({**SD1, "seed": 11}, Reference(image=pictures[1], scale=1.0)))
-    assert pipe.unet.encoder_hid_proj is not None
+    during = []
+    ip_engine.generate(with_refs({**SD1, "seed": 11}, Reference(image=pictures[1], scale=1.0)),
+                       on_step=lambda *_: during.append(pipe.unet.encoder_hid_proj is not None))
+    assert during and all(during)  # the adapter is on the UNet while the run is bound...
+    assert pipe.unet.encoder_hid_proj is None  # ...and taken off when it ends
+    assert {n: type(p) for n, p in pipe.unet.attn_processors.items()} == plain_processors
     after = ip_engine.generate(Recipe(**{**SD1, "seed": 11})).images[0]
     assert differs(before, after) == 0
     assert pipe.unet.encoder_hid_proj is None and {n: type(p) for n, p in pipe.unet.attn_processors.items()} == plain_processors
 
 
 def test_references_share_a_slot_per_adapter_and_scale(ip_engine, generate, pictures):
-    both = generate(with_refs(SD1, Reference(image=pictures[0]), Reference(image=pictures[1]))).images[0]
     pipe = ip_engine.pipeline(ip_engine.library.get("tiny-sd1"))
-    assert len(pipe.unet.encoder_hid_proj.image_projection_layers) == 1
+
+    def slots(*references: Reference) -> set[int]:
+        seen = set()
+        ip_engine.generate(with_refs({**SD1, "steps": 1}, *references),
+                           on_step=lambda *_: seen.add(len(pipe.unet.encoder_hid_proj.image_projection_layers)))
+        return seen
+
+    both = generate(with_refs(SD1, Reference(image=pictures[0]), Reference(image=pictures[1]))).images[0]
+    assert slots(Reference(image=pictures[0]), Reference(image=pictures[1])) == {1}
     assert differs(both, generate(with_refs(SD1, Reference(image=pictures[0]))).images[0]) > 0
-    generate(with_refs(SD1, Reference(image=pictures[0]), Reference(image=pictures[1], scale=0.8)))
-    assert len(pipe.unet.encoder_hid_proj.image_projection_layers) == 2
+    assert slots(Reference(image=pictures[0]), Reference(image=pictures[1], scale=0.8)) == {2}
 
 
 def test_sdxl_with_a_controlnet_and_a_reference(generate, pictures, tmp_path):
@@ -232,7 +242,13 @@ def test_faceid_adapters_are_refused_by_shape():
 def test_infotext_and_recipe_record_the_reference_and_a_replay_is_identical(ip_engine, ip_home, generate, pictures):
     from localdiffusion.infotext import recipe_from_infotext
 
-    result = generate(with_refs(SD1, Reference(image=pictures[0], model="ip-adapter_tiny_sd1", scale=0.7)))
+    from localdiffusion.control.units import keep_references
+
+    given = with_refs(SD1, Reference(image=pictures[0], model="ip-adapter_tiny_sd1", scale=0.7))
+    inputs = set((ip_home.root / "inputs").glob("*"))
+    assert generate(given).recipes[0].references[0].image == pictures[0]  # the engine writes nothing under the home...
+    assert set((ip_home.root / "inputs").glob("*")) == inputs
+    result = generate(keep_references(given, ip_home.root))  # ...a path is kept as an input before the job, as the CLI does
     (recorded,) = result.recipes[0].references
     assert recorded.model.startswith("ip-adapter_tiny_sd1 [") and recorded.scale == 0.7
     assert recorded.image.startswith("inputs/") and (ip_home.root / recorded.image).is_file()

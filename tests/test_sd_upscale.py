@@ -41,9 +41,9 @@ def test_tiles_go_through_the_engine_one_at_a_time_and_record_the_run(engine):
     seen_sizes = []
     generate = engine.generate
 
-    def watching(recipe, **kwargs):
+    def watching(recipe, *args, **kwargs):
         seen_sizes.append((recipe.mode, recipe.width, recipe.height, recipe.seed, recipe.prompt))
-        return generate(recipe, **kwargs)
+        return generate(recipe, *args, **kwargs)
 
     engine.generate = watching
     try:

@@ -313,6 +313,23 @@ def test_input_images_must_be_uploads_never_paths(idle_client):
     assert idle_client.post("/api/jobs", json={**RECIPE, "model": "../tiny-sd1"}).status_code == 422
 
 
+def test_the_studio_checks_by_the_engines_validator_before_queueing(idle_client):
+    """LoRAs, the outpaint canvas and the inputs' own sizes are checked by Engine.prepare at submit, not when the job runs."""
+    lora = idle_client.post("/api/jobs", json={**RECIPE, "prompt": "x <lora:no-such-lora:1>"})
+    assert lora.status_code == 404 and lora.json()["field"] == "prompt" and "no-such-lora" in lora.json()["detail"]
+    path = idle_client.post("/api/jobs", json={**RECIPE, "negative_prompt": "<lora:../x:1>"})
+    assert path.status_code == 422 and path.json()["field"] == "negative_prompt" and "looks like a path" in path.json()["detail"]
+    ref = idle_client.post("/api/uploads", files={"file": ("a.png", png_bytes((64, 64)))}).json()["ref"]
+    wide = idle_client.post("/api/jobs", json={**RECIPE, "mode": "outpaint", "init_image": ref, "inpaint_full_res": True,
+                                               "outpaint": {"left": 100000}})
+    assert wide.status_code == 422 and wide.json()["field"] == "outpaint" and "makes a canvas" in wide.json()["detail"]
+    odd = idle_client.post("/api/uploads", files={"file": ("b.png", png_bytes((100, 60)))}).json()["ref"]
+    mask = idle_client.post("/api/uploads", files={"file": ("m.png", png_bytes((64, 64), (255, 255, 255)))}).json()["ref"]
+    mismatch = idle_client.post("/api/jobs", json={**RECIPE, "mode": "inpaint", "init_image": odd, "mask": mask})
+    assert mismatch.status_code == 422 and mismatch.json()["field"] == "mask" and "same size" in mismatch.json()["detail"]
+    assert idle_client.get("/api/jobs").json() == []  # nothing was queued
+
+
 def test_only_the_submitting_client_can_cancel(idle_client):
     first = submit(idle_client)
     second = submit(idle_client)

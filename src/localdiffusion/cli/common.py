@@ -63,12 +63,13 @@ def open_engine(home_dir: Optional[Path], allow_pickle: bool = False, **options:
 
 
 def with_control_maps(recipe: Recipe, home: Home, library) -> Recipe:
-    """The recipe with its ControlNet units' maps made and models picked (unchanged without units)."""
-    if not recipe.controls:
+    """The recipe with its ControlNet units' maps made and models picked, and its reference pictures kept as
+    inputs (the engine writes nothing under the home; unchanged without units and references)."""
+    if not recipe.controls and not recipe.references:
         return recipe
-    from localdiffusion.control.units import prepare_controls
+    from localdiffusion.control.units import keep_references, prepare_controls
 
-    return prepare_controls(recipe, home.root, library)
+    return keep_references(prepare_controls(recipe, home.root, library), home.root)
 
 
 def recipe_from_fields(**fields) -> Recipe:

@@ -98,7 +98,7 @@ def replay(
 
 
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
-    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.engine import Engine, EngineOptions, RunHooks
     from localdiffusion.jobs.artefacts import gallery_images
     from localdiffusion.jobs.results import ResultStore
 
@@ -114,7 +114,7 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
             bar.update(task, description=f"{p.phase} {p.iteration + 1}/{p.iterations}", total=p.total * p.iterations,
                        completed=p.iteration * p.total + p.step)
 
-        result = engine.generate(recipe, on_progress=on_progress)
+        result = engine.generate(recipe, hooks=RunHooks(on_progress=on_progress))
     # The images are saved as the server's worker saves a job's: through the result store (to --out if given).
     store = ResultStore(home.outputs, library.db)
     for image in gallery_images(engine, result, recipe.mode):

@@ -14,9 +14,10 @@ from typing import Any
 from localdiffusion.comic.model import Candidate, Panel, Project
 from localdiffusion.comic.prompts import ip_adapters, panel_recipe, panel_references
 from localdiffusion.comic.storage import ASSETS
+from localdiffusion.control.units import keep_reference
 from localdiffusion.engine import Progress
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.engine.images import as_rgb, open_image
-from localdiffusion.engine.reference import keep_reference
 from localdiffusion.engine.shared_attention import SharedAttention
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Recipe, Reference, Result
@@ -81,7 +82,7 @@ def render_shared(engine: Any, recipes: list[Recipe], share: float, on_image: Ca
         if on_start is not None:
             on_start(i)
         progress = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
-        result = engine.generate(recipe, on_progress=progress, cancel=cancel, shared=shared)
+        result = engine.generate(recipe, hooks=RunHooks(on_progress=progress, cancel=cancel, shared=shared))
         if shared is not None:
             shared.writing = False
         on_image(i, result)

@@ -14,8 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from localdiffusion.control.preprocessors import control_type, pixel_perfect_resolution, run_preprocessor
 from localdiffusion.engine import images as im
+from localdiffusion.engine.inputs import KEPT_INPUT
 from localdiffusion.engine.plan import resolve_path
 from localdiffusion.errors import BadInput, one_of
 from localdiffusion.models.controlnet import family_name, fits
@@ -39,7 +42,7 @@ def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None
         return recipe
     checkpoint = None
     if library is not None:
-        checkpoint = library.get(recipe.model, kind="checkpoint")
+        checkpoint = library.get(recipe.model, kind="checkpoint", field="model")
     target = None
     if any(u.pixel_perfect and not u.map for u in recipe.controls):
         target = map_size(recipe, Path(home_root), checkpoint.native_size if checkpoint is not None else 512)
@@ -49,6 +52,22 @@ def prepare_controls(recipe: Recipe, home_root: Path, library: Any | None = None
         units = [u if u.model else u.model_copy(update={"model": pick_model(i, u, checkpoint, installed).name})
                  for i, u in enumerate(units)]
     return recipe.model_copy(update={"controls": units})
+
+
+def keep_reference(ref: str, image: Image.Image, home_root: Path) -> str:
+    """A reference picture as a kept input (`inputs/<hash>.png`), so the recorded recipe replays exactly."""
+    return ref if KEPT_INPUT.fullmatch(ref) else keep_input(home_root, image)
+
+
+def keep_references(recipe: Recipe, home_root: Path) -> Recipe:
+    """The recipe with every reference picture given by path kept as an input, before the job: the engine
+    reads pictures by name and writes nothing, so a recipe that names kept inputs replays anywhere."""
+    if all(not r.image or KEPT_INPUT.fullmatch(r.image) for r in recipe.references):
+        return recipe
+    refs = [r if not r.image else r.model_copy(update={"image": keep_reference(
+        r.image, im.as_rgb(im.open_image(resolve_path(r.image, home_root), f"reference {i} image")), home_root)})
+        for i, r in enumerate(recipe.references)]
+    return recipe.model_copy(update={"references": refs})
 
 
 def prepare_unit(index: int, unit: ControlUnit, home_root: Path, target: tuple[int, int] | None = None) -> ControlUnit:

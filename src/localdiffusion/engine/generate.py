@@ -1,12 +1,18 @@
-"""Engine.generate(): a Recipe in, images and one resolved Recipe per image out."""
+"""Engine.generate(): a Recipe in, images and one resolved Recipe per image out.
+
+A generation runs in four parts: `prepare` (engine/prepare.py: the one validator, pure), load (the
+models, engine/models.py), `bind` (LoRAs, IP-Adapters, ControlNets and attention hooks put on the
+cached pipeline, and taken off again on exit, also on an error or a cancel), then the loop (ours,
+calling the networks through a Backend, engine/backend.py) and describe (infotexts, hashes, timings).
+What watches or steers a run travels in one `RunHooks` (engine/hooks.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,132 +24,64 @@ from PIL import Image
 from localdiffusion.engine import images as im
 from localdiffusion.engine import reference
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
+from localdiffusion.engine.backend import Backend, TorchBackend
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
-from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
+from localdiffusion.engine.hooks import Progress, RunHooks, StepWatch
+from localdiffusion.engine.inputs import HomeInputs, Inputs
+from localdiffusion.engine.models import EngineOptions, Loaded, Models
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
-from localdiffusion.engine.plan import Inputs, Plan, hires_size, make_plan
-from localdiffusion.engine.previews import latent_to_rgb
+from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
+from localdiffusion.engine.plan import check_hires_upscaler as check_hires_upscaler  # noqa: F401  (re-exported)
+from localdiffusion.engine.plan import hires_upscalers as hires_upscalers  # noqa: F401  (re-exported)
+from localdiffusion.engine.prepare import Prepared, prepare
 from localdiffusion.engine.samplers import make_scheduler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
 from localdiffusion.engine.shared_attention import SharedAttention, share_attention
-from localdiffusion.errors import BadInput, ModelNotFound, one_of
 from localdiffusion.infotext import to_infotext
-from localdiffusion.models.cache import PipelineCache
-from localdiffusion.models.controlnet import LoadedControlNet, check_fits, load_controlnet
 from localdiffusion.models.info import ModelInfo, base_family
-from localdiffusion.models.ip_adapter import (
-    AdapterShape, ImageEncoder, a1111_module, find_adapter, image_encoder_folder, load_image_encoder,
-)
-from localdiffusion.models.loader import load_pipeline
+from localdiffusion.models.ip_adapter import ImageEncoder, a1111_module
 from localdiffusion.models.lora import load_lora
-from localdiffusion.models.upscalers import find_upscaler, list_upscalers, resize
+from localdiffusion.models.upscalers import resize
 from localdiffusion.prompts import PromptEncoder, extract_loras
 from localdiffusion.recipe import ControlUnit, Recipe, Result
 
-LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic", "Latent (antialiased)": "bilinear-aa"}
-IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST, "None": None}
+__all__ = ["Engine", "EngineOptions", "Progress", "RunHooks", "LATENT_UPSCALERS", "IMAGE_UPSCALERS"]
 
-
-def hires_upscalers(library: Any) -> list[str]:
-    """What the hires pass can upscale with: the latent modes, Lanczos, Nearest, None, then the library's upscaler models."""
-    return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *(u.name for u in list_upscalers(library) if u.is_model)]
-
-
-def check_hires_upscaler(name: str, library: Any) -> None:
-    if name in LATENT_UPSCALERS or name in IMAGE_UPSCALERS:
-        return
-    try:
-        find_upscaler(name, library)
-    except ModelNotFound:
-        raise BadInput(f"Unknown hires upscaler '{name}'; choose one of {one_of(hires_upscalers(library))}.",
-                       field="hr_upscaler") from None
+LORA_STATE = "_localdiffusion_lora_state"  # the pipeline's active (adapter, weight) pairs, in its __dict__
 
 
 @dataclass
-class EngineOptions:
-    device: str | None = None  # None: CUDA, then MPS, then CPU
-    dtype: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
-    attention_slicing: bool = False
-    vae_tiling: bool = False  # decode large images in tiles, with bounded memory
-    cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
-    previews: bool = True  # cheap previews of the predicted image in progress events
+class Bound:
+    """A prepared recipe on its loaded, bound models: everything the loop needs besides seeds and latents."""
 
-
-@dataclass
-class Progress:
-    step: int  # 1-based; 0 in the "load" phase, before any step has run
-    total: int  # the pass's steps (in the "load" phase too, so that step/total reads "nothing sampled yet")
-    iteration: int  # which batch of n_iter, 0-based
-    iterations: int
-    phase: str  # "load", "sample" or "hires"
-    preview: Image.Image | None = None
-    # The "load" phase: the models that were not in memory yet load one after another, before the first
-    # step. `loading` names the one loading now ("" once it has loaded); `loaded` of `parts` are done.
-    loading: str = ""
-    loaded: int = 0
-    parts: int = 0
-
-
-@dataclass
-class LoadWatch:
-    """Progress events of the load phase: one as each model starts loading and one as it is in memory.
-    diffusers gives no finer progress within one model, so a part is a whole checkpoint or ControlNet."""
-
-    on_load: Callable[[Progress], None]
-    total: int  # the recipe's steps
-    iterations: int
-    parts: int  # how many models are not in memory yet
-    loaded: int = 0
-
-    def begin(self, what: str) -> None:
-        self.parts = max(self.parts, self.loaded + 1)
-        self._emit(what)
-
-    def end(self) -> None:
-        self.loaded += 1
-        self._emit("")
-
-    def _emit(self, what: str) -> None:
-        self.on_load(Progress(0, self.total, 0, self.iterations, "load", loading=what, loaded=self.loaded, parts=self.parts))
-
-
-@dataclass
-class StepWatch:
-    """Who watches the steps of one batch: progress events (with cheap previews) and step observers
-    (explanations), told which batch and which pass ("sample" or "hires") a step belongs to."""
-
-    iteration: int
-    iterations: int
-    sdxl: bool
-    previews: bool
-    on_progress: Callable[[Progress], None] | None
-    on_step: Callable[[StepState, str, int], None] | None
-    phase: str = "sample"
-
-    def __call__(self, state: StepState) -> None:
-        if self.on_step is not None:
-            self.on_step(state, self.phase, self.iteration)
-        if self.on_progress is not None:
-            preview = latent_to_rgb(state.x0[0], sdxl=self.sdxl) if self.previews else None
-            self.on_progress(Progress(state.index + 1, state.total, self.iteration, self.iterations, self.phase, preview))
+    pipe: Any
+    backend: Backend
+    plan: Plan  # its recipe names the ControlNets and IP-Adapters by their 'name [hash]' titles
+    encoder: Prompts
+    refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
+    controls: list[tuple[ControlUnit, Any, Image.Image]] = field(default_factory=list)  # unit, ControlNet, raw map
+    references: list[reference.Embeds] = field(default_factory=list)  # per IP-Adapter slot, for the base UNet
 
 
 @dataclass
 class Run:
     """One model pass over a batch: everything the loop needs besides the latents."""
 
-    pipe: Any
-    plan: Plan
+    bound: Bound
     seeds: list[int]
     subseeds: list[int]
-    encoder: Any
     on_step: StepWatch | None
     cancel: Callable[[], bool] | None
-    refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     generators: list[torch.Generator] = field(default_factory=list)
-    controls: list[tuple[ControlUnit, Any, Image.Image]] = field(default_factory=list)  # unit, ControlNet, raw map
-    references: list[reference.Embeds] = field(default_factory=list)  # per IP-Adapter slot, for the base UNet
+
+    @property
+    def plan(self) -> Plan:
+        return self.bound.plan
+
+    @property
+    def backend(self) -> Backend:
+        return self.bound.backend
 
 
 class Engine:
@@ -154,216 +92,153 @@ class Engine:
         self.home = library.home
         self.settings = library.settings
         self.options = options or EngineOptions()
-        self.device = pick_device(self.options.device)
-        self.dtype = pick_dtype(self.device, self.options.dtype)
-        self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
-        self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in generate()
+        self.models = Models(library, self.options)
+        self.device, self.dtype, self.cache = self.models.device, self.models.dtype, self.models.cache
+        self.inputs: Inputs = HomeInputs(self.home.root)  # pictures by name: kept inputs, or paths on this machine
 
-    # --- models ---
+    # --- models (engine/models.py) ---
 
     def checkpoint(self, name: str | None) -> ModelInfo:
         """The checkpoint a recipe names (None: the default), by the library's one lookup."""
         return self.library.get(name, kind="checkpoint")
 
-    def _pipeline_key(self, info: ModelInfo) -> tuple:
-        return (str(info.path), str(self.dtype), str(self.device))
-
-    def _controlnet_key(self, info: ModelInfo) -> tuple:
-        return ("controlnet", str(info.path), str(self.dtype), str(self.device))
-
-    def _image_encoder_key(self, folder: Path) -> tuple:
-        return ("image_encoder", str(folder), str(self.dtype), str(self.device))
-
-    @contextmanager
-    def reporting_loads(self, on_load: Callable[[Progress], None]) -> Iterator[None]:
-        """Within this block, models that load on this thread are reported to `on_load` as Progress of the
-        "load" phase (step 0 of the recipe's steps; `loading`, `loaded` and `parts` say what and how far).
-        The worker uses it, so a job's first run of a model says so; `on_progress` callers see only steps."""
-        previous = getattr(self._loads, "sink", None)
-        self._loads.sink = on_load
-        try:
-            yield
-        finally:
-            self._loads.sink = previous
-
-    def _cached(self, key: tuple, what: str, load: Callable[[], Any]) -> Any:
-        """From the cache, or loaded into it; a load is announced to reporting_loads()' listener, if any."""
-        watch: LoadWatch | None = getattr(self._loads, "watch", None)
-        sink = getattr(self._loads, "sink", None)
-        if watch is None and sink is not None:  # a load outside generate(): one part, before any steps are known
-            watch = LoadWatch(sink, 0, 1, 1)
-        if watch is None:
-            return self.cache.get(key, load)
-
-        def announced() -> Any:
-            watch.begin(what)
-            loaded = load()
-            watch.end()
-            return loaded
-
-        return self.cache.get(key, announced)
+    def reporting_loads(self, on_load: Callable[[Progress], None]) -> Any:
+        """Within this block, models that load on this thread are reported to `on_load` (Models.reporting_loads)."""
+        return self.models.reporting_loads(on_load)
 
     def pipeline(self, info: ModelInfo, what: str = "model") -> Any:
-        return self._cached(self._pipeline_key(info), f"{what} '{info.name}'", lambda: self._load(info))
-
-    def _load(self, info: ModelInfo) -> Any:
-        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle)
-        if self.options.cpu_offload and self.device.type == "cuda":
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
-        if self.options.attention_slicing:
-            pipe.enable_attention_slicing()
-        if self.options.vae_tiling:
-            pipe.vae.enable_tiling()
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return self.models.pipeline(info, what)
 
     def controlnet(self, info: ModelInfo, pipe: Any) -> Any:
-        """A ControlNet on the engine's device and dtype, kept in the same cache as the pipelines."""
-        def load() -> LoadedControlNet:
-            model = load_controlnet(info, self.dtype, self.settings.allow_pickle, base_unet=dict(pipe.unet.config))
-            return LoadedControlNet(model.to(self.device))
-
-        return self._cached(self._controlnet_key(info), f"ControlNet '{info.name}'", load).model
-
-    def _control_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[ModelInfo]:
-        """Each unit's ControlNet from the library, refused when it does not fit the checkpoint's family."""
-        infos = []
-        for i, unit in enumerate(recipe.controls):
-            info = self.library.get(unit.model, kind="controlnet", field=f"controls.{i}.model")
-            check_fits(info, checkpoint, field=f"controls.{i}.model")
-            infos.append(info)
-        return infos
+        return self.models.controlnet(info, pipe)
 
     def image_encoder(self, folder: Path) -> ImageEncoder:
-        """An IP-Adapter's CLIP image encoder on the engine's device and dtype, in the pipeline cache."""
-        def load() -> ImageEncoder:
-            encoder = load_image_encoder(folder, self.dtype, self.settings.allow_pickle)
-            encoder.model.to(self.device)
-            return encoder
+        return self.models.image_encoder(folder)
 
-        return self._cached(self._image_encoder_key(folder), "image encoder of the reference images", load)
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed)."""
+        return TorchBackend.of(pipe).vae_decode(latents)
 
-    def _not_loaded(self, keys: list[tuple]) -> int:
-        """How many of these models (cache keys, repeats counted once) are not in memory yet."""
-        cached = set(self.cache.keys())
-        return len({key for key in keys if key not in cached})
+    # --- generation: prepare -> load -> bind -> iterate -> describe ---
 
-    def _adapter_infos(self, recipe: Recipe, checkpoint: ModelInfo) -> list[tuple[ModelInfo, AdapterShape, Path]]:
-        """Each reference's IP-Adapter (named, or the one that fits), its shape and its image encoder folder,
-        checked before any loading."""
-        found = []
-        for i, ref in enumerate(recipe.references):
-            adapter, shape = find_adapter(i, ref.model, checkpoint, self.library)
-            found.append((adapter, shape, image_encoder_folder(adapter, shape, self.home.root, field=f"references.{i}.model")))
-        return found
-
-    def _with_references(self, plan: Plan, found: list[tuple[ModelInfo, AdapterShape, Path]],
-                         pipe: Any) -> tuple[Plan, list[reference.Embeds]]:
-        """Install the references' adapters on the UNet (or take them out) and embed the pictures once.
-        The plan's recipe names each adapter by its 'name [hash]' title and each picture by its kept input."""
-        recipe = plan.recipe
-        adapters = [adapter for adapter, _, _ in found]
-        encoders = [folder for _, _, folder in found]
-        slots = reference.slots_for([r.scale for r in recipe.references], adapters, encoders, plan.reference_images)
-        reference.install(pipe, slots, self.settings.allow_pickle)
-        if not slots:
-            return plan, []
-        embeds = reference.embed(pipe, slots, [self.image_encoder(s.encoder) for s in slots], self.device)
-        refs = []
-        for ref, adapter, image in zip(recipe.references, adapters, plan.reference_images):
-            self.library.ensure_hash(adapter)
-            kept = reference.keep_reference(ref.image, image, self.home.root)
-            refs.append(ref.model_copy(update={"model": f"{adapter.name} [{adapter.short_hash}]", "image": kept}))
-        return dataclasses.replace(plan, recipe=recipe.model_copy(update={"references": refs})), embeds
-
-    def _with_controls(self, plan: Plan, infos: list[ModelInfo], pipe: Any) -> tuple[Plan, list[tuple[ControlUnit, Any, Image.Image]]]:
-        """Load the units' ControlNets; the plan's recipe names each by A1111's 'name [hash]' title."""
-        units = []
-        for unit, info in zip(plan.recipe.controls, infos):
-            self.library.ensure_hash(info)
-            units.append(unit.model_copy(update={"model": f"{info.name} [{info.short_hash}]"}))
-        plan = dataclasses.replace(plan, recipe=plan.recipe.model_copy(update={"controls": units}))
-        return plan, [(u, self.controlnet(info, pipe), raw) for u, info, raw in zip(units, infos, plan.control_maps)]
-
-    # --- generation ---
+    def prepare(self, recipe: Recipe, inputs: Inputs | None = None) -> Prepared:
+        """The recipe checked and resolved against the library (engine/prepare.py): pure, no model loads,
+        no file written. The studio API and the A1111 API call it before queueing."""
+        return prepare(recipe, self.library, inputs or self.inputs)
 
     @torch.no_grad()
     def generate(
         self,
         recipe: Recipe,
+        hooks: RunHooks | None = None,
+        *,
+        inputs: Inputs | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         on_step: Callable[[StepState, str, int], None] | None = None,
         attention: AttentionRecorder | None = None,
         shared: SharedAttention | None = None,
     ) -> Result:
-        """Generate the recipe's images. `on_progress` gets a Progress per step (with a cheap preview),
-        `on_step` the raw StepState (latents, the x0 prediction, unconditional and conditional
-        predictions) with the pass ("sample"/"hires") and batch index; `cancel` is polled every step.
-        `attention` records the base UNet's cross-attention maps (word heatmaps) during the run; `shared`
-        keeps (while writing) or attends to (while reading) up-block self-attention tokens across runs."""
+        """Generate the recipe's images. `hooks` (RunHooks) watch and steer the run: progress, cancel, step
+        observers, attention capture, shared attention; the keywords of the same names are a shorthand for
+        a RunHooks with them. `inputs` gives the pictures the recipe names (default: this home's)."""
+        if hooks is None:
+            hooks = RunHooks(on_progress, cancel, on_step, attention, shared)
         started = time.perf_counter()
-        info = self.checkpoint(recipe.model)
-        plan = make_plan(recipe.model_copy(update={"model": info.name}), info, self.settings, self.home.root)
-        if plan.recipe.enable_hr:
-            check_hires_upscaler(plan.recipe.hr_upscaler, self.library)
-        control_infos = self._control_infos(plan.recipe, info)
-        adapter_infos = self._adapter_infos(plan.recipe, info)
-        refiner_info = self._refiner_info(plan.recipe)
-        keys = [self._pipeline_key(info), *(self._controlnet_key(c) for c in control_infos),
-                *(self._image_encoder_key(folder) for _, _, folder in adapter_infos),
-                *([self._pipeline_key(refiner_info)] if refiner_info else [])]
-        sink, outer = getattr(self._loads, "sink", None), getattr(self._loads, "watch", None)
-        self._loads.watch = LoadWatch(sink, plan.recipe.steps, plan.recipe.n_iter, self._not_loaded(keys)) if sink else None
-        try:
-            pipe = self.pipeline(info)
-            plan, controls = self._with_controls(plan, control_infos, pipe)
-            plan, references = self._with_references(plan, adapter_infos, pipe)
-            refiner_pipe = self.pipeline(refiner_info, "refiner") if refiner_info else None
-        finally:
-            self._loads.watch = outer
-        loaded = time.perf_counter()
-        encoder = self._prompt_encoder(pipe, plan.recipe)
-        refiner = self._refiner(plan.recipe, refiner_pipe)
-        result = Result(timings={"load": loaded - started})
-        seed, subseed = resolve_seed(plan.recipe.seed), resolve_seed(plan.recipe.subseed)
-        r = plan.recipe
-        if attention is not None:
-            on_step = _recording(attention, on_step)
-        with (capture_attention(pipe.unet, attention) if attention is not None else nullcontext(),
-              share_attention(pipe.unet, shared) if shared is not None else nullcontext()):
-            for iteration in range(r.n_iter):
-                first = iteration * r.batch_size
-                seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
-                subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
-                watching = on_progress is not None or on_step is not None
-                progress = StepWatch(iteration, r.n_iter, base_family(info.family) == "sdxl", self.options.previews,
-                                     on_progress, on_step) if watching else None
-                run = Run(pipe, plan, seeds, subseeds, encoder, progress, cancel, refiner, controls=controls, references=references)
-                images = self._run(run)
-                for image, s, sub in zip(images, seeds, subseeds):
-                    result.images.append(image)
-                    result.recipes.append(self._resolved(plan.recipe, s, sub))
+        prepared = self.prepare(recipe, inputs)
+        models = self.models.load(prepared)
+        with self.bind(prepared, models, hooks) as bound:
+            loaded = time.perf_counter()
+            result = self._iterate(bound, prepared, hooks)
+        return self._describe(prepared, result, started, loaded)
+
+    @contextmanager
+    def bind(self, prepared: Prepared, models: Loaded, hooks: RunHooks | None = None) -> Iterator[Bound]:
+        """Put the recipe's LoRAs, IP-Adapters, ControlNets and attention hooks on the cached pipeline for the
+        block, and take them off again on exit, also on an error or a cancel: the next call starts from the
+        plain pipeline whatever this one did."""
+        hooks = hooks or RunHooks()
+        pipe = models.pipe
+        plan, controls = self._with_controls(prepared, models)
+        with ExitStack() as stack:
+            plan, references = self._with_references(plan, prepared, pipe, stack)
+            encoder = self._prompt_encoder(pipe, plan.recipe, prepared, stack)
+            refiner = self._refiner(plan.recipe, models.refiner)
+            if hooks.attention is not None:
+                stack.enter_context(capture_attention(pipe.unet, hooks.attention))
+            if hooks.shared is not None:
+                stack.enter_context(share_attention(pipe.unet, hooks.shared))
+            yield Bound(pipe, TorchBackend.of(pipe), plan, encoder, refiner, controls, references)
+
+    def _iterate(self, bound: Bound, prepared: Prepared, hooks: RunHooks) -> Result:
+        """Every batch of the recipe, one resolved recipe per image."""
+        result = Result()
+        r = bound.plan.recipe
+        seed, subseed = resolve_seed(r.seed), resolve_seed(r.subseed)
+        on_step = hooks.step_observer()
+        watching = hooks.on_progress is not None or on_step is not None
+        for iteration in range(r.n_iter):
+            first = iteration * r.batch_size
+            seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
+            subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
+            progress = StepWatch(iteration, r.n_iter, base_family(prepared.checkpoint.family) == "sdxl", self.options.previews,
+                                 hooks.on_progress, on_step) if watching else None
+            images = self._run(Run(bound, seeds, subseeds, progress, hooks.cancel))
+            for image, s, sub in zip(images, seeds, subseeds):
+                result.images.append(image)
+                result.recipes.append(self._resolved(r, s, sub))
+        return result
+
+    def _describe(self, prepared: Prepared, result: Result, started: float, loaded: float) -> Result:
+        """A1111 infotexts (with model, LoRA and IP-Adapter hashes) and the timings."""
+        info = prepared.checkpoint
         self.library.ensure_hash(info)
-        extra = self._lora_hashes(plan.recipe)
-        modules = [a1111_module(info.family, shape) for _, shape, _ in adapter_infos]
+        extra = self._lora_hashes(prepared)
+        modules = [a1111_module(info.family, a.shape) for a in prepared.adapters]
         result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules)
                             for r in result.recipes]
-        result.timings["generate"] = time.perf_counter() - loaded
-        result.timings["total"] = time.perf_counter() - started
+        result.timings = {"load": loaded - started, "generate": time.perf_counter() - loaded, "total": time.perf_counter() - started}
         return result
+
+    def _with_controls(self, prepared: Prepared, models: Loaded) -> tuple[Plan, list[tuple[ControlUnit, Any, Image.Image]]]:
+        """The units with their ControlNets; the plan's recipe names each by A1111's 'name [hash]' title."""
+        plan, units = prepared.plan, []
+        for unit, info in zip(plan.recipe.controls, prepared.controls):
+            self.library.ensure_hash(info)
+            units.append(unit.model_copy(update={"model": f"{info.name} [{info.short_hash}]"}))
+        plan = dataclasses.replace(plan, recipe=plan.recipe.model_copy(update={"controls": units}))
+        return plan, list(zip(units, models.controlnets, plan.control_maps))
+
+    def _with_references(self, plan: Plan, prepared: Prepared, pipe: Any, stack: ExitStack) -> tuple[Plan, list[reference.Embeds]]:
+        """Install the references' adapters on the UNet for the bind and embed the pictures once.
+        The plan's recipe names each adapter by its 'name [hash]' title; each picture keeps the name it was
+        given (the engine writes no file: control/units.keep_references keeps paths as inputs before a job)."""
+        recipe = plan.recipe
+        adapters = [adapter.info for adapter in prepared.adapters]
+        encoders = [adapter.encoder for adapter in prepared.adapters]
+        slots = reference.slots_for([r.scale for r in recipe.references], adapters, encoders, plan.reference_images)
+        if not slots:
+            return plan, []
+        stack.enter_context(reference.installed(pipe, slots, self.settings.allow_pickle))
+        embeds = reference.embed(pipe, slots, [self.image_encoder(s.encoder) for s in slots], self.device)
+        refs = []
+        for ref, adapter in zip(recipe.references, adapters):
+            self.library.ensure_hash(adapter)
+            refs.append(ref.model_copy(update={"model": f"{adapter.name} [{adapter.short_hash}]"}))
+        return dataclasses.replace(plan, recipe=recipe.model_copy(update={"references": refs})), embeds
 
     def _resolved(self, recipe: Recipe, seed: int, subseed: int) -> Recipe:
         return recipe.model_copy(update={
             "seed": seed, "subseed": subseed if recipe.subseed_strength > 0 else -1, "batch_size": 1, "n_iter": 1,
         })
 
-    def _prompt_encoder(self, pipe: Any, recipe: Recipe) -> Prompts:
+    def _prompt_encoder(self, pipe: Any, recipe: Recipe, prepared: Prepared, stack: ExitStack) -> Prompts:
+        """The prompts' encoder, with the prompts' LoRAs active on the pipeline until the bind ends."""
         prompt, loras = extract_loras(recipe.prompt)
         negative, negative_loras = extract_loras(recipe.negative_prompt)
-        changed = self._apply_loras(pipe, loras + negative_loras, recipe.model or "")
+        changed = self._apply_loras(pipe, list(zip(loras + negative_loras, prepared.loras)), recipe.model or "")
+        if changed:
+            stack.callback(self._clear_loras, pipe)
         encoder = self._encoder_for(pipe, recipe.clip_skip, changed)
         return Prompts(encoder, prompt, negative, zero_empty_negative=zeros_for_empty(pipe, negative))
 
@@ -372,33 +247,24 @@ class Engine:
         across generations; its cache is dropped when LoRAs change the text encoder's weights."""
         encoders: dict[Any, PromptEncoder] = pipe.__dict__.setdefault("_localdiffusion_encoders", {})
         if weights_changed:
-            for cached in encoders.values():
-                cached.clear_cache()
+            self._drop_encodings(pipe)
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         key = (clip_skip, tuple(sorted((name, str(path)) for name, path in embeddings.items())))
         if key not in encoders:
-            encoders[key] = PromptEncoder.from_pipeline(pipe, clip_skip=clip_skip, embeddings=embeddings)
+            encoders[key] = TorchBackend.of(pipe).encode_text(clip_skip, embeddings)
         return encoders[key]
 
-    def _lora_hashes(self, recipe: Recipe) -> dict[str, str]:
+    @staticmethod
+    def _drop_encodings(pipe: Any) -> None:
+        for cached in pipe.__dict__.get("_localdiffusion_encoders", {}).values():
+            cached.clear_cache()
+
+    def _lora_hashes(self, prepared: Prepared) -> dict[str, str]:
         """A1111's `Lora hashes` entry, so that sites and tools can identify the LoRAs used."""
+        recipe = prepared.recipe
         refs = extract_loras(recipe.prompt)[1] + extract_loras(recipe.negative_prompt)[1]
-        hashes = {ref.name: self.library.ensure_hash(self._lora(ref.name)).short_hash for ref in refs}
+        hashes = {ref.name: self.library.ensure_hash(info).short_hash for ref, info in zip(refs, prepared.loras)}
         return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
-
-    def _lora(self, name: str) -> ModelInfo:
-        """A LoRA named in a prompt: by library name or hash only, never a path on this machine."""
-        if "/" in name or "\\" in name:
-            raise BadInput(f"The LoRA name '{name}' looks like a path; name a LoRA from the library, e.g. <lora:name:0.8>.", field="prompt")
-        return self.library.get(name, kind="lora")
-
-    def _refiner_info(self, recipe: Recipe) -> ModelInfo | None:
-        if not recipe.refiner_checkpoint:
-            return None
-        info = self.checkpoint(recipe.refiner_checkpoint)
-        if base_family(info.family) not in ("sdxl", "sdxl-refiner"):
-            raise BadInput(f"The refiner '{info.name}' is a {info.family} model; a refiner must be an SDXL model.", field="refiner_checkpoint")
-        return info
 
     def _refiner(self, recipe: Recipe, pipe: Any) -> tuple[Any, Prompts] | None:
         if pipe is None:
@@ -408,12 +274,11 @@ class Engine:
         encoder = self._encoder_for(pipe, recipe.clip_skip, weights_changed=False)
         return pipe, Prompts(encoder, prompt, negative, zero_empty_negative=zeros_for_empty(pipe, negative))
 
-    def _apply_loras(self, pipe: Any, loras: list, model_name: str) -> bool:
-        """Activate exactly these LoRAs at these weights; True when that changed the model's weights."""
+    def _apply_loras(self, pipe: Any, loras: list[tuple[Any, ModelInfo]], model_name: str) -> bool:
+        """Activate exactly these LoRAs (tag, library entry) at these weights; True when that changed the model's weights."""
         loaded: dict[str, str] = pipe.__dict__.setdefault("_localdiffusion_loras", {})
         names, weights = [], []
-        for ref in loras:
-            info = self._lora(ref.name)
+        for ref, info in loras:
             adapter = loaded.get(str(info.path))
             if adapter is None:
                 adapter = f"lora_{len(loaded)}"
@@ -422,15 +287,22 @@ class Engine:
             names.append(adapter)
             weights.append(ref.weight)
         state = tuple(zip(names, weights))
-        if state == pipe.__dict__.get("_localdiffusion_lora_state", ()):
+        if state == pipe.__dict__.get(LORA_STATE, ()):
             return False
-        pipe.__dict__["_localdiffusion_lora_state"] = state
+        pipe.__dict__[LORA_STATE] = state
         if state:
             pipe.enable_lora()
             pipe.set_adapters(names, adapter_weights=weights)
         else:
             pipe.disable_lora()
         return True
+
+    def _clear_loras(self, pipe: Any) -> None:
+        """The end of a bind that activated LoRAs: the pipeline back to its own weights, encodings dropped."""
+        if pipe.__dict__.get(LORA_STATE):
+            pipe.disable_lora()
+            pipe.__dict__[LORA_STATE] = ()
+            self._drop_encodings(pipe)
 
     # --- one batch ---
 
@@ -443,11 +315,11 @@ class Engine:
             latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height)
             if recipe.enable_hr:
                 return self._hires(run, latents)
-            return self.decode(run.pipe, latents)
-        image_latents = self._encode(run.pipe, inputs.image, len(run.seeds))
+            return run.backend.vae_decode(latents)
+        image_latents = self._encode(run.backend, inputs.image, len(run.seeds))
         inpaint = self._inpaint_latents(run, inputs, image_latents, noise) if inputs.mask is not None else None
         latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height, image_latents, recipe.denoising_strength, inpaint)
-        return [self._finish(image, inputs) for image in self.decode(run.pipe, latents)]
+        return [self._finish(image, inputs) for image in run.backend.vae_decode(latents)]
 
     def _noise(self, run: Run, shape: tuple[int, ...]) -> torch.Tensor:
         recipe = run.plan.recipe
@@ -455,13 +327,13 @@ class Engine:
             image_noise(g, shape, sub, recipe.subseed_strength, recipe.rng, self.device)
             for g, sub in zip(run.generators, run.subseeds)
         ]
-        return torch.cat(batch).to(self.device, run.pipe.unet.dtype)
+        return torch.cat(batch).to(self.device, run.backend.dtype)
 
     def _sample(
         self, run: Run, noise: torch.Tensor, steps: int, width: int, height: int,
         image_latents: torch.Tensor | None = None, strength: float = 1.0, inpaint: InpaintLatents | None = None,
     ) -> torch.Tensor:
-        recipe, pipe = run.plan.recipe, run.pipe
+        recipe, pipe = run.plan.recipe, run.bound.pipe
         scheduler = make_scheduler(recipe.sampler_name, recipe.scheduler, pipe.scheduler.config, seed=run.seeds[0])
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps
@@ -480,11 +352,11 @@ class Engine:
         for owner, prompts, part, offset in self._segments(run, scheduler, timesteps):
             conditioning = prompts.for_run(owner, steps_run(scheduler, timesteps), scheduler.order, len(run.seeds),
                                            recipe, width, height, self.device)
-            if run.references and owner is pipe:  # the refiner has no IP-Adapter
-                conditioning = reference.with_image_embeds(conditioning, run.references, len(run.seeds), recipe.cfg_scale > 1.0,
-                                                           pipe.unet.dtype)
+            if run.bound.references and owner is pipe:  # the refiner has no IP-Adapter
+                conditioning = reference.with_image_embeds(conditioning, run.bound.references, len(run.seeds), recipe.cfg_scale > 1.0,
+                                                           run.backend.dtype)
             latents = denoise(
-                owner.unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
+                TorchBackend.of(owner).unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
                 extra_step_kwargs=extra, inpaint=inpaint, on_step=_shifted_hook(run.on_step, offset, len(timesteps)),
                 cancel=run.cancel, control=control if owner is pipe else None,  # the refiner has no ControlNet
             )
@@ -494,33 +366,33 @@ class Engine:
         inputs = run.plan.inputs
         crop = inputs.crop if inputs is not None else None
         full_size = inputs.original.size if crop is not None and inputs.original is not None else None
-        return prepare_control(run.controls, width, height, len(run.seeds), run.plan.recipe.cfg_scale > 1.0,
+        return prepare_control(run.bound.controls, width, height, len(run.seeds), run.plan.recipe.cfg_scale > 1.0,
                                self.device, total, crop=crop, full_size=full_size)
 
     def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, Prompts, torch.Tensor, int]]:
         """Which model denoises which timesteps: the base, then the SDXL refiner from `refiner_switch_at`."""
-        if run.refiner is None:
-            return [(run.pipe, run.encoder, timesteps, 0)]
+        bound = run.bound
+        if bound.refiner is None:
+            return [(bound.pipe, bound.encoder, timesteps, 0)]
         skipped = len(scheduler.timesteps) - len(timesteps)
         switch = min(max(int(len(scheduler.timesteps) * run.plan.recipe.refiner_switch_at) - skipped, 0), len(timesteps))
-        refiner, prompts = run.refiner
-        return [(run.pipe, run.encoder, timesteps[:switch], 0), (refiner, prompts, timesteps[switch:], switch)]
+        refiner, prompts = bound.refiner
+        return [(bound.pipe, bound.encoder, timesteps[:switch], 0), (refiner, prompts, timesteps[switch:], switch)]
 
-    def _inpaint_latents(self, run: Run, inputs: Inputs, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
-        pipe = run.pipe
+    def _inpaint_latents(self, run: Run, inputs: ModeImages, image_latents: torch.Tensor, noise: torch.Tensor) -> InpaintLatents:
         h, w = image_latents.shape[-2:]
         mask = torch.from_numpy(_mask_array(inputs.mask)).to(self.device, image_latents.dtype)[None, None]
         latent_mask = F.interpolate(mask, size=(h, w))
         batch = image_latents.shape[0]
-        if pipe.unet.config.in_channels == 9:
+        if run.backend.in_channels == 9:
             binary = (mask >= 0.5).to(mask.dtype)
             masked = self._pixels(inputs.image).to(self.device, image_latents.dtype) * (binary < 0.5)
-            masked_latents = self._encode_tensor(pipe, masked).repeat(batch, 1, 1, 1)
+            masked_latents = run.backend.vae_encode(masked).repeat(batch, 1, 1, 1)
             return InpaintLatents(latent_mask.repeat(batch, 1, 1, 1), image_latents, noise, masked_latents)
         return InpaintLatents((latent_mask >= 0.5).to(mask.dtype).repeat(batch, 1, 1, 1), image_latents, noise)
 
     def _hires(self, run: Run, latents: torch.Tensor) -> list[Image.Image]:
-        recipe, pipe = run.plan.recipe, run.pipe
+        recipe, backend = run.plan.recipe, run.backend
         width, height = hires_size(recipe)
         if recipe.hr_upscaler in LATENT_UPSCALERS:
             mode = LATENT_UPSCALERS[recipe.hr_upscaler]
@@ -528,19 +400,19 @@ class Engine:
                                     antialias=mode.endswith("-aa"))
         elif recipe.hr_upscaler in IMAGE_UPSCALERS:
             resample = IMAGE_UPSCALERS[recipe.hr_upscaler] or Image.Resampling.LANCZOS
-            images = [i.resize((width, height), resample) for i in self.decode(pipe, latents)]
-            latents = torch.cat([self._encode(pipe, i, 1) for i in images])
+            images = [i.resize((width, height), resample) for i in backend.vae_decode(latents)]
+            latents = torch.cat([self._encode(backend, i, 1) for i in images])
         else:  # an upscaler model (ESRGAN and kin), as A1111's hires fix offers them
             images = [resize(i, recipe.hr_upscaler, (width, height), self.library, self.device, self.dtype, run.cancel)
-                      for i in self.decode(pipe, latents)]
-            latents = torch.cat([self._encode(pipe, i, 1) for i in images])
+                      for i in backend.vae_decode(latents)]
+            latents = torch.cat([self._encode(backend, i, 1) for i in images])
         if run.on_step is not None:
             run.on_step.phase = "hires"
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
         noise = self._noise(run, (1, 4, height // 8, width // 8))
         steps = recipe.hr_second_pass_steps or recipe.steps
         latents = self._sample(run, noise, steps, width, height, latents, recipe.denoising_strength)
-        return self.decode(pipe, latents)
+        return backend.vae_decode(latents)
 
     # --- pixels and latents ---
 
@@ -550,22 +422,10 @@ class Engine:
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
         return torch.from_numpy(array).permute(2, 0, 1)[None]
 
-    def _encode(self, pipe: Any, image: Image.Image, batch: int) -> torch.Tensor:
-        pixels = self._pixels(image).to(self.device, pipe.vae.dtype)
-        return self._encode_tensor(pipe, pixels).repeat(batch, 1, 1, 1)
+    def _encode(self, backend: Backend, image: Image.Image, batch: int) -> torch.Tensor:
+        return backend.vae_encode(self._pixels(image).to(self.device)).repeat(batch, 1, 1, 1)
 
-    def _encode_tensor(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
-        with _upcast_vae(pipe):
-            latents = pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.mode()
-        return (latents * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
-
-    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed)."""
-        with _upcast_vae(pipe):
-            image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
-
-    def _finish(self, image: Image.Image, inputs: Inputs) -> Image.Image:
+    def _finish(self, image: Image.Image, inputs: ModeImages) -> Image.Image:
         """Paste the result back so that pixels outside the mask stay exactly as they were."""
         if inputs.mask is None:
             return image
@@ -583,16 +443,6 @@ class Engine:
 def steps_run(scheduler: Any, timesteps: torch.Tensor) -> int:
     """Sampling steps these timesteps make; a second-order sampler spends `order` timesteps per step."""
     return max(1, -(-len(timesteps) // scheduler.order))
-
-
-def _recording(attention: AttentionRecorder, on_step: Callable[[StepState, str, int], None] | None) -> Callable[[StepState, str, int], None]:
-    """Tell the attention recorder when a step ends, then whoever else watches the steps."""
-    def watch(state: StepState, phase: str, batch: int) -> None:
-        attention.after_step(state)
-        if on_step is not None:
-            on_step(state, phase, batch)
-
-    return watch
 
 
 def _shifted(conditioning: Callable[[int], Any], offset: int) -> Callable[[int], Any]:
@@ -620,19 +470,3 @@ def _mask_array(mask: Image.Image):
     import numpy as np
 
     return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-
-
-class _upcast_vae:
-    """SDXL's VAE overflows in fp16; run it in fp32 when its config asks for that."""
-
-    def __init__(self, pipe: Any) -> None:
-        self.vae = pipe.vae
-        self.upcast = self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
-
-    def __enter__(self) -> None:
-        if self.upcast:
-            self.vae.to(torch.float32)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.upcast:
-            self.vae.to(torch.float16)

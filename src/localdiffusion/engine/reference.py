@@ -12,13 +12,14 @@ adapters) or the encoding of an all-zero picture (plus adapters), as diffusers'
 `prepare_ip_adapter_image_embeds` does; the embeddings reach the UNet as
 `added_cond_kwargs["image_embeds"]`.
 
-A recipe without references takes the adapters out again: the UNet gets back the very processors
-and projection it had before, so its images stay bit-identical.
+The adapters are on the UNet only while a generation is bound (`installed`, a context manager): on
+exit, also after an error or a cancel, the UNet gets back the very processors and projection it had
+before, so the next recipe's images stay bit-identical. The adapted processors are kept aside, so
+that the next run with the same adapters puts them back without reading the files again.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +32,11 @@ from PIL import Image
 from localdiffusion.engine.conditioning import stack
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.ip_adapter import ImageEncoder, read_adapter
-from localdiffusion.store.inputs import keep_input
 
 # Where the pipeline keeps its IP-Adapter state (as the LoRA state, in its __dict__).
 PLAIN = "_localdiffusion_plain_attention"  # the UNet's own processors and projection, from before any adapter
 INSTALLED = "_localdiffusion_ip_adapters"  # the adapter paths installed, one per slot
-KEPT_INPUT = re.compile(r"inputs/[0-9a-f]{24}\.png")
+ADAPTED = "_localdiffusion_ip_adapted"  # (adapter paths, processors, projection, hid type) of the last install, kept aside
 
 Embeds = tuple[torch.Tensor, torch.Tensor]  # (positive, negative), each (1, pictures, ...)
 
@@ -59,9 +59,14 @@ def slots_for(scales: list[float], adapters: list[ModelInfo], encoders: list[Pat
     return list(slots.values())
 
 
-def keep_reference(ref: str, image: Image.Image, home_root: Path) -> str:
-    """The reference picture as a kept input (`inputs/<hash>.png`), so the recorded recipe replays exactly."""
-    return ref if KEPT_INPUT.fullmatch(ref) else keep_input(home_root, image)
+@contextmanager
+def installed(pipe: Any, slots: list[Slot], allow_pickle: bool = False) -> Iterator[None]:
+    """These slots' adapters on the pipeline's UNet inside the block, at their scales; the plain UNet after it."""
+    install(pipe, slots, allow_pickle)
+    try:
+        yield
+    finally:
+        remove(pipe)
 
 
 def install(pipe: Any, slots: list[Slot], allow_pickle: bool = False) -> None:
@@ -72,8 +77,14 @@ def install(pipe: Any, slots: list[Slot], allow_pickle: bool = False) -> None:
         if wanted:
             unet = pipe.unet
             pipe.__dict__[PLAIN] = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)
-            with _quiet_diffusers():
-                unet._load_ip_adapter_weights([read_adapter(slot.adapter, allow_pickle) for slot in slots])
+            kept = pipe.__dict__.get(ADAPTED)
+            if kept is not None and kept[0] == wanted:
+                _set_attention(pipe, *kept[1:])
+            else:
+                pipe.__dict__.pop(ADAPTED, None)
+                with _quiet_diffusers():
+                    unet._load_ip_adapter_weights([read_adapter(slot.adapter, allow_pickle) for slot in slots])
+                pipe.__dict__[ADAPTED] = (wanted, dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)
             pipe.__dict__[INSTALLED] = wanted
     if slots:
         pipe.set_ip_adapter_scale([slot.scale for slot in slots])
@@ -98,7 +109,10 @@ def remove(pipe: Any) -> None:
     pipe.__dict__.pop(INSTALLED, None)
     if plain is None:
         return
-    processors, projection, hid_type = plain
+    _set_attention(pipe, *plain)
+
+
+def _set_attention(pipe: Any, processors: dict[str, Any], projection: Any, hid_type: Any) -> None:
     pipe.unet.set_attn_processor(dict(processors))  # set_attn_processor empties the dict it is given
     pipe.unet.encoder_hid_proj = projection
     pipe.unet.config.encoder_hid_dim_type = hid_type

@@ -81,7 +81,7 @@ def step_kwargs(scheduler: Any, generator: list[torch.Generator] | None, eta: fl
 
 
 def denoise(
-    unet: Any,
+    unet: Callable[..., torch.Tensor],
     scheduler: Any,
     latents: torch.Tensor,
     timesteps: torch.Tensor,
@@ -96,6 +96,7 @@ def denoise(
 ) -> torch.Tensor:
     """Run the scheduler over `timesteps` from `latents`; return the final latents.
 
+    `unet(sample, t, hidden, added, residuals)` is the backend's network call (engine/backend.py).
     `control` (an `engine.control.Control`) adds ControlNet residuals to the UNet at the steps
     where its units are active; it sees the 4-channel latents even for a 9-channel inpainting UNet."""
     do_cfg = cfg_scale > 1.0
@@ -109,10 +110,7 @@ def denoise(
         if inpaint is not None and inpaint.masked_image_latents is not None:
             extra = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1)
             model_input = torch.cat([model_input, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
-        noise_pred = unet(
-            model_input, t, encoder_hidden_states=hidden, timestep_cond=None,
-            cross_attention_kwargs=None, added_cond_kwargs=added, return_dict=False, **_residual_kwargs(residuals),
-        )[0]
+        noise_pred = unet(model_input, t, hidden, added, residuals)
         noise_uncond = noise_cond = None
         if do_cfg:
             noise_uncond, noise_cond = noise_pred.chunk(2)
@@ -125,14 +123,6 @@ def denoise(
         if on_step is not None:
             on_step(StepState(i, len(timesteps), t, sample, latents, noise_pred, noise_uncond, noise_cond, scheduler, output))
     return latents
-
-
-def _residual_kwargs(residuals: tuple[list[torch.Tensor], torch.Tensor] | None) -> dict[str, Any]:
-    """The UNet's ControlNet arguments; none at all without control, so that path stays exactly as before."""
-    if residuals is None:
-        return {}
-    down, mid = residuals
-    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def _keep_unmasked(scheduler: Any, latents: torch.Tensor, inpaint: InpaintLatents, timesteps: torch.Tensor, i: int) -> torch.Tensor:

@@ -20,8 +20,8 @@ from typing import Any
 
 from PIL import Image
 
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.engine.noise import resolve_seed
-from localdiffusion.engine.plan import make_plan
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.axes import Axis, apply, parse_axis
@@ -208,8 +208,7 @@ def plan_cells(base: Recipe, axes: dict[str, Axis]) -> list[Cell]:
 
 def _planned(recipe: Recipe, engine: Any) -> Recipe:
     """The recipe as the engine will run it (model named, size resolved); raises for any bad value."""
-    info = engine.checkpoint(recipe.model)
-    return make_plan(recipe.model_copy(update={"model": info.name}), info, engine.settings, engine.home.root).recipe
+    return engine.prepare(recipe).recipe
 
 
 # --- running ---
@@ -261,7 +260,7 @@ def _generate(runs: list[list[Cell]], engine: Any, result: CompareResult,
         recipe = run[0].recipe.model_copy(update={"batch_size": len(run)})
         if on_progress is not None:
             on_progress(CompareProgress(done, total, len(run), 0, recipe.steps))
-        generated = engine.generate(recipe, on_progress=_step_hook(on_progress, done, total, len(run)), cancel=cancel)
+        generated = engine.generate(recipe, hooks=RunHooks(on_progress=_step_hook(on_progress, done, total, len(run)), cancel=cancel))
         result.engine_calls += 1
         for cell, image, resolved, infotext in zip(run, generated.images, generated.recipes, generated.infotexts):
             cell.image, cell.resolved, cell.infotext = image, resolved, infotext

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.sampling import StepState, predicted_x0
 from localdiffusion.errors import BadInput
@@ -157,7 +158,7 @@ def guidance_at(engine: Any, recipe: Recipe, steps: Iterable[int] = (5, 15)) -> 
     """Generate `recipe` once (one image) and return the CFG views at these 1-based steps."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     recorder = recorder_for(engine, recipe, steps)
-    engine.generate(recipe, on_step=recorder)
+    engine.generate(recipe, hooks=RunHooks(on_step=recorder))
     return recorder.views
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from localdiffusion.engine.attention import AttentionRecorder
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.explain import attention as attn, guidance, timeline as tl
 from localdiffusion.prompts import extract_loras
 from localdiffusion.recipe import Recipe
@@ -49,8 +50,8 @@ def explain_files(engine: Any, recipe: Recipe, *, timeline: bool = True, cfg_ste
         cfg = guidance.recorder_for(engine, recipe, steps)
     recorders = [r for r in (film, cfg) if r is not None]
     words = _attention_recorder(recipe) if attention else None
-    result = engine.generate(recipe, on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders],
-                             attention=words, on_progress=on_progress, cancel=cancel)
+    result = engine.generate(recipe, hooks=RunHooks(on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders],
+                                              attention=words, on_progress=on_progress, cancel=cancel))
     resolved, infotext = result.recipes[0], result.infotexts[0]
     files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
     summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}

@@ -1,6 +1,6 @@
 """Denoising timeline: what the model predicted at every step of one generation, and what changed when.
 
-A `TimelineRecorder` is a step observer (`Engine.generate(..., on_step=recorder)`). For image 0 of
+A `TimelineRecorder` is a step observer (`Engine.generate(recipe, hooks=RunHooks(on_step=recorder))`). For image 0 of
 the first batch it keeps, per step, two small RGB previews made by the cheap latent-to-RGB matrix
 (the predicted final image x0 and the noisy latent), never all the latents, so memory stays
 bounded; optionally a full VAE decode of x0 at a few chosen steps. For the studio's slider it also
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from localdiffusion.engine.hooks import RunHooks
 from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.sampling import StepState
 from localdiffusion.explain.grid import draw_grid
@@ -177,7 +178,7 @@ def capture_timeline(engine: Any, recipe: Recipe, decode_steps: Iterable[int] = 
     """Generate `recipe` once (one image) and return its timeline and the engine's Result."""
     recipe = recipe.model_copy(update={"batch_size": 1, "n_iter": 1})
     recorder = recorder_for(engine, recipe, decode_steps)
-    result = engine.generate(recipe, on_step=recorder)
+    result = engine.generate(recipe, hooks=RunHooks(on_step=recorder))
     return recorder.timeline(), result
 
 

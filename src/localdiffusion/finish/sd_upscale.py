@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from localdiffusion.engine import Engine, Progress
+from localdiffusion.engine import Engine, Progress, RunHooks
 from localdiffusion.engine.noise import resolve_seed
 from localdiffusion.errors import BadInput
 from localdiffusion.models.upscalers import feather, tile_boxes, upscale
@@ -82,7 +82,7 @@ def _repaint(engine: Engine, crop: Image.Image, base: Recipe, path: Path,
              on_progress: Callable[[Progress], None] | None, cancel: Callable[[], bool] | None) -> Image.Image:
     crop.save(path)
     tile = base.model_copy(update={"init_image": str(path), "width": crop.width, "height": crop.height})
-    return engine.generate(tile, on_progress=on_progress, cancel=cancel).images[0]
+    return engine.generate(tile, hooks=RunHooks(on_progress=on_progress, cancel=cancel)).images[0]
 
 
 def _lay(canvas: np.ndarray, painted: Image.Image, box: tuple[int, int, int, int], overlap: int) -> None:

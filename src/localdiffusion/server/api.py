@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -24,10 +23,9 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
 from localdiffusion import __version__
-from localdiffusion.engine.generate import check_hires_upscaler, hires_upscalers
-from localdiffusion.engine.images import round_to_8
-from localdiffusion.engine.plan import check_loras, check_outpaint, check_size, hires_size, outpaint_canvas
-from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
+from localdiffusion.engine.inputs import KEPT_INPUT, HomeInputs
+from localdiffusion.engine.plan import hires_upscalers
+from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
@@ -49,7 +47,6 @@ router = APIRouter(prefix="/api", tags=["studio"])
 StudioDep = Annotated[Studio, Depends(get_studio)]
 ClientDep = Annotated[str, Depends(client_id)]
 
-INPUT_REF = re.compile(r"inputs/[0-9a-f]{24}\.png")
 MAX_PAGE = 200
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id or offset in a request would overflow the query
 
@@ -256,7 +253,7 @@ def check_input_ref(home: Home, ref: str | None, field: str) -> None:
     """Input images must be uploads (`inputs/<hash>.png` from /api/uploads), never paths on the server."""
     if ref is None:
         return
-    if not INPUT_REF.fullmatch(ref) or not (home.root / ref).is_file():
+    if not KEPT_INPUT.fullmatch(ref) or not (home.root / ref).is_file():
         raise InvalidField(f"The {field} '{ref[:80]}' is not an uploaded image; upload it to /api/uploads and use the 'ref' it returns.",
                            field=field)
 
@@ -265,111 +262,38 @@ def _as_field_error(error: BadInput) -> InvalidField:
     return InvalidField(error.message, field=error.field)
 
 
-def check_mode_inputs(recipe: Recipe, home: Home) -> None:
+def check_input_refs(recipe: Recipe, home: Home) -> None:
+    """Every picture a recipe names is an upload: the studio never opens a path a request gives."""
     check_input_ref(home, recipe.init_image, "init_image")
     check_input_ref(home, recipe.mask, "mask")
-    if recipe.mode != "txt2img" and not recipe.init_image:
-        raise InvalidField(f"Mode {recipe.mode} needs an input image; upload one and give its ref as init_image.", field="init_image")
-    if recipe.mode == "inpaint" and not recipe.mask:
-        raise InvalidField("Inpainting needs a mask; upload one (white where the image should change) and give its ref as mask.", field="mask")
-    if recipe.mode == "outpaint" and (recipe.outpaint is None or recipe.outpaint.is_empty()):
-        raise InvalidField("Outpainting needs at least one side to extend; give pixels for left, right, up or down in outpaint.", field="outpaint")
-
-
-def upload_size(home: Home, ref: str) -> tuple[int, int]:
-    """An uploaded image's width and height, from its header (its pixels are not decoded)."""
-    try:
-        with Image.open(home.root / ref) as image:
-            return image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise InvalidField(f"The init_image '{ref[:80]}' is not a readable image; upload it again.", field="init_image") from None
-
-
-def check_sizes(recipe: Recipe, model: ModelInfo, home: Home, max_side: int) -> None:
-    """The sizes the job will work at, checked before it is queued: the given size, else the model's (txt2img)
-    or the input image's rounded to 8; the hires size; and an outpainted canvas."""
-    if recipe.mode == "txt2img":
-        width, height = recipe.width or model.native_size, recipe.height or model.native_size
-    else:
-        image_width, image_height = upload_size(home, recipe.init_image or "")
-        width, height = recipe.width or round_to_8(image_width), recipe.height or round_to_8(image_height)
-    try:
-        if recipe.mode == "outpaint" and recipe.outpaint is not None:
-            check_outpaint(image_width, image_height, recipe.outpaint, max_side)
-            if not recipe.inpaint_full_res:  # the job works on the whole canvas
-                width, height = outpaint_canvas(image_width, image_height, recipe.outpaint)
-        check_size(width, height, max_side)
-        if recipe.enable_hr:
-            check_size(*hires_size(recipe.model_copy(update={"width": width, "height": height})), max_side, what="hires size")
-    except BadInput as e:
-        raise _as_field_error(e) from None
-
-
-def ready_controls(studio: Studio, recipe: Recipe, model: ModelInfo) -> Recipe:
-    """The recipe with each ControlNet unit's map made and kept and its model picked, checked against the checkpoint.
-
-    Images and maps must be uploads; model names are looked up in the library, never opened as paths.
-    """
-    from localdiffusion.control.units import prepare_controls
-    from localdiffusion.models.controlnet import check_fits
-
     for i, unit in enumerate(recipe.controls):
-        check_input_ref(studio.home, unit.image, f"controls.{i}.image")
-        check_input_ref(studio.home, unit.map, f"controls.{i}.map")
-        if unit.model:
-            resolve_model(studio.library, unit.model, kind="controlnet", field=f"controls.{i}.model")
+        check_input_ref(home, unit.image, f"controls.{i}.image")
+        check_input_ref(home, unit.map, f"controls.{i}.map")
+    for i, reference in enumerate(recipe.references):
+        check_input_ref(home, reference.image, f"references.{i}.image")
+
+
+def ready_controls(studio: Studio, recipe: Recipe) -> Recipe:
+    """The recipe with each ControlNet unit's map made and kept and its model picked (the control feature's
+    work, done here before queueing so that the job carries ready maps)."""
+    from localdiffusion.control.units import prepare_controls
+
     try:
-        ready = prepare_controls(recipe, studio.home.root, studio.library)
-        for i, unit in enumerate(ready.controls):
-            check_fits(resolve_model(studio.library, unit.model, kind="controlnet", field=f"controls.{i}.model"), model,
-                       field=f"controls.{i}.model")
+        return prepare_controls(recipe, studio.home.root, studio.library)
     except BadInput as e:
         raise _as_field_error(e) from None
-    return ready
-
-
-def check_references(studio: Studio, recipe: Recipe, model: ModelInfo) -> None:
-    """Each reference's picture is an upload, and its IP-Adapter (named, or the one the engine will pick)
-    fits the checkpoint and has its image encoder."""
-    from localdiffusion.models.ip_adapter import find_adapter, image_encoder_folder
-
-    for i, reference in enumerate(recipe.references):
-        field = f"references.{i}.image"
-        if not reference.image:
-            raise InvalidField(f"Reference {i} has no image; upload the picture and give its ref as the reference's image.", field=field)
-        check_input_ref(studio.home, reference.image, field)
-        if reference.model:
-            resolve_model(studio.library, reference.model, kind="ipadapter", field=f"references.{i}.model")
-        try:
-            adapter, shape = find_adapter(i, reference.model, model, studio.library)
-            image_encoder_folder(adapter, shape, studio.home.root, field=f"references.{i}.model")
-        except BadInput as e:
-            raise _as_field_error(e) from None
 
 
 def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
-    """Everything that can be checked before queueing: models, LoRAs, sampler, upscaler, sizes and input images.
-    Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked."""
-    library = studio.library
-    model = resolve_model(library, recipe.model)
-    if recipe.refiner_checkpoint:
-        resolve_model(library, recipe.refiner_checkpoint, field="refiner_checkpoint")
+    """Everything that can be checked before queueing, by the engine's one validator (`Engine.prepare`:
+    models, sampler, upscaler, sizes, mode inputs, controls, references, LoRAs), on uploads only.
+    Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked.
+    A bad value answers 422 naming its field; a model that is not in the library 404."""
+    check_input_refs(recipe, studio.home)
     if recipe.controls:
-        recipe = ready_controls(studio, recipe, model)
-    check_references(studio, recipe, model)
+        recipe = ready_controls(studio, recipe)
     try:
-        resolve_sampler(recipe.sampler_name, recipe.scheduler)
-    except BadInput as e:
-        raise _as_field_error(e) from None
-    if recipe.enable_hr:
-        try:
-            check_hires_upscaler(recipe.hr_upscaler, library)
-        except BadInput as e:
-            raise _as_field_error(e) from None
-    check_mode_inputs(recipe, studio.home)
-    check_sizes(recipe, model, studio.home, library.settings.max_side)
-    try:
-        check_loras(recipe, library)
+        studio.engine.prepare(recipe, HomeInputs(studio.home.root, paths=False))
     except BadInput as e:
         raise _as_field_error(e) from None
     return recipe

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from localdiffusion.engine import Engine, Progress
+from localdiffusion.engine import Engine, Progress, RunHooks
 from localdiffusion.jobs.artefacts import TaskOutput, gallery_images, generation_result
 from localdiffusion.jobs.queue import Job
 
@@ -36,7 +36,7 @@ Task = Callable[[TaskContext], "TaskOutput | dict[str, Any]"]
 
 def generate(ctx: TaskContext) -> TaskOutput:
     """The default kind: generate the job's recipe; its images go to the gallery."""
-    result = ctx.engine.generate(ctx.job.recipe, on_progress=ctx.on_progress, cancel=ctx.cancel)
+    result = ctx.engine.generate(ctx.job.recipe, hooks=RunHooks(on_progress=ctx.on_progress, cancel=ctx.cancel))
     return TaskOutput(generation_result(result), gallery_images(ctx.engine, result, ctx.job.recipe.mode))
 
 

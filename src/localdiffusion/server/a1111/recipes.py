@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
 
-from localdiffusion.engine.generate import check_hires_upscaler
 from localdiffusion.engine.images import as_mask
+from localdiffusion.engine.inputs import HomeInputs
 from localdiffusion.engine.plan import check_loras, check_size, hires_size
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput
@@ -34,10 +34,12 @@ _REQUEST_FIELD = {"model": "override_settings.sd_model_checkpoint", "init_image"
 
 
 def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> Recipe:
-    """The Recipe for an A1111 request, with every name and number checked before it is queued.
+    """The Recipe for an A1111 request, with every name and number checked before it is queued: the request's
+    own fields here (A1111's names and defaults), then the recipe by the engine's one validator, `Engine.prepare`
+    (sizes, sampler, hires, mode inputs, controls, references, LoRAs); its BadInput answers 400.
 
-    Sizes are checked before any image is resized, and input images are kept under HOME/inputs only
-    once everything else has passed, so that a refused request leaves no file behind.
+    Sizes and LoRAs are also checked before any image is decoded or resized, and input images are kept under
+    HOME/inputs only once those have passed, so that such a refused request costs no memory and leaves no file.
     """
     fields, model = _common_fields(req, studio, state)
     if isinstance(req, Txt2ImgRequest):
@@ -54,6 +56,7 @@ def build_recipe(req: GenerationRequest, studio: Studio, state: A1111State) -> R
     recipe = with_controls(recipe, req.alwayson_scripts, studio, model)
     if isinstance(req, Img2ImgRequest) and images is not None:
         recipe = recipe.model_copy(update=_kept_inputs(req, studio, recipe, *images))
+    studio.engine.prepare(recipe, HomeInputs(studio.home.root, paths=False))  # the engine's one validator
     return recipe
 
 
@@ -106,7 +109,6 @@ def _hires_fields(req: Txt2ImgRequest, studio: Studio, fields: dict[str, Any]) -
     if not req.enable_hr:
         return sizes
     upscaler = req.hr_upscaler or "Latent"
-    check_hires_upscaler(upscaler, studio.library)
     scale = req.given("hr_scale")
     if req.hr_resize_x or req.hr_resize_y:  # A1111's "resize to": the scale that reaches the larger side
         width, height = sizes.get("width", fields["width"]), sizes.get("height", fields["height"])
