@@ -158,13 +158,13 @@ def record_job_statuses(page) -> None:
 def test_the_first_job_of_a_model_says_it_is_loading_then_shows_seeds_and_time(page, server, monkeypatch):
     engine = server.studio.engine
     engine.cache.clear()  # as after a restart: the model is not in memory
-    load = engine._load
+    load = engine.models._load
 
     def slow_load(info):  # a real checkpoint takes seconds: long enough for the card's poll to see it too
         time.sleep(2.5)
         return load(info)
 
-    monkeypatch.setattr(engine, "_load", slow_load)
+    monkeypatch.setattr(engine.models, "_load", slow_load)
     open_generate(page, server)
     page.wait_for_function("async () => (await import('/js/events.js')).eventsConnected()")
     set_size(page, 64, 64)
