@@ -278,26 +278,26 @@ def test_lists(client):
 
 
 def test_progress_says_loading_model_while_a_job_loads_its_model(client):
-    from localdiffusion.jobs.queue import Job
-    from localdiffusion.jobs.worker import Running
+    from localdiffusion.jobs.queue import Job, JobProgress
     from localdiffusion.recipe import Recipe
     from localdiffusion.server.a1111.state import A1111State
 
     studio = client.app.state.studio
     job = Job(10_001, studio.owner_id, "a1111:testclient", Recipe(prompt="a cat", steps=20), "running", time.time())
     client.app.state.a1111 = state = A1111State(pending={job.id})
-    previous, studio.worker.current = studio.worker.current, Running(job, total=20, started=time.time(), phase="load")
+    running = JobProgress(job, total=20, started=time.time(), phase="load")
+    studio.queue.report(running)
     try:
         for (loading, loaded, parts), text in [(("model 'tiny-sd1'", 0, 1), "Loading model (model 'tiny-sd1')"),
                                                (("ControlNet 'canny'", 1, 2), "Loading model (ControlNet 'canny', 2 of 2)"),
                                                (("", 2, 2), "Model loaded; starting")]:
-            studio.worker.current.loading, studio.worker.current.loaded, studio.worker.current.parts = loading, loaded, parts
+            running.loading, running.loaded, running.parts = loading, loaded, parts
             report = client.get("/sdapi/v1/progress").json()
             assert report["textinfo"] == text
             assert report["state"]["job"] == "scripts_txt2img" and report["state"]["sampling_step"] == 0
             assert 0 < report["progress"] < 0.05
     finally:
-        studio.worker.current = previous
+        studio.queue.mark_cancelled(job.id)  # a made-up job: this forgets its progress
         state.pending.clear()
 
 

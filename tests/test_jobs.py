@@ -8,6 +8,8 @@ import time
 import pytest
 
 from localdiffusion.jobs import EventBus, SQLiteJobQueue, Worker
+from localdiffusion.jobs.queue import JobProgress
+from localdiffusion.jobs.worker import cancel_job
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.db import Database
 
@@ -83,14 +85,14 @@ def test_cancel_a_queued_and_a_running_job(worker):
     owner = worker.engine.library.db.local_owner_id
     long = worker.queue.submit(RECIPE.model_copy(update={"steps": 50}), owner_id=owner)
     queued = worker.queue.submit(RECIPE, owner_id=owner)
-    assert worker.cancel(queued.id)
+    assert cancel_job(worker.queue, worker.events, queued.id)
     assert worker.queue.get(queued.id).status == "cancelled"
     _, events = worker.events.subscribe_queue()
     worker.start()
     wait_for_a_step(events)
-    assert worker.cancel(long.id)
+    assert cancel_job(worker.queue, worker.events, long.id)
     assert wait_for(worker, long.id).status == "cancelled"
-    assert not worker.cancel(long.id)
+    assert not cancel_job(worker.queue, worker.events, long.id)
 
 
 def test_restart_requeues_a_running_job_once_then_fails_it(queue, tmp_path):
@@ -178,16 +180,44 @@ def test_the_first_job_of_a_model_reports_the_model_loading_before_its_steps(hom
 
 def test_running_progress_says_what_is_loading(queue):
     from localdiffusion.engine import Progress
-    from localdiffusion.jobs.worker import Running
 
     worker = Worker(queue, engine=None, events=EventBus())  # type: ignore[arg-type]
     job = queue.submit(RECIPE, owner_id=queue.db.local_owner_id)
-    worker.current = Running(job, total=2)
+    queue.report(JobProgress(job, total=2))
     worker._progress(job, Progress(0, 2, 0, 1, "load", loading="model 'tiny-sd1'", loaded=0, parts=2))
-    assert worker.current.progress() == {"step": 0, "total": 2, "iteration": 0, "iterations": 1, "phase": "load",
-                                         "loading": "model 'tiny-sd1'", "loaded": 0, "parts": 2}
+    assert queue.progress(job.id).data() == {"step": 0, "total": 2, "iteration": 0, "iterations": 1, "phase": "load",
+                                             "loading": "model 'tiny-sd1'", "loaded": 0, "parts": 2}
     worker._progress(job, Progress(1, 2, 0, 1, "sample"))
-    assert worker.current.progress() == {"step": 1, "total": 2, "iteration": 0, "iterations": 1, "phase": "sample"}
+    assert queue.progress(job.id).data() == {"step": 1, "total": 2, "iteration": 0, "iterations": 1, "phase": "sample"}
+
+
+def test_progress_and_stop_requests_live_in_the_queue_until_the_job_ends(queue):
+    """The seam between the server and the worker: the worker reports and listens, the server reads and asks."""
+    owner = queue.db.local_owner_id
+    for end in (lambda j: queue.finish(j, {}), lambda j: queue.fail(j, "x"), queue.mark_cancelled, queue.requeue):
+        job = queue.submit(RECIPE, owner_id=owner)
+        claimed = queue.claim(timeout=0)
+        assert claimed.id == job.id and queue.progress(job.id) is None and not queue.cancel_requested(job.id)
+        queue.report(JobProgress(claimed, step=1, total=2))
+        queue.request_cancel(job.id)
+        assert queue.progress(job.id).step == 1 and queue.cancel_requested(job.id)
+        end(job.id)
+        assert queue.progress(job.id) is None and not queue.cancel_requested(job.id)
+        if queue.get(job.id).status == "queued":
+            queue.cancel_queued(job.id)
+
+
+def test_the_server_reads_progress_and_cancels_through_the_queue_alone():
+    """No route reads the worker's memory or calls it: progress and cancel go through the JobQueue interface."""
+    import ast
+    from pathlib import Path
+
+    import localdiffusion.server as server
+
+    for path in Path(server.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "worker":
+                assert node.attr in ("start", "stop"), f"{path.name} uses worker.{node.attr}; go through studio.queue"
 
 
 def test_direct_engine_callers_see_only_steps_and_a_refiner_is_its_own_load_part(model_home):
@@ -212,7 +242,7 @@ def test_direct_engine_callers_see_only_steps_and_a_refiner_is_its_own_load_part
 
 
 class ClaimsDuringCancel:
-    """The worker's queue, as worker.cancel() sees it: just before cancel()'s `nth` call to the queue, the worker
+    """The worker's queue, as cancel_job() sees it: just before cancel_job()'s `nth` call to the queue, the worker
     claims the next job, which is where a claim on the worker thread can land."""
 
     def __init__(self, queue, nth: int) -> None:
@@ -244,18 +274,14 @@ def own_queue_worker(engine, tmp_path):
 @pytest.mark.parametrize("nth", [1, 2, 3, 4])
 def test_a_cancel_at_the_instant_the_worker_claims_the_job(own_queue_worker, nth):
     """Whichever side wins, the job ends cancelled (or done), and nothing runs or is saved once it has been
-    reported cancelled. `nth` past cancel()'s last queue call means the claim comes right after it."""
+    reported cancelled. `nth` past cancel_job()'s last queue call means the claim comes right after it."""
     worker, queue = own_queue_worker, own_queue_worker.queue
     db = worker.engine.library.db
     job = queue.submit(RECIPE, owner_id=queue.db.local_owner_id)
     images_before = len(db.list_images(None, limit=1000))
     _, events = worker.events.subscribe_queue()
     racing = ClaimsDuringCancel(queue, nth)
-    worker.queue = racing
-    try:
-        answered = worker.cancel(job.id)
-    finally:
-        worker.queue = queue
+    answered = cancel_job(racing, worker.events, job.id)
     claimed = racing.claimed[0] if racing.claimed else queue.claim(timeout=0)
     if claimed is not None:
         assert claimed.id == job.id
@@ -270,7 +296,7 @@ def test_a_cancel_at_the_instant_the_worker_claims_the_job(own_queue_worker, nth
     else:
         assert final.status == "done"
     assert answered == (final.status == "cancelled")
-    assert worker._cancelled == set()
+    assert not queue.cancel_requested(job.id) and queue.progress(job.id) is None  # nothing left behind
 
 
 def test_cancelling_jobs_as_they_are_submitted_to_a_running_worker(own_queue_worker):
@@ -282,7 +308,7 @@ def test_cancelling_jobs_as_they_are_submitted_to_a_running_worker(own_queue_wor
     jobs = []
     for seed in range(6):
         job = worker.queue.submit(RECIPE.model_copy(update={"seed": seed}), owner_id=db.local_owner_id)
-        jobs.append((job.id, worker.cancel(job.id)))
+        jobs.append((job.id, cancel_job(worker.queue, worker.events, job.id)))
     finals = {job_id: wait_for(worker, job_id) for job_id, _ in jobs}
     seen = []
     while not events.empty():

@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
+from localdiffusion.jobs.worker import cancel_job  # noqa: E402
 from localdiffusion.server.a1111.jobs import CLIENT_PREFIX  # noqa: E402
 from localdiffusion.server.app import create_app  # noqa: E402
 from localdiffusion.server.studio import Studio  # noqa: E402
@@ -39,7 +40,7 @@ def _cancel_a1111_jobs(studio: Studio, stop: threading.Event) -> None:
     while not stop.wait(0.05):
         for job in studio.queue.list(owner_id=studio.owner_id, limit=200):
             if job.status == "queued" and job.client.startswith(CLIENT_PREFIX):
-                studio.worker.cancel(job.id)
+                cancel_job(studio.queue, studio.events, job.id)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The job queue: one small interface, and the embedded SQLite implementation.
 
 A deployment across several GPU machines can put an existing distributed queue behind the same
-interface; the server and the features only ever see `JobQueue`.
+interface; the server and the features only ever see `JobQueue`. It is also how the server and the
+worker talk while a job runs: the worker reports its progress to the queue and asks it whether the job
+should stop; the server reads that progress and asks for a stop there, never in the worker's memory.
 """
 
 from __future__ import annotations
@@ -40,6 +42,31 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+@dataclass
+class JobProgress:
+    """What a running job is doing, as its worker last reported it."""
+
+    job: Job
+    step: int = 0
+    total: int = 0
+    iteration: int = 0
+    iterations: int = 1
+    phase: str = "sample"  # "load" while models load, then "sample", "hires"... as the engine reports
+    preview: Any = None  # PIL image
+    started: float = 0.0
+    loading: str = ""  # the "load" phase: what is loading now, and how many of how many models are done
+    loaded: int = 0
+    parts: int = 0
+
+    def data(self) -> dict[str, Any]:
+        """The progress as step events and GET /api/jobs/{id} give it; the load phase adds what is loading."""
+        data = {"step": self.step, "total": self.total, "iteration": self.iteration, "iterations": self.iterations,
+                "phase": self.phase}
+        if self.phase == "load":
+            data.update(loading=self.loading, loaded=self.loaded, parts=self.parts)
+        return data
 
 
 class JobQueue(ABC):
@@ -90,6 +117,24 @@ class JobQueue(ABC):
     def recover(self) -> list[Job]:
         """At start-up: re-queue jobs a dead server left running (once), fail them the second time."""
 
+    # -- while a job runs: the worker reports and listens, the server reads and asks --------------
+
+    @abstractmethod
+    def report(self, progress: JobProgress) -> None:
+        """The worker's latest progress on a running job; kept until the job ends."""
+
+    @abstractmethod
+    def progress(self, job_id: int) -> JobProgress | None:
+        """A running job's latest progress; None when it is not running (or has not reported yet)."""
+
+    @abstractmethod
+    def request_cancel(self, job_id: int) -> None:
+        """Ask whoever runs (or is about to run) the job to stop it; see `cancel_requested`."""
+
+    @abstractmethod
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether the job should stop: the worker asks before it starts a job and at every step."""
+
 
 _COLUMNS = "id, owner_id, client, payload, status, created_at, started_at, finished_at, attempts, error, result, kind, params"
 
@@ -106,6 +151,10 @@ class SQLiteJobQueue(JobQueue):
     def __init__(self, db: Database) -> None:
         self.db = db
         self._work = threading.Condition()
+        # Running jobs' progress and stop requests live in memory: the worker is in this process.
+        self._running = threading.Lock()
+        self._progress: dict[int, JobProgress] = {}
+        self._stop_requested: set[int] = set()
 
     def submit(self, recipe: Recipe, owner_id: int, client: str = "", kind: str = "generate",
                params: dict[str, Any] | None = None) -> Job:
@@ -161,13 +210,17 @@ class SQLiteJobQueue(JobQueue):
         with self.db.transaction() as conn:
             cur = conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'",
                                (time.time(), job_id))
-            return cur.rowcount > 0
+            cancelled = cur.rowcount > 0
+        if cancelled:
+            self._forget(job_id)
+        return cancelled
 
     def mark_cancelled(self, job_id: int) -> bool:
         with self.db.transaction() as conn:
             cur = conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
                                (time.time(), job_id))
-            return cur.rowcount > 0
+        self._forget(job_id)
+        return cur.rowcount > 0
 
     def _end(self, job_id: int, status: str, error: str | None, result: dict[str, Any] | None) -> None:
         with self.db.transaction() as conn:
@@ -175,6 +228,7 @@ class SQLiteJobQueue(JobQueue):
                 "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result) WHERE id = ? AND status = 'running'",
                 (status, time.time(), error, None if result is None else json.dumps(result), job_id),
             )
+        self._forget(job_id)
 
     def position(self, job_id: int) -> int:
         rows = self.db.query("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id < ?", (job_id,))
@@ -188,6 +242,7 @@ class SQLiteJobQueue(JobQueue):
         with self.db.transaction() as conn:
             conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0) "
                          "WHERE id = ? AND status = 'running'", (job_id,))
+        self._forget(job_id)
 
     def recover(self) -> list[Job]:
         with self.db.transaction() as conn:
@@ -198,3 +253,25 @@ class SQLiteJobQueue(JobQueue):
             ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()]
             conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'")
         return [j for j in (self.get(i) for i in ids) if j is not None]
+
+    def report(self, progress: JobProgress) -> None:
+        with self._running:
+            self._progress[progress.job.id] = progress
+
+    def progress(self, job_id: int) -> JobProgress | None:
+        with self._running:
+            return self._progress.get(job_id)
+
+    def request_cancel(self, job_id: int) -> None:
+        with self._running:
+            self._stop_requested.add(job_id)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        with self._running:
+            return job_id in self._stop_requested
+
+    def _forget(self, job_id: int) -> None:
+        """A job that ended (or went back to the queue) has no progress and no stop request any more."""
+        with self._running:
+            self._progress.pop(job_id, None)
+            self._stop_requested.discard(job_id)

@@ -1,7 +1,9 @@
 """The worker: one thread that takes jobs from the queue and runs them on the engine, one at a time.
 
 A task gives back artefacts; the worker hands them to the result store, which writes them with the
-job's owner, then records the job's result.
+job's owner, then records the job's result. While a job runs, the worker reports its progress to the
+queue and asks the queue whether to stop (`cancel_job` asks there), so that nothing outside reads or
+changes the worker's memory.
 """
 
 from __future__ import annotations
@@ -17,36 +19,11 @@ from localdiffusion.engine import Engine, Progress
 from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
 from localdiffusion.jobs.artefacts import TaskOutput
 from localdiffusion.jobs.events import Event, EventBus
-from localdiffusion.jobs.queue import Job, JobQueue
+from localdiffusion.jobs.queue import Job, JobProgress, JobQueue
 from localdiffusion.jobs.results import ResultStore
 from localdiffusion.jobs.tasks import Task, TaskContext, default_tasks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Running:
-    """The job the worker is running now, with its latest progress (for /progress-style polling)."""
-
-    job: Job
-    step: int = 0
-    total: int = 0
-    iteration: int = 0
-    iterations: int = 1
-    phase: str = "sample"  # "load" while models load, then "sample", "hires"... as the engine reports
-    preview: Any = None  # PIL image
-    started: float = 0.0
-    loading: str = ""  # the "load" phase: what is loading now, and how many of how many models are done
-    loaded: int = 0
-    parts: int = 0
-
-    def progress(self) -> dict[str, Any]:
-        """The progress as step events and GET /api/jobs/{id} give it; the load phase adds what is loading."""
-        data = {"step": self.step, "total": self.total, "iteration": self.iteration, "iterations": self.iterations,
-                "phase": self.phase}
-        if self.phase == "load":
-            data.update(loading=self.loading, loaded=self.loaded, parts=self.parts)
-        return data
 
 
 class Worker:
@@ -58,8 +35,6 @@ class Worker:
             results = ResultStore(engine.home.outputs, engine.library.db)
         self.results = results
         self.tasks: dict[str, Task] = default_tasks()
-        self.current: Running | None = None
-        self._cancelled: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,8 +49,6 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop within a step; a job cut short goes back to the queue for the next start."""
         self._stop.set()
-        if self.current is not None:
-            self._cancelled.add(self.current.job.id)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -85,40 +58,20 @@ class Worker:
             if job is not None:
                 self.run(job)
 
-    # --- cancelling ---
-
-    def cancel(self, job_id: int) -> bool:
-        """Cancel a queued job at once, or a running one within a step. False if it had finished.
-
-        The worker may claim the job at any instant in between, so the stop flag goes up first: a job
-        claimed from then on stops before its first step, and only the side that ends it reports it."""
-        job = self.queue.get(job_id)
-        if job is None or job.finished:
-            return False
-        self._cancelled.add(job_id)
-        if self.queue.cancel_queued(job_id):  # still queued: it will never run
-            self._cancelled.discard(job_id)
-            self._publish("cancelled", job)
-            return True
-        now = self.queue.get(job_id)
-        if now is not None and now.status in ("running", "cancelled"):
-            return True  # run() stops it (or already has) and reports "cancelled"
-        self._cancelled.discard(job_id)  # it finished meanwhile
-        return False
-
     # --- running ---
 
     def run(self, job: Job) -> None:
-        self.current = Running(job, total=job.recipe.steps, started=time.time())
+        self.queue.report(JobProgress(job, total=job.recipe.steps, started=time.time()))
         try:
-            if job.id in self._cancelled:  # cancelled at the instant it was claimed: it never starts
+            if self.queue.cancel_requested(job.id):  # cancelled at the instant it was claimed: it never starts
                 raise Cancelled("The job was cancelled before it started.")
             self._publish("started", job)
             task = self.tasks.get(job.kind)
             if task is None:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
             on_progress = lambda p: self._progress(job, p)  # noqa: E731
-            context = TaskContext(job, self.engine, on_progress=on_progress, cancel=lambda: job.id in self._cancelled,
+            stopping = lambda: self._stop.is_set() or self.queue.cancel_requested(job.id)  # noqa: E731
+            context = TaskContext(job, self.engine, on_progress=on_progress, cancel=stopping,
                                   lookup=self.results.read_json if self.results is not None else lambda name: None)
             # Models the task loads (the first job of a model) are announced as "loading" events.
             with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext():
@@ -126,7 +79,7 @@ class Worker:
             self.queue.finish(job.id, self._save(job, output))
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
-            if self._stop.is_set():
+            if self._stop.is_set() and not self.queue.cancel_requested(job.id):
                 self.queue.requeue(job.id)
                 return
             self.queue.mark_cancelled(job.id)
@@ -136,20 +89,14 @@ class Worker:
         except Exception as e:  # the worker must go on to the next job whatever happens
             log.exception("Job %s failed", job.id)
             self._fail(job, _unexpected(e))
-        finally:
-            self._cancelled.discard(job.id)
-            self.current = None
 
     def _progress(self, job: Job, p: Progress) -> None:
-        running = self.current
-        if running is None or running.job.id != job.id:
-            running = Running(job)  # only to word the event
-        else:
-            running.preview = p.preview
-        running.step, running.total, running.iteration, running.iterations = p.step, p.total, p.iteration, p.iterations
-        running.phase, running.loading, running.loaded, running.parts = p.phase, p.loading, p.loaded, p.parts
+        last = self.queue.progress(job.id)
+        running = JobProgress(job, p.step, p.total, p.iteration, p.iterations, p.phase, p.preview,
+                              last.started if last is not None else time.time(), p.loading, p.loaded, p.parts)
+        self.queue.report(running)
         kind = "loading" if p.phase == "load" else "step"  # clients that count steps see only steps
-        self.events.publish(Event(kind, job.id, job.owner_id, job.client, running.progress(), p.preview))
+        self.events.publish(Event(kind, job.id, job.owner_id, job.client, running.data(), p.preview))
 
     def _save(self, job: Job, output: TaskOutput | dict[str, Any]) -> dict[str, Any]:
         """The task's artefacts written by the result store with the job's owner; the job's JSON result."""
@@ -164,10 +111,32 @@ class Worker:
         self._publish("failed", job, {"error": reason})
 
     def _publish(self, kind: str, job: Job, data: dict[str, Any] | None = None) -> None:
-        payload = {"status": kind, **(data or {})}
-        if kind == "done":
-            payload["result"] = job.result
-        self.events.publish(Event(kind, job.id, job.owner_id, job.client, payload))
+        publish(self.events, kind, job, data)
+
+
+def publish(events: EventBus, kind: str, job: Job, data: dict[str, Any] | None = None) -> None:
+    """A job's lifecycle event (started, done, failed, cancelled) to its subscribers."""
+    payload = {"status": kind, **(data or {})}
+    if kind == "done":
+        payload["result"] = job.result
+    events.publish(Event(kind, job.id, job.owner_id, job.client, payload))
+
+
+def cancel_job(queue: JobQueue, events: EventBus, job_id: int) -> bool:
+    """Cancel a queued job at once, or a running one within a step (through the queue, whoever runs it).
+    False if it had finished.
+
+    A worker may claim the job at any instant in between, so the stop request goes up first: a job
+    claimed from then on stops before its first step, and only the side that ends it reports it."""
+    job = queue.get(job_id)
+    if job is None or job.finished:
+        return False
+    queue.request_cancel(job_id)
+    if queue.cancel_queued(job_id):  # still queued: it will never run
+        publish(events, "cancelled", job)
+        return True
+    now = queue.get(job_id)
+    return now is not None and now.status in ("running", "cancelled")  # the worker stops it (or already has)
 
 
 def _unexpected(error: Exception) -> str:

@@ -30,6 +30,7 @@ from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
+from localdiffusion.jobs.worker import cancel_job as stop_job
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
@@ -300,10 +301,8 @@ def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
 
 
 def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
-    running = studio.worker.current
-    if running is None or running.job.id != job.id:
-        return None
-    return running.progress()
+    running = studio.queue.progress(job.id)
+    return running.data() if running is not None else None
 
 
 def job_json(studio: Studio, job: Job) -> dict[str, Any]:
@@ -360,7 +359,7 @@ def cancel_job(job_id: int, studio: StudioDep, client: ClientDep) -> dict[str, A
     job = find_job(studio, job_id)
     if not secrets.compare_digest(job.client.encode(), client.encode()):
         raise refused(403, f"Job {job_id} was submitted by another client; only that client can cancel it.")
-    if job.finished or not studio.worker.cancel(job_id):
+    if job.finished or not stop_job(studio.queue, studio.events, job_id):
         raise refused(409, f"Job {job_id} has already finished ({find_job(studio, job_id).status}), so it cannot be cancelled.")
     return job_json(studio, find_job(studio, job_id))
 

@@ -10,7 +10,8 @@ from fastapi import Request
 from fastapi.exceptions import HTTPException
 
 from localdiffusion.jobs import Job
-from localdiffusion.jobs.worker import Running
+from localdiffusion.jobs.queue import JobProgress
+from localdiffusion.jobs.worker import cancel_job
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.images import png_base64
 from localdiffusion.server.a1111.responses import a1111_timestamp
@@ -70,10 +71,10 @@ async def _until_finished(events: asyncio.Queue, job_id: int) -> None:
 
 def progress_report(studio: Studio, state: A1111State, skip_current_image: bool) -> dict[str, Any]:
     """A1111's /progress answer for the running A1111-API job: progress (0..1), ETA, latest step preview."""
-    running = studio.worker.current
     # Jobs this API still waits on: a job whose answer has gone out no longer counts, even while the
     # worker is finishing it, so that a client sees "idle" right after its request returns.
-    if running is None or running.job.id not in state.pending:
+    running = _running(studio, state)
+    if running is None:
         return _waiting_report() if state.pending else _idle_report()
     return _running_report(running, state.stopped.get(running.job.id), skip_current_image)
 
@@ -87,7 +88,14 @@ def _waiting_report() -> dict[str, Any]:
             "textinfo": "Waiting for the jobs ahead in the queue."}
 
 
-def _running_report(running: Running, stopped: str | None, skip_current_image: bool) -> dict[str, Any]:
+def _running(studio: Studio, state: A1111State) -> JobProgress | None:
+    """The running job among those this API waits on, with its progress (from the queue)."""
+    with state.lock:
+        pending = list(state.pending)
+    return next((p for p in map(studio.queue.progress, pending) if p is not None), None)
+
+
+def _running_report(running: JobProgress, stopped: str | None, skip_current_image: bool) -> dict[str, Any]:
     iterations = max(running.iterations, 1)
     done = 0.01 + running.iteration / iterations + (running.step / running.total / iterations if running.total else 0)
     elapsed = time.time() - running.started
@@ -106,7 +114,7 @@ def _running_report(running: Running, stopped: str | None, skip_current_image: b
     }
 
 
-def _textinfo(running: Running) -> str:
+def _textinfo(running: JobProgress) -> str:
     """A1111's one line on what the job is doing: the model loading (its first job), then the steps."""
     if running.phase == "load":
         part = f", {min(running.loaded + 1, running.parts)} of {running.parts}" if running.parts > 1 else ""
@@ -125,10 +133,9 @@ def _progress_state(job: str = "", job_count: int = 0, job_no: int = 0, step: in
 
 def stop_running(studio: Studio, state: A1111State, how: str) -> None:
     """Stop the running job within a step, when it came through this API (other clients' jobs are theirs)."""
-    running = studio.worker.current
-    if running is None or not running.job.client.startswith(CLIENT_PREFIX):
+    running = _running(studio, state)
+    if running is None:
         return
     with state.lock:
-        if running.job.id in state.pending:
-            state.stopped[running.job.id] = how
-    studio.worker.cancel(running.job.id)
+        state.stopped[running.job.id] = how
+    cancel_job(studio.queue, studio.events, running.job.id)
