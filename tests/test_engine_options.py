@@ -117,10 +117,10 @@ def test_cpu_offload_asks_diffusers_to_offload_to_the_gpu(engine_with, monkeypat
 
     engine = engine_with(cpu_offload=True, attention_slicing=True)
     calls = []
-    monkeypatch.setattr(engine, "device", torch.device("cuda"))
+    monkeypatch.setattr(engine.models, "device", torch.device("cuda"))
     monkeypatch.setattr(DiffusionPipeline, "enable_model_cpu_offload", lambda self, device=None, **k: calls.append(device))
     monkeypatch.setattr(DiffusionPipeline, "to", lambda self, *a, **k: pytest.fail("moved to the device itself"))
-    pipe = engine._load(engine.checkpoint("tiny-sd1"))
+    pipe = engine.models._load(engine.checkpoint("tiny-sd1"))
     assert calls == [torch.device("cuda")]
     assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"SlicedAttnProcessor"}  # the rest still applies
 
