@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from localdiffusion.engine import Progress
+from localdiffusion.engine.inputs import open_input
 from localdiffusion.errors import BadInput, Cancelled
 from localdiffusion.finish.sd_upscale import sd_upscale, seam_score
 from localdiffusion.recipe import Recipe, Result
@@ -91,8 +92,8 @@ class DriftingEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, recipe, **kwargs):
-        tile = np.asarray(Image.open(recipe.init_image).convert("RGB"), dtype=np.int16)
+    def generate(self, recipe, hooks=None, *, inputs, **kwargs):
+        tile = np.asarray(open_input(inputs, recipe.init_image, "tile").convert("RGB"), dtype=np.int16)
         shift = int(np.random.default_rng(int(tile.sum())).integers(-12, 13))
         return Result(images=[Image.fromarray(np.clip(tile + shift, 0, 255).astype(np.uint8), "RGB")])
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import tempfile
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from localdiffusion.engine import Engine, Progress, RunHooks
+from localdiffusion.engine.inputs import BytesInputs
 from localdiffusion.engine.noise import resolve_seed
 from localdiffusion.errors import BadInput
 from localdiffusion.models.upscalers import feather, tile_boxes, upscale
@@ -58,12 +58,10 @@ def sd_upscale(
     base = recipe.model_copy(update={"model": info.name, "mode": "img2img", "seed": seed, "batch_size": 1, "n_iter": 1,
                                      "enable_hr": False, "mask": None, "outpaint": None})
     canvas = np.array(padded)  # the repainted picture so far; the tiles' inputs stay the plain upscale
-    with tempfile.TemporaryDirectory(prefix="sd-upscale-") as work:
-        for index, box in enumerate(boxes):
-            painted = _repaint(engine, padded.crop(box), base, Path(work) / "tile.png",
-                               _tile_progress(on_progress, index, len(boxes)), cancel)
-            _lay(canvas, painted, box, overlap)
-            _release_memory()
+    for index, box in enumerate(boxes):
+        painted = _repaint(engine, padded.crop(box), base, _tile_progress(on_progress, index, len(boxes)), cancel)
+        _lay(canvas, painted, box, overlap)
+        _release_memory()
     final = Image.fromarray(canvas, "RGB").crop((0, 0, big.width, big.height))
     done = base.model_copy(update={"width": final.width, "height": final.height, "init_image": source})
     engine.library.ensure_hash(info)
@@ -78,11 +76,14 @@ def _check(tile: int, overlap: int) -> None:
         raise BadInput(f"The SD upscale overlap {overlap} is not valid; use 0 to {tile // 2} pixels (half the tile).", field="overlap")
 
 
-def _repaint(engine: Engine, crop: Image.Image, base: Recipe, path: Path,
+def _repaint(engine: Engine, crop: Image.Image, base: Recipe,
              on_progress: Callable[[Progress], None] | None, cancel: Callable[[], bool] | None) -> Image.Image:
-    crop.save(path)
-    tile = base.model_copy(update={"init_image": str(path), "width": crop.width, "height": crop.height})
-    return engine.generate(tile, hooks=RunHooks(on_progress=on_progress, cancel=cancel)).images[0]
+    """One tile through img2img; the crop is handed to the engine as bytes (PNG, so lossless), no file."""
+    png = io.BytesIO()
+    crop.save(png, format="PNG")
+    tile = base.model_copy(update={"init_image": "tile.png", "width": crop.width, "height": crop.height})
+    inputs = BytesInputs({"tile.png": png.getvalue()})
+    return engine.generate(tile, hooks=RunHooks(on_progress=on_progress, cancel=cancel), inputs=inputs).images[0]
 
 
 def _lay(canvas: np.ndarray, painted: Image.Image, box: tuple[int, int, int, int], overlap: int) -> None:
