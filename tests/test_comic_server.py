@@ -254,7 +254,9 @@ def test_a_change_from_a_stale_version_answers_409_and_overwrites_nothing(client
     assert client.put(f"/api/comics/{pid}", json=dict(edited.json(), title="Up to date")).json()["version"] == 4
 
 
-def test_queued_and_finished_candidates_move_the_version_on(client):
+def test_queued_candidates_move_the_version_on_and_finished_ones_do_not(client):
+    """A job finishing is not an edit: the tab that queued it can go on editing (or generate the next
+    panel) at the version it has, while the image is brought in."""
     project = client.post("/api/comics", json={"title": "Merges"}).json()
     project["style"].update(FAST)
     pid, panel = project["id"], project["pages"][0]["panels"][0]["id"]
@@ -264,9 +266,15 @@ def test_queued_and_finished_candidates_move_the_version_on(client):
     queued = client.get(f"/api/comics/{pid}").json()
     assert queued["version"] == version + 1 or queued["pages"][0]["panels"][0]["candidates"][0]["image"]
     done = wait_for_images(client, pid, panel, 1)
-    assert done["version"] == version + 2  # bringing the image in is one more save
+    assert done["version"] == version + 1  # bringing the image in is no edit
     assert client.put(f"/api/comics/{pid}", json=dict(project, version=version)).status_code == 409
-    assert client.get(f"/api/comics/{pid}").json()["version"] == version + 2  # nothing more to bring in: no save
+    # The tab's copy (with the queued candidates, as the editor keeps them) at the version generate left it is
+    # still current; saving it loses no image.
+    tab = json.loads(json.dumps(dict(project, version=version + 1, title="Still mine")))
+    tab["pages"][0]["panels"][0]["candidates"] += made.json()
+    assert client.put(f"/api/comics/{pid}", json=tab).json()["version"] == version + 2
+    again = client.get(f"/api/comics/{pid}").json()
+    assert again["title"] == "Still mine" and again["pages"][0]["panels"][0]["candidates"][0]["image"]
 
 
 def test_another_owners_comic_answers_404_and_is_not_listed(client):

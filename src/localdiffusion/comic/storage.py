@@ -276,9 +276,11 @@ class HomeComics:
         rows = sorted(self.table.owned(owner_id), key=lambda r: r.title.lower())
         return [Summary(r.id, r.title, r.authors, r.pages, r.panels, r.created) for r in rows]
 
-    def save(self, project: Project, version: int | None = None) -> int:
+    def save(self, project: Project, version: int | None = None, *, bump: bool = True) -> int:
         """Save and return the new version; a new project starts at 1. With `version`, a project saved by
-        someone else since that version is refused (`StaleVersion`) and nothing is written."""
+        someone else since that version is refused (`StaleVersion`) and nothing is written. `bump=False`
+        keeps the version: for the server's own bookkeeping (finished candidates brought in), which no
+        tab's edit can conflict with."""
         folder = self.folder(project.id)
         fields = _fields(project)
         if version is None and self.table.get(project.id) is None:
@@ -286,7 +288,7 @@ class HomeComics:
             if self.table.add(project.id, owner, fields, if_absent=True):
                 copy_sources(project, folder)
                 return 1
-        saved = self.table.update(project.id, fields, version)
+        saved = self.table.update(project.id, fields, version, bump=bump)
         if saved is None:
             raise StaleVersion()
         copy_sources(project, folder)

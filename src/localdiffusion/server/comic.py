@@ -2,9 +2,12 @@
 home's database through `comic.storage.HomeComics`), layout templates, panel prompt previews, candidate
 generation through the job queue, and exports.
 
-Every project has a version that each save moves on by one (the editor's PUT, a layout edit, queued
-candidates, finished candidates brought in). A change that names the version it started from is refused
-with 409 when someone saved in between, so one tab never overwrites another's edit without knowing."""
+Every project has a version that each edit moves on by one (the editor's PUT, a layout edit, queued
+candidates, a pick). A change that names the version it started from is refused with 409 when someone
+saved in between, so one tab never overwrites another's edit without knowing. Finished candidates brought
+in when the project is read keep the version: a job finishing is not an edit, and a tab that edits or
+generates at that moment must not be refused for it (a PUT without the images loses nothing: the next
+read brings them in again from their jobs)."""
 
 from __future__ import annotations
 
@@ -172,12 +175,12 @@ def templates() -> list[dict[str, Any]]:
 
 @router.get("/{project_id}")
 def get_comic(project_id: str, studio: StudioDep, store: ComicsDep) -> VersionedProject:
-    """The project; candidates whose jobs finished since the last look get their images now (a new version).
-    Should someone save in between, their project is answered and the images come with the next look."""
+    """The project; candidates whose jobs finished since the last look get their images now (the version
+    stays). Should someone save in between, their project is answered and the images come with the next look."""
     stored = load(store, studio, project_id)
     if sync_candidates(studio, stored.project, stored.folder):
         try:
-            return VersionedProject.of(stored.project, store.save(stored.project, stored.version))
+            return VersionedProject.of(stored.project, store.save(stored.project, stored.version, bump=False))
         except StaleVersion:
             stored = load(store, studio, project_id)
     return VersionedProject.of(stored.project, stored.version)

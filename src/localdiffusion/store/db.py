@@ -445,15 +445,15 @@ class ComicTable:
             sql, params = sql + " WHERE owner_id = ?", (owner_id,)
         return [_comic(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
-    def update(self, project_id: str, fields: ComicFields, version: int | None = None) -> int | None:
-        """Write the project and move its version on; the new version, or None when `version` is given and
-        the row is no longer at it (or the row is gone)."""
+    def update(self, project_id: str, fields: ComicFields, version: int | None = None, bump: bool = True) -> int | None:
+        """Write the project and move its version on (unless not `bump`); the version it is at then, or None
+        when `version` is given and the row is no longer at it (or the row is gone)."""
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE comics SET title = ?, created = ?, updated = ?, pages = ?, panels = ?, authors = ?,"
-                " project_json = ?, version = version + 1 WHERE id = ? AND (? IS NULL OR version = ?)",
+                " project_json = ?, version = version + ? WHERE id = ? AND (? IS NULL OR version = ?)",
                 (fields.title, fields.created, time.time(), fields.pages, fields.panels, json.dumps(fields.authors),
-                 fields.project_json, project_id, version, version),
+                 fields.project_json, int(bump), project_id, version, version),
             )
             if cur.rowcount != 1:
                 return None
