@@ -320,3 +320,42 @@ def test_cancelling_jobs_as_they_are_submitted_to_a_running_worker(own_queue_wor
         if finals[job_id].status == "cancelled":
             assert kinds[-1] == "cancelled" and kinds.count("cancelled") == 1 and "done" not in kinds
             assert not finals[job_id].result.get("images")
+
+
+# -- a job's pictures, handed over by its worker ----------------------------------------------------------
+
+
+class HandingOverWorker(Worker):
+    """A worker that has no home of its own, as one on another machine: the job's pictures come as bytes."""
+
+    def __init__(self, *args, files: dict[str, bytes], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.files = files
+
+    def job_inputs(self, job):
+        from localdiffusion.engine.inputs import BytesInputs
+
+        return BytesInputs(self.files)
+
+
+def test_the_engine_reads_a_jobs_pictures_from_what_its_worker_hands_over(engine, tmp_path):
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), "orange").save(picture, format="PNG")
+    name = "inputs/" + "ab" * 12 + ".png"  # named as an upload, but nowhere on this machine's disk
+    assert not (engine.home.root / name).exists()
+    recipe = RECIPE.model_copy(update={"mode": "img2img", "init_image": name, "denoising_strength": 0.5})
+    queue = SQLiteJobQueue(Database(tmp_path / "jobs.sqlite"))
+
+    handed = HandingOverWorker(queue, engine, EventBus(), files={name: picture.getvalue()})
+    job = queue.submit(recipe, owner_id=queue.db.local_owner_id)
+    handed.run(queue.claim(timeout=0))
+    assert queue.get(job.id).status == "done", queue.get(job.id).error
+
+    plain = Worker(queue, engine, EventBus())  # reads the home, where the picture is not
+    job = queue.submit(recipe, owner_id=queue.db.local_owner_id)
+    plain.run(queue.claim(timeout=0))
+    assert queue.get(job.id).status == "failed" and "input image" in queue.get(job.id).error

@@ -10,6 +10,7 @@ What watches or steers a run travels in one `RunHooks` (engine/hooks.py).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -95,6 +96,7 @@ class Engine:
         self.models = Models(library, self.options)
         self.device, self.dtype, self.cache = self.models.device, self.models.dtype, self.models.cache
         self.inputs: Inputs = HomeInputs(self.home.root)  # pictures by name: kept inputs, or paths on this machine
+        self._reading = threading.local()  # .inputs: a job's pictures while its worker runs it (see `reading`)
 
     # --- models (engine/models.py) ---
 
@@ -121,10 +123,22 @@ class Engine:
 
     # --- generation: prepare -> load -> bind -> iterate -> describe ---
 
+    @contextmanager
+    def reading(self, inputs: Inputs) -> Iterator[None]:
+        """Within this block, on this thread, the pictures recipes name come from `inputs` unless a call names
+        its own: a worker hands over a job's pictures this way, whatever feature the job goes through."""
+        previous = getattr(self._reading, "inputs", None)
+        self._reading.inputs = inputs
+        try:
+            yield
+        finally:
+            self._reading.inputs = previous
+
     def prepare(self, recipe: Recipe, inputs: Inputs | None = None) -> Prepared:
         """The recipe checked and resolved against the library (engine/prepare.py): pure, no model loads,
-        no file written. The studio API and the A1111 API call it before queueing."""
-        return prepare(recipe, self.library, inputs or self.inputs)
+        no file written. The studio API and the A1111 API call it before queueing. The pictures come from
+        `inputs`, else the job's (`reading`), else this home's."""
+        return prepare(recipe, self.library, inputs or getattr(self._reading, "inputs", None) or self.inputs)
 
     @torch.no_grad()
     def generate(

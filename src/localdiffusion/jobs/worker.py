@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 from localdiffusion.engine import Engine, Progress
+from localdiffusion.engine.inputs import BytesInputs, HomeInputs, Inputs
 from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
 from localdiffusion.jobs.artefacts import TaskOutput
 from localdiffusion.jobs.events import Event, EventBus
@@ -71,10 +71,13 @@ class Worker:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
             on_progress = lambda p: self._progress(job, p)  # noqa: E731
             stopping = lambda: self._stop.is_set() or self.queue.cancel_requested(job.id)  # noqa: E731
-            context = TaskContext(job, self.engine, on_progress=on_progress, cancel=stopping,
+            inputs = self.job_inputs(job)
+            context = TaskContext(job, self.engine, on_progress=on_progress, cancel=stopping, inputs=inputs,
                                   lookup=self.results.read_json if self.results is not None else lambda name: None)
-            # Models the task loads (the first job of a model) are announced as "loading" events.
-            with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext():
+            # Models the task loads (the first job of a model) are announced as "loading" events; whatever the
+            # task goes through, the engine reads the job's pictures from what the worker handed over.
+            with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext(), \
+                    self.engine.reading(inputs) if self.engine is not None else nullcontext():
                 output = task(context)
             self.queue.finish(job.id, self._save(job, output))
             self._publish("done", self.queue.get(job.id) or job)
@@ -89,6 +92,11 @@ class Worker:
         except Exception as e:  # the worker must go on to the next job whatever happens
             log.exception("Job %s failed", job.id)
             self._fail(job, _unexpected(e))
+
+    def job_inputs(self, job: Job) -> Inputs:
+        """The pictures a job names. This worker shares the server's home, so it reads them there; a worker
+        on another machine is handed their bytes with the job instead (`engine.inputs.BytesInputs`)."""
+        return HomeInputs(self.engine.home.root) if self.engine is not None else BytesInputs({})
 
     def _progress(self, job: Job, p: Progress) -> None:
         last = self.queue.progress(job.id)

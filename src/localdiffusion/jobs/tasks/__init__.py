@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localdiffusion.engine import Engine, Progress, RunHooks
+from localdiffusion.engine.inputs import Inputs
 from localdiffusion.jobs.artefacts import TaskOutput, gallery_images, generation_result
 from localdiffusion.jobs.queue import Job
 
@@ -26,6 +27,7 @@ class TaskContext:
     engine: Engine  # shared: the worker runs one task at a time
     on_progress: Callable[[Progress], None]  # publishes step events (and previews) to the job's client
     cancel: Callable[[], bool]  # polled by the engine every step
+    inputs: Inputs  # the job's pictures by name (uploads, maps, references), as its worker hands them over
     # A finished output's JSON file by its name under HOME/outputs (e.g. explanations/12/explain.json),
     # or None: read through the result store, so a task can reuse finished work without the home path.
     lookup: Callable[[str], Any] = lambda name: None

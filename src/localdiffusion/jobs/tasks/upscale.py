@@ -14,8 +14,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.engine import Progress
-from localdiffusion.engine.images import open_image
-from localdiffusion.engine.plan import resolve_path
+from localdiffusion.engine.inputs import open_input
 from localdiffusion.finish.extras import ExtrasUpscale, postprocess_params, run_extras, with_params
 from localdiffusion.finish.sd_upscale import DEFAULT_OVERLAP, sd_upscale
 from localdiffusion.jobs.artefacts import ImageArtefact, TaskOutput
@@ -48,7 +47,7 @@ def upscale(ctx: TaskContext) -> TaskOutput:
     started = time.perf_counter()
     params = UpscaleParams.model_validate(ctx.job.params)
     engine = ctx.engine
-    source = open_image(resolve_path(params.image, engine.home.root), "image to upscale")
+    source = open_input(ctx.inputs, params.image, "image to upscale")
     model_hash = None
     if params.sd:
         done = sd_upscale(engine, source, ctx.job.recipe, params.upscaler, params.scale, params.tile, params.overlap,
