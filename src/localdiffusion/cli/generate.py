@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
 from localdiffusion.cli import options
-from localdiffusion.cli.common import HomeOption, app, err, home_from, library_for, out, recipe_from_fields, with_control_maps
+from localdiffusion.cli.common import (HomeOption, app, err, home_from, library_for, out, progress_bar, recipe_from_fields,
+                                       with_control_maps)
 from localdiffusion.cli.options import RecipeFlags, existing
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Outpaint, Recipe
@@ -105,16 +105,8 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
     library = library_for(home, allow_pickle)
     recipe = with_control_maps(recipe, home, library)
     engine = Engine(library, EngineOptions(**options))
-    total = recipe.steps * recipe.n_iter
-    with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-             TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("Loading model", total=total)
-
-        def on_progress(p) -> None:
-            bar.update(task, description=f"{p.phase} {p.iteration + 1}/{p.iterations}", total=p.total * p.iterations,
-                       completed=p.iteration * p.total + p.step)
-
-        result = engine.generate(recipe, hooks=RunHooks(on_progress=on_progress))
+    with progress_bar("Loading model", recipe.steps * recipe.n_iter) as bar:
+        result = engine.generate(recipe, hooks=RunHooks(on_progress=bar.on_step))
     # The images are saved as the server's worker saves a job's: through the result store (to --out if given).
     store = ResultStore(home.outputs, library.db)
     for image in gallery_images(engine, result, recipe.mode):

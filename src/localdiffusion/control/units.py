@@ -19,7 +19,7 @@ from PIL import Image
 from localdiffusion.control.preprocessors import control_type, pixel_perfect_resolution, run_preprocessor
 from localdiffusion.engine import images as im
 from localdiffusion.engine.inputs import KEPT_INPUT
-from localdiffusion.engine.plan import resolve_path
+from localdiffusion.engine.inputs import resolve_path
 from localdiffusion.errors import BadInput, one_of
 from localdiffusion.models.controlnet import family_name, fits
 from localdiffusion.models.info import ModelInfo

@@ -33,8 +33,6 @@ from localdiffusion.engine.inputs import HomeInputs, Inputs
 from localdiffusion.engine.models import EngineOptions, Loaded, Models
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
 from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
-from localdiffusion.engine.plan import check_hires_upscaler as check_hires_upscaler  # noqa: F401  (re-exported)
-from localdiffusion.engine.plan import hires_upscalers as hires_upscalers  # noqa: F401  (re-exported)
 from localdiffusion.engine.prepare import Prepared, prepare
 from localdiffusion.engine.samplers import make_scheduler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs

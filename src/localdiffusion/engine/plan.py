@@ -15,7 +15,6 @@ from PIL import Image
 
 from localdiffusion.engine import images as im
 from localdiffusion.engine.inputs import Inputs, open_input
-from localdiffusion.engine.inputs import resolve_path as resolve_path  # re-exported: control/, jobs/ use it
 from localdiffusion.engine.samplers import resolve_sampler
 from localdiffusion.errors import BadInput, ModelNotFound, one_of
 from localdiffusion.models.info import ModelInfo
