@@ -148,7 +148,7 @@ def test_the_printed_add_command_works_and_the_running_server_notices_the_model(
 
 
 def test_the_printed_command_is_the_one_that_runs_here(tmp_path, monkeypatch):
-    from localdiffusion.server import api
+    from localdiffusion.store import home as api
 
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)

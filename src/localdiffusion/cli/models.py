@@ -19,6 +19,7 @@ from localdiffusion.models.hub import target_path
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.store.db import Database
+from localdiffusion.store.home import add_models_help
 
 models_app = typer.Typer(help="List, add and download models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -73,7 +74,7 @@ def list_models(
             return
         if not models:
             where = f"{kind} models" if kind else "models"
-            out.print(f"No {where} yet. Add one with `localdiffusion models add PATH` or `localdiffusion models pull REPO_ID`.", highlight=False)
+            out.print(f"No {where} yet. {add_models_help(library.home)}", highlight=False, soft_wrap=True)  # the commands stay whole
             return
         show_models(models)
 

@@ -127,9 +127,10 @@ def serve(
     import uvicorn
 
     from localdiffusion.engine import EngineOptions
-    from localdiffusion.server.api import add_models_help, has_models
+    from localdiffusion.server.api import has_models
     from localdiffusion.server.app import create_app
     from localdiffusion.server.studio import Studio
+    from localdiffusion.store.home import add_models_help
 
     token, generated = token_for(host, token)
     warn_if_weak(token, generated)

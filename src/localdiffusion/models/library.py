@@ -43,7 +43,7 @@ from localdiffusion.models.detect import Detected, detect
 from localdiffusion.models.hashing import a1111_hashes, hash_target, legacy_model_hash
 from localdiffusion.models.info import Kind, ModelInfo
 from localdiffusion.store.db import Database
-from localdiffusion.store.home import MODEL_DIRS, Home
+from localdiffusion.store.home import MODEL_DIRS, Home, add_models_help
 
 KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
@@ -387,11 +387,8 @@ class ModelLibrary:
         return ModelNotFound(f"No {kind or 'model'} named '{query}'; {hint}", field=field)
 
     def _no_checkpoint(self, field: str | None = None) -> ModelNotFound:
-        return ModelNotFound(
-            f"No checkpoint found in {self.home.model_dir('checkpoint')}: add one with `localdiffusion models add PATH`, "
-            f"download one with `localdiffusion models pull REPO_ID`, or name an existing A1111 or ComfyUI folder "
-            f"in \"extra_roots\" in {self.home.settings_path}.", field=field,
-        )
+        return ModelNotFound(f"No checkpoint found in {self.home.model_dir('checkpoint')}. {add_models_help(self.home)}",
+                             field=field)
 
     def default_checkpoint(self, field: str | None = None) -> ModelInfo:
         """The first checkpoint that can load (pickles only when allowed), else the first checkpoint."""

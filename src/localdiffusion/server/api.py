@@ -8,11 +8,7 @@ uses this API only.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shlex
-import shutil
-import sys
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -38,8 +34,7 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.deps import client_id, get_studio, new_client_secret
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
-from localdiffusion.store.home import ENV_VAR as HOME_ENV_VAR
-from localdiffusion.store.home import Home, default_home
+from localdiffusion.store.home import Home, add_models_help
 from localdiffusion.store.inputs import decode_image, keep_input
 from localdiffusion.store.thumbnails import ensure_thumbnail
 
@@ -61,41 +56,6 @@ def refused(status: int, detail: str) -> HTTPException:
 
 
 # --- status ------------------------------------------------------------------------------
-
-
-def cli_command() -> str:
-    """The `localdiffusion` command as a person can type it in another terminal: the bare name when that
-    is what PATH finds, else the full path of the script this process runs from (or of the one beside
-    its Python, e.g. `.venv/bin/localdiffusion`), else `PYTHON -m localdiffusion`."""
-    script_name = "localdiffusion.exe" if os.name == "nt" else "localdiffusion"
-    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    candidates = [started] if started is not None and started.name == script_name else []
-    candidates.append(Path(sys.executable).parent / script_name)
-    script = next((c for c in candidates if c.is_file()), None)
-    if script is None:
-        return f"{shlex.quote(sys.executable)} -m localdiffusion"
-    on_path = shutil.which("localdiffusion")
-    if on_path and Path(on_path).resolve() == script.resolve():
-        return "localdiffusion"
-    return shlex.quote(str(script.absolute()))
-
-
-def home_option(home: Home) -> str:
-    """` --home DIR`, unless `home` is the one a command picks without it (and without LOCALDIFFUSION_HOME)."""
-    if not os.environ.get(HOME_ENV_VAR) and home.root.resolve() == default_home().expanduser().resolve():
-        return ""
-    return f" --home {shlex.quote(str(home.root))}"
-
-
-def add_models_help(home: Home) -> str:
-    """How to add a first model, with the commands that work for this studio (its executable, its home);
-    shown by /api/status, the UI and `localdiffusion serve`."""
-    command, where = cli_command(), home_option(home)
-    return (
-        f"Add a checkpoint with `{command} models add PATH{where}` (a .safetensors file or a diffusers folder), "
-        f"download one with `{command} models pull REPO_ID{where}`, or use an existing A1111 or ComfyUI models "
-        f"folder by naming it in \"extra_roots\" in {home.settings_path}; the studio notices new models by itself."
-    )
 
 
 def has_models(library: ModelLibrary) -> bool:

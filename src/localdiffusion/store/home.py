@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -102,3 +105,41 @@ class Home:
 
     def save_settings(self, settings: Settings) -> None:
         write_text_atomic(self.settings_path, settings.model_dump_json(indent=2))
+
+
+# --- the commands a person types for this home ---------------------------------------------------
+
+
+def cli_command() -> str:
+    """The `localdiffusion` command as a person can type it in another terminal: the bare name when that
+    is what PATH finds, else the full path of the script this process runs from (or of the one beside
+    its Python, e.g. `.venv/bin/localdiffusion`), else `PYTHON -m localdiffusion`."""
+    script_name = "localdiffusion.exe" if os.name == "nt" else "localdiffusion"
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    candidates = [started] if started is not None and started.name == script_name else []
+    candidates.append(Path(sys.executable).parent / script_name)
+    script = next((c for c in candidates if c.is_file()), None)
+    if script is None:
+        return f"{shlex.quote(sys.executable)} -m localdiffusion"
+    on_path = shutil.which("localdiffusion")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "localdiffusion"
+    return shlex.quote(str(script.absolute()))
+
+
+def home_option(home: Home) -> str:
+    """` --home DIR`, unless `home` is the one a command picks without it (and without LOCALDIFFUSION_HOME)."""
+    if not os.environ.get(ENV_VAR) and home.root.resolve() == default_home().expanduser().resolve():
+        return ""
+    return f" --home {shlex.quote(str(home.root))}"
+
+
+def add_models_help(home: Home) -> str:
+    """How to add a first model, with the commands that work for this home and this install (its executable);
+    shown by /api/status, the UI, `localdiffusion serve`, `models list` and a generation without a checkpoint."""
+    command, where = cli_command(), home_option(home)
+    return (
+        f"Add a checkpoint with `{command} models add PATH{where}` (a .safetensors file or a diffusers folder), "
+        f"download one with `{command} models pull REPO_ID{where}`, or use an existing A1111 or ComfyUI models "
+        f"folder by naming it in \"extra_roots\" in {home.settings_path}; the studio notices new models by itself."
+    )
