@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
+from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 
 from localdiffusion.errors import BadInput
@@ -16,6 +18,47 @@ RESERVED_PREFIXES = ("api:", "a1111:")
 
 def get_studio(request: HTTPConnection) -> Studio:
     return request.app.state.studio
+
+
+CALLER_SCOPE_KEY = "localdiffusion.caller"  # where authentication leaves the Caller in the ASGI scope
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the owner whose work a request sees and makes, and their role.
+
+    Without accounts there is one caller, the home's local owner, who may do everything ("owner").
+    With accounts, authentication puts the signed-in user's Caller in the request's scope."""
+
+    owner_id: int
+    name: str
+    role: str = "owner"  # "owner" (no accounts), "participant" or "facilitator"
+
+    @property
+    def manages(self) -> bool:
+        """May see and manage everyone's work (the local owner, a facilitator)."""
+        return self.role in ("owner", "facilitator")
+
+    def sees(self, owner_id: int) -> bool:
+        """May see and change work made by `owner_id`."""
+        return self.manages or owner_id == self.owner_id
+
+
+def get_caller(request: HTTPConnection) -> Caller:
+    """The Caller of this request (the local owner unless authentication named another)."""
+    caller = request.scope.get(CALLER_SCOPE_KEY)
+    if caller is not None:
+        return caller
+    studio = get_studio(request)
+    return Caller(studio.owner_id, studio.owner_name)
+
+
+def require_manager(request: HTTPConnection) -> Caller:
+    """The Caller, who must manage the class (a facilitator, or the local owner): 403 with a sentence otherwise."""
+    caller = get_caller(request)
+    if not caller.manages:
+        raise HTTPException(403, "Only a facilitator may do this; ask the person running the class.")
+    return caller
 
 
 def new_client_secret() -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from localdiffusion.engine import Engine, EngineOptions
 from localdiffusion.jobs import EventBus, JobQueue, SQLiteJobQueue, Worker
 from localdiffusion.models.library import ModelLibrary
-from localdiffusion.store.db import Database
+from localdiffusion.store.db import LOCAL_OWNER, Database
 from localdiffusion.store.home import Home
 
 
@@ -35,3 +35,7 @@ class Studio:
     def owner_id(self) -> int:
         """The owner of everything made here; a single local owner until accounts arrive."""
         return self.db.local_owner_id
+
+    @property
+    def owner_name(self) -> str:
+        return LOCAL_OWNER
