@@ -33,6 +33,7 @@ class Caller:
     owner_id: int
     name: str
     role: str = "owner"  # "owner" (no accounts), "participant" or "facilitator"
+    frozen: bool = False  # a frozen participant may look but not queue
 
     @property
     def manages(self) -> bool:

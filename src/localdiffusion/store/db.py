@@ -127,8 +127,29 @@ CREATE TABLE comics (
 CREATE INDEX comics_owner ON comics (owner_id);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# v5: the class's audit log: every facilitator action, with who, what, on what and when.
+_V5 = """
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    target: str
+    details: dict
 
 
 @dataclass(frozen=True)
@@ -244,6 +265,19 @@ class Database:
                     for statement in _statements(_V1_FTS):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
+
+    # -- audit log ------------------------------------------------------------------------
+
+    def record_action(self, actor: str, action: str, target: str = "", details: dict | None = None) -> None:
+        """One facilitator action in the audit log (`actor` is a user name, `action` a short verb like "freeze")."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO audit (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
+                         (time.time(), actor, action, target, json.dumps(details or {})))
+
+    def audit_log(self, limit: int = 500) -> list[AuditEntry]:
+        """The newest actions first."""
+        rows = self._query("SELECT at, actor, action, target, details FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditEntry(at, actor, action, target, json.loads(details)) for at, actor, action, target, details in rows]
 
     # -- owners ---------------------------------------------------------------------------
 
