@@ -48,30 +48,42 @@ def mask_image(tmp_path_factory):
     return path
 
 
-def test_txt2img_is_bit_identical_to_raw_diffusers(engine, raw_sd1):
-    result = engine.generate(Recipe(**BASE, model="tiny-sd1"))
+# Diffusers' samplers that A1111 does not have keep the raw-diffusers contract; A1111's own samplers are
+# checked against A1111's sampling in tests/test_engine_a1111.py.
+DIFFUSERS = {**BASE, "sampler_name": "DEIS"}
+
+
+def test_diffusers_sampler_is_bit_identical_to_raw_diffusers(engine, raw_sd1):
+    from diffusers import DEISMultistepScheduler
+
+    result = engine.generate(Recipe(**DIFFUSERS, model="tiny-sd1"))
+    raw_sd1.scheduler = DEISMultistepScheduler.from_config(raw_sd1.scheduler.config)
     expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
                        generator=torch.Generator("cpu").manual_seed(42)).images[0]
     assert same(result.images[0], expected)
 
 
-def test_ancestral_sampler_matches_raw_diffusers(engine, raw_sd1):
-    from diffusers import EulerAncestralDiscreteScheduler
+def test_dpmpp_3m_matches_raw_diffusers_with_karras_sigmas(engine, raw_sd1):
+    from diffusers import DPMSolverMultistepScheduler
 
-    result = engine.generate(Recipe(**{**BASE, "sampler_name": "Euler a"}, model="tiny-sd1"))
-    raw_sd1.scheduler = EulerAncestralDiscreteScheduler.from_config(raw_sd1.scheduler.config)
-    expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
-                       generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    result = engine.generate(Recipe(**{**BASE, "sampler_name": "DPM++ 3M"}, model="tiny-sd1"))
+    original = raw_sd1.scheduler
+    raw_sd1.scheduler = DPMSolverMultistepScheduler.from_config(original.config, solver_order=3, use_karras_sigmas=True)
+    try:
+        expected = raw_sd1("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
+                           generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    finally:
+        raw_sd1.scheduler = original  # the pipeline is shared by this module's tests
     assert same(result.images[0], expected)
 
 
 def test_prompt_editing_switches_conditioning_mid_run(engine, raw_sd1):
     """[cat:dog:0.5] over 4 steps: as A1111, step indices 0-2 use 'cat' (i <= 2) and index 3 uses 'dog';
     the same as raw diffusers with the embeddings swapped by a step callback."""
-    from diffusers import EulerDiscreteScheduler
+    from diffusers import DEISMultistepScheduler
 
-    result = engine.generate(Recipe(**{**BASE, "prompt": "a photo of a [cat:dog:0.5]"}, model="tiny-sd1"))
-    raw_sd1.scheduler = EulerDiscreteScheduler.from_config(raw_sd1.scheduler.config)
+    result = engine.generate(Recipe(**{**DIFFUSERS, "prompt": "a photo of a [cat:dog:0.5]"}, model="tiny-sd1"))
+    raw_sd1.scheduler = DEISMultistepScheduler.from_config(raw_sd1.scheduler.config)
     dog, negative = raw_sd1.encode_prompt("a photo of a dog", "cpu", 1, True, "")
 
     def switch(pipe, i, t, kwargs):
@@ -83,7 +95,7 @@ def test_prompt_editing_switches_conditioning_mid_run(engine, raw_sd1):
                        generator=torch.Generator("cpu").manual_seed(42), callback_on_step_end=switch,
                        callback_on_step_end_tensor_inputs=["prompt_embeds"]).images[0]
     assert same(result.images[0], expected)
-    plain = engine.generate(Recipe(**BASE, model="tiny-sd1"))
+    plain = engine.generate(Recipe(**DIFFUSERS, model="tiny-sd1"))
     assert not same(result.images[0], plain.images[0])
 
 
@@ -149,9 +161,10 @@ def test_every_sampler_runs(sampled, name):
 
 
 @pytest.mark.parametrize("sampler, schedules", [
-    ("Euler", ["Automatic", "Karras", "Exponential", "SGM Uniform"]),
-    ("UniPC", ["Automatic", "Karras", "Exponential", "SGM Uniform"]),
-    ("DDIM", ["Automatic", "SGM Uniform"]),
+    # Not Normal, which over a model's discrete sigmas is Euler's Automatic (Uniform), nor Polyexponential, whose
+    # default rho of 1 makes it Exponential.
+    ("Euler", ["Automatic", "Karras", "Exponential", "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "DDIM", "Beta"]),
+    ("DEIS", ["Automatic", "Karras", "Exponential", "SGM Uniform"]),
 ])
 def test_schedule_types_change_the_image(sampled, sampler, schedules):
     """Each schedule type spaces the steps its own way, so every pair gives other timesteps and another image."""
@@ -177,9 +190,12 @@ def test_clip_skip_changes_the_image(engine):
 
 
 def test_img2img_keeps_the_input_at_low_strength(engine, input_image):
-    source = Image.open(input_image)
-    low = engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), denoising_strength=0.25, model="tiny-sd1"))
-    high = engine.generate(Recipe(**BASE, mode="img2img", init_image=str(input_image), denoising_strength=1.0, model="tiny-sd1"))
+    """Measured from the input as the model's VAE gives it back (strength 0): the tiny random VAE alone moves
+    every pixel far, so that is the picture a low strength must stay near."""
+    img2img = dict(BASE, mode="img2img", init_image=str(input_image), model="tiny-sd1")
+    source = engine.generate(Recipe(**img2img, denoising_strength=0.0)).images[0]
+    low = engine.generate(Recipe(**img2img, denoising_strength=0.25))
+    high = engine.generate(Recipe(**img2img, denoising_strength=1.0))
     distance = lambda im: np.abs(pixels(im) - pixels(source)).mean()
     assert distance(low.images[0]) < distance(high.images[0])
     assert low.recipes[0].width == 128 and "Denoising strength: 0.25" in low.infotexts[0]
@@ -236,7 +252,10 @@ def test_sd2_v_prediction_and_sdxl_generate(engine):
 def test_sdxl_is_bit_identical_to_raw_diffusers(engine, sdxl_folder):
     pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_folder), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    result = engine.generate(Recipe(**BASE, model="tiny-sdxl"))
+    from diffusers import DEISMultistepScheduler
+
+    result = engine.generate(Recipe(**DIFFUSERS, model="tiny-sdxl"))
+    pipe.scheduler = DEISMultistepScheduler.from_config(pipe.scheduler.config)
     expected = pipe("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=7.0,
                     generator=torch.Generator("cpu").manual_seed(42)).images[0]
     assert same(result.images[0], expected)
@@ -283,7 +302,8 @@ def test_cancel_stops_within_one_step(engine):
     (dict(width=100), "not a multiple of 8"),
     (dict(width=4096), "above the limit"),
     (dict(sampler_name="Euler b"), "Unknown sampler 'Euler b'"),
-    (dict(sampler_name="DDIM", scheduler="Karras"), "cannot follow the 'Karras' schedule"),
+    (dict(sampler_name="DEIS", scheduler="Polyexponential"), "cannot follow the 'Polyexponential' schedule"),
+    (dict(scheduler="Karas"), "Unknown schedule type 'Karas' (did you mean 'Karras'?)"),
     (dict(model="tiny-sd3"), "tiny-sd1"),
     (dict(mode="inpaint", init_image="missing.png"), "does not exist"),
     (dict(controls=[{"model": "any-controlnet"}]), "ControlNet unit 0 has no image"),

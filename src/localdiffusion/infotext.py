@@ -54,7 +54,12 @@ _FLOAT_FIELDS = {"CFG scale": "cfg_scale", "Variation seed strength": "subseed_s
 _TEXT_FIELDS = {"Hires upscaler": "hr_upscaler", "Refiner": "refiner_checkpoint"}
 _MASK_MODES = {"Inpaint masked": 0, "Inpaint not masked": 1}
 _INPAINT_AREAS = {"Whole picture": False, "Only masked": True}
-_RNG_NAMES = {"cpu": "CPU", "device": "GPU"}
+_RNG_NAMES = {"cpu": "CPU", "device": "GPU", "nv": "NV"}
+_RNG_FIELDS = {name: rng for rng, name in _RNG_NAMES.items()}
+# A1111 writes no RNG for its default source, GPU: on the NVIDIA cards nearly all of them come from, the NV
+# source gives the same numbers, on any machine.
+A1111_DEFAULT_RNG = "nv"
+_FLAG_FIELDS = {"SGM noise multiplier": "sgm_noise_multiplier", "Pad conds": "pad_cond_uncond"}
 
 
 def quote(value: Any) -> str:
@@ -82,10 +87,14 @@ def number(value: float | int) -> str:
 
 
 def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | None, extra: dict[str, str] | None = None,
-                reference_modules: list[str] | None = None) -> str:
+                reference_modules: list[str] | None = None, sampler_params: dict[str, str] | None = None) -> str:
     """The A1111 infotext for `recipe`; `extra` adds keys such as `Lora hashes` before `Version`.
-    `reference_modules` names each reference's image encoding as the ControlNet extension does (see `control_params`)."""
-    params = _generation_params(recipe, model_name=model_name, model_hash=model_hash)
+    `reference_modules` names each reference's image encoding as the ControlNet extension does (see `control_params`).
+    `sampler_params` are what the sampler makes of A1111's options (`ENSD`, `Eta`, ...: engine/samplers.py
+    `infotext_params`); ENSD goes where A1111 puts it, the others among its extra generation parameters."""
+    sampler_params = dict(sampler_params or {})
+    params = _generation_params(recipe, model_name=model_name, model_hash=model_hash, ensd=sampler_params.pop("ENSD", None))
+    params.update(sampler_params)
     params.update(_mode_params(recipe))
     params.update(control_params(recipe.controls, recipe.references, reference_modules))
     params.update(extra or {})
@@ -98,7 +107,7 @@ def to_infotext(recipe: Recipe, *, model_name: str | None, model_hash: str | Non
     return f"{recipe.prompt}{negative}\n{line}".strip()
 
 
-def _generation_params(r: Recipe, *, model_name: str | None, model_hash: str | None) -> dict[str, str | None]:
+def _generation_params(r: Recipe, *, model_name: str | None, model_hash: str | None, ensd: str | None = None) -> dict[str, str | None]:
     has_size = r.width is not None and r.height is not None
     varied = r.subseed_strength != 0
     return {
@@ -114,7 +123,8 @@ def _generation_params(r: Recipe, *, model_name: str | None, model_hash: str | N
         "Variation seed strength": number(r.subseed_strength) if varied else None,
         "Denoising strength": number(r.denoising_strength) if r.enable_hr or r.mode != "txt2img" else None,
         "Clip skip": number(r.clip_skip) if r.clip_skip > 1 else None,
-        # A1111 leaves out its default (GPU); ours is CPU, so both are written to stay unambiguous.
+        "ENSD": ensd,
+        # A1111 leaves out its default (GPU); ours is CPU, so every source is written to stay unambiguous.
         "RNG": _RNG_NAMES[r.rng],
     }
 
@@ -339,9 +349,12 @@ def from_infotext(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     if negative:
         fields["negative_prompt"] = negative
     rest: dict[str, str] = {}
-    for key, value in parse_params(line).items():
+    params = parse_params(line)
+    for key, value in params.items():
         if not _read_param(key, value, fields):
             rest[key] = value
+    if "RNG" not in params and params:
+        fields["rng"] = A1111_DEFAULT_RNG
     _read_sampler(fields, rest)
     _read_controls(rest, fields)
     return fields, rest
@@ -364,8 +377,14 @@ def _read_param(key: str, value: str, fields: dict[str, Any]) -> bool:
             fields["inpaint_full_res"] = _INPAINT_AREAS[value]
         elif key == "Mask mode" and value in _MASK_MODES:
             fields["inpainting_mask_invert"] = _MASK_MODES[value]
-        elif key == "RNG" and value in ("CPU", "GPU"):
-            fields["rng"] = "cpu" if value == "CPU" else "device"
+        elif key == "RNG" and value in _RNG_FIELDS:
+            fields["rng"] = _RNG_FIELDS[value]
+        elif key == "ENSD":
+            fields["eta_noise_seed_delta"] = int(value)
+        elif key in ("Eta", "Eta DDIM"):
+            fields["eta"] = float(value)
+        elif key in _FLAG_FIELDS and value in ("True", "False"):
+            fields[_FLAG_FIELDS[key]] = value == "True"
         else:
             return False
     except ValueError:

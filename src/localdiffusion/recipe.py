@@ -16,7 +16,10 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
-RNG = Literal["cpu", "device"]
+# Where the noise comes from: the CPU's generator, the device's own (A1111's "GPU"), or "nv": A1111's NV
+# source, NVIDIA's GPU generator reproduced on any processor (A1111's default images, made with "GPU" on
+# an NVIDIA card, have these numbers).
+RNG = Literal["cpu", "device", "nv"]
 # How a ControlNet unit's map is fitted to the image, and the ControlNet extension's control modes (its
 # `ControlMode` enum, in its order): how a unit's control weighs against the prompt (see `engine/control.py`).
 ResizeMode = Literal["Just Resize", "Crop and Resize", "Resize and Fill"]
@@ -108,6 +111,13 @@ class Recipe(BaseModel):
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = Field(0.8, gt=0.0, lt=1.0)
+    # A1111's eta: the noise an ancestral sampler ("Eta", default 1) or DDIM ("Eta DDIM", default 0) adds
+    # back at each step. None: the sampler's default.
+    eta: float | None = Field(None, ge=0.0, le=1.0)
+    # A1111's options that change the image (their names in A1111's settings and `override_settings`).
+    eta_noise_seed_delta: int = Field(0, ge=0, le=2**32 - 1)  # ENSD: samplers' step noise from seed + this
+    sgm_noise_multiplier: bool = False  # txt2img's first noise scaled by sqrt(1 + sigma^2), as SGM's code
+    pad_cond_uncond: bool = False  # pad the shorter of prompt and negative prompt to one batch
 
     # --- ours ---
     model: str | None = None

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from localdiffusion.engine.k_sampling.pixels import to_uint8_a1111
+
 Residuals = tuple[list[torch.Tensor], torch.Tensor]  # ControlNet down-block residuals, mid-block residual
 
 
@@ -33,8 +35,9 @@ class Backend(Protocol):
         """Pixels in [-1, 1], (B, 3, H, W), to scaled latents in `dtype`."""
         ...
 
-    def vae_decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Scaled latents to RGB images."""
+    def vae_decode(self, latents: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
+        """Scaled latents to RGB images; `truncate` converts to 8 bits as A1111 does (truncating, where
+        diffusers rounds)."""
         ...
 
     def encode_text(self, clip_skip: int, embeddings: dict[str, Any]) -> Any:
@@ -77,10 +80,12 @@ class TorchBackend:
             latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
         return (latents * vae.config.scaling_factor).to(self.pipe.unet.dtype)
 
-    def vae_decode(self, latents: torch.Tensor) -> list[Image.Image]:
+    def vae_decode(self, latents: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
         vae = self.pipe.vae
         with _upcast_vae(vae):
             image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        if truncate:
+            return [Image.fromarray(pixels) for pixels in to_uint8_a1111(image)]
         return self.pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
 
     def encode_text(self, clip_skip: int, embeddings: dict[str, Any]) -> Any:

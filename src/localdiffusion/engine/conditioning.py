@@ -41,6 +41,32 @@ class Prompts:
 
         return at
 
+    def pair_for_run(self, pipe: Any, steps: int, batch: int, width: int, height: int, device: torch.device,
+                     pad: bool = False) -> Callable[[int], tuple[dict[str, Any], dict[str, Any]]]:
+        """A1111's conditioning for model evaluation i: (the prompt's, the negative prompt's) network arguments,
+        each batched over the images. A1111 advances prompt schedules once per evaluation, over `steps`
+        (twice the steps for a second-order sampler); later evaluations keep the last. `pad` is A1111's
+        "Pad prompt/negative prompt": the shorter is padded to the longer's length."""
+        positive = self.encoder.for_steps(self.prompt, steps)
+        negative = self.encoder.for_steps(self.negative, steps)
+        time_ids = time_ids_for(pipe, width, height, device)
+        per_step: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+        def at(i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            step = min(i, steps - 1)
+            if step not in per_step:
+                pos, neg = positive.at(step), negative.at(step)
+                if pad:
+                    neg, pos = match_lengths(neg, pos)
+                if self.zero_empty_negative:
+                    pooled = None if pos.pooled is None else torch.zeros_like(pos.pooled)
+                    neg = dataclasses.replace(neg, embeds=torch.zeros_like(pos.embeds), pooled=pooled)
+                per_step[step] = (_half(pos, batch, None if time_ids is None else time_ids[0], "cond", device),
+                                  _half(neg, batch, None if time_ids is None else time_ids[1], "uncond", device))
+            return per_step[step]
+
+        return at
+
     def _batched(self, pos: Any, neg: Any, batch: int, do_cfg: bool, time_ids: torch.Tensor | None, device: torch.device) -> Any:
         if do_cfg:
             neg, pos = match_lengths(neg, pos)
@@ -53,6 +79,16 @@ class Prompts:
         pooled = stack(pos.pooled, neg.pooled if do_cfg else None, batch).to(device)
         ids = stack(time_ids[0], time_ids[1] if do_cfg else None, batch)
         return hidden, {"text_embeds": pooled.to(hidden.dtype), "time_ids": ids.to(hidden.dtype)}
+
+
+def _half(cond: Any, batch: int, time_ids: torch.Tensor | None, half: str, device: torch.device) -> dict[str, Any]:
+    """One CFG half as network arguments: hidden states, SDXL's added embeddings, and which half it is."""
+    hidden = stack(cond.embeds, None, batch).to(device)
+    added = None
+    if time_ids is not None:
+        added = {"text_embeds": stack(cond.pooled, None, batch).to(device, hidden.dtype),
+                 "time_ids": stack(time_ids, None, batch).to(hidden.dtype)}
+    return {"hidden": hidden, "added": added, "halves": (half,)}
 
 
 def stack(positive: torch.Tensor, negative: torch.Tensor | None, batch: int) -> torch.Tensor:

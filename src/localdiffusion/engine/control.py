@@ -43,12 +43,15 @@ def soft_scales(weight: float, count: int) -> list[float]:
     return [weight * (SOFT_BASE ** float(12 - i)) for i in range(count)]
 
 
-def cond_mask(batch: int, do_cfg: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-    """1 for the conditional rows of the loop's model input, 0 for CFG's unconditional half (which comes
-    first); None without CFG, where every row is conditional."""
-    if not do_cfg:
-        return None
-    return torch.cat([torch.zeros(batch), torch.ones(batch)]).to(device, dtype)[:, None, None, None]
+# The CFG halves of a model input's rows, in order: the diffusers loop batches [negative; prompt], A1111's
+# [prompt; negative], and a call may hold only one of them.
+Halves = tuple[str, ...]  # each "cond" or "uncond"
+
+
+def cond_mask(batch: int, halves: Halves, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """1 for the conditional rows of a model input made of `halves` (each `batch` rows), 0 for the unconditional ones."""
+    rows = [torch.full((batch,), 1.0 if half == "cond" else 0.0) for half in halves]
+    return torch.cat(rows).to(device, dtype)[:, None, None, None]
 
 
 def fit_map(image: Image.Image, width: int, height: int, resize_mode: str) -> Image.Image:
@@ -93,15 +96,15 @@ class ActiveControl:
 
     unit: ControlUnit
     model: Any  # diffusers ControlNetModel
-    cond: torch.Tensor  # (batch [x2 with CFG], 3, H, W)
-    mask: torch.Tensor | None = None  # `cond_mask` for the model's dtype; None without CFG
+    cond: torch.Tensor  # the map, (batch, 3, H, W)
 
-    def weighted(self, down: list[torch.Tensor], mid: torch.Tensor) -> Residuals:
+    def weighted(self, down: list[torch.Tensor], mid: torch.Tensor, halves: Halves) -> Residuals:
         """The unit's raw residuals weighted by its control mode (not called for Balanced, where
         the ControlNet itself scales by the weight)."""
         outputs = [*down, mid]
-        if self.unit.control_mode == "ControlNet is more important" and self.mask is not None:
-            outputs = [o * self.mask for o in outputs]
+        if self.unit.control_mode == "ControlNet is more important" and "uncond" in halves:
+            mask = cond_mask(self.cond.shape[0], halves, self.cond.device, outputs[0].dtype)
+            outputs = [o * mask for o in outputs]
         outputs = [o * scale for o, scale in zip(outputs, soft_scales(self.unit.weight, len(outputs)))]
         return outputs[:-1], outputs[-1]
 
@@ -113,8 +116,9 @@ class Control:
         self.units, self.total = units, total  # total: the pass's timesteps, that the guidance window divides
 
     def residuals(self, index: int, model_input: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor,
-                  added: dict[str, torch.Tensor] | None) -> Residuals | None:
-        """Summed, weighted residuals of the units active at step `index` of this segment; None when none is."""
+                  added: dict[str, torch.Tensor] | None, halves: Halves = ("uncond", "cond")) -> Residuals | None:
+        """Summed, weighted residuals of the units active at step `index` of this segment; None when none is.
+        `halves` says which CFG halves the rows of `model_input` are (see `Halves`)."""
         total: Residuals | None = None
         for active in self.units:
             if not step_active(active.unit, index, self.total):
@@ -122,17 +126,17 @@ class Control:
             balanced = active.unit.control_mode == "Balanced"
             down, mid = active.model(
                 model_input.to(active.model.dtype), t, encoder_hidden_states=hidden.to(active.model.dtype),
-                controlnet_cond=active.cond, conditioning_scale=active.unit.weight if balanced else 1.0, guess_mode=False,
-                added_cond_kwargs=added, return_dict=False,
+                controlnet_cond=torch.cat([active.cond] * len(halves)), conditioning_scale=active.unit.weight if balanced else 1.0,
+                guess_mode=False, added_cond_kwargs=added, return_dict=False,
             )
             if not balanced:
-                down, mid = active.weighted(list(down), mid)
+                down, mid = active.weighted(list(down), mid, halves)
             total = (list(down), mid) if total is None else ([a + b for a, b in zip(total[0], down)], total[1] + mid)
         return total
 
 
 def prepare_control(units: list[tuple[ControlUnit, Any, Image.Image]], width: int, height: int, batch: int,
-                    do_cfg: bool, device: torch.device, total_steps: int, crop: tuple[int, int, int, int] | None = None,
+                    device: torch.device, total_steps: int, crop: tuple[int, int, int, int] | None = None,
                     full_size: tuple[int, int] | None = None) -> Control | None:
     """The Control for one pass at `width` x `height`, from (unit, ControlNet, raw map) triples.
 
@@ -147,7 +151,5 @@ def prepare_control(units: list[tuple[ControlUnit, Any, Image.Image]], width: in
             fitted = fit_map(raw, *full_size, unit.resize_mode).crop(crop).resize((width, height), Image.Resampling.LANCZOS)
         else:
             fitted = fit_map(raw, width, height, unit.resize_mode)
-        cond = map_tensor(fitted).to(device, model.dtype).repeat(batch, 1, 1, 1)
-        ready.append(ActiveControl(unit, model, torch.cat([cond] * 2) if do_cfg else cond,
-                                   cond_mask(batch, do_cfg, device, model.dtype)))
+        ready.append(ActiveControl(unit, model, map_tensor(fitted).to(device, model.dtype).repeat(batch, 1, 1, 1)))
     return Control(ready, total_steps)

@@ -28,13 +28,17 @@ from localdiffusion.engine.attention import AttentionRecorder, capture_attention
 from localdiffusion.engine.backend import Backend, TorchBackend
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
+from localdiffusion.engine.guided import GuidedDenoiser, MaskBlend, ModelPart, StepReporter, UNetNetwork
+from localdiffusion.engine.k_sampling import run as k_run
+from localdiffusion.engine.k_sampling.denoiser import alphas_cumprod_from_config
+from localdiffusion.engine.k_sampling.rng import ImageRNG
 from localdiffusion.engine.hooks import Progress, RunHooks, StepWatch
 from localdiffusion.engine.inputs import HomeInputs, Inputs
 from localdiffusion.engine.models import EngineOptions, Loaded, Models
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
 from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
 from localdiffusion.engine.prepare import Prepared, prepare
-from localdiffusion.engine.samplers import make_scheduler
+from localdiffusion.engine.samplers import Sampler, infotext_params, make_scheduler, resolve_sampler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
 from localdiffusion.engine.shared_attention import SharedAttention, share_attention
 from localdiffusion.infotext import to_infotext
@@ -73,6 +77,10 @@ class Run:
     on_step: StepWatch | None
     cancel: Callable[[], bool] | None
     generators: list[torch.Generator] = field(default_factory=list)
+
+    @property
+    def sampler(self) -> Sampler:
+        return resolve_sampler(self.plan.recipe.sampler_name, self.plan.recipe.scheduler)[0]
 
     @property
     def plan(self) -> Plan:
@@ -207,8 +215,8 @@ class Engine:
         self.library.ensure_hash(info)
         extra = self._lora_hashes(prepared)
         modules = [a1111_module(info.family, a.shape) for a in prepared.adapters]
-        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules)
-                            for r in result.recipes]
+        result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules,
+                                        sampler_params=infotext_params(r)) for r in result.recipes]
         result.timings = {"load": loaded - started, "generate": time.perf_counter() - loaded, "total": time.perf_counter() - started}
         return result
 
@@ -319,6 +327,8 @@ class Engine:
     # --- one batch ---
 
     def _run(self, run: Run) -> list[Image.Image]:
+        if run.sampler.k is not None:
+            return self._run_a1111(run)
         recipe, inputs = run.plan.recipe, run.plan.inputs
         shape = (1, 4, recipe.height // 8, recipe.width // 8)
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
@@ -332,6 +342,76 @@ class Engine:
         inpaint = self._inpaint_latents(run, inputs, image_latents, noise) if inputs.mask is not None else None
         latents = self._sample(run, noise, recipe.steps, recipe.width, recipe.height, image_latents, recipe.denoising_strength, inpaint)
         return [self._finish(image, inputs) for image in run.backend.vae_decode(latents)]
+
+    # --- one batch, as A1111 samples it (engine/guided.py, engine/k_sampling/) ---
+
+    def _run_a1111(self, run: Run) -> list[Image.Image]:
+        recipe, inputs, backend = run.plan.recipe, run.plan.inputs, run.backend
+        shape = (4, recipe.height // 8, recipe.width // 8)
+        if inputs is None:
+            latents = self._sample_a1111(run, self._image_rng(run, shape), recipe.steps, recipe.width, recipe.height)
+            return self._hires(run, latents) if recipe.enable_hr else backend.vae_decode(latents, truncate=True)
+        init = self._encode(backend, inputs.image, len(run.seeds)).float()
+        blend = image_cond = None
+        if inputs.mask is not None:
+            inpaint = self._inpaint_latents(run, inputs, init, torch.zeros_like(init))
+            blend = MaskBlend(init, (inpaint.mask >= 0.5).to(init.dtype))
+            if inpaint.masked_image_latents is not None:
+                image_cond = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1)
+            if recipe.inpainting_fill in (2, 3):  # A1111's "latent noise" and "latent nothing"
+                fill = self._image_rng(run, shape, variation=False).first().to(init) if recipe.inpainting_fill == 2 else 0
+                init = init * (1 - blend.repaint) + fill * blend.repaint
+                blend = MaskBlend(init, blend.repaint)
+        latents = self._sample_a1111(run, self._image_rng(run, shape), recipe.steps, recipe.width, recipe.height, init,
+                                     recipe.denoising_strength, blend, image_cond)
+        if blend is not None:
+            latents = blend(latents)
+        return [self._finish(image, inputs) for image in backend.vae_decode(latents, truncate=True)]
+
+    def _image_rng(self, run: Run, shape: tuple[int, int, int], variation: bool = True) -> ImageRNG:
+        """The batch's noise as A1111 draws it: one generator per image from its seed, the variation seed
+        blended in, the RNG source, and ENSD for the samplers' later draws."""
+        recipe = run.plan.recipe
+        source = {"cpu": "CPU", "nv": "NV"}.get(recipe.rng, "GPU" if self.device.type == "cuda" else "CPU")
+        return ImageRNG(shape, run.seeds, run.subseeds if variation else None, recipe.subseed_strength if variation else 0.0,
+                        source=source, eta_noise_seed_delta=recipe.eta_noise_seed_delta, device=self.device,
+                        generator_device=self.device if source == "GPU" else None)
+
+    def _sample_a1111(
+        self, run: Run, image_rng: ImageRNG, steps: int, width: int, height: int, init: torch.Tensor | None = None,
+        strength: float = 1.0, blend: MaskBlend | None = None, image_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One pass of A1111's sampler over the batch: txt2img, or img2img from `init` at `strength`."""
+        recipe, bound, sampler = run.plan.recipe, run.bound, run.sampler
+        evaluations = steps * (2 if sampler.k.second_order else 1)  # A1111's prompt schedules count evaluations
+        total = steps if init is None else k_run.img2img_steps(steps, strength)[1] + 1
+        control = self._control(run, width, height, total)
+        base = self._model_part(run, bound.pipe, bound.encoder, evaluations, width, height, control, image_cond)
+        refiner = None
+        if bound.refiner is not None:
+            refiner = self._model_part(run, bound.refiner[0], bound.refiner[1], evaluations, width, height, None, None)
+        model = GuidedDenoiser(base, recipe.cfg_scale, refiner=refiner, switch_at=recipe.refiner_switch_at, blend=blend,
+                               mask_before=sampler.is_timestep_sampler, cancel=run.cancel)
+        watch = _shifted_hook(run.on_step, 0, total) if run.on_step is not None else None
+        reporter = StepReporter(model, total, watch)
+        options = k_run.SamplingOptions(eta=recipe.eta, sgm_noise_multiplier=recipe.sgm_noise_multiplier)
+        is_sdxl = getattr(bound.pipe.unet.config, "addition_embed_type", None) == "text_time"  # for Align Your Steps
+        return k_run.sample(sampler.k, model, base.denoiser, image_rng, run.seeds, steps, schedule=recipe.scheduler,
+                            options=options, is_sdxl=is_sdxl, callback=reporter, init_latent=init,
+                            denoising_strength=strength, device=self.device)
+
+    def _model_part(self, run: Run, pipe: Any, prompts: Prompts, evaluations: int, width: int, height: int,
+                    control: Control | None, image_cond: torch.Tensor | None) -> ModelPart:
+        """A model's denoiser (its UNet behind the Backend, as the sampler's parameterization wants it) and its conditioning."""
+        recipe = run.plan.recipe
+        network = UNetNetwork(TorchBackend.of(pipe), control, image_cond)
+        config = pipe.scheduler.config
+        parameterization = "v" if config.get("prediction_type") == "v_prediction" else "eps"
+        denoiser = k_run.denoiser_for(run.sampler.k, network, alphas_cumprod_from_config(config).to(self.device), parameterization)
+        conds = prompts.pair_for_run(pipe, evaluations, len(run.seeds), width, height, self.device, recipe.pad_cond_uncond)
+        if run.bound.references and pipe is run.bound.pipe:  # the refiner has no IP-Adapter
+            conds = reference.with_image_embeds_pair(conds, run.bound.references, len(run.seeds), run.backend.dtype)
+        return ModelPart(denoiser, conds, network)
 
     def _noise(self, run: Run, shape: tuple[int, ...]) -> torch.Tensor:
         recipe = run.plan.recipe
@@ -378,8 +458,8 @@ class Engine:
         inputs = run.plan.inputs
         crop = inputs.crop if inputs is not None else None
         full_size = inputs.original.size if crop is not None and inputs.original is not None else None
-        return prepare_control(run.bound.controls, width, height, len(run.seeds), run.plan.recipe.cfg_scale > 1.0,
-                               self.device, total, crop=crop, full_size=full_size)
+        return prepare_control(run.bound.controls, width, height, len(run.seeds), self.device, total, crop=crop,
+                               full_size=full_size)
 
     def _segments(self, run: Run, scheduler: Any, timesteps: torch.Tensor) -> list[tuple[Any, Prompts, torch.Tensor, int]]:
         """Which model denoises which timesteps: the base, then the SDXL refiner from `refiner_switch_at`."""
@@ -420,9 +500,13 @@ class Engine:
             latents = torch.cat([self._encode(backend, i, 1) for i in images])
         if run.on_step is not None:
             run.on_step.phase = "hires"
+        steps = recipe.hr_second_pass_steps or recipe.steps
+        if run.sampler.k is not None:  # A1111's second pass: img2img with a fresh RNG at the new size
+            image_rng = self._image_rng(run, (4, height // 8, width // 8))
+            latents = self._sample_a1111(run, image_rng, steps, width, height, latents.float(), recipe.denoising_strength)
+            return backend.vae_decode(latents, truncate=True)
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
         noise = self._noise(run, (1, 4, height // 8, width // 8))
-        steps = recipe.hr_second_pass_steps or recipe.steps
         latents = self._sample(run, noise, steps, width, height, latents, recipe.denoising_strength)
         return backend.vae_decode(latents)
 

@@ -146,3 +146,17 @@ def with_image_embeds(conditioning: Callable[[int], Any], embeds: list[Embeds], 
         return hidden, {**(added or {}), "image_embeds": batched}
 
     return at
+
+
+def with_image_embeds_pair(conds: Callable[[int], Any], embeds: list[Embeds], batch: int, dtype: torch.dtype) -> Callable[[int], Any]:
+    """A1111-style conditioning ((prompt's, negative's) network arguments per evaluation) with the references'
+    embeddings added to each half."""
+    positive = [stack(p, None, batch).to(dtype) for p, _ in embeds]
+    negative = [stack(n, None, batch).to(dtype) for _, n in embeds]
+
+    def at(i: int) -> Any:
+        cond, uncond = conds(i)
+        return ({**cond, "added": {**(cond["added"] or {}), "image_embeds": positive}},
+                {**uncond, "added": {**(uncond["added"] or {}), "image_embeds": negative}})
+
+    return at

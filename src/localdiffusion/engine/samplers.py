@@ -1,23 +1,33 @@
-"""A1111 sampler and schedule-type names, each mapped to a diffusers scheduler.
+"""The sampler table: every sampler the engine offers, by A1111's name, and the contract each keeps.
 
-The table is the single source of truth: the CLI, the HTTP APIs and the docs all read it.
-A scheduler is always built from the model's own scheduler config (betas, prediction type,
-timestep spacing), so only the sampling algorithm and the sigma schedule change.
+- **A1111's samplers** (engine/k_sampling/table.py: Euler, DPM++ 2M, ..., and the timestep samplers DDIM,
+  PLMS, UniPC) are sampled as A1111 v1.10 samples them: its sigma schedules, CFG, noise and 8-bit
+  conversion, so the same settings give A1111's picture. "Automatic" means A1111's default schedule for
+  the sampler, whatever the model's diffusers scheduler config says.
+- **Diffusers' samplers that A1111 does not have** (DEIS, DPM++ 3M) run diffusers' scheduler on the model's own
+  scheduler config, bit-identical to a raw diffusers pipeline.
+
+The table is the single source of truth: the CLI, the HTTP APIs and docs/samplers.md all read it.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
 
+from localdiffusion.engine.k_sampling.schedules import SCHEDULE_TYPES as _K_SCHEDULE_TYPES
+from localdiffusion.engine.k_sampling.schedules import schedule_type
+from localdiffusion.engine.k_sampling.table import K_SAMPLERS, KSampler, find_k_sampler
 from localdiffusion.errors import BadInput, closest, one_of
+from localdiffusion.recipe import Recipe
 
-SCHEDULE_TYPES = ["Automatic", "Karras", "Exponential", "SGM Uniform"]
+SCHEDULE_TYPES: list[str] = list(_K_SCHEDULE_TYPES)  # A1111's labels, "Automatic" first
 
-# Options each schedule type sets on a scheduler that supports it.
-_SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
+# Options each schedule type sets on a diffusers scheduler that supports it.
+_DIFFUSERS_SCHEDULES: dict[str, dict[str, Any]] = {
     "Karras": {"use_karras_sigmas": True},
     "Exponential": {"use_exponential_sigmas": True},
     "SGM Uniform": {"timestep_spacing": "trailing"},
@@ -26,75 +36,112 @@ _SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Sampler:
-    name: str  # A1111's name
-    scheduler: str  # diffusers class name
+    name: str  # A1111's name (or, for a diffusers sampler, the name other tools give it)
+    automatic: str  # what "Automatic" means for this sampler
+    schedule_types: tuple[str, ...]  # the types beyond "Automatic" it follows
+    stochastic: bool  # draws fresh noise during sampling
+    k: KSampler | None = None  # A1111's sampler: sampled as A1111 samples
+    scheduler: str = ""  # a diffusers sampler: its scheduler class
     options: dict[str, Any] = field(default_factory=dict)
-    # What "Automatic" means for this sampler in A1111 (its default schedule type).
-    automatic: str = "Automatic"
-    # Schedule types beyond "Automatic" that the diffusers scheduler can follow.
-    schedule_types: tuple[str, ...] = ("Karras", "Exponential", "SGM Uniform")
-    # Stochastic samplers draw fresh noise every step (from the seed's generator).
-    stochastic: bool = False
+
+    @property
+    def contract(self) -> str:
+        """What the same settings promise: "A1111" (A1111's picture) or "diffusers" (raw diffusers' picture)."""
+        return "A1111" if self.k is not None else "diffusers"
+
+    @property
+    def is_timestep_sampler(self) -> bool:
+        return self.k is not None and getattr(self.k, "kind", "sigmas") == "timesteps"
+
+    @property
+    def takes_eta(self) -> bool:
+        return self.k is not None and "eta" in inspect.signature(self.k.function).parameters
+
+    @property
+    def default_eta(self) -> float:
+        """A1111's default eta: its "eta (ancestral)" setting (1) for k-diffusion samplers, "eta DDIM" (0) for DDIM."""
+        return 0.0 if self.is_timestep_sampler else 1.0
+
+    @property
+    def uses_ensd(self) -> bool:
+        return self.k is not None and self.k.uses_ensd
 
 
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in [
-    Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, automatic="Karras"),
-    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", automatic="Karras", schedule_types=("Karras", "Exponential"), stochastic=True),
-    Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-            automatic="Exponential", stochastic=True),
-    Sampler("Euler a", "EulerAncestralDiscreteScheduler", schedule_types=("SGM Uniform",), stochastic=True),
-    Sampler("Euler", "EulerDiscreteScheduler"),
-    Sampler("LMS", "LMSDiscreteScheduler"),
-    Sampler("Heun", "HeunDiscreteScheduler"),
-    Sampler("DPM2", "KDPM2DiscreteScheduler", automatic="Karras"),
-    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", automatic="Karras", stochastic=True),
-    Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, schedule_types=("SGM Uniform",)),
-    Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, schedule_types=("SGM Uniform",)),
-    Sampler("UniPC", "UniPCMultistepScheduler", schedule_types=("Karras", "Exponential", "SGM Uniform")),
-    Sampler("LCM", "LCMScheduler", schedule_types=("SGM Uniform",)),
-]}
+def _a1111(k: KSampler) -> Sampler:
+    types = tuple(t for t in SCHEDULE_TYPES if t != "Automatic")
+    stochastic = k.uses_ensd or k.brownian_noise or "eta" in inspect.signature(k.function).parameters
+    return Sampler(k.name, k.automatic, types, stochastic, k=k)
 
-# Old A1111 names that folded the schedule into the sampler name ("DPM++ 2M Karras").
-_LEGACY_SUFFIXES = {" Karras": "Karras", " Exponential": "Exponential"}
+
+_DIFFUSERS_ONLY = [
+    Sampler("DEIS", "Automatic", ("Karras", "Exponential", "SGM Uniform"), False, scheduler="DEISMultistepScheduler"),
+    Sampler("DPM++ 3M", "Karras", ("Karras", "Exponential", "SGM Uniform"), False, scheduler="DPMSolverMultistepScheduler",
+            options={"algorithm_type": "dpmsolver++", "solver_order": 3}),
+]
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in [*(_a1111(k) for k in K_SAMPLERS.values()), *_DIFFUSERS_ONLY]}
 
 
 def sampler_names() -> list[str]:
     return list(SAMPLERS)
 
 
-def resolve_sampler(name: str, schedule_type: str = "Automatic") -> tuple[Sampler, str]:
-    """The Sampler for an A1111 name, and the schedule type to use (folding legacy names)."""
-    for suffix, legacy_type in _LEGACY_SUFFIXES.items():
-        if name.endswith(suffix) and name.removesuffix(suffix) in SAMPLERS and schedule_type == "Automatic":
-            name, schedule_type = name.removesuffix(suffix), legacy_type
-    sampler = SAMPLERS.get(name) or next((s for s in SAMPLERS.values() if s.name.lower() == name.lower()), None)
-    if sampler is None:
-        near = closest(name, sampler_names())
+def resolve_sampler(name: str, schedule_type_name: str = "Automatic") -> tuple[Sampler, str]:
+    """The Sampler for a name (A1111's, an alias, or an old name with the schedule in it, "DPM++ 2M Karras"),
+    and the schedule type's A1111 label; one sentence naming what is allowed otherwise."""
+    diffusers_sampler = next((s for s in _DIFFUSERS_ONLY if s.name.lower() == str(name).strip().lower()), None)
+    if diffusers_sampler is not None:
+        label = schedule_type(schedule_type_name).label
+        if label != "Automatic" and label not in diffusers_sampler.schedule_types:
+            allowed = ["Automatic", *diffusers_sampler.schedule_types]
+            raise BadInput(f"Sampler '{diffusers_sampler.name}' cannot follow the '{label}' schedule; use {one_of(allowed)}.",
+                           field="scheduler")
+        return diffusers_sampler, label
+    try:
+        k, schedule = find_k_sampler(str(name), schedule_type_name)
+    except BadInput:
+        near = closest(str(name), sampler_names())
         hint = f" (did you mean {one_of(near)}?)" if near else ""
-        raise BadInput(f"Unknown sampler '{name}'{hint}; choose one of {one_of(sampler_names(), limit=20)}.", field="sampler_name")
-    if schedule_type not in SCHEDULE_TYPES:
-        raise BadInput(f"Unknown schedule type '{schedule_type}'; choose one of {one_of(SCHEDULE_TYPES)}.", field="scheduler")
-    if schedule_type != "Automatic" and schedule_type not in sampler.schedule_types:
-        allowed = ["Automatic", *sampler.schedule_types]
-        raise BadInput(f"Sampler '{sampler.name}' cannot follow the '{schedule_type}' schedule; use {one_of(allowed)}.", field="scheduler")
-    return sampler, schedule_type
+        raise BadInput(f"Unknown sampler '{name}'{hint}; choose one of {one_of(sampler_names(), limit=30)}.",
+                       field="sampler_name") from None
+    return SAMPLERS[k.name], schedule_type(schedule).label
 
 
-def make_scheduler(name: str, schedule_type: str, model_config: dict[str, Any], seed: int | None = None):
-    """A fresh diffusers scheduler for this sampler, built on the model's own scheduler config."""
-    sampler, schedule_type = resolve_sampler(name, schedule_type)
-    effective = sampler.automatic if schedule_type == "Automatic" else schedule_type
-    options = {**sampler.options, **_SCHEDULE_OPTIONS.get(effective, {})}
-    if sampler.scheduler == "DPMSolverSDEScheduler" and seed is not None:
-        options["noise_sampler_seed"] = seed
+def make_scheduler(name: str, schedule_type_name: str, model_config: dict[str, Any], seed: int | None = None):
+    """A fresh diffusers scheduler for a diffusers sampler, built on the model's own scheduler config."""
+    sampler, label = resolve_sampler(name, schedule_type_name)
+    if sampler.k is not None:
+        raise ValueError(f"'{sampler.name}' is one of A1111's samplers; the engine samples it with engine/k_sampling")
+    effective = sampler.automatic if label == "Automatic" else label
+    options = {**sampler.options, **_DIFFUSERS_SCHEDULES.get(effective, {})}
     cls = getattr(diffusers, sampler.scheduler)
     return cls.from_config(dict(model_config), **options)
 
 
+def infotext_params(recipe: Recipe) -> dict[str, str]:
+    """What A1111 writes into the infotext for the options this recipe's sampler used: ENSD (only for samplers
+    that draw step noise from the seed's generator), Eta or Eta DDIM (when not the default), SGM noise
+    multiplier and Pad conds (when on)."""
+    sampler, _ = resolve_sampler(recipe.sampler_name, recipe.scheduler)
+    params: dict[str, str] = {}
+    if sampler.uses_ensd and recipe.eta_noise_seed_delta:
+        params["ENSD"] = str(recipe.eta_noise_seed_delta)
+    if sampler.takes_eta and recipe.eta is not None and recipe.eta != sampler.default_eta:
+        params["Eta DDIM" if sampler.is_timestep_sampler else "Eta"] = f"{recipe.eta:g}"
+    if recipe.sgm_noise_multiplier and sampler.k is not None and not sampler.is_timestep_sampler:
+        params["SGM noise multiplier"] = "True"
+    if recipe.pad_cond_uncond and sampler.k is not None:
+        params["Pad conds"] = "True"
+    return params
+
+
 def mapping_table() -> list[dict[str, str]]:
-    """Rows for the docs and the API: A1111 name, diffusers scheduler, options, automatic schedule."""
-    return [
-        {"name": s.name, "scheduler": s.scheduler, "options": ", ".join(f"{k}={v}" for k, v in s.options.items()),
-         "automatic": s.automatic, "schedule_types": ", ".join(["Automatic", *s.schedule_types])}
-        for s in SAMPLERS.values()
-    ]
+    """Rows for the docs and the API: name, contract, what Automatic means, schedule types, and how it samples."""
+    rows = []
+    for s in SAMPLERS.values():
+        how = f"k_sampling `{s.k.function.__name__}`" if s.k is not None else f"diffusers `{s.scheduler}`"
+        if s.options:
+            how += " (" + ", ".join(f"{k}={v}" for k, v in s.options.items()) + ")"
+        rows.append({"name": s.name, "contract": s.contract, "automatic": s.automatic,
+                     "schedule_types": ", ".join(["Automatic", *s.schedule_types]), "sampling": how})
+    return rows

@@ -45,12 +45,16 @@ class StepState:
     noise_pred: torch.Tensor  # the guided prediction
     noise_uncond: torch.Tensor | None
     noise_cond: torch.Tensor | None
-    scheduler: Any
+    scheduler: Any  # the diffusers scheduler; None for A1111's samplers
     step_output: Any
+    # A1111's samplers give the predicted clean latents themselves: (guided, unconditional, conditional).
+    denoised: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
 
     @cached_property
     def x0(self) -> torch.Tensor:
         """The model's current guess of the finished image, in latent space."""
+        if self.denoised is not None:
+            return self.denoised[0]
         return predicted_x0(self.scheduler, self.step_output, self.sample, self.noise_pred, self.timestep)
 
 
@@ -106,7 +110,8 @@ def denoise(
         hidden, added = conditioning(i)
         model_input = torch.cat([latents] * 2) if do_cfg else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        residuals = control.residuals(i, model_input, t, hidden, added) if control is not None else None
+        halves = ("uncond", "cond") if do_cfg else ("cond",)
+        residuals = control.residuals(i, model_input, t, hidden, added, halves) if control is not None else None
         if inpaint is not None and inpaint.masked_image_latents is not None:
             extra = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1)
             model_input = torch.cat([model_input, torch.cat([extra] * 2) if do_cfg else extra], dim=1)

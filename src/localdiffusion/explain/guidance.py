@@ -113,8 +113,11 @@ class GuidanceRecorder:
             self.views.append(self._view(state))
 
     def _view(self, state: StepState) -> GuidanceView:
-        uncond, cond = x0_from(state, state.noise_uncond)[:1], x0_from(state, state.noise_cond)[:1]
-        guided = x0_from(state, state.noise_pred)[:1]
+        if state.denoised is not None:
+            guided, uncond, cond = (x[:1] for x in state.denoised)
+        else:
+            uncond, cond = x0_from(state, state.noise_uncond)[:1], x0_from(state, state.noise_cond)[:1]
+            guided = x0_from(state, state.noise_pred)[:1]
         difference = (state.noise_cond[0] - state.noise_uncond[0]).float().abs().mean(dim=0).cpu()
         images = [_enlarged(latent_to_rgb(x[0], self.sdxl)) for x in (uncond, cond, guided)]
         heat = heat_image(difference).resize(images[0].size, Image.Resampling.BILINEAR)
