@@ -90,7 +90,8 @@ class TimestepDenoiser(torch.nn.Module):
         if self.parameterization == "eps":
             return out
         index = t.to(torch.int)
-        return self.sqrt_alphas_cumprod[index, None, None, None] * out + self.sqrt_one_minus_alphas_cumprod[index, None, None, None] * x
+        sqrt_a, sqrt_one_minus_a = self.sqrt_alphas_cumprod.to(x.device), self.sqrt_one_minus_alphas_cumprod.to(x.device)
+        return sqrt_a[index, None, None, None] * out + sqrt_one_minus_a[index, None, None, None] * x
 
 
 class TimestepCFG(CFGDenoiser):
