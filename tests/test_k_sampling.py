@@ -249,7 +249,7 @@ def test_every_schedule_type_gives_a_falling_schedule(sd_denoiser):
 def test_table_has_a1111_1_10s_k_diffusion_samplers_and_defaults():
     assert list(K_SAMPLERS) == [
         "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler",
-        "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "LCM",
+        "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
     ]
     defaults = {n: s.default_schedule for n, s in K_SAMPLERS.items() if s.default_schedule}
     assert defaults == {"DPM++ 2M": "Karras", "DPM++ SDE": "Karras", "DPM++ 2M SDE": "Exponential", "DPM++ 2M SDE Heun": "Exponential",

@@ -207,7 +207,7 @@ def _ours(sampler, net, steps, schedule, *, v=False, ensd=0, eta=1.0, init=None,
                   options=SamplingOptions(eta=eta), init_latent=init, denoising_strength=strength)
 
 
-ORACLE_SAMPLERS = [name for name, s in K_SAMPLERS.items() if s.name not in ("Restart", "LCM")]
+ORACLE_SAMPLERS = [name for name, s in K_SAMPLERS.items() if s.name not in ("Restart", "LCM") and s.kind == "sigmas"]  # timestep samplers: test_k_sampling_timesteps.py
 
 
 def test_our_alphas_and_sigmas_are_k_diffusions(kd):

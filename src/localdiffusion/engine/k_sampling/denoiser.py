@@ -40,11 +40,14 @@ def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
 
 def ldm_alphas_cumprod(
     linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000, schedule: str = "linear",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """alpha_bar of the CompVis/SGM code (`make_beta_schedule`; SD1, SD2 and SDXL all use "linear").
 
     "linear" is diffusers' "scaled_linear" (a linspace of sqrt(beta), squared); "sqrt_linear" is
-    diffusers' "linear". Computed in float64 and returned as float32, as the original models keep it."""
+    diffusers' "linear". Computed in float64 and returned as float32, as the original models keep it
+    (`dtype=torch.float64` keeps the float64 values, from which the CompVis code derives its
+    sqrt(alpha_bar) tables: see `timesteps.TimestepDenoiser`)."""
     if schedule == "linear":
         betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
     elif schedule == "sqrt_linear":
@@ -54,20 +57,20 @@ def ldm_alphas_cumprod(
     else:
         raise BadInput(f"Unknown beta schedule '{schedule}'; choose one of {one_of(['linear', 'sqrt_linear', 'sqrt'])}.")
     alphas_cumprod = np.cumprod(1.0 - betas.numpy(), axis=0)
-    return torch.tensor(alphas_cumprod, dtype=torch.float32)
+    return torch.tensor(alphas_cumprod, dtype=dtype)
 
 
-def alphas_cumprod_from_config(config: Mapping[str, Any]) -> torch.Tensor:
+def alphas_cumprod_from_config(config: Mapping[str, Any], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """alpha_bar for a diffusers scheduler config (`beta_schedule`, `beta_start`, `beta_end`, ...), the CompVis way."""
     steps = int(config.get("num_train_timesteps", 1000))
     trained = config.get("trained_betas")
     if trained is not None:
-        return torch.tensor(np.cumprod(1.0 - np.asarray(trained, dtype=np.float64), axis=0), dtype=torch.float32)
+        return torch.tensor(np.cumprod(1.0 - np.asarray(trained, dtype=np.float64), axis=0), dtype=dtype)
     names = {"scaled_linear": "linear", "linear": "sqrt_linear"}
     schedule = config.get("beta_schedule", "scaled_linear")
     if schedule not in names:
         raise BadInput(f"The beta schedule '{schedule}' has no k-diffusion form here; use {one_of(list(names))}.")
-    return ldm_alphas_cumprod(float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012)), steps, names[schedule])
+    return ldm_alphas_cumprod(float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012)), steps, names[schedule], dtype)
 
 
 class DiscreteSchedule(torch.nn.Module):
@@ -248,11 +251,18 @@ class CFGDenoiser(torch.nn.Module):
     `cond` and `uncond` are keyword dicts for the network (e.g. `{"encoder_hidden_states": h}`,
     batched like x). When both have the same tensor shapes they run as one batch
     [cond; uncond], as A1111 runs them; otherwise as two calls. Every image has one prompt
-    part of weight 1 (A1111's AND-composition is not expressed here)."""
+    part of weight 1 (A1111's AND-composition is not expressed here).
+
+    A1111's protocol for samplers that change the guidance (DDIM CFG++): the scale used is
+    `cond_scale * cond_scale_multiplier` (default 1.0), and with `need_last_noise_uncond` set,
+    `last_noise_uncond` keeps a copy of the negative prompt's output of the last call."""
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
+        self.cond_scale_multiplier = 1.0
+        self.need_last_noise_uncond = False
+        self.last_noise_uncond: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, *, cond: Mapping[str, Any], uncond: Mapping[str, Any], cond_scale: float) -> torch.Tensor:
         batch = x.shape[0]
@@ -263,7 +273,10 @@ class CFGDenoiser(torch.nn.Module):
         else:
             out_cond = self.inner(x, sigma, **cond)
             out_uncond = self.inner(x, sigma, **uncond)
-        return combine_denoised(out_uncond, [[(out_cond[i], 1.0)] for i in range(batch)], cond_scale)
+        if self.need_last_noise_uncond:
+            self.last_noise_uncond = torch.clone(out_uncond)
+        scale = cond_scale * self.cond_scale_multiplier
+        return combine_denoised(out_uncond, [[(out_cond[i], 1.0)] for i in range(batch)], scale)
 
 
 def _same_shapes(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""One sampling run as A1111's `KDiffusionSampler.sample` / `sample_img2img` does it.
+"""One sampling run as A1111's `KDiffusionSampler.sample` / `sample_img2img` does it (and, for
+DDIM, DDIM CFG++, PLMS and UniPC, as its `CompVisSampler`: see `_sample_timesteps`).
 
 `sample` takes a table entry (`table.KSampler`), a denoiser wrapped for CFG (a callable
 `model(x, sigma, **extra_args)`, e.g. `denoiser.CFGDenoiser`), the batch's `rng.ImageRNG` and
@@ -29,6 +30,7 @@ from localdiffusion.engine.k_sampling.rng import ImageRNG, rng_noise_sampler
 from localdiffusion.engine.k_sampling.samplers import BrownianTreeNoiseSampler
 from localdiffusion.engine.k_sampling.schedules import sigmas_for
 from localdiffusion.engine.k_sampling.table import KSampler
+from localdiffusion.engine.k_sampling.timesteps import TimestepDenoiser, a1111_timesteps, img2img_start
 
 
 @dataclass
@@ -50,10 +52,22 @@ class SamplingOptions:
     beta_beta: float = 0.6
     old_karras_sigmas: bool = False
     img2img_fix_steps: bool = False  # "with img2img, do exactly the amount of steps the slider specifies"
+    eta_ddim: float = 0.0  # "Eta for DDIM" (DDIM, DDIM CFG++), used when `eta` is None; infotext "Eta DDIM"
+    uni_pc_variant: str = "bh1"  # "bh1", "bh2" or "vary_coeff"
+    uni_pc_skip_type: str = "time_uniform"  # "time_uniform", "time_quadratic" or "logSNR"
+    uni_pc_order: int = 3
+    uni_pc_lower_order_final: bool = True
 
 
 def denoiser_for(sampler: KSampler, network: Network, alphas_cumprod: torch.Tensor, parameterization: str = "eps", quantize: bool = False):
-    """The denoiser A1111 wraps the model in for this sampler (LCM has its own)."""
+    """The denoiser A1111 wraps the model in for this sampler (LCM has its own; the timestep
+    samplers get `TimestepDenoiser`, eps at a timestep, with `.alphas_cumprod`).
+
+    `alphas_cumprod` may be float32 or float64 (float64, as `ldm_alphas_cumprod(dtype=torch.float64)`
+    gives it, makes v-prediction with the timestep samplers exact; the sigma denoisers use float32)."""
+    if sampler.kind == "timesteps":
+        return TimestepDenoiser(network, alphas_cumprod, parameterization)
+    alphas_cumprod = alphas_cumprod.float()
     if sampler.denoiser == "lcm":
         return LCMDenoiser(network, alphas_cumprod)
     return make_denoiser(network, alphas_cumprod, parameterization, quantize)
@@ -86,11 +100,18 @@ def sample(
     """Sample one batch as A1111 does: txt2img, or img2img when `init_latent` is given.
 
     `model` is what the sampler calls (the CFG denoiser); `denoiser` is the plain one it wraps
-    (its sigmas define the schedule). The first noise is `image_rng.next()`."""
+    (its sigmas define the schedule). The first noise is `image_rng.next()`.
+
+    For the timestep samplers (`sampler.kind == "timesteps"`) `model` returns eps at a timestep
+    (`timesteps.TimestepCFG`, or a wrapper with its CFG++ protocol), `denoiser` is the
+    `TimestepDenoiser` (its `alphas_cumprod` is the schedule) and `schedule` is ignored."""
     options = options or SamplingOptions()
     noise = image_rng.next()
     if device is not None:
         noise = noise.to(device)
+    if sampler.kind == "timesteps":
+        return _sample_timesteps(sampler, model, denoiser, image_rng, noise, steps, extra_args=extra_args, options=options,
+                                 callback=callback, init_latent=init_latent, denoising_strength=denoising_strength)
     if init_latent is None:
         sigmas = sigmas_of(sampler, denoiser, steps, schedule, options, is_sdxl).to(noise.device)
         x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) if options.sgm_noise_multiplier else noise * sigmas[0]
@@ -131,3 +152,34 @@ def _function_kwargs(sampler: KSampler, sched: torch.Tensor, x: torch.Tensor, si
     if sampler.solver_type is not None:
         kwargs["solver_type"] = sampler.solver_type
     return kwargs
+
+
+def _sample_timesteps(sampler: KSampler, model: Callable[..., torch.Tensor], denoiser: Any, image_rng: ImageRNG,
+                      noise: torch.Tensor, steps: int, *, extra_args: dict[str, Any] | None, options: SamplingOptions,
+                      callback: Callable[[dict], None] | None, init_latent: torch.Tensor | None,
+                      denoising_strength: float) -> torch.Tensor:
+    """A1111's `CompVisSampler.sample` / `sample_img2img`: txt2img starts from the plain noise;
+    img2img noises the init latents to timesteps[t_enc] and samples over timesteps[:t_enc]."""
+    alphas_cumprod = denoiser.alphas_cumprod.to(noise.device)
+    discard = sampler.discard_next_to_last_sigma or options.always_discard_next_to_last_sigma
+    parameters = inspect.signature(sampler.function).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in parameters:
+        kwargs["eta"] = options.eta if options.eta is not None else options.eta_ddim
+    if "noise_sampler" in parameters:
+        kwargs["noise_sampler"] = rng_noise_sampler(image_rng)
+    if "variant" in parameters:
+        kwargs.update(variant=options.uni_pc_variant, skip_type=options.uni_pc_skip_type, order=options.uni_pc_order,
+                      lower_order_final=options.uni_pc_lower_order_final)
+    if init_latent is None:
+        timesteps = a1111_timesteps(steps, discard, device=noise.device)
+        x = noise
+    else:
+        scheduled, t_enc = img2img_steps(steps, denoising_strength, options.img2img_fix_steps)
+        timesteps = a1111_timesteps(scheduled, discard, device=noise.device)
+        x = img2img_start(init_latent.to(noise), noise, alphas_cumprod, timesteps[t_enc])
+        timesteps = timesteps[:t_enc]
+        if "is_img2img" in parameters:
+            kwargs["is_img2img"] = True
+    return sampler.function(model, x, timesteps, alphas_cumprod, extra_args=extra_args or {}, callback=callback,
+                            disable=True, **kwargs)

@@ -1,7 +1,7 @@
-"""A1111 v1.10.1's k-diffusion samplers: name, function, aliases and options, in A1111's order.
+"""A1111 v1.10.1's samplers: name, function, aliases and options, in A1111's order.
 
-From `modules/sd_samplers_kdiffusion.py` (`samplers_k_diffusion`), `sd_samplers_lcm.py` (LCM)
-and `sd_samplers_extra.py` (Restart). The options mean what they mean in A1111:
+From `modules/sd_samplers_kdiffusion.py` (`samplers_k_diffusion`), `sd_samplers_timesteps.py`
+(DDIM, DDIM CFG++, PLMS, UniPC), `sd_samplers_lcm.py` (LCM) and `sd_samplers_extra.py` (Restart). The options mean what they mean in A1111:
 
 - `default_schedule`: what "Automatic" means for this sampler; None is the denoiser's own
   `get_sigmas(steps)` (t = linspace(999, 0, steps) mapped to sigma, then 0).
@@ -12,12 +12,16 @@ and `sd_samplers_extra.py` (Restart). The options mean what they mean in A1111:
 - `brownian_noise`: the per-step noise comes from a Brownian tree seeded with the batch's
   seeds (not from the RNG source, so ENSD does not apply).
 - `solver_type`: passed to the function ("heun" for DPM++ 2M SDE Heun).
-- `denoiser`: "compvis" (eps or v, `make_denoiser`) or "lcm" (`LCMDenoiser`).
+- `denoiser`: "compvis" (eps or v, `make_denoiser`), "lcm" (`LCMDenoiser`) or "timestep"
+  (`timesteps.TimestepDenoiser`, eps at a timestep).
+- `kind`: "sigmas" for k-diffusion samplers (a denoiser over a sigma schedule), "timesteps" for
+  A1111's timestep samplers DDIM, DDIM CFG++, PLMS and UniPC (`timesteps.py`: a noise
+  predictor over A1111's own integer timesteps; `sd_samplers_timesteps.py`).
 
 A1111 lets every sampler here follow every schedule type (`schedules.SCHEDULE_TYPES`). DPM fast
-and DPM adaptive take no sigmas: the schedule only sets the first noise level.
-A1111's timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC) are not k-diffusion samplers and are
-not in this table.
+and DPM adaptive take no sigmas: the schedule only sets the first noise level. The timestep
+samplers accept a schedule type and ignore it, as A1111 does. The order is A1111's
+`sd_samplers.all_samplers`: k-diffusion's (with Restart), the timestep samplers, then LCM.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from localdiffusion.engine.k_sampling import samplers as k
+from localdiffusion.engine.k_sampling import timesteps as ts
 from localdiffusion.engine.k_sampling.schedules import SCHEDULE_TYPES
 from localdiffusion.errors import BadInput, closest, one_of
 
@@ -42,11 +47,19 @@ class KSampler:
     brownian_noise: bool = False
     solver_type: str | None = None
     denoiser: str = "compvis"
+    kind: str = "sigmas"  # "sigmas" (k-diffusion) or "timesteps" (DDIM, DDIM CFG++, PLMS, UniPC)
 
     @property
     def automatic(self) -> str:
         """In words, what "Automatic" means for this sampler."""
+        if self.kind == "timesteps":
+            return "A1111's timesteps (the schedule type is ignored)"
         return self.default_schedule or "Uniform"
+
+    @property
+    def uses_schedule(self) -> bool:
+        """Whether the schedule type changes this sampler's picture (not for the timestep samplers)."""
+        return self.kind == "sigmas"
 
     @property
     def schedule_types(self) -> tuple[str, ...]:
@@ -72,6 +85,10 @@ K_SAMPLERS: dict[str, KSampler] = {s.name: s for s in [
     KSampler("DPM fast", k.sample_dpm_fast, ("k_dpm_fast",), uses_ensd=True),
     KSampler("DPM adaptive", k.sample_dpm_adaptive, ("k_dpm_ad",), uses_ensd=True),
     KSampler("Restart", k.sample_restart, ("restart",), default_schedule="Karras", second_order=True),
+    KSampler("DDIM", ts.sample_ddim, ("ddim",), denoiser="timestep", kind="timesteps"),
+    KSampler("DDIM CFG++", ts.sample_ddim_cfgpp, ("ddim_cfgpp",), denoiser="timestep", kind="timesteps"),
+    KSampler("PLMS", ts.sample_plms, ("plms",), denoiser="timestep", kind="timesteps"),
+    KSampler("UniPC", ts.sample_unipc, ("unipc",), denoiser="timestep", kind="timesteps"),
     KSampler("LCM", k.sample_lcm, ("k_lcm",), denoiser="lcm"),
 ]}
 
