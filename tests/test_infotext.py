@@ -87,14 +87,32 @@ def test_parse_a1111_text_with_multiline_prompt():
         "prompt": "girl with an artist's beret, determined\n(eyeshadow), detailed",
         "negative_prompt": "ugly, fat\n[blurry]",
         "steps": 20, "sampler_name": "Euler a", "cfg_scale": 7.0, "seed": 965400086, "width": 512, "height": 640, "clip_skip": 2,
+        "rng": "nv",  # no RNG: A1111's default source, GPU, whose numbers NV gives on any machine
     }
     assert rest == {"Model hash": "45dee52b", "Lora hashes": "add_detail: 7c6bad76eb54", "Version": "v1.10.1"}
 
 
 def test_unstated_settings_stay_absent():
     fields, _ = from_infotext("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1")
-    for name in ("clip_skip", "scheduler", "rng", "width", "negative_prompt", "enable_hr", "inpainting_fill"):
+    for name in ("clip_skip", "scheduler", "width", "negative_prompt", "enable_hr", "inpainting_fill", "eta",
+                 "eta_noise_seed_delta", "sgm_noise_multiplier", "pad_cond_uncond"):
         assert name not in fields
+    assert fields["rng"] == "nv"  # as A1111's parser: a missing RNG is its default, GPU (NV's numbers)
+
+
+@pytest.mark.parametrize("line, fields", [
+    ("ENSD: 31337", {"eta_noise_seed_delta": 31337}),
+    ("Eta: 0.5", {"eta": 0.5}),
+    ("Eta DDIM: 0.3", {"eta": 0.3}),
+    ("SGM noise multiplier: True", {"sgm_noise_multiplier": True}),
+    ("Pad conds: True", {"pad_cond_uncond": True}),
+    ("RNG: NV", {"rng": "nv"}),
+    ("RNG: CPU", {"rng": "cpu"}),
+    ("RNG: GPU", {"rng": "device"}),
+])
+def test_a1111_sampling_options_are_read(line, fields):
+    stated, _ = from_infotext(f"a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, {line}")
+    assert {k: stated[k] for k in fields} == fields
 
 
 def test_prompt_only_text_and_unparsable_values():

@@ -379,12 +379,13 @@ class Engine:
 
     def _sample_a1111(
         self, run: Run, image_rng: ImageRNG, steps: int, width: int, height: int, init: torch.Tensor | None = None,
-        strength: float = 1.0, blend: MaskBlend | None = None, image_cond: torch.Tensor | None = None,
+        strength: float = 1.0, blend: MaskBlend | None = None, image_cond: torch.Tensor | None = None, fix_steps: bool = False,
     ) -> torch.Tensor:
-        """One pass of A1111's sampler over the batch: txt2img, or img2img from `init` at `strength`."""
+        """One pass of A1111's sampler over the batch: txt2img, or img2img from `init` at `strength` (`fix_steps`:
+        exactly `steps` steps, as A1111's hires pass runs)."""
         recipe, bound, sampler = run.plan.recipe, run.bound, run.sampler
         evaluations = steps * (2 if sampler.k.second_order else 1)  # A1111's prompt schedules count evaluations
-        total = steps if init is None else k_run.img2img_steps(steps, strength)[1] + 1
+        total = steps if init is None else k_run.img2img_steps(steps, strength, fix_steps)[1] + 1
         control = self._control(run, width, height, total)
         base = self._model_part(run, bound.pipe, bound.encoder, evaluations, width, height, control, image_cond)
         refiner = None
@@ -394,7 +395,7 @@ class Engine:
                                mask_before=sampler.is_timestep_sampler, cancel=run.cancel)
         watch = _shifted_hook(run.on_step, 0, total) if run.on_step is not None else None
         reporter = StepReporter(model, total, watch)
-        options = k_run.SamplingOptions(eta=recipe.eta, sgm_noise_multiplier=recipe.sgm_noise_multiplier)
+        options = k_run.SamplingOptions(eta=recipe.eta, sgm_noise_multiplier=recipe.sgm_noise_multiplier, img2img_fix_steps=fix_steps)
         is_sdxl = getattr(bound.pipe.unet.config, "addition_embed_type", None) == "text_time"  # for Align Your Steps
         return k_run.sample(sampler.k, model, base.denoiser, image_rng, run.seeds, steps, schedule=recipe.scheduler,
                             options=options, is_sdxl=is_sdxl, callback=reporter, init_latent=init,
@@ -407,7 +408,8 @@ class Engine:
         network = UNetNetwork(TorchBackend.of(pipe), control, image_cond)
         config = pipe.scheduler.config
         parameterization = "v" if config.get("prediction_type") == "v_prediction" else "eps"
-        denoiser = k_run.denoiser_for(run.sampler.k, network, alphas_cumprod_from_config(config).to(self.device), parameterization)
+        alphas_cumprod = alphas_cumprod_from_config(config, dtype=torch.float64).to(self.device)
+        denoiser = k_run.denoiser_for(run.sampler.k, network, alphas_cumprod, parameterization)
         conds = prompts.pair_for_run(pipe, evaluations, len(run.seeds), width, height, self.device, recipe.pad_cond_uncond)
         if run.bound.references and pipe is run.bound.pipe:  # the refiner has no IP-Adapter
             conds = reference.with_image_embeds_pair(conds, run.bound.references, len(run.seeds), run.backend.dtype)
@@ -503,7 +505,8 @@ class Engine:
         steps = recipe.hr_second_pass_steps or recipe.steps
         if run.sampler.k is not None:  # A1111's second pass: img2img with a fresh RNG at the new size
             image_rng = self._image_rng(run, (4, height // 8, width // 8))
-            latents = self._sample_a1111(run, image_rng, steps, width, height, latents.float(), recipe.denoising_strength)
+            latents = self._sample_a1111(run, image_rng, steps, width, height, latents.float(), recipe.denoising_strength,
+                                         fix_steps=True)
             return backend.vae_decode(latents, truncate=True)
         run.generators = [generator_for(s, recipe.rng, self.device) for s in run.seeds]
         noise = self._noise(run, (1, 4, height // 8, width // 8))

@@ -184,8 +184,10 @@ class StepReporter:
         last = self.model.last
         x0_cond, eps_cond = self.model.x0_and_eps(last.x, last.sigma, last.cond)
         x0_uncond, eps_uncond = self.model.x0_and_eps(last.x, last.sigma, last.uncond)
-        guided = info["denoised"]
         eps = eps_uncond + self.model.cfg_scale * (eps_cond - eps_uncond)
+        guided = info["denoised"]
+        if guided is None:  # UniPC's last update reports none
+            guided = x0_uncond + self.model.cfg_scale * (x0_cond - x0_uncond)
         timestep = last.sigma[:1].float()
         denoiser = self.model.part.denoiser
         if getattr(denoiser, "sigmas", None) is not None:

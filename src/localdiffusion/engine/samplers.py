@@ -51,7 +51,8 @@ class Sampler:
 
     @property
     def is_timestep_sampler(self) -> bool:
-        return self.k is not None and getattr(self.k, "kind", "sigmas") == "timesteps"
+        """DDIM, DDIM CFG++, PLMS and UniPC: A1111 runs them over its own timesteps, whatever the schedule type."""
+        return self.k is not None and self.k.kind == "timesteps"
 
     @property
     def takes_eta(self) -> bool:
@@ -70,7 +71,8 @@ class Sampler:
 def _a1111(k: KSampler) -> Sampler:
     types = tuple(t for t in SCHEDULE_TYPES if t != "Automatic")
     stochastic = k.uses_ensd or k.brownian_noise or "eta" in inspect.signature(k.function).parameters
-    return Sampler(k.name, k.automatic, types, stochastic, k=k)
+    automatic = "A1111's timesteps (any schedule type is accepted and ignored, as A1111 does)" if k.kind == "timesteps" else k.automatic
+    return Sampler(k.name, automatic, types, stochastic, k=k)
 
 
 _DIFFUSERS_ONLY = [

@@ -114,7 +114,8 @@ def rescan_models(studio: StudioDep) -> list[dict[str, Any]]:
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    return [{"name": s.name, "automatic": s.automatic, "schedule_types": ["Automatic", *s.schedule_types]} for s in SAMPLERS.values()]
+    return [{"name": s.name, "automatic": s.automatic, "schedule_types": ["Automatic", *s.schedule_types], "contract": s.contract}
+            for s in SAMPLERS.values()]
 
 
 @router.get("/schedulers")

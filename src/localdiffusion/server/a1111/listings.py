@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from localdiffusion.engine.generate import LATENT_UPSCALERS
-from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES
+from localdiffusion.engine.k_sampling.schedules import SCHEDULE_TYPES as K_SCHEDULE_TYPES
+from localdiffusion.engine.samplers import SAMPLERS, Sampler
 from localdiffusion.errors import LocalDiffusionError, ModelNotFound
 from localdiffusion.infotext import A1111_SAMPLER_ALIASES, A1111_SCHEDULERS
 from localdiffusion.models.info import base_family
@@ -18,12 +19,6 @@ from localdiffusion.server.a1111.state import A1111State
 from localdiffusion.server.studio import Studio
 
 # A1111's schedulers (modules/sd_schedulers.py) that the samplers here can follow.
-_SCHEDULER_ITEMS = {
-    "Automatic": {"aliases": None, "default_rho": -1, "need_inner_model": False},
-    "Karras": {"aliases": None, "default_rho": 7.0, "need_inner_model": False},
-    "Exponential": {"aliases": None, "default_rho": -1, "need_inner_model": False},
-    "SGM Uniform": {"aliases": ["SGMUniform"], "default_rho": -1, "need_inner_model": True},
-}
 
 
 def checkpoint_items(library: ModelLibrary) -> list[dict[str, Any]]:
@@ -42,15 +37,27 @@ def sampler_items() -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = {}
     for alias, name in A1111_SAMPLER_ALIASES.items():
         aliases.setdefault(name, []).append(alias)
-    return [
-        {"name": s.name, "aliases": aliases.get(s.name, []),
-         "options": {"scheduler": A1111_SCHEDULERS[s.automatic]} if s.automatic != "Automatic" else {}}
-        for s in SAMPLERS.values()
-    ]
+    return [{"name": s.name, "aliases": aliases.get(s.name, []), "options": _sampler_options(s)} for s in SAMPLERS.values()]
+
+
+def _sampler_options(sampler: Sampler) -> dict[str, Any]:
+    """A1111's options for its samplers (its default schedule and how it samples); none for diffusers' samplers."""
+    k = sampler.k
+    if k is None:
+        return {}
+    options: dict[str, Any] = {"scheduler": A1111_SCHEDULERS[k.default_schedule]} if k.default_schedule else {}
+    for name in ("discard_next_to_last_sigma", "second_order", "uses_ensd", "brownian_noise"):
+        if getattr(k, name):
+            options[name] = True
+    if k.solver_type:
+        options["solver_type"] = k.solver_type
+    return options
 
 
 def scheduler_items() -> list[dict[str, Any]]:
-    return [{"name": A1111_SCHEDULERS[label], "label": label, **_SCHEDULER_ITEMS[label]} for label in SCHEDULE_TYPES]
+    """A1111's /sdapi/v1/schedulers, from the schedule table."""
+    return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
+             "need_inner_model": s.need_denoiser} for s in K_SCHEDULE_TYPES.values()]
 
 
 def upscaler_items() -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from localdiffusion.server.a1111.schemas import GenerationRequest
 from localdiffusion.server.a1111.state import DEFAULT_OPTIONS, A1111State
 from localdiffusion.server.studio import Studio
 
-RANDN_SOURCES = {"CPU": "cpu", "GPU": "device", "NV": "device"}
+RANDN_SOURCES = {"CPU": "cpu", "GPU": "device", "NV": "nv"}
 VAE_CHOICES = ("Automatic", "None")
 # A1111 keeps every option of its own settings table (several hundred; clients set those this server has no
 # use for) and fails on other keys. Those this server does not use are kept, so that clients read back what
@@ -54,6 +54,11 @@ def setting(req: GenerationRequest, state: A1111State, key: str) -> Any:
     """An option's value for one request: its override_settings, else the options set here, else the default."""
     overrides = req.override_settings or {}
     return overrides.get(key, state.options.get(key, DEFAULT_OPTIONS.get(key)))
+
+
+def checked_setting(key: str, value: Any) -> Any:
+    """One of the options this server checks, its value checked (one sentence naming the option otherwise)."""
+    return _VALUE_CHECKS[key](value)
 
 
 def randn_device(source: Any, field_name: str) -> str:
@@ -110,11 +115,43 @@ def _randn_source(value: Any) -> Any:
     return value
 
 
+def _whole_number(key: str, low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not low <= value <= high:
+            raise _option_error(key, f"must be a whole number from {low} to {high:,}")
+        return int(value)
+
+    return check
+
+
+def _fraction(key: str) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise _option_error(key, "must be a number from 0 to 1")
+        return float(value)
+
+    return check
+
+
+def _flag(key: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _option_error(key, "must be true or false")
+        return value
+
+    return check
+
+
 _VALUE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "CLIP_stop_at_last_layers": _clip_skip,
     "samples_format": _samples_format,
     "sd_vae": _sd_vae,
     "randn_source": _randn_source,
+    "eta_noise_seed_delta": _whole_number("eta_noise_seed_delta", 0, 2**32 - 1),
+    "eta_ancestral": _fraction("eta_ancestral"),
+    "eta_ddim": _fraction("eta_ddim"),
+    "sgm_noise_multiplier": _flag("sgm_noise_multiplier"),
+    "pad_cond_uncond": _flag("pad_cond_uncond"),
 }
 
 

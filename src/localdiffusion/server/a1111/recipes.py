@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from localdiffusion.engine.images import as_mask
 from localdiffusion.engine.inputs import HomeInputs
 from localdiffusion.engine.plan import check_loras, check_size, hires_size
-from localdiffusion.engine.samplers import resolve_sampler
+from localdiffusion.engine.samplers import Sampler, resolve_sampler
 from localdiffusion.errors import BadInput
 from localdiffusion.infotext import A1111_SCHEDULERS, from_infotext
 from localdiffusion.models.info import ModelInfo
@@ -19,7 +19,7 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, find_checkpoint
 from localdiffusion.server.a1111.controlnet import with_controls
 from localdiffusion.server.a1111.images import a1111_mask, fit_image, image_from_base64
-from localdiffusion.server.a1111.options import randn_device, setting
+from localdiffusion.server.a1111.options import checked_setting, randn_device, setting
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from localdiffusion.server.a1111.state import A1111State
 from localdiffusion.server.studio import Studio
@@ -73,11 +73,26 @@ def _common_fields(req: GenerationRequest, studio: Studio, state: A1111State) ->
     rng = randn_device(str(setting(req, state, "randn_source")), "override_settings.randn_source")
     fields: dict[str, Any] = {name: req.given(name) for name in _SAME_FIELDS}
     fields.update(sampler_name=sampler.name, scheduler=schedule, model=model.name, rng=rng,
-                  clip_skip=setting(req, state, "CLIP_stop_at_last_layers"))
+                  clip_skip=setting(req, state, "CLIP_stop_at_last_layers"), **_sampler_settings(req, state, sampler))
     if req.refiner_checkpoint and req.refiner_checkpoint != "None":
         fields["refiner_checkpoint"] = find_checkpoint(studio, req.refiner_checkpoint, "refiner_checkpoint").name
         fields["refiner_switch_at"] = req.refiner_switch_at if req.refiner_switch_at is not None else 0.8
     return _with_infotext(req, fields), model
+
+
+def _sampler_settings(req: GenerationRequest, state: A1111State, sampler: Sampler) -> dict[str, Any]:
+    """A1111's options that change how its samplers run, for this request: the request's `eta` (else the
+    "eta (ancestral)" or "eta DDIM" option, when not its default), ENSD, SGM noise multiplier, pad conds."""
+    fields: dict[str, Any] = {}
+    for key in ("eta_noise_seed_delta", "sgm_noise_multiplier", "pad_cond_uncond"):
+        fields[key] = checked_setting(key, setting(req, state, key))
+    eta = req.eta
+    if eta is None and sampler.takes_eta:
+        key = "eta_ddim" if sampler.is_timestep_sampler else "eta_ancestral"
+        eta = checked_setting(key, setting(req, state, key))
+        eta = None if eta == sampler.default_eta else eta
+    fields["eta"] = eta
+    return fields
 
 
 def _schedule_label(name: str | None) -> str:

@@ -14,6 +14,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "CLIP_stop_at_last_layers": 1,
     "randn_source": "CPU",  # A1111's default is GPU; ours draws noise on the CPU so recipes reproduce
     "eta_noise_seed_delta": 0,
+    "eta_ancestral": 1.0,
+    "eta_ddim": 0.0,
+    "sgm_noise_multiplier": False,
+    "pad_cond_uncond": False,
     "live_previews_enable": True,
     "show_progress_every_n_steps": 1,
     "enable_pnginfo": True,
