@@ -14,7 +14,8 @@ from localdiffusion.cli.app import _register_commands
 from localdiffusion.cli.common import app
 from localdiffusion.cli.options import RecipeFlags, recipe_options
 
-SHARED = ["prompt", "negative", "model", "steps", "cfg", "sampler", "scheduler", "seed", "size", "clip_skip", "init", "denoise"]
+SHARED = ["prompt", "negative", "model", "steps", "cfg", "sampler", "scheduler", "seed", "size", "clip_skip", "init", "denoise",
+          "eta", "ensd", "rng", "sgm_noise_multiplier", "pad_conds"]
 
 
 def params_of(command_name: str) -> dict:
@@ -33,6 +34,8 @@ def test_each_recipe_command_has_the_shared_flags_with_the_same_names_and_defaul
         "steps": (["--steps"], 20), "cfg": (["--cfg"], 7.0), "sampler": (["--sampler"], "Euler a"),
         "scheduler": (["--scheduler"], "Automatic"), "seed": (["--seed"], -1), "size": (["--size"], None),
         "clip_skip": (["--clip-skip"], 1), "init": (["--init"], None), "denoise": (["--denoise"], 0.75),
+        "eta": (["--eta"], None), "ensd": (["--ensd"], 0), "rng": (["--rng"], "cpu"),
+        "sgm_noise_multiplier": (["--sgm-noise-multiplier"], False), "pad_conds": (["--pad-conds"], False),
     }
     same_help = ["negative", "model", "steps", "cfg", "sampler", "scheduler", "clip_skip", "denoise"]
     assert {n: params[n].help for n in same_help} == {n: params_of("generate")[n].help for n in same_help}
@@ -66,7 +69,8 @@ def test_recipe_options_put_the_flags_where_the_command_names_them_and_gather_th
     first, flags, last = seen[0]
     assert (first, last) == (1, 2)
     assert flags == RecipeFlags(prompt="a cat", negative="", model=None, steps=3, cfg=7.0, sampler="Euler a",
-                                scheduler="Automatic", seed=-1, size="64x32", clip_skip=1, init=picture, denoise=0.75)
+                                scheduler="Automatic", seed=-1, size="64x32", clip_skip=1, init=picture, denoise=0.75,
+                                eta=None, ensd=0, rng="cpu", sgm_noise_multiplier=False, pad_conds=False)
     fields = flags.recipe_fields()
     assert (fields["width"], fields["height"], fields["mode"], fields["init_image"]) == (64, 32, "img2img", str(picture.resolve()))
     assert fields["cfg_scale"] == 7.0 and fields["sampler_name"] == "Euler a" and fields["denoising_strength"] == 0.75

@@ -58,7 +58,6 @@ def generate(
     pixel_perfect: bool = options.PIXEL_PERFECT,
     reference: list[str] = options.REFERENCE,
     reference_model: list[str] = options.REFERENCE_MODEL,
-    rng: str = typer.Option("cpu", "--rng", help="cpu: the same image on every machine; device: draw noise on the GPU."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: fp16 on GPU, fp32 on CPU)."),
@@ -72,7 +71,7 @@ def generate(
     recipe = recipe_from_fields(
         **flags.recipe_fields(mask, outpaint), subseed=subseed, subseed_strength=subseed_strength,
         batch_size=batch_size, n_iter=batch_count, mask_blur=mask_blur, inpainting_fill=fill,
-        inpaint_full_res=only_masked, inpaint_full_res_padding=padding, rng=rng, mask=existing(mask, "mask"),
+        inpaint_full_res=only_masked, inpaint_full_res_padding=padding, mask=existing(mask, "mask"),
         outpaint=parse_outpaint(outpaint) if outpaint else None,
         enable_hr=hires is not None, hr_scale=hires or 2.0, hr_second_pass_steps=hires_steps, hr_upscaler=hires_upscaler,
         controls=options.parse_controls(control, control_model, control_mode, pixel_perfect),

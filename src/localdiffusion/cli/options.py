@@ -22,7 +22,14 @@ MODEL = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path 
 STEPS = typer.Option(20, "--steps", help="Denoising steps: more refines detail, slower.")
 CFG = typer.Option(7.0, "--cfg", help="Guidance scale: how strongly the image follows the prompt.")
 SAMPLER = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'.")
-SCHEDULER = typer.Option("Automatic", "--scheduler", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform.")
+SCHEDULER = typer.Option("Automatic", "--scheduler",
+                         help="Schedule type: Automatic (the sampler's own), Uniform, Karras, Exponential, Polyexponential, SGM Uniform, "
+                              "KL Optimal, Align Your Steps, Simple, Normal, DDIM or Beta.")
+ETA = typer.Option(None, "--eta", help="Noise an ancestral sampler or DDIM adds back each step, 0-1 (default: 1, DDIM 0).")
+ENSD = typer.Option(0, "--ensd", help="A1111's eta noise seed delta: the step noise comes from seed + ENSD (31337 on many shared images).")
+RNG_SOURCE = typer.Option("cpu", "--rng", help="Noise source: cpu, device (A1111's GPU) or nv (an NVIDIA GPU's numbers on any machine).")
+SGM_NOISE = typer.Option(False, "--sgm-noise-multiplier", help="A1111's SGM noise multiplier: the first noise times sqrt(1 + sigma^2).")
+PAD_CONDS = typer.Option(False, "--pad-conds", help="A1111's 'Pad prompt/negative prompt': long prompts run in one padded batch.")
 CLIP_SKIP = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer (2 suits many anime models).")
 DENOISE = typer.Option(0.75, "--denoise", help="Denoising strength: 0 keeps the input, 1 ignores it.")
 
@@ -71,6 +78,11 @@ class RecipeFlags:
     clip_skip: int
     init: Optional[Path]
     denoise: float
+    eta: Optional[float]
+    ensd: int
+    rng: str
+    sgm_noise_multiplier: bool
+    pad_conds: bool
 
     def recipe_fields(self, mask: Optional[Path] = None, outpaint: Optional[str] = None) -> dict:
         """Recipe fields from these flags; the mode follows from --init and the command's --mask/--outpaint."""
@@ -78,7 +90,8 @@ class RecipeFlags:
         return dict(
             prompt=self.prompt, negative_prompt=self.negative, model=self.model, steps=self.steps, cfg_scale=self.cfg,
             sampler_name=self.sampler, scheduler=self.scheduler, seed=self.seed, width=width, height=height,
-            clip_skip=self.clip_skip, denoising_strength=self.denoise,
+            clip_skip=self.clip_skip, denoising_strength=self.denoise, eta=self.eta, eta_noise_seed_delta=self.ensd,
+            rng=rng_source(self.rng), sgm_noise_multiplier=self.sgm_noise_multiplier, pad_cond_uncond=self.pad_conds,
             mode=mode_for(self.init, mask, outpaint), init_image=existing(self.init, "input image"),
         )
 
@@ -98,6 +111,11 @@ def _recipe_parameters(prompt_help: str, seed_help: str, size_help: str, init_he
         "clip_skip": (int, CLIP_SKIP),
         "init": (Optional[Path], typer.Option(None, "--init", help=init_help)),
         "denoise": (float, DENOISE),
+        "eta": (Optional[float], ETA),
+        "ensd": (int, ENSD),
+        "rng": (str, RNG_SOURCE),
+        "sgm_noise_multiplier": (bool, SGM_NOISE),
+        "pad_conds": (bool, PAD_CONDS),
     }
     return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=declared[f.name][1], annotation=declared[f.name][0])
             for f in fields(RecipeFlags)]
@@ -128,6 +146,14 @@ def recipe_options(*, seed_help: str, init_help: str, prompt_help: str = "What t
         return with_flags
 
     return decorate
+
+
+def rng_source(text: str) -> str:
+    """--rng's value as a Recipe's `rng` (A1111's names CPU, GPU and NV are accepted too)."""
+    sources = {"cpu": "cpu", "device": "device", "gpu": "device", "nv": "nv"}
+    if text.lower() not in sources:
+        raise BadInput(f"The RNG source '{text}' is not known; use {one_of(['cpu', 'device', 'nv'])}.", field="rng")
+    return sources[text.lower()]
 
 
 def parse_size(text: str) -> tuple[int, int]:

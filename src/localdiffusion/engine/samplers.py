@@ -70,7 +70,8 @@ class Sampler:
 
 def _a1111(k: KSampler) -> Sampler:
     types = tuple(t for t in SCHEDULE_TYPES if t != "Automatic")
-    stochastic = k.uses_ensd or k.brownian_noise or "eta" in inspect.signature(k.function).parameters
+    parameters = inspect.signature(k.function).parameters
+    stochastic = k.uses_ensd or k.brownian_noise or "eta" in parameters or "noise_sampler" in parameters
     automatic = "A1111's timesteps (any schedule type is accepted and ignored, as A1111 does)" if k.kind == "timesteps" else k.automatic
     return Sampler(k.name, automatic, types, stochastic, k=k)
 
