@@ -2,9 +2,13 @@
 
 Three figures, each a ratio of two timings taken in one invocation:
 
-1. Engine overhead: `Engine.generate(recipe)` against the naive diffusers call
-   `StableDiffusionPipeline.from_pretrained(folder)(prompt, num_inference_steps=..., generator=...)`,
-   both with their models already loaded and warmed up once; generation call only. The runs
+1. Engine overhead, twice:
+   a. a diffusers sampler (DEIS): `Engine.generate(recipe)` against the naive diffusers call
+      `StableDiffusionPipeline.from_pretrained(folder)(prompt, num_inference_steps=..., generator=...)`;
+   b. an A1111 sampler (Euler): `Engine.generate(recipe)` against the same sampler run plainly: the
+      pipeline's `encode_prompt`, the k-sampling core's Euler over a plain CFG denoiser around the UNet,
+      the VAE decode and A1111's 8-bit conversion, nothing else.
+   Both sides have their models loaded and warmed up once; generation call only. The runs
    alternate (ours, theirs, theirs, ours, ...) so that drift in machine load hits both sides.
    Cases: the tiny test SD1 model at 128x128 and the full-size SD1.5 architecture with random
    weights at 512x512 (2 steps by default).
@@ -273,7 +277,7 @@ def same_pixels(a, b) -> bool:
 
 def engine_against_raw(case: Case, homes: Path, device: torch.device, dtype: torch.dtype, wait_idle: float,
                        report: Report) -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import DEISMultistepScheduler, StableDiffusionPipeline
 
     from localdiffusion.engine import Engine, EngineOptions
     from localdiffusion.recipe import Recipe
@@ -281,7 +285,7 @@ def engine_against_raw(case: Case, homes: Path, device: torch.device, dtype: tor
     home = fresh_home(homes, f"home-{case.name}", case.folder)
     engine = Engine(library_of(home), EngineOptions(device=str(device), dtype=str(dtype).removeprefix("torch.")))
     recipe = Recipe(prompt=PROMPT, negative_prompt="", seed=SEED, steps=case.steps, width=case.size, height=case.size,
-                    cfg_scale=CFG, sampler_name="Euler", model=case.folder.name)
+                    cfg_scale=CFG, sampler_name="DEIS", model=case.folder.name)
     wait_for_quiet(wait_idle)
     log(f"{case.name}: engine, cold generate (loads the model)")
     cold, first = timed(lambda: engine.generate(recipe), device)
@@ -291,7 +295,7 @@ def engine_against_raw(case: Case, homes: Path, device: torch.device, dtype: tor
     log(f"{case.name}: raw diffusers, from_pretrained and warm-up")
     raw_load, raw = timed(lambda: StableDiffusionPipeline.from_pretrained(
         str(case.folder), local_files_only=True, dtype=dtype).to(device), device)
-    raw.scheduler = EulerDiscreteScheduler.from_config(raw.scheduler.config)  # the engine's "Euler"
+    raw.scheduler = DEISMultistepScheduler.from_config(raw.scheduler.config)  # the engine's "DEIS"
     raw.set_progress_bar_config(disable=True)
 
     def raw_call():
@@ -301,7 +305,7 @@ def engine_against_raw(case: Case, homes: Path, device: torch.device, dtype: tor
     identical = same_pixels(first.images[0], raw_call())
     ours, theirs = interleaved(lambda: engine.generate(recipe), raw_call, case.repeats, device, case.name, wait_idle)
     report.rows.append(Row(
-        "1 engine overhead", f"{case.name} {case.size}x{case.size}, {case.steps} steps, median of {case.repeats}",
+        "1a engine overhead", f"{case.name} {case.size}x{case.size}, DEIS, {case.steps} steps, median of {case.repeats}",
         statistics.median(ours.wall), statistics.median(theirs.wall),
         f"same pixels as diffusers: {'yes' if identical else 'NO'}; {compare(ours, theirs)}", f"<= {GOAL_OVERHEAD}",
     ))
@@ -309,6 +313,47 @@ def engine_against_raw(case: Case, homes: Path, device: torch.device, dtype: tor
         "2 warm cache", f"{case.name}: 2nd generate vs 1st (cold)", warm, cold,
         f"cold = load {first.timings.get('load', 0):.2f} s + generate {first.timings.get('generate', 0):.2f} s "
         f"(raw from_pretrained alone: {raw_load:.2f} s)",
+    ))
+
+
+def a1111_against_plain(case: Case, homes: Path, device: torch.device, dtype: torch.dtype, wait_idle: float,
+                        report: Report) -> None:
+    """Figure 1b: the engine's A1111 Euler against the same sampler wired plainly over the same pipeline."""
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.engine.k_sampling.denoiser import CFGDenoiser, alphas_cumprod_from_config, unet_network
+    from localdiffusion.engine.k_sampling.pixels import to_uint8_a1111
+    from localdiffusion.engine.k_sampling.rng import ImageRNG
+    from localdiffusion.engine.k_sampling.run import denoiser_for, sample
+    from localdiffusion.engine.k_sampling.table import K_SAMPLERS
+    from localdiffusion.recipe import Recipe
+
+    home = fresh_home(homes, f"home-a1111-{case.name}", case.folder)
+    engine = Engine(library_of(home), EngineOptions(device=str(device), dtype=str(dtype).removeprefix("torch.")))
+    recipe = Recipe(prompt=PROMPT, negative_prompt="", seed=SEED, steps=case.steps, width=case.size, height=case.size,
+                    cfg_scale=CFG, sampler_name="Euler", model=case.folder.name)
+    first = engine.generate(recipe)
+    pipe = StableDiffusionPipeline.from_pretrained(str(case.folder), local_files_only=True, dtype=dtype).to(device)
+    sampler = K_SAMPLERS["Euler"]
+    den = denoiser_for(sampler, unet_network(pipe.unet), alphas_cumprod_from_config(pipe.scheduler.config).to(device))
+
+    @torch.no_grad()
+    def plain_call():
+        cond, uncond = pipe.encode_prompt(PROMPT, device, 1, True, "")
+        extra = {"cond": {"encoder_hidden_states": cond}, "uncond": {"encoder_hidden_states": uncond}, "cond_scale": CFG}
+        image_rng = ImageRNG((4, case.size // 8, case.size // 8), [SEED], device=device)
+        latents = sample(sampler, CFGDenoiser(den), den, image_rng, [SEED], case.steps, extra_args=extra, device=device)
+        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
+        return Image.fromarray(to_uint8_a1111(decoded)[0])
+
+    identical = same_pixels(first.images[0], plain_call())
+    ours, theirs = interleaved(lambda: engine.generate(recipe), plain_call, case.repeats, device, case.name, wait_idle)
+    report.rows.append(Row(
+        "1b A1111 sampler overhead", f"{case.name} {case.size}x{case.size}, Euler, {case.steps} steps, median of {case.repeats}",
+        statistics.median(ours.wall), statistics.median(theirs.wall),
+        f"same pixels as the plain run: {'yes' if identical else 'NO'}; {compare(ours, theirs)}", f"<= {GOAL_OVERHEAD}",
     ))
 
 
@@ -413,12 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         log("building the tiny SD1 model")
         tiny = Case("tiny-sd1", build_tiny(work), 128, 8, args.repeats or 20)
         engine_against_raw(tiny, homes, device, dtype, args.wait_idle, report)
+        a1111_against_plain(tiny, homes, device, dtype, args.wait_idle, report)
         free()  # the models of a case go when its function returns
         if not args.quick:
             log("building the full-size SD1.5 architecture with random weights (about 4 GB on disk)")
             folder, single = build_full(work, DTYPES[args.single_file_dtype])
             full = Case(folder.name, folder, 512, args.steps, args.repeats or 2)
             engine_against_raw(full, homes, device, dtype, args.wait_idle, report)
+            a1111_against_plain(full, homes, device, dtype, args.wait_idle, report)
             free()
             single_file_load(single, folder, homes, args.repeats or 2, device, args.wait_idle, report)
     finally:

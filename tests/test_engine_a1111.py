@@ -15,6 +15,7 @@ import json
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -241,3 +242,50 @@ def test_timestep_samplers_in_the_engine_are_the_core_wired_by_hand(layouts, nam
     got, result = _ours(engine, "single.safetensors", name, "Automatic")
     assert np.array_equal(got, expected)
     assert f"Sampler: {name}," in result.infotexts[0]
+
+
+def _a1111_png(path, image, infotext):
+    """A PNG as A1111 saves it: the picture and its infotext in a `parameters` text chunk, nothing of ours."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext)
+    image.save(path, pnginfo=info)
+    return path
+
+
+def test_an_a1111_png_replays_to_its_own_picture(layouts, tmp_path):
+    """The infotext alone (A1111's PNG) rebuilds a recipe that gives the very same picture, and nothing is
+    reported as differing."""
+    from localdiffusion.engine.replay import recipe_for_replay, replay_differences
+    from localdiffusion.metadata import read_image_metadata
+
+    engine, _ = layouts
+    first = engine.generate(Recipe(prompt=PROMPT, negative_prompt=NEGATIVE, seed=SEED, steps=STEPS, width=SIZE, height=SIZE,
+                                   sampler_name="DPM++ 2S a", scheduler="Beta", eta_noise_seed_delta=31337, rng="nv",
+                                   model="single.safetensors"))
+    png = _a1111_png(tmp_path / "a1111.png", first.images[0], first.infotexts[0])
+    recipe = recipe_for_replay(png, engine.library)
+    again = engine.generate(recipe)
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(first.images[0]))
+    assert replay_differences(read_image_metadata(png), recipe, engine.library, torch.device("cpu")) == []
+
+
+def test_replay_says_in_one_sentence_each_what_will_differ(layouts, tmp_path):
+    from localdiffusion.engine.replay import replay_differences
+    from localdiffusion.metadata import read_image_metadata
+
+    engine, _ = layouts
+    infotext = ("a cat <lora:missing_style:0.8>\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, "
+                "Size: 512x512, Model hash: 0123456789, Model: someone_elses_model, RNG: GPU, NGMS: 2, "
+                "ADetailer model: face_yolov8n.pt, Version: v1.10.1")
+    png = _a1111_png(tmp_path / "theirs.png", Image.new("RGB", (64, 64)), infotext)
+    meta = read_image_metadata(png)
+    reasons = replay_differences(meta, meta.to_recipe(strict=False), engine.library, torch.device("cpu"))
+    text = " | ".join(reasons)
+    assert "'someone_elses_model' (hash 0123456789) is not here" in text
+    assert "LoRA 'missing_style'" in text
+    assert "RNG: GPU" in text and "NV" in text
+    assert "'NGMS' is not applied" in text
+    assert "ADetailer extension" in text
+    assert all(reason.count(". ") == 0 and "\n" not in reason for reason in reasons)

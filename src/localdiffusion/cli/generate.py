@@ -87,12 +87,16 @@ def replay(
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the regenerated PNG."),
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Regenerate an image from the recipe embedded in it."""
-    from localdiffusion.engine.replay import recipe_for_replay
+    """Regenerate an image from the recipe embedded in it; first say what, if anything, will make it differ."""
+    from localdiffusion.engine.device import pick_device
+    from localdiffusion.engine.replay import recipe_for_replay, replay_differences
+    from localdiffusion.metadata import read_image_metadata
 
     h = home_from(home)
     library = library_for(h)
     recipe = recipe_for_replay(image, library)
+    for reason in replay_differences(read_image_metadata(image), recipe, library, pick_device(None)):
+        err.print(f"[yellow]Will differ:[/yellow] {reason}", highlight=False)
     run(recipe, h, out_dir, {})
 
 

@@ -408,7 +408,8 @@ class Engine:
         network = UNetNetwork(TorchBackend.of(pipe), control, image_cond)
         config = pipe.scheduler.config
         parameterization = "v" if config.get("prediction_type") == "v_prediction" else "eps"
-        alphas_cumprod = alphas_cumprod_from_config(config, dtype=torch.float64).to(self.device)
+        precise = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64 (nor has A1111 there)
+        alphas_cumprod = alphas_cumprod_from_config(config, dtype=precise).to(self.device)
         denoiser = k_run.denoiser_for(run.sampler.k, network, alphas_cumprod, parameterization)
         conds = prompts.pair_for_run(pipe, evaluations, len(run.seeds), width, height, self.device, recipe.pad_cond_uncond)
         if run.bound.references and pipe is run.bound.pipe:  # the refiner has no IP-Adapter

@@ -65,6 +65,18 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                                  "More padding blends better with the context; less gives more detail to the area.", 4),
     "outpaint": ("Outpaint", "Extends the image beyond its edges by the pixels you give for each side, and paints the "
                  "new area to match. Extend a little at a time for the most coherent result.", 8),
+    "eta": ("Eta", "How much fresh noise an ancestral sampler ('a') or DDIM adds back at each step. Empty uses the "
+            "sampler's default (1; DDIM 0); lower keeps the picture steadier across steps, 0 adds none.", 0.05),
+    "eta_noise_seed_delta": ("Eta noise seed delta (ENSD)", "A1111's ENSD: samplers that add noise at each step draw it "
+                             "from the seed plus this number. Many shared images used 31337; set it to theirs to get "
+                             "their picture, 0 otherwise.", 1),
+    "rng": ("Noise source", "Where the starting noise comes from. CPU gives the same picture on every machine; this "
+            "device uses the GPU's own generator; NV gives the numbers an NVIDIA GPU gives, on any machine, which is "
+            "what images made with A1111's default need.", None),
+    "sgm_noise_multiplier": ("SGM noise multiplier", "Starts from slightly stronger noise, as the SDXL authors' code "
+                             "does (A1111's option). Only to match images made with it on.", None),
+    "pad_cond_uncond": ("Pad prompt/negative prompt", "For prompts over 75 tokens: pads the shorter of prompt and "
+                        "negative prompt so both run in one batch (A1111's option). Only to match images made with it on.", None),
     "references": ("Reference images", "A picture the new image should resemble: its character, clothes, colours and "
                    "style carry over, while the prompt still sets the scene. The scale is how strongly: 0 ignores the "
                    "picture, around 0.5 borrows its look, near 1 copies it closely and the prompt matters less.", 0.05),
@@ -138,6 +150,17 @@ CARDS: dict[str, Card] = {
                                "0.7-0.9 to redraw.", "blend", why_not=_NEEDS_INPUT),
     "clip_skip": Card("How early in the text model your words are read.", "1; 2 for many anime-style models.",
                       "layers", ("1", "2", "3")),
+    "eta": Card("How much fresh noise an ancestral sampler adds back at each step.", "Empty (the sampler's "
+                "default); 0.5-1 with 'a' samplers.", "blend", why_not="a compare axis for eta is not offered yet."),
+    "eta_noise_seed_delta": Card("A number added to the seed for the noise drawn during sampling.", "0, or the ENSD "
+                                 "an image you want to match was made with (often 31337).", "seeds",
+                                 why_not="it matters only to match another image's settings."),
+    "rng": Card("Where the starting noise is drawn.", "CPU; NV to match images made with A1111 on an NVIDIA GPU.",
+                "seeds", why_not="it matters only to match another image's settings."),
+    "sgm_noise_multiplier": Card("Starts sampling from slightly stronger noise.", "Off, unless matching an image "
+                                 "made with it.", "curves", why_not="it matters only to match another image's settings."),
+    "pad_cond_uncond": Card("Runs a long prompt and a short negative prompt in one padded batch.", "Off, unless "
+                            "matching an image made with it.", "words", why_not="it matters only to match another image's settings."),
     "enable_hr": Card("Paint small, then enlarge and repaint for a big, clean picture.", "On above the native "
                       "size.", "enlarge", why_not="it makes large images, too slow for a quick comparison."),
     "hr_scale": Card("How much larger the second pass makes the picture.", "1.5-2.", "enlarge",

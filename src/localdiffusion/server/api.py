@@ -27,6 +27,7 @@ from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
 from localdiffusion.jobs.worker import cancel_job as stop_job
+from localdiffusion.engine.replay import replay_differences
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
@@ -194,9 +195,10 @@ def pnginfo(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
         recipe = None if meta.is_empty() else meta.to_recipe(strict=False)
     except BadInput:
         recipe = None
+    differences = replay_differences(meta, recipe, studio.library, studio.engine.device) if recipe else []
     return {"source": meta.source, "fields": jsonable_encoder(meta.fields), "model_name": meta.model_name,
             "model_hash": meta.model_hash, "recipe": recipe.model_dump(mode="json") if recipe else None,
-            "infotext": metadata_infotext(meta, recipe), "extra": meta.extra}
+            "infotext": metadata_infotext(meta, recipe), "extra": meta.extra, "differences": differences}
 
 
 # --- jobs --------------------------------------------------------------------------------

@@ -28,9 +28,11 @@ const MAX_CARDS = 12;
 
 // Recipe fields read from and written to plain inputs of the same name.
 const NUMBER_FIELDS = ["width", "height", "steps", "cfg_scale", "seed", "batch_size", "n_iter", "denoising_strength",
-  "clip_skip", "subseed", "subseed_strength", "hr_scale", "hr_second_pass_steps", "mask_blur", "inpaint_full_res_padding"];
+  "clip_skip", "subseed", "subseed_strength", "hr_scale", "hr_second_pass_steps", "mask_blur", "inpaint_full_res_padding",
+  "eta", "eta_noise_seed_delta"];
 const TEXT_FIELDS = ["prompt", "negative_prompt", "hr_upscaler"];
-const CHECK_FIELDS = ["enable_hr", "inpaint_full_res"];
+const CHECK_FIELDS = ["enable_hr", "inpaint_full_res", "sgm_noise_multiplier", "pad_cond_uncond"];
+const RNG_SOURCES = [["cpu", "CPU (the same everywhere)"], ["device", "This device's own"], ["nv", "NV (an NVIDIA GPU's numbers)"]];
 
 function orientation([w, h]) {
   return w === h ? "square" : w > h ? "landscape" : "portrait";
@@ -183,7 +185,9 @@ class GeneratePage {
       h("fieldset", { class: "group" }, h("legend", {}, "Seed and batch"),
         seed, h("div", { class: "row" }, numberField("batch_size"), numberField("n_iter"))),
       h("details", { class: "group more" }, h("summary", {}, "More settings"),
-        numberField("clip_skip"), h("div", { class: "row" }, numberField("subseed"), numberField("subseed_strength", { slider: true }))),
+        numberField("clip_skip"), h("div", { class: "row" }, numberField("subseed"), numberField("subseed_strength", { slider: true })),
+        h("div", { class: "row" }, numberField("eta"), numberField("eta_noise_seed_delta")),
+        selectField("rng", RNG_SOURCES), h("div", { class: "row" }, checkField("sgm_noise_multiplier"), checkField("pad_cond_uncond"))),
       h("div", { class: "submit-row" }, this.submitButton, this.formError));
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -445,6 +449,11 @@ class GeneratePage {
       clip_skip: number("clip_skip"),
       subseed: number("subseed") ?? -1,
       subseed_strength: number("subseed_strength"),
+      eta: number("eta"),
+      eta_noise_seed_delta: number("eta_noise_seed_delta"),
+      rng: this.field("rng").value,
+      sgm_noise_multiplier: this.field("sgm_noise_multiplier").checked,
+      pad_cond_uncond: this.field("pad_cond_uncond").checked,
     };
     if (this.mode !== "outpaint") Object.assign(recipe, { width: number("width"), height: number("height") });
     if (this.mode === "txt2img" && this.field("enable_hr").checked) {
@@ -478,6 +487,8 @@ class GeneratePage {
     }
     for (const name of CHECK_FIELDS) if (typeof recipe[name] === "boolean") this.setValue(name, recipe[name]);
     if (recipe.inpainting_fill !== undefined) this.setValue("inpainting_fill", String(recipe.inpainting_fill));
+    if (recipe.rng) this.setValue("rng", recipe.rng);
+    if ("eta" in recipe && recipe.eta === null) this.setValue("eta", "");
     if (recipe.model) {
       chooseOption(this.modelSelect, recipe.model);
       this.family = this.currentModel()?.family || null;

@@ -41,10 +41,19 @@ export async function readSettings(file) {
     body.replaceChildren(
       h("p", { class: "meta" }, found ? `Made with ${source || "an unknown tool"}.` : "This image carries no generation settings that can be read."),
       found ? recipeView({ ...found, model: found.model || info.model_name }) : null,
+      found ? sameOrNot(info.differences || []) : null,
       info.infotext ? h("details", {}, h("summary", {}, "Parameters as text"), h("pre", {}, info.infotext)) : null);
   } catch (error) {
     body.replaceChildren(h("p", { class: "job-error" }, error.detail || String(error)));
   }
+}
+
+/** Whether "Use these settings" gives this very picture here, and if not, why (the server's sentences). */
+function sameOrNot(differences) {
+  if (!differences.length) return h("p", { class: "meta replay-same" }, "Used here, these settings give this same picture.");
+  return h("div", { class: "replay-differs", role: "note" },
+    h("p", {}, "Used here, these settings will give a different picture:"),
+    h("ul", {}, ...differences.map((reason) => h("li", {}, reason))));
 }
 
 /** A file picker for the same thing, for those who prefer the keyboard to dragging. */
