@@ -217,7 +217,7 @@ def captured_residuals(control_engine, monkeypatch, fields: dict, controls: list
 def test_control_modes_scale_and_mask_the_residuals_as_the_extension(control_engine, monkeypatch, edges, fields, model, count):
     """Step 1 starts from the same latents in every mode, so its residuals compare exactly: Balanced gives the
     ControlNet's own (weight 1), "My prompt" scales residual i by 0.825 ** (12 - i) (the mid one last), and
-    "ControlNet" also zeroes CFG's unconditional half (the first of the batch)."""
+    "ControlNet" also zeroes CFG's unconditional half (the second of A1111's [prompt; negative] batch)."""
     fields = {**fields, "steps": 1, "batch_size": 2}
 
     def first(mode: str, weight: float = 1.0) -> list[torch.Tensor]:
@@ -233,15 +233,16 @@ def test_control_modes_scale_and_mask_the_residuals_as_the_extension(control_eng
         assert scale == pytest.approx(hand[i], abs=5e-5)
         assert raw.shape[0] == 4 and raw.abs().max() > 0  # CFG's two halves of a batch of two
         assert torch.equal(soft, raw * scale)
-        assert torch.equal(hard[:2], torch.zeros_like(hard[:2])) and torch.equal(hard[2:], soft[2:])
+        assert torch.equal(hard[2:], torch.zeros_like(hard[2:])) and torch.equal(hard[:2], soft[:2])
     # The weight multiplies the scales.
     half = first(PROMPT_FIRST, weight=0.5)
     assert all(torch.allclose(h, s * 0.5, rtol=1e-6, atol=0) for h, s in zip(half, prompt_first))
 
 
 def test_without_cfg_controlnet_first_is_my_prompt_first(control_engine, monkeypatch, edges):
-    """With CFG off (scale 1) every row is conditional, so nothing is masked."""
-    fields = {**SD1, "steps": 1, "cfg_scale": 1.0}
+    """With CFG off (scale 1) a diffusers sampler runs only the prompt, so every row is conditional and nothing is
+    masked. (A1111's samplers always run the negative prompt too, and mask it as the extension does.)"""
+    fields = {**SD1, "steps": 1, "cfg_scale": 1.0, "sampler_name": "DEIS"}
     (soft,), (hard,) = (captured_residuals(control_engine, monkeypatch, fields, [unit("tiny-sd1-canny", edges, control_mode=m)])
                         for m in (PROMPT_FIRST, CONTROL_FIRST))
     assert all(torch.equal(a, b) for a, b in zip([*soft[0], soft[1]], [*hard[0], hard[1]]))

@@ -168,7 +168,7 @@ def test_studio_frames_are_vae_decodes_of_up_to_ten_steps_decoded_in_batches(eng
 
     batches = []
     decode = TorchBackend.vae_decode  # every VAE decode, the engine's and the timeline's, goes through the backend
-    monkeypatch.setattr(TorchBackend, "vae_decode", lambda self, latents: batches.append(latents.shape[0]) or decode(self, latents))
+    monkeypatch.setattr(TorchBackend, "vae_decode", lambda self, latents, **kw: batches.append(latents.shape[0]) or decode(self, latents, **kw))
     explain_run(engine, Recipe(**{**BASE, "steps": 12}), tmp_path, frames=True)
     data = json.loads((tmp_path / "explain.json").read_text())
     framed = [s for s in data["timeline"]["steps"] if "frame" in s]

@@ -147,7 +147,10 @@ def test_models_list_add_and_rescan(client, tmp_path, sd1_folder):
 def test_samplers_schedulers_upscalers_and_presets(client):
     samplers = {s["name"]: s for s in client.get("/api/samplers").json()}
     assert samplers["DPM++ 2M"]["automatic"] == "Karras" and "Karras" in samplers["DPM++ 2M"]["schedule_types"]
-    assert client.get("/api/schedulers").json() == ["Automatic", "Karras", "Exponential", "SGM Uniform"]
+    assert samplers["DPM++ 2M"]["contract"] == "A1111" and samplers["DEIS"]["contract"] == "diffusers"
+    assert samplers["DDIM"]["schedule_types"] == ["Automatic"]
+    assert client.get("/api/schedulers").json() == ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
+                                                    "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
     assert {"Latent", "Lanczos"} <= set(client.get("/api/upscalers").json())
     presets = client.get("/api/presets").json()
     assert [1024, 1024] in presets["sdxl"] and [512, 512] in presets["sd1"] and [768, 768] in presets["sd2-v"]

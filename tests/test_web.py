@@ -218,8 +218,10 @@ def test_each_mode_shows_only_its_fields(page, server):
     expect(page.locator("#f-outpaint_pixels")).to_be_visible()
     expect(page.locator("#f-width")).to_be_hidden()
     # The schedule types offered are those of the chosen sampler.
-    page.select_option("#f-sampler_name", "DDIM")
-    assert page.locator("#f-scheduler option").all_inner_texts() == ["Automatic", "SGM Uniform"]
+    page.select_option("#f-sampler_name", "DEIS")
+    assert page.locator("#f-scheduler option").all_inner_texts() == ["Automatic", "Karras", "Exponential", "SGM Uniform"]
+    page.select_option("#f-sampler_name", "DDIM")  # A1111 runs DDIM over its own timesteps, whatever the type
+    assert page.locator("#f-scheduler option").all_inner_texts() == ["Automatic (A1111's timesteps)"]
 
 
 def test_paint_a_mask_and_inpaint(page, server, tmp_path):

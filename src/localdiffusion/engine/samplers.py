@@ -38,7 +38,7 @@ _DIFFUSERS_SCHEDULES: dict[str, dict[str, Any]] = {
 class Sampler:
     name: str  # A1111's name (or, for a diffusers sampler, the name other tools give it)
     automatic: str  # what "Automatic" means for this sampler
-    schedule_types: tuple[str, ...]  # the types beyond "Automatic" it follows
+    schedule_types: tuple[str, ...]  # the types beyond "Automatic" it follows (what the studio offers)
     stochastic: bool  # draws fresh noise during sampling
     k: KSampler | None = None  # A1111's sampler: sampled as A1111 samples
     scheduler: str = ""  # a diffusers sampler: its scheduler class
@@ -69,10 +69,11 @@ class Sampler:
 
 
 def _a1111(k: KSampler) -> Sampler:
-    types = tuple(t for t in SCHEDULE_TYPES if t != "Automatic")
+    # Timestep samplers follow none (A1111 accepts a type for them and ignores it, and so does resolve_sampler).
+    types = () if k.kind == "timesteps" else tuple(t for t in SCHEDULE_TYPES if t != "Automatic")
     parameters = inspect.signature(k.function).parameters
     stochastic = k.uses_ensd or k.brownian_noise or "eta" in parameters or "noise_sampler" in parameters
-    automatic = "A1111's timesteps (any schedule type is accepted and ignored, as A1111 does)" if k.kind == "timesteps" else k.automatic
+    automatic = "A1111's timesteps" if k.kind == "timesteps" else k.automatic
     return Sampler(k.name, automatic, types, stochastic, k=k)
 
 
