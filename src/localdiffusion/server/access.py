@@ -14,7 +14,8 @@ files) has one of four levels:
 
 With no accounts in the home nothing here applies (one local owner may do everything). With accounts,
 `enforce_access` (an app-wide dependency) checks the level of the route a request reached; a route missing
-from the table counts as FACILITATOR (closed), and `tests/test_accounts.py` fails on it. To add a route,
+from the table counts as FACILITATOR (closed), and `tests/test_accounts.py` fails on it. Routes that are not
+FastAPI's (static files, the schema, the docs) must be PUBLIC: no dependency runs for them. To add a route,
 add its line here.
 """
 
@@ -38,12 +39,13 @@ FACILITATORS_ONLY = "Only a facilitator may do this; ask the person running the 
 FROZEN = "Your account is paused by the facilitator: you can look at your work, but not queue new jobs for now."
 
 ROUTES: dict[str, str] = {
-    # the web UI, the schema and the docs
+    # the web UI, the schema and the docs: files anyone may read (they hold no one's work), so that the sign-in
+    # page loads; these are plain Starlette routes, which no FastAPI dependency guards
     "MOUNT /": PUBLIC,
-    "GET /openapi.json": ANY_USER,
-    "GET /docs": ANY_USER,
-    "GET /docs/init.js": ANY_USER,
-    "MOUNT /docs/assets": ANY_USER,
+    "GET /openapi.json": PUBLIC,
+    "GET /docs": PUBLIC,
+    "GET /docs/init.js": PUBLIC,
+    "MOUNT /docs/assets": PUBLIC,
     # accounts (server/accounts.py)
     "POST /api/auth/login": PUBLIC,
     "POST /api/auth/logout": PUBLIC,

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
-from localdiffusion.server.deps import get_caller
+from localdiffusion.server.deps import CALLER_SCOPE_KEY
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "samples_format": "png",
@@ -39,9 +39,9 @@ _STATE_LOCK = threading.Lock()
 def a1111_state(request: Request) -> A1111State:
     """The caller's A1111 state in this app (one per app, so that two apps in one process never share a model
     choice; with accounts, one per user, so that each keeps their own options and checkpoint)."""
-    caller = get_caller(request)
+    caller = getattr(request, "scope", {}).get(CALLER_SCOPE_KEY)  # a signed-in user; None: the home's owner
     with _STATE_LOCK:
-        if caller.role != "owner":
+        if caller is not None and caller.role != "owner":
             users = getattr(request.app.state, "a1111_users", None)
             if users is None:
                 users = request.app.state.a1111_users = {}
