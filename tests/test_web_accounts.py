@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from test_web import CHROMIUM, CHROMIUM_ARGS, MODEL, TIMEOUT_MS, expect, set_size, sync_api, wait_done  # noqa: F401
+from test_web import MODEL, TIMEOUT_MS, browser, expect, set_size, wait_done  # noqa: F401  (browser: the fixture)
 
 from web_server import running_studio  # noqa: E402
 
@@ -29,14 +29,6 @@ def server(tmp_path_factory, model_home):
             Accounts(db).add(name, password, role)
     with running_studio(home) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def signed_in_page(browser, server, name: str, errors: list[str]):
