@@ -392,8 +392,14 @@ def test_users_commands(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "users", "import", roster, "--cards", tmp_path / "cards.pdf",
                            "--address", "http://class.example:7860/", "--home", home)
     assert code == 0 and "Kept 'ann'" in out and "bo,facilitator,bo-password-22" in out and "Added 2 accounts" in out
-    pdf = (tmp_path / "cards.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") >= 1
+    import pypdf
+
+    cy_password = re.search(r"^cy,participant,(\S+)$", out, re.M).group(1)
+    card = pypdf.PdfReader(tmp_path / "cards.pdf").pages[0]
+    text = card.extract_text()
+    assert all(part in text for part in ("bo", "bo-password-22", "cy", cy_password, "http://class.example:7860/"))
+    assert "ann" not in text.split()  # new accounts only, each with the address's QR code (one image, drawn twice)
+    assert len(card.images) == 1 and card.get_contents().get_data().count(b" Do") == 2
     code, out, _ = run_cli(capsys, "users", "list", "--json", "--home", home)
     assert [(u["name"], u["role"]) for u in json.loads(out)] == [("ann", "participant"), ("bo", "facilitator"), ("cy", "participant")]
     code, out, _ = run_cli(capsys, "users", "passwd", "cy", "--password", "cy-new-password", "--home", home)

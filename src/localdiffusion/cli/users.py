@@ -137,16 +137,17 @@ def login_cards_pdf(entries: list[tuple[str, str]], address: str) -> bytes:
         pdf.set_xy(x + 5, y + 6)
         pdf.set_font("Helvetica", "B", 13)
         pdf.cell(55, 7, "Local Diffusion")
-        rows = (("Name", name), ("Password", password), ("Open", address))
-        for j, (label, value) in enumerate(rows):
-            pdf.set_xy(x + 5, y + 18 + j * 14)
+        # the name beside the QR code; the password and the address below it, across the card
+        rows = ((18, 52, "Name", name, 12), (38, 85, "Password", password, 11), (52, 85, "Open", address, 9))
+        for top_mm, width, label, value, size in rows:
+            pdf.set_xy(x + 5, y + top_mm)
             pdf.set_font("Helvetica", "", 8)
-            pdf.cell(55, 4, label)
-            pdf.set_xy(x + 5, y + 22 + j * 14)
-            pdf.set_font("Courier", "B", 11 if label != "Open" else 8)
-            pdf.cell(55, 6, value)
+            pdf.cell(width, 4, label)
+            pdf.set_xy(x + 5, y + top_mm + 4)
+            pdf.set_font("Courier", "B", size)
+            pdf.cell(width, 6, value)
         qr.seek(0)
-        pdf.image(qr, x + card_w - 36, y + 16, w=31, h=31)
+        pdf.image(qr, x + card_w - 33, y + 5, w=28, h=28)
     if not entries:
         pdf.add_page()
     return bytes(pdf.output())

@@ -86,13 +86,14 @@ class LoginThrottle:
             if len(self._failures) > 10_000:  # names nobody uses: forget the old ones
                 self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] <= self.window}
 
-    def refusal(self, name: str) -> tuple[int, str, dict[str, str]] | None:
+    def refusal(self, name: str, what: str | None = None) -> tuple[int, str, dict[str, str]] | None:
+        """429 with a sentence that says when to try again, while `name` waits; else None."""
         wait = self.wait(name)
         if not wait:
             return None
         at = time.strftime("%H:%M", time.localtime(time.time() + wait))
-        return (429, f"Too many failed sign-ins for '{name[:40]}' in the last 5 minutes; try again in {wait} seconds "
-                     f"(at {at}).", {"Retry-After": str(wait)})
+        return (429, f"Too many {what or f'failed sign-ins for {name[:40]!r}'} in the last 5 minutes; try again in "
+                     f"{wait} seconds (at {at}).", {"Retry-After": str(wait)})
 
 
 @dataclass
@@ -311,10 +312,9 @@ def join(body: Join, request: Request) -> JSONResponse:
     if not state.join_code or not state.accounts.enabled():
         raise HTTPException(404, "This server takes no sign-ups; ask the facilitator for an account.")
     address = "join@" + (request.client.host if request.client else "unknown")
-    throttled = state.throttle.refusal(address)
+    throttled = state.throttle.refusal(address, "wrong join codes from this address")
     if throttled:
-        raise HTTPException(throttled[0], throttled[1].replace(f"sign-ins for '{address}'", "join codes from this address"),
-                            headers=throttled[2])
+        raise HTTPException(throttled[0], throttled[1], headers=throttled[2])
     if not secrets.compare_digest(body.code.encode("utf-8", "replace"), state.join_code.encode("utf-8")):
         state.throttle.failed(address)
         raise HTTPException(403, "The join code is not right; ask the facilitator for it.")

@@ -204,7 +204,7 @@ def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep, store: Com
     """Apply a template, split, merge, move a gutter, slant a border, set the gutter width or add a page."""
     stored = load(store, caller, project_id)
     since = _since(body.version, stored)
-    apply_edit(stored.project, stored.project.find_page(body.page), body, caller.owner_id)
+    apply_edit(stored.project, stored.project.find_page(body.page), body, stored.project.owner_id)
     return VersionedProject.of(stored.project, save(store, stored.project, since))
 
 
