@@ -422,3 +422,51 @@ def test_users_commands(tmp_path, capsys):
     assert code == 0 and "deleted 0 images" in out
     code, out, _ = run_cli(capsys, "users", "list", "--home", home)
     assert out.split() == ["ann", "participant"]
+
+
+# --- a real serve process: sign-in on every address, and a kill -9 keeps each job and its owner ---------------
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_server_keeps_every_job_and_its_owner(tmp_path, model_home):
+    import httpx
+
+    from test_serve import SLOW_RECIPE, free_port, server, wait_until
+
+    home = linked_home(tmp_path / "home", model_home)
+    add_class(home)
+    port, log = free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"  # the server listens on every address; the test only connects to this machine
+
+    def jobs_of(ids: dict[int, str]) -> list[dict]:
+        return [httpx.get(f"{base}/api/jobs/{i}", headers=basic(name), timeout=5).json() for i, name in ids.items()]
+
+    with server(home.root, port, log, "--host", "0.0.0.0", "--join-code", "lighthouse") as proc:
+        banner = wait_until(lambda: "Press Ctrl+C" in log.read_text() and log.read_text(), 30, "the banner", log=log)
+        assert "Everyone signs in: 4 accounts" in banner and "lighthouse" in banner and "Access token" not in banner
+        assert httpx.get(f"{base}/api/status", timeout=5).status_code == 401
+        ids = {}
+        for i, name in enumerate(["ann", "bo", "ann", "bo"]):
+            answer = httpx.post(f"{base}/api/jobs", json={**SLOW_RECIPE, "seed": 7 + i}, headers=basic(name), timeout=30)
+            ids[answer.json()["id"]] = name
+
+        def running_job() -> dict | None:
+            jobs = jobs_of(ids)
+            assert not all(j["status"] == "done" for j in jobs), "every job finished before the server could be killed"
+            return next((j for j in jobs if j["status"] == "running"), None)
+
+        wait_until(running_job, 120, "a job to start running", proc, log)
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.wait(timeout=30)
+
+    with server(home.root, port, log) as restarted:
+        def finished() -> list[dict] | None:
+            jobs = jobs_of(ids)  # each owner still reaches their own jobs
+            return jobs if all(j["status"] in ("done", "failed", "cancelled") for j in jobs) else None
+
+        jobs = wait_until(finished, 300, "the jobs to finish after the restart", restarted, log)
+        assert [j["status"] for j in jobs] == ["done"] * 4, [j["error"] for j in jobs]
+        for name in ("ann", "bo"):
+            gallery = httpx.get(f"{base}/api/images", headers=basic(name), timeout=5).json()["items"]
+            mine = sorted(i for job in jobs for i in job["result"]["images"] if ids[job["id"]] == name)
+            assert sorted(item["id"] for item in gallery) == mine, name
