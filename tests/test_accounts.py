@@ -470,3 +470,14 @@ def test_a_killed_server_keeps_every_job_and_its_owner(tmp_path, model_home):
             gallery = httpx.get(f"{base}/api/images", headers=basic(name), timeout=5).json()["items"]
             mine = sorted(i for job in jobs for i in job["result"]["images"] if ids[job["id"]] == name)
             assert sorted(item["id"] for item in gallery) == mine, name
+
+
+def test_the_schema_names_the_work_zip_as_a_zip():
+    from fastapi.routing import APIRoute
+
+    from localdiffusion.server import accounts, class_users
+    from localdiffusion.server.openapi import answers_bytes, binary_answers
+
+    files = {route.path_format for router in (accounts.router, class_users.router) for route in router.routes
+             if isinstance(route, APIRoute) and answers_bytes(route)}
+    assert files == {"/api/me/work.zip"} and binary_answers()["/api/me/work.zip"] == ("application/zip",)
