@@ -1,7 +1,9 @@
 """`localdiffusion serve`: run the studio (web UI, studio API, A1111-compatible API) at a printed address.
 
 It listens on 127.0.0.1 unless told otherwise; any other address requires an access token, given
-with --token or generated here and printed.
+with --token or generated here and printed. Once the home has accounts (`users add`), everyone signs in
+on every address instead, and no token is generated (one given with --token still works for scripts, as
+the home's owner).
 """
 
 from __future__ import annotations
@@ -97,11 +99,15 @@ def say(text: str) -> None:
     out.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
-def print_banner(host: str, port: int, token: Optional[str], generated: bool, models_help: Optional[str]) -> None:
-    first, *others = addresses(host, port, token)
+def print_banner(host: str, port: int, token: Optional[str], generated: bool, models_help: Optional[str],
+                 accounts: int = 0, join_code: Optional[str] = None) -> None:
+    first, *others = addresses(host, port, None if accounts else token)
     say(f"Local Diffusion is running at {first}")
     for other in others:
         say(f"From other machines: {other}")
+    if accounts:
+        say(f"Everyone signs in: {accounts} account{'' if accounts == 1 else 's'} (see 'localdiffusion users list')."
+            + (f" New participants can join with the code {join_code}." if join_code else ""))
     if generated:
         say(f"Access token: {token}  (generated because the server listens beyond this machine; give it with --token to keep it)")
     if models_help:
@@ -121,6 +127,8 @@ def serve(
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles: large images with bounded memory."),
     attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),
+    join_code: Optional[str] = typer.Option(None, "--join-code", envvar="LOCALDIFFUSION_JOIN_CODE",
+                                            help="Let people make their own participant account with this code (needs accounts: 'users add')."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Open the studio in your browser: the web UI, its JSON API (/api, docs at /docs) and an A1111-compatible API (/sdapi/v1)."""
@@ -132,16 +140,24 @@ def serve(
     from localdiffusion.server.studio import Studio
     from localdiffusion.store.home import add_models_help
 
-    token, generated = token_for(host, token)
+    from localdiffusion.store.accounts import Accounts
+    from localdiffusion.store.db import Database
+
+    the_home = home_from(home)
+    with Database(the_home.db_path) as db:
+        accounts = len(Accounts(db).list())
+    if join_code is not None and len(join_code) < 4:
+        raise LocalDiffusionError(f"The join code '{join_code}' is too short; use at least 4 characters.", field="join_code")
+    token, generated = (token, False) if accounts else token_for(host, token)
     warn_if_weak(token, generated)
     sock = bind_socket(host, port)
     try:
         options = EngineOptions(device=device, dtype=dtype, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
                                 attention_slicing=attention_slicing)
-        studio = Studio.open(home_from(home), token=token, options=options)
+        studio = Studio.open(the_home, token=token, options=options, join_code=join_code)
         models_help = None if has_models(studio.library) else add_models_help(studio.home)
         config = uvicorn.Config(create_app(studio), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
-        print_banner(host, port, token, generated, models_help)
+        print_banner(host, port, token, generated, models_help, accounts, join_code)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

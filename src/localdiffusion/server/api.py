@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -32,7 +32,7 @@ from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.deps import client_id, get_studio, new_client_secret
+from localdiffusion.server.deps import Caller, client_id, get_caller, get_studio, new_client_secret
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
 from localdiffusion.store.home import Home, add_models_help
@@ -43,6 +43,7 @@ router = APIRouter(prefix="/api", tags=["studio"])
 
 StudioDep = Annotated[Studio, Depends(get_studio)]
 ClientDep = Annotated[str, Depends(client_id)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 MAX_PAGE = 200
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id or offset in a request would overflow the query
@@ -166,11 +167,23 @@ def read_upload(studio: Studio, file: UploadFile) -> Image.Image:
     return image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
 
 
+def keep_for(studio: Studio, caller: Caller, image: Image.Image) -> str:
+    """Keep an input picture and let `caller` use it (by its ref, in a recipe or at /api/inputs/)."""
+    ref = keep_input(studio.home.root, image)
+    studio.db.own_inputs(caller.owner_id, [ref])
+    return ref
+
+
+def may_use_input(studio: Studio, caller: Caller, ref: str) -> bool:
+    """Kept inputs are named by their content: a caller may use those they uploaded or were given (facilitators: all)."""
+    return caller.manages or studio.db.owns_input(caller.owner_id, ref)
+
+
 @router.post("/uploads", status_code=201)
-def upload(file: UploadFile, studio: StudioDep) -> dict[str, Any]:
+def upload(file: UploadFile, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """Keep an input image (img2img source, mask); refer to it in a job by the returned `ref`."""
     image = read_upload(studio, file)
-    return {"ref": keep_input(studio.home.root, image), "width": image.width, "height": image.height}
+    return {"ref": keep_for(studio, caller, image), "width": image.width, "height": image.height}
 
 
 def metadata_infotext(meta: ImageMetadata, recipe: Recipe | None) -> str:
@@ -213,11 +226,12 @@ def resolve_model(library: ModelLibrary, name: str | None, kind: str = "checkpoi
         raise InvalidField(e.message, field=field) from None
 
 
-def check_input_ref(home: Home, ref: str | None, field: str) -> None:
-    """Input images must be uploads (`inputs/<hash>.png` from /api/uploads), never paths on the server."""
+def check_input_ref(home: Home, ref: str | None, field: str, usable: Callable[[str], bool] | None = None) -> None:
+    """Input images must be uploads (`inputs/<hash>.png` from /api/uploads), never paths on the server; with
+    `usable`, ones the caller may use (another's upload is answered as one that does not exist)."""
     if ref is None:
         return
-    if not KEPT_INPUT.fullmatch(ref) or not (home.root / ref).is_file():
+    if not KEPT_INPUT.fullmatch(ref) or not (home.root / ref).is_file() or (usable is not None and not usable(ref)):
         raise InvalidField(f"The {field} '{ref[:80]}' is not an uploaded image; upload it to /api/uploads and use the 'ref' it returns.",
                            field=field)
 
@@ -226,15 +240,20 @@ def _as_field_error(error: BadInput) -> InvalidField:
     return InvalidField(error.message, field=error.field)
 
 
-def check_input_refs(recipe: Recipe, home: Home) -> None:
-    """Every picture a recipe names is an upload: the studio never opens a path a request gives."""
-    check_input_ref(home, recipe.init_image, "init_image")
-    check_input_ref(home, recipe.mask, "mask")
+def input_refs(recipe: Recipe) -> dict[str, str | None]:
+    """Every picture a recipe names, by the field that names it."""
+    refs = {"init_image": recipe.init_image, "mask": recipe.mask}
     for i, unit in enumerate(recipe.controls):
-        check_input_ref(home, unit.image, f"controls.{i}.image")
-        check_input_ref(home, unit.map, f"controls.{i}.map")
+        refs[f"controls.{i}.image"], refs[f"controls.{i}.map"] = unit.image, unit.map
     for i, reference in enumerate(recipe.references):
-        check_input_ref(home, reference.image, f"references.{i}.image")
+        refs[f"references.{i}.image"] = reference.image
+    return refs
+
+
+def check_input_refs(recipe: Recipe, home: Home, usable: Callable[[str], bool] | None = None) -> None:
+    """Every picture a recipe names is an upload (the caller's, with `usable`): the studio never opens a path a request gives."""
+    for field, ref in input_refs(recipe).items():
+        check_input_ref(home, ref, field, usable)
 
 
 def ready_controls(studio: Studio, recipe: Recipe) -> Recipe:
@@ -248,18 +267,21 @@ def ready_controls(studio: Studio, recipe: Recipe) -> Recipe:
         raise _as_field_error(e) from None
 
 
-def check_recipe(studio: Studio, recipe: Recipe) -> Recipe:
+def check_recipe(studio: Studio, recipe: Recipe, caller: Caller | None = None) -> Recipe:
     """Everything that can be checked before queueing, by the engine's one validator (`Engine.prepare`:
     models, sampler, upscaler, sizes, mode inputs, controls, references, LoRAs), on uploads only.
     Returns the recipe to queue: ControlNet units come back with their maps prepared and models picked.
-    A bad value answers 422 naming its field; a model that is not in the library 404."""
-    check_input_refs(recipe, studio.home)
+    A bad value answers 422 naming its field; a model that is not in the library 404. With `caller` (a
+    recipe from a request), its pictures must be the caller's, and the maps made for it become theirs."""
+    check_input_refs(recipe, studio.home, None if caller is None else lambda ref: may_use_input(studio, caller, ref))
     if recipe.controls:
         recipe = ready_controls(studio, recipe)
     try:
         studio.engine.prepare(recipe, HomeInputs(studio.home.root, paths=False))
     except BadInput as e:
         raise _as_field_error(e) from None
+    if caller is not None:
+        studio.db.own_inputs(caller.owner_id, [ref for ref in input_refs(recipe).values() if ref])
     return recipe
 
 
@@ -279,9 +301,10 @@ def job_json(studio: Studio, job: Job) -> dict[str, Any]:
     }
 
 
-def find_job(studio: Studio, job_id: int) -> Job:
+def find_job(studio: Studio, caller: Caller, job_id: int) -> Job:
+    """The job, if `caller` may see it (its owner, a facilitator); 404 otherwise, as for one that does not exist."""
     job = studio.queue.get(job_id) if 0 < job_id <= MAX_ID else None
-    if job is None or job.owner_id != studio.owner_id:
+    if job is None or not caller.sees(job.owner_id):
         raise refused(404, f"There is no job {job_id}.")
     return job
 
@@ -294,11 +317,11 @@ def new_client() -> dict[str, str]:
 
 
 @router.post("/jobs", status_code=201)
-def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a generation. `init_image`, `mask` and the control units' images are refs from /api/uploads.
     Bad values are refused before queueing."""
-    recipe = check_recipe(studio, recipe)
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
+    recipe = check_recipe(studio, recipe, caller)
+    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client)
     body = job_json(studio, studio.queue.get(job.id) or job)
     if body["status"] == "queued":  # the worker may have started it already
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
@@ -306,25 +329,30 @@ def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep) -> dict[str
 
 
 @router.get("/jobs")
-def list_jobs(studio: StudioDep, client: ClientDep, limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+def list_jobs(studio: StudioDep, client: ClientDep, caller: CallerDep,
+              limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
     """This client's recent jobs, newest first."""
-    return [job_json(studio, j) for j in studio.queue.list(owner_id=studio.owner_id, client=client, limit=limit)]
+    return [job_json(studio, j) for j in studio.queue.list(owner_id=caller.owner_id, client=client, limit=limit)]
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, studio: StudioDep) -> dict[str, Any]:
-    return job_json(studio, find_job(studio, job_id))
+def get_job(job_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
+    return job_json(studio, find_job(studio, caller, job_id))
 
 
 @router.delete("/jobs/{job_id}", responses={409: {"description": "The job has already finished."}})
-def cancel_job(job_id: int, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
-    """Cancel a queued job at once, or a running one within a step; only the client that submitted it may."""
-    job = find_job(studio, job_id)
-    if not secrets.compare_digest(job.client.encode(), client.encode()):
+def cancel_job(job_id: int, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
+    """Cancel a queued job at once, or a running one within a step; only the client that submitted it may
+    (and a facilitator, any job)."""
+    job = find_job(studio, caller, job_id)
+    facilitator = caller.role == "facilitator"
+    if not facilitator and not secrets.compare_digest(job.client.encode(), client.encode()):
         raise refused(403, f"Job {job_id} was submitted by another client; only that client can cancel it.")
     if job.finished or not stop_job(studio.queue, studio.events, job_id):
-        raise refused(409, f"Job {job_id} has already finished ({find_job(studio, job_id).status}), so it cannot be cancelled.")
-    return job_json(studio, find_job(studio, job_id))
+        raise refused(409, f"Job {job_id} has already finished ({find_job(studio, caller, job_id).status}), so it cannot be cancelled.")
+    if facilitator and job.owner_id != caller.owner_id:
+        studio.db.record_action(caller.name, "cancel", f"job {job_id}")
+    return job_json(studio, find_job(studio, caller, job_id))
 
 
 # --- gallery -----------------------------------------------------------------------------
@@ -344,9 +372,10 @@ def image_detail(row: ImageRow) -> dict[str, Any]:
     return {**image_item(row), "model_hash": row.model_hash, "recipe": json.loads(row.recipe_json), "infotext": row.infotext}
 
 
-def find_image(studio: Studio, image_id: int) -> ImageRow:
+def find_image(studio: Studio, caller: Caller, image_id: int) -> ImageRow:
+    """The image, if `caller` may see it (its owner, a facilitator); 404 otherwise, as for one that does not exist."""
     row = studio.db.get_image(image_id) if 0 < image_id <= MAX_ID else None
-    if row is None or row.deleted or row.owner_id != studio.owner_id:
+    if row is None or row.deleted or not caller.sees(row.owner_id):
         raise refused(404, f"There is no image {image_id}.")
     return row
 
@@ -361,46 +390,47 @@ def image_file(row: ImageRow) -> Path:
 @router.get("/images")
 def list_images(
     studio: StudioDep,
+    caller: CallerDep,
     offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     q: str | None = Query(None, max_length=500, description="Words the prompt must contain"),
     starred: bool | None = None,
 ) -> dict[str, Any]:
     """One page of the gallery, newest first."""
-    rows = studio.db.list_images(studio.owner_id, offset, limit + 1, q, starred=starred)
+    rows = studio.db.list_images(caller.owner_id, offset, limit + 1, q, starred=starred)
     return {"items": [image_item(r) for r in rows[:limit]], "offset": offset, "limit": limit, "has_more": len(rows) > limit}
 
 
 @router.get("/images/{image_id}")
-def get_image(image_id: int, studio: StudioDep) -> dict[str, Any]:
-    return image_detail(find_image(studio, image_id))
+def get_image(image_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
+    return image_detail(find_image(studio, caller, image_id))
 
 
 @router.get("/images/{image_id}/file")
-def get_image_file(image_id: int, studio: StudioDep, download: bool = False) -> FileResponse:
-    row = find_image(studio, image_id)
+def get_image_file(image_id: int, studio: StudioDep, caller: CallerDep, download: bool = False) -> FileResponse:
+    row = find_image(studio, caller, image_id)
     seed = json.loads(row.recipe_json).get("seed")
     return FileResponse(image_file(row), media_type="image/png", filename=f"{row.id}-{seed}.png",
                         content_disposition_type="attachment" if download else "inline")
 
 
 @router.get("/images/{image_id}/thumb")
-def get_image_thumb(image_id: int, studio: StudioDep) -> FileResponse:
-    row = find_image(studio, image_id)
+def get_image_thumb(image_id: int, studio: StudioDep, caller: CallerDep) -> FileResponse:
+    row = find_image(studio, caller, image_id)
     thumb = ensure_thumbnail(image_file(row), studio.home.cache, row.id)
     return FileResponse(thumb, media_type="image/webp", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.patch("/images/{image_id}")
-def patch_image(image_id: int, body: ImagePatch, studio: StudioDep) -> dict[str, Any]:
-    find_image(studio, image_id)
+def patch_image(image_id: int, body: ImagePatch, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
+    find_image(studio, caller, image_id)
     studio.db.set_image_flags(image_id, starred=body.starred)
-    return image_detail(find_image(studio, image_id))
+    return image_detail(find_image(studio, caller, image_id))
 
 
 @router.delete("/images/{image_id}")
-def delete_image(image_id: int, studio: StudioDep) -> dict[str, Any]:
+def delete_image(image_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """Hide an image from the gallery (its file stays on disk)."""
-    find_image(studio, image_id)
+    find_image(studio, caller, image_id)
     studio.db.set_image_flags(image_id, deleted=True)
     return {"id": image_id, "deleted": True}

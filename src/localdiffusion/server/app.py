@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -15,7 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localdiffusion import __version__
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound
-from localdiffusion.server.auth import OriginMiddleware, TokenMiddleware
+from localdiffusion.server.access import enforce_access
+from localdiffusion.server.accounts import AccountsMiddleware, AccountsState
+from localdiffusion.server.auth import OriginMiddleware
+from localdiffusion.server.deps import Caller
 from localdiffusion.server.openapi import add_docs, use_described_schema
 from localdiffusion.server.studio import Studio
 
@@ -48,17 +51,22 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
 
     settings = studio.library.settings
     app = FastAPI(title="Local Diffusion", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="The studio's JSON API (/api) and an AUTOMATIC1111-compatible API (/sdapi/v1).")
+                  description="The studio's JSON API (/api) and an AUTOMATIC1111-compatible API (/sdapi/v1).",
+                  dependencies=[Depends(enforce_access)])
     app.state.studio = studio
+    accounts = app.state.accounts = AccountsState(studio.accounts, Caller(studio.owner_id, studio.owner_name),
+                                                  token=studio.token, join_code=studio.join_code)
     _add_error_handlers(app)
     _add_routers(app)
     add_docs(app)
     use_described_schema(app)
-    # The last one added sees a request first: headers on every answer, then names and origins, then the token.
+    # The last one added sees a request first: headers on every answer, then names and origins, then who asks
+    # (accounts once the home has any, else the token when there is one: server/accounts.py).
     app.add_middleware(BodyLimitMiddleware, limit=_body_limit(studio))
-    if studio.token:
-        app.add_middleware(TokenMiddleware, token=studio.token)
-    app.add_middleware(OriginMiddleware, check_host=not studio.token, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(AccountsMiddleware, state=accounts)
+    # With accounts every request signs in, so any name may reach the server (a class opens it by the machine's name).
+    app.add_middleware(OriginMiddleware, check_host=not (studio.token or studio.accounts.enabled()),
+                       allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeadersMiddleware)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
@@ -142,8 +150,10 @@ class SecurityHeadersMiddleware:
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, api, comic, control, events, explain, finish
+    from localdiffusion.server import a1111, accounts, api, class_users, comic, control, events, explain, finish
 
+    app.include_router(accounts.router)
+    app.include_router(class_users.router)
     app.include_router(api.router)
     app.include_router(control.router)
     app.include_router(comic.router)

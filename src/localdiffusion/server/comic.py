@@ -35,8 +35,8 @@ from localdiffusion.comic.prompts import compose_prompt, consistency_notes, pane
 from localdiffusion.comic.storage import ASSETS, STALE, HomeComics, StaleVersion, Stored, asset_path
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.api import check_recipe, job_json, read_upload
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.api import CallerDep, check_recipe, job_json, read_upload
+from localdiffusion.server.deps import Caller, client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import Database
 from localdiffusion.store.files import write_atomic
@@ -124,11 +124,11 @@ def not_found(project_id: str) -> HTTPException:
     return HTTPException(404, f"There is no comic project '{project_id[:40]}'.")
 
 
-def load(store: HomeComics, studio: Studio, project_id: str) -> Stored:
-    """The project, its version and folder, if it exists and belongs to whoever asks (404 otherwise, for an
-    id that cannot be one as well)."""
+def load(store: HomeComics, caller: Caller, project_id: str) -> Stored:
+    """The project, its version and folder, if it exists and whoever asks may see it (its owner, a facilitator;
+    404 otherwise, for an id that cannot be one as well)."""
     stored = store.get(project_id)
-    if stored is None or stored.project.owner_id != studio.owner_id:
+    if stored is None or not caller.sees(stored.project.owner_id):
         raise not_found(project_id)
     return stored
 
@@ -154,16 +154,16 @@ def find_panel(project: Project, panel_id: str) -> tuple[Page, Panel]:
 
 
 @router.get("")
-def list_comics(studio: StudioDep, store: ComicsDep) -> list[dict[str, Any]]:
-    return [asdict(s) for s in store.summaries(studio.owner_id)]
+def list_comics(studio: StudioDep, store: ComicsDep, caller: CallerDep) -> list[dict[str, Any]]:
+    return [asdict(s) for s in store.summaries(caller.owner_id)]
 
 
 @router.post("", status_code=201)
-def create_comic(body: NewProject, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+def create_comic(body: NewProject, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> VersionedProject:
     """A new project with one page laid out from a template; every panel belongs to whoever created it."""
-    project = Project(title=body.title, authors=body.authors, owner_id=studio.owner_id, direction=body.direction,
+    project = Project(title=body.title, authors=body.authors, owner_id=caller.owner_id, direction=body.direction,
                       page_size=page_size(body.page, body.width, body.height, body.unit))
-    project.pages.append(new_page(project, body.template, owner_id=studio.owner_id))
+    project.pages.append(new_page(project, body.template, owner_id=caller.owner_id))
     return VersionedProject.of(project, store.save(project))
 
 
@@ -174,23 +174,23 @@ def templates() -> list[dict[str, Any]]:
 
 
 @router.get("/{project_id}")
-def get_comic(project_id: str, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+def get_comic(project_id: str, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> VersionedProject:
     """The project; candidates whose jobs finished since the last look get their images now (the version
     stays). Should someone save in between, their project is answered and the images come with the next look."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     if sync_candidates(studio, stored.project, stored.folder):
         try:
             return VersionedProject.of(stored.project, store.save(stored.project, stored.version, bump=False))
         except StaleVersion:
-            stored = load(store, studio, project_id)
+            stored = load(store, caller, project_id)
     return VersionedProject.of(stored.project, stored.version)
 
 
 @router.put("/{project_id}")
-def save_comic(project_id: str, body: VersionedProject, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+def save_comic(project_id: str, body: VersionedProject, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> VersionedProject:
     """Save the editor's project (layout, balloons, prompts); the id and owner stay as they were. With
     `version`, a project saved by someone else since then is refused (409) and stays as they left it."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     if body.id != stored.project.id:
         raise BadInput(f"The project id '{body.id}' does not match the address '{project_id}'.", field="id")
     for candidate in (c for page in body.pages for panel in page.panels for c in panel.candidates if c.image):
@@ -200,11 +200,11 @@ def save_comic(project_id: str, body: VersionedProject, studio: StudioDep, store
 
 
 @router.post("/{project_id}/layout")
-def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep, store: ComicsDep) -> VersionedProject:
+def edit_layout(project_id: str, body: LayoutEdit, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> VersionedProject:
     """Apply a template, split, merge, move a gutter, slant a border, set the gutter width or add a page."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     since = _since(body.version, stored)
-    apply_edit(stored.project, stored.project.find_page(body.page), body, studio.owner_id)
+    apply_edit(stored.project, stored.project.find_page(body.page), body, stored.project.owner_id)
     return VersionedProject.of(stored.project, save(store, stored.project, since))
 
 
@@ -247,9 +247,9 @@ def apply_edit(project: Project, page: Page, edit: LayoutEdit, owner_id: int) ->
 
 
 @router.post("/{project_id}/assets", status_code=201)
-def upload_asset(project_id: str, file: UploadFile, studio: StudioDep, store: ComicsDep) -> dict[str, Any]:
+def upload_asset(project_id: str, file: UploadFile, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> dict[str, Any]:
     """Keep an image in the project's assets (a character's reference picture); refer to it by `ref`."""
-    folder = load(store, studio, project_id).folder
+    folder = load(store, caller, project_id).folder
     image = read_upload(studio, file)
     ref = f"{ASSETS}/upload-{new_id()}.png"
     write_atomic(folder / ref, lambda f: image.save(f, format="PNG"))
@@ -257,10 +257,10 @@ def upload_asset(project_id: str, file: UploadFile, studio: StudioDep, store: Co
 
 
 @router.get("/{project_id}/panels/{panel_id}/prompt")
-def prompt_preview(project_id: str, panel_id: str, studio: StudioDep, store: ComicsDep) -> dict[str, Any]:
+def prompt_preview(project_id: str, panel_id: str, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> dict[str, Any]:
     """The composed prompt (style + shot + characters + action + setting), the one used, and the recipe.
     It reads and writes nothing: reference pictures are named as the project's assets."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     project = stored.project
     _, panel = find_panel(project, panel_id)
     recipe = candidate_recipes(studio.engine, project, panel, stored.folder, 1, keep=False)[0]
@@ -270,11 +270,11 @@ def prompt_preview(project_id: str, panel_id: str, studio: StudioDep, store: Com
 
 
 @router.post("/{project_id}/panels/{panel_id}/generate", status_code=201)
-def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, store: ComicsDep,
+def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, store: ComicsDep, caller: CallerDep,
                         client: ClientDep) -> list[Candidate]:
     """Queue one generate job per candidate; each candidate records its job id and gets its image when the
     job is done (see GET /api/comics/{id}). The project's version moves on by one."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     project = stored.project
     _, panel = find_panel(project, panel_id)
     since = _since(body.version, stored)
@@ -282,7 +282,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
     made = []
     for recipe in recipes:
-        job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client)
+        job = studio.queue.submit(recipe, owner_id=project.owner_id, client=client)
         made.append(Candidate(recipe=recipe, job_id=job.id))
     panel.candidates += made
     save(store, project, since)
@@ -303,10 +303,10 @@ def panels_to_render(project: Project) -> list[Panel]:
 
 
 @router.get("/{project_id}/render")
-def render_estimate(project_id: str, studio: StudioDep, store: ComicsDep,
+def render_estimate(project_id: str, studio: StudioDep, store: ComicsDep, caller: CallerDep,
                     shared_attention: float = Query(0.5, gt=0.0, le=1.0)) -> dict[str, Any]:
     """Before rendering together: how many panels would be generated and the memory the shared tokens would take."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     sync_candidates(studio, stored.project, stored.folder)
     todo = panels_to_render(stored.project)
     kept = shared_attention_bytes(studio.engine, stored.project, stored.folder, shared_attention) if len(todo) > 1 else 0
@@ -314,12 +314,12 @@ def render_estimate(project_id: str, studio: StudioDep, store: ComicsDep,
 
 
 @router.post("/{project_id}/render", status_code=201)
-def render_together(project_id: str, body: RenderRequest, studio: StudioDep, store: ComicsDep,
+def render_together(project_id: str, body: RenderRequest, studio: StudioDep, store: ComicsDep, caller: CallerDep,
                     client: ClientDep) -> dict[str, Any]:
     """Queue one "panels" job for every panel that has no image and none on the way, in reading order, with
     shared attention: the first one's look steers the others. Each panel gets a candidate that fills in
     when the job is done; `kept_bytes` is the memory the shared tokens will take, `version` the project's."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     project, folder = stored.project, stored.folder
     since = _since(body.version, stored)
     sync_candidates(studio, project, folder)
@@ -330,7 +330,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
                        field="shared_attention")
     kept = shared_attention_bytes(studio.engine, project, folder, body.shared_attention)
     recipes = [check_recipe(studio, candidate_recipes(studio.engine, project, panel, folder, 1)[0]) for panel in todo]
-    job = studio.queue.submit(recipes[0], owner_id=studio.owner_id, client=client, kind="panels",
+    job = studio.queue.submit(recipes[0], owner_id=project.owner_id, client=client, kind="panels",
                               params={"recipes": [r.model_dump(mode="json") for r in recipes], "share": body.shared_attention})
     made = {}
     for i, (panel, recipe) in enumerate(zip(todo, recipes)):
@@ -342,8 +342,8 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
 
 
 @router.post("/{project_id}/panels/{panel_id}/pick")
-def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep, store: ComicsDep) -> Panel:
-    stored = load(store, studio, project_id)
+def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> Panel:
+    stored = load(store, caller, project_id)
     since = _since(body.version, stored)
     sync_candidates(studio, stored.project, stored.folder)
     _, panel = find_panel(stored.project, panel_id)
@@ -353,8 +353,8 @@ def pick_candidate(project_id: str, panel_id: str, body: PickRequest, studio: St
 
 
 @router.get("/{project_id}/assets/{name}")
-def asset(project_id: str, name: str, studio: StudioDep, store: ComicsDep) -> FileResponse:
-    folder = load(store, studio, project_id).folder
+def asset(project_id: str, name: str, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> FileResponse:
+    folder = load(store, caller, project_id).folder
     path = asset_path(folder, f"{ASSETS}/{name}")
     if "/" in name or not path.is_file():
         raise HTTPException(404, f"The project has no asset '{name[:80]}'.")
@@ -362,12 +362,12 @@ def asset(project_id: str, name: str, studio: StudioDep, store: ComicsDep) -> Fi
 
 
 @router.get("/{project_id}/export/{fmt}")
-def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep, store: ComicsDep,
+def export(project_id: str, fmt: Literal["pdf", "cbz", "png", "ldcomic"], studio: StudioDep, store: ComicsDep, caller: CallerDep,
            page: int = Query(1, ge=1), bleed: float = Query(0.0, ge=0, le=10), trim_marks: bool = False,
            quality: Literal["print", "screen"] = "print") -> Response:
     """Download the comic as a PDF (`quality`: print, pictures at the project's dpi; screen, 150 dpi JPEG),
     a CBZ, one page as PNG (`page`, from 1) or the project archive. The answer's Content-Length is its size."""
-    stored = load(store, studio, project_id)
+    stored = load(store, caller, project_id)
     project, folder = stored.project, stored.folder
     if fmt == "pdf":
         data = pdf_bytes(project, folder, bleed, trim_marks, quality)
@@ -390,14 +390,14 @@ def sync_candidates(studio: Studio, project: Project, folder: Path) -> bool:
         for panel in page.panels:
             for candidate in panel.candidates:
                 if candidate.image is None and candidate.job_id is not None and candidate.error is None:
-                    changed |= _collect(studio, panel, candidate, folder)
+                    changed |= _collect(studio, project.owner_id, panel, candidate, folder)
             changed |= show_first(panel)
     return changed
 
 
-def _collect(studio: Studio, panel: Panel, candidate: Candidate, folder: Path) -> bool:
+def _collect(studio: Studio, owner_id: int, panel: Panel, candidate: Candidate, folder: Path) -> bool:
     job = studio.queue.get(candidate.job_id)
-    if job is None or job.owner_id != studio.owner_id:
+    if job is None or job.owner_id != owner_id:  # the project's owner's jobs only, whatever a saved project names
         candidate.error = "Its job is gone."
         return True
     if job.status in ("failed", "cancelled"):

@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from localdiffusion.control.pose import detect_pose, pose_to_json, presets, read_pose, render_pose
 from localdiffusion.errors import BadInput, one_of
 from localdiffusion.recipe import CONTROL_MODES, ControlUnit, ResizeMode
-from localdiffusion.server.api import InvalidField, check_input_ref
-from localdiffusion.server.deps import get_studio
+from localdiffusion.server.api import CallerDep, InvalidField, check_input_ref, keep_for, may_use_input
+from localdiffusion.server.deps import Caller, get_studio
 from localdiffusion.server.studio import Studio
-from localdiffusion.store.inputs import keep_input
 
 router = APIRouter(prefix="/api", tags=["control"])
 
@@ -165,18 +164,19 @@ def kept_json(ref: str, image: Image.Image) -> dict[str, Any]:
     return {"ref": ref, "url": f"/api/{ref}", "width": image.width, "height": image.height}
 
 
-def open_input(studio: Studio, ref: str, field: str) -> Image.Image:
-    check_input_ref(studio.home, ref, field)
+def open_input(studio: Studio, caller: Caller, ref: str, field: str) -> Image.Image:
+    check_input_ref(studio.home, ref, field, lambda kept: may_use_input(studio, caller, kept))
     with Image.open(studio.home.root / ref) as image:
         image.load()
         return image
 
 
 @router.get("/inputs/{name}")
-def get_input(name: str, studio: StudioDep) -> FileResponse:
-    """An uploaded or kept image by its ref (`inputs/<hash>.png`), to show a unit's picture or map."""
+def get_input(name: str, studio: StudioDep, caller: CallerDep) -> FileResponse:
+    """An uploaded or kept image by its ref (`inputs/<hash>.png`), to show a unit's picture or map; only the
+    caller's own (another's is answered as one that does not exist)."""
     path = studio.home.root / "inputs" / name
-    if not INPUT_NAME.fullmatch(name) or not path.is_file():
+    if not INPUT_NAME.fullmatch(name) or not path.is_file() or not may_use_input(studio, caller, f"inputs/{name}"):
         raise HTTPException(404, f"There is no input image '{name[:80]}'.")
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
@@ -199,13 +199,13 @@ class PreviewRequest(BaseModel):
     height: int | None = Field(None, ge=64)
 
 
-def make_map(studio: Studio, request: PreviewRequest) -> dict[str, Any]:
+def make_map(studio: Studio, caller: Caller, request: PreviewRequest) -> dict[str, Any]:
     from localdiffusion.control.preprocessors import pixel_perfect_resolution, run_preprocessor
 
     names = module_names()
     if request.module not in names:
         raise InvalidField(f"Unknown preprocessor '{request.module[:40]}'; choose one of {one_of(names)}.", field="module")
-    image = open_input(studio, request.image, "image")
+    image = open_input(studio, caller, request.image, "image")
     if request.module == "none":
         return {**kept_json(request.image, image), "module": "none"}
     unit = ControlUnit(image=request.image, **request.model_dump(exclude={"image", "width", "height"}))
@@ -216,16 +216,16 @@ def make_map(studio: Studio, request: PreviewRequest) -> dict[str, Any]:
         res = pixel_perfect_resolution(image.size, (request.width, request.height), request.resize_mode)
         unit = unit.model_copy(update={"processor_res": res})
     control_map = run_preprocessor(unit, image, studio.home.root)
-    return {**kept_json(keep_input(studio.home.root, control_map), control_map), "module": request.module,
+    return {**kept_json(keep_for(studio, caller, control_map), control_map), "module": request.module,
             "processor_res": unit.processor_res}
 
 
 @router.post("/controls/preview")
-async def control_preview(request: PreviewRequest, studio: StudioDep) -> dict[str, Any]:
+async def control_preview(request: PreviewRequest, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """The control map a unit would use: {ref, url, width, height}. Give the ref as the unit's `map` to use this very map."""
     # Off the event loop: canny, scribble and lineart take milliseconds; openpose and depth run a model
     # on the CPU for a second or more, which is still fine for one preview on a worker thread.
-    return await asyncio.to_thread(make_map, studio, request)
+    return await asyncio.to_thread(make_map, studio, caller, request)
 
 
 # --- poses ----------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class RenderRequest(BaseModel):
     height: int | None = Field(None, ge=64)
 
 
-def render_kept(studio: Studio, request: RenderRequest) -> dict[str, Any]:
+def render_kept(studio: Studio, caller: Caller, request: RenderRequest) -> dict[str, Any]:
     pose = read_pose(request.pose)
     if len(pose.people) > MAX_PEOPLE:
         raise InvalidField(f"The pose has {len(pose.people)} people; at most {MAX_PEOPLE} fit on one canvas.", field="pose")
@@ -259,20 +259,20 @@ def render_kept(studio: Studio, request: RenderRequest) -> dict[str, Any]:
         field = "width" if width >= height else "height"
         raise InvalidField(f"The size {width}x{height} is above the largest side of {max_side} pixels; choose a smaller size.", field=field)
     image = render_pose(pose, (width, height))
-    return kept_json(keep_input(studio.home.root, image), image)
+    return kept_json(keep_for(studio, caller, image), image)
 
 
 @router.post("/poses/render")
-async def pose_render(request: RenderRequest, studio: StudioDep) -> dict[str, Any]:
+async def pose_render(request: RenderRequest, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """Draw a pose as the ControlNet OpenPose map: {ref, url, width, height}; use the ref as a unit image with module "none"."""
     try:
-        return await asyncio.to_thread(render_kept, studio, request)
+        return await asyncio.to_thread(render_kept, studio, caller, request)
     except BadInput as e:  # read_pose's sentences about the JSON
         raise InvalidField(e.message, field="pose") from None
 
 
-def detect_json(studio: Studio, ref: str) -> dict[str, Any]:
-    image = open_input(studio, ref, "image")
+def detect_json(studio: Studio, caller: Caller, ref: str) -> dict[str, Any]:
+    image = open_input(studio, caller, ref, "image")
     pose = detect_pose(image)
     if not pose.people:
         raise InvalidField("No person was found in the photo; use one where a whole body is clearly visible.", field="image")
@@ -286,7 +286,7 @@ class DetectRequest(BaseModel):
 
 
 @router.post("/poses/detect")
-async def pose_detect(request: DetectRequest, studio: StudioDep) -> dict[str, Any]:
+async def pose_detect(request: DetectRequest, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """The pose of the person in an uploaded photo, as OpenPose JSON (mediapipe's bundled model, offline)."""
     # Detection runs mediapipe's small pose model on the CPU: about a second, so on a worker thread.
-    return await asyncio.to_thread(detect_json, studio, request.image)
+    return await asyncio.to_thread(detect_json, studio, caller, request.image)

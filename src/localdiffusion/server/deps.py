@@ -41,8 +41,9 @@ class Caller:
         return self.role in ("owner", "facilitator")
 
     def sees(self, owner_id: int) -> bool:
-        """May see and change work made by `owner_id`."""
-        return self.manages or owner_id == self.owner_id
+        """May see and change work made by `owner_id`: their own, and a facilitator everyone's. The home's owner
+        sees their own only, as before accounts (work left by removed accounts stays theirs)."""
+        return self.role == "facilitator" or owner_id == self.owner_id
 
 
 def get_caller(request: HTTPConnection) -> Caller:

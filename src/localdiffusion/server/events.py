@@ -22,7 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from localdiffusion.errors import BadInput
 from localdiffusion.jobs import Event
 from localdiffusion.server.auth import POLICY_VIOLATION
-from localdiffusion.server.deps import CLIENT_HEADER, named_client
+from localdiffusion.server.deps import CLIENT_HEADER, get_caller, named_client
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(tags=["events"])
@@ -80,7 +80,8 @@ async def job_events(websocket: WebSocket) -> None:
     if client is None:
         await websocket.close(code=POLICY_VIOLATION, reason="This client id is one the server keeps for itself; ask POST /api/clients for one.")
         return
-    subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=studio.owner_id, client=client)
+    subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=get_caller(websocket).owner_id,
+                                                         client=client)
     try:
         # anyio, as Starlette itself uses, so that the server's own cancellation reaches both halves.
         async with anyio.create_task_group() as group:

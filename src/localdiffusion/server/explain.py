@@ -34,8 +34,10 @@ from localdiffusion.jobs.tasks.compare import compare_dir
 from localdiffusion.jobs.tasks.explain import covers, explanation_dir, read_explanation
 from localdiffusion.models.tokenizer import load_tokenizer
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.api import InvalidField, check_recipe, find_image, find_job, job_json, refused, resolve_model
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.api import (
+    CallerDep, InvalidField, check_recipe, find_image, find_job, job_json, refused, resolve_model,
+)
+from localdiffusion.server.deps import Caller, client_id, get_studio
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(prefix="/api", tags=["explain"])
@@ -86,8 +88,8 @@ def explanation_json(image_id: int, summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "image_id": image_id, "files_base": base, "urls": {name: base + name for name in summary.get("files", [])}}
 
 
-def _pending_explanation(studio: Studio, image_id: int) -> Job | None:
-    for job in studio.queue.list(owner_id=studio.owner_id, limit=200):
+def _pending_explanation(studio: Studio, caller: Caller, image_id: int) -> Job | None:
+    for job in studio.queue.list(owner_id=caller.owner_id, limit=200):
         if job.kind == "explain" and not job.finished and job.params.get("image_id") == image_id:
             return job
     return None
@@ -101,26 +103,27 @@ def _queued(studio: Studio, job: Job) -> dict[str, Any]:
 
 
 @router.post("/images/{image_id}/explain")
-def explain_image(image_id: int, studio: StudioDep, client: ClientDep, body: ExplainRequest | None = None) -> JSONResponse:
+def explain_image(image_id: int, studio: StudioDep, client: ClientDep, caller: CallerDep,
+                  body: ExplainRequest | None = None) -> JSONResponse:
     """Queue an explanation of a gallery image (timeline, CFG views, word heatmaps), or give the finished
     one at once when it already covers the request: {"job": ..., "explanation": ...}, one of them null."""
     body = body or ExplainRequest()
-    row = find_image(studio, image_id)
+    row = find_image(studio, caller, image_id)
     summary = read_explanation(explanation_dir(studio.home.outputs, image_id))
     if summary is not None and covers(summary, body.cfg_steps, body.attention):
         return JSONResponse({"job": None, "explanation": explanation_json(image_id, summary)})
-    pending = _pending_explanation(studio, image_id)
+    pending = _pending_explanation(studio, caller, image_id)
     if pending is not None:
         return JSONResponse({"job": job_json(studio, pending), "explanation": None}, status_code=202)
     recipe = check_recipe(studio, Recipe.from_json(row.recipe_json))
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="explain",
+    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="explain",
                               params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
     return JSONResponse({"job": _queued(studio, job), "explanation": None}, status_code=202)
 
 
 @router.get("/images/{image_id}/explanation")
-def get_explanation(image_id: int, studio: StudioDep) -> dict[str, Any]:
-    find_image(studio, image_id)
+def get_explanation(image_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
+    find_image(studio, caller, image_id)
     summary = read_explanation(explanation_dir(studio.home.outputs, image_id))
     if summary is None:
         raise refused(404, f"Image {image_id} has no explanation yet; ask for one with POST /api/images/{image_id}/explain.")
@@ -140,8 +143,8 @@ def _listed_file(folder: Path, listed: list[str], name: str, what: str) -> FileR
 
 
 @router.get("/images/{image_id}/explanation/files/{name:path}")
-def get_explanation_file(image_id: int, name: str, studio: StudioDep) -> FileResponse:
-    find_image(studio, image_id)
+def get_explanation_file(image_id: int, name: str, studio: StudioDep, caller: CallerDep) -> FileResponse:
+    find_image(studio, caller, image_id)
     folder = explanation_dir(studio.home.outputs, image_id)
     summary = read_explanation(folder)
     if summary is None:
@@ -201,7 +204,7 @@ def try_recipe(studio: Studio, recipe: Recipe, name: str) -> Recipe:
 
 
 @router.post("/parameters/{name}/try", status_code=201)
-def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a tiny comparison (3 values of this parameter) on the user's current recipe; the job's result
     names the grid (fetch it from /api/jobs/{id}/files/grid.png) and explains the axis."""
     card = _card(studio, name)
@@ -210,9 +213,9 @@ def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: Client
     if x is None:
         raise BadInput(f"'{card['label']}' has no quick comparison: {card['card']['why_not']}", field="name")
     y = f"steps={recipe.steps}" if name == "seed" else f"seed={recipe.seed}"
-    recipe = check_recipe(studio, recipe)
+    recipe = check_recipe(studio, recipe, caller)
     check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
+    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="compare",
                               params={"x": x, "y": y, "parameter": name})
     return _queued(studio, job)
 
@@ -301,27 +304,27 @@ def check_compare(body: AxesText) -> dict[str, Any]:
 
 
 @router.post("/compare", status_code=201)
-def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue an X/Y/Z comparison of the user's recipe: every axis value is checked first, and the seed is fixed
     once, so the grid reproduces. The job's result names the grids, cells and compare.json (under
     /api/jobs/{id}/files/) and explains each axis."""
     axes = compare_axes(body)
-    recipe = check_recipe(studio, body.recipe)
+    recipe = check_recipe(studio, body.recipe, caller)
     recipe = recipe.model_copy(update={"seed": resolve_seed(recipe.seed), "batch_size": 1, "n_iter": 1})
     for name, axis in axes.items():
         try:
             check_axes(recipe, {name: axis}, studio.engine)
         except LocalDiffusionError as e:
             raise InvalidField(e.message, field=name.lower()) from None
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
+    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="compare",
                               params={"x": body.x, "y": body.y, "z": body.given_z})
     return _queued(studio, job)
 
 
 @router.get("/jobs/{job_id}/files/{name:path}")
-def get_job_file(job_id: int, name: str, studio: StudioDep) -> FileResponse:
+def get_job_file(job_id: int, name: str, studio: StudioDep, caller: CallerDep) -> FileResponse:
     """A file a finished compare job wrote (its grid, cells, compare.json)."""
-    job = find_job(studio, job_id)
+    job = find_job(studio, caller, job_id)
     if job.kind != "compare" or job.status != "done":
         raise refused(404, f"Job {job_id} has no files; only finished comparisons have.")
     folder = compare_dir(studio.home.outputs, job.id)

@@ -24,11 +24,10 @@ from localdiffusion.jobs import Event
 from localdiffusion.jobs.tasks.upscale import UpscaleParams
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import (
-    InvalidField, check_input_ref, find_image, image_file, job_json, read_upload, resolve_model,
+    CallerDep, InvalidField, check_input_ref, keep_for, may_use_input, find_image, image_file, job_json, read_upload, resolve_model,
 )
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.deps import Caller, client_id, get_studio
 from localdiffusion.server.studio import Studio
-from localdiffusion.store.inputs import keep_input
 
 router = APIRouter(prefix="/api", tags=["finish"])
 
@@ -67,9 +66,9 @@ class UpscaleRequest(BaseModel):
 
 
 @router.post("/upscale", status_code=201)
-def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue an "upscale" job; the result lands in the gallery. Bad values are refused before queueing."""
-    ref, recipe, infotext, size = _source(studio, body)
+    ref, recipe, infotext, size = _source(studio, caller, body)
     extras = ExtrasUpscale(body.upscaler, body.scale, body.width, body.height, True, body.upscaler_2, body.visibility_2)
     try:
         extras.check(studio.library)
@@ -83,25 +82,25 @@ def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep) -> dict[
     params = UpscaleParams(image=ref, upscaler=body.upscaler, scale=body.scale, width=body.width, height=body.height,
                            upscaler_2=body.upscaler_2, visibility_2=body.visibility_2, sd=body.sd, tile=body.tile,
                            overlap=body.overlap, infotext=infotext)
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="upscale", params=params.model_dump())
+    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="upscale", params=params.model_dump())
     answer = job_json(studio, studio.queue.get(job.id) or job)
     if answer["status"] == "queued":
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": answer["position"]}))
     return answer
 
 
-def _source(studio: Studio, body: UpscaleRequest) -> tuple[str, Recipe, str, tuple[int, int]]:
+def _source(studio: Studio, caller: Caller, body: UpscaleRequest) -> tuple[str, Recipe, str, tuple[int, int]]:
     """(input ref, the source's recipe, its infotext, its size) for a gallery image or an upload."""
     if (body.image_id is None) == (body.image is None):
         raise InvalidField("Give either image_id (a gallery image) or image (a ref from /api/uploads), not both.", field="image_id")
     if body.image is not None:
-        check_input_ref(studio.home, body.image, "image")
+        check_input_ref(studio.home, body.image, "image", lambda ref: may_use_input(studio, caller, ref))
         with Image.open(studio.home.root / body.image) as im:
             return body.image, Recipe(mode="img2img", init_image=body.image), "", im.size
-    row = find_image(studio, body.image_id)
+    row = find_image(studio, caller, body.image_id)
     with Image.open(image_file(row)) as im:
         im.load()
-        ref = keep_input(studio.home.root, im)
+        ref = keep_for(studio, caller, im)
         size = im.size
     return ref, Recipe.model_validate(json.loads(row.recipe_json)), row.infotext or "", size
 

@@ -68,6 +68,7 @@ def binary_answers() -> dict[str, tuple[str, ...]]:
         "/api/jobs/{job_id}/files/{name}": explain_files,
         "/api/comics/{project_id}/assets/{name}": ("image/png",),
         "/api/comics/{project_id}/export/{fmt}": tuple(dict.fromkeys(comic.MEDIA.values())),
+        "/api/me/work.zip": ("application/zip",),
     }
 
 

@@ -139,7 +139,41 @@ CREATE TABLE audit (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+# v6: accounts (store/accounts.py): users with their owner row, role, argon2 password hash and frozen flag;
+# sign-in sessions and personal API tokens, both kept as SHA-256 digests of the secret; and who may use
+# which kept input picture (inputs are named by content, so one picture can belong to several owners).
+_V6 = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    frozen INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    label TEXT NOT NULL DEFAULT '',
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    last_used REAL
+);
+CREATE TABLE input_owners (
+    ref TEXT NOT NULL,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    PRIMARY KEY (ref, owner_id)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -288,6 +322,18 @@ class Database:
         with self.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO owners (name, created_at) VALUES (?, ?)", (name, time.time()))
             return conn.execute("SELECT id FROM owners WHERE name = ?", (name,)).fetchone()[0]
+
+    # -- who may use a kept input picture --------------------------------------------------
+
+    def own_inputs(self, owner_id: int, refs: list[str] | tuple[str, ...]) -> None:
+        """Record that `owner_id` uploaded or was given these kept inputs (`inputs/<hash>.png`)."""
+        if refs:
+            with self.transaction() as conn:
+                conn.executemany("INSERT OR IGNORE INTO input_owners (ref, owner_id) VALUES (?, ?)",
+                                 [(ref, owner_id) for ref in refs])
+
+    def owns_input(self, owner_id: int, ref: str) -> bool:
+        return bool(self._query("SELECT 1 FROM input_owners WHERE ref = ? AND owner_id = ?", (ref, owner_id)))
 
     # -- model paths registered with `models add` ----------------------------------------
 

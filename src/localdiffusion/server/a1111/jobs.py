@@ -27,9 +27,11 @@ def a1111_client(request: Request) -> str:
 
 
 async def run_job(studio: Studio, state: A1111State, recipe: Recipe, client: str, kind: str = "generate",
-                  params: dict[str, Any] | None = None) -> tuple[Job, str | None]:
-    """Queue the job and wait for it: (the finished job, 'interrupted' or 'skipped' if it was stopped)."""
-    job_id = (await asyncio.to_thread(studio.queue.submit, recipe, studio.owner_id, client, kind, params)).id
+                  params: dict[str, Any] | None = None, owner_id: int | None = None) -> tuple[Job, str | None]:
+    """Queue the job for `owner_id` (the caller; by default the home's owner) and wait for it:
+    (the finished job, 'interrupted' or 'skipped' if it was stopped)."""
+    owner = studio.owner_id if owner_id is None else owner_id
+    job_id = (await asyncio.to_thread(studio.queue.submit, recipe, owner, client, kind, params)).id
     with state.lock:
         state.pending.add(job_id)
     try:
@@ -131,9 +133,16 @@ def _progress_state(job: str = "", job_count: int = 0, job_no: int = 0, step: in
             "sampling_step": step, "sampling_steps": steps}
 
 
-def stop_running(studio: Studio, state: A1111State, how: str) -> None:
-    """Stop the running job within a step, when it came through this API (other clients' jobs are theirs)."""
-    running = _running(studio, state)
+def _any_running(studio: Studio) -> JobProgress | None:
+    """The running job, whoever queued it and however."""
+    rows = studio.db.query("SELECT id FROM jobs WHERE status = 'running' ORDER BY started_at")
+    return next((p for p in (studio.queue.progress(job_id) for (job_id,) in rows) if p is not None), None)
+
+
+def stop_running(studio: Studio, state: A1111State, how: str, any_job: bool = False) -> None:
+    """Stop the running job within a step, when it came through this API for this caller (other clients' and
+    users' jobs are theirs); with `any_job` (a facilitator), whichever job is running."""
+    running = _running(studio, state) or (_any_running(studio) if any_job else None)
     if running is None:
         return
     with state.lock:

@@ -21,7 +21,7 @@ from localdiffusion.server.a1111.responses import generation_response
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from localdiffusion.server.a1111.state import a1111_state
 from localdiffusion.server.a1111.system import command_line_flags, memory_report
-from localdiffusion.server.deps import get_studio
+from localdiffusion.server.deps import get_caller, get_studio
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible API"])
 
@@ -48,7 +48,7 @@ async def _generate(request: Request, req: GenerationRequest) -> dict[str, Any]:
     """Build the recipe, queue it as this client's job, wait for it and answer as A1111."""
     studio, state = get_studio(request), a1111_state(request)
     recipe = await asyncio.to_thread(build_recipe, req, studio, state)
-    job, stopped = await run_job(studio, state, recipe, a1111_client(request))
+    job, stopped = await run_job(studio, state, recipe, a1111_client(request), owner_id=get_caller(request).owner_id)
     return await asyncio.to_thread(generation_response, studio, req, job, stopped)
 
 
@@ -63,13 +63,18 @@ def progress(request: Request, skip_current_image: bool = False) -> dict[str, An
 
 @router.post("/interrupt")
 def interrupt(request: Request) -> dict[str, Any]:
-    stop_running(get_studio(request), a1111_state(request), "interrupted")
+    stop_running(get_studio(request), a1111_state(request), "interrupted", _facilitator(request))
     return {}
 
 
 @router.post("/skip")
 def skip(request: Request) -> None:
-    stop_running(get_studio(request), a1111_state(request), "skipped")
+    stop_running(get_studio(request), a1111_state(request), "skipped", _facilitator(request))
+
+
+def _facilitator(request: Request) -> bool:
+    """A facilitator's interrupt and skip stop whichever job runs; anyone else's, only their own."""
+    return get_caller(request).role == "facilitator"
 
 
 # --- png-info and options ------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import Request
 
+from localdiffusion.server.deps import CALLER_SCOPE_KEY
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "samples_format": "png",
     "sd_vae": "Automatic",
@@ -39,8 +41,15 @@ _STATE_LOCK = threading.Lock()
 
 
 def a1111_state(request: Request) -> A1111State:
-    """This app's A1111 state (one per app, so that two apps in one process never share a model choice)."""
+    """The caller's A1111 state in this app (one per app, so that two apps in one process never share a model
+    choice; with accounts, one per user, so that each keeps their own options and checkpoint)."""
+    caller = getattr(request, "scope", {}).get(CALLER_SCOPE_KEY)  # a signed-in user; None: the home's owner
     with _STATE_LOCK:
+        if caller is not None and caller.role != "owner":
+            users = getattr(request.app.state, "a1111_users", None)
+            if users is None:
+                users = request.app.state.a1111_users = {}
+            return users.setdefault(caller.owner_id, A1111State())
         state = getattr(request.app.state, "a1111", None)
         if state is None:
             state = request.app.state.a1111 = A1111State()

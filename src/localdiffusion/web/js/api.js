@@ -1,6 +1,20 @@
 // The studio JSON API (/api): every request carries this tab's client id.
 
 const CLIENT_KEY = "localdiffusion.client";
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+let csrfToken = null;
+
+/** The signed-in session's CSRF token (from sign-in or /api/auth/me): every change this page asks for carries it
+ * as X-CSRF-Token, which a page of another site cannot know. Null without accounts. */
+export function setCsrfToken(token) {
+  csrfToken = token || null;
+}
+
+/** The headers a request of `method` carries besides its own: the CSRF token on changes. */
+function sessionHeaders(method) {
+  return csrfToken && !SAFE_METHODS.has(method) ? { "X-CSRF-Token": csrfToken } : {};
+}
 
 let pendingClient = null;
 
@@ -10,7 +24,7 @@ let pendingClient = null;
 export function clientId() {
   const known = sessionStorage.getItem(CLIENT_KEY);
   if (known) return Promise.resolve(known);
-  pendingClient ??= fetch("/api/clients", { method: "POST" })
+  pendingClient ??= fetch("/api/clients", { method: "POST", headers: sessionHeaders("POST") })
     .then(async (response) => {
       if (!response.ok) throw await errorFrom(response);
       const { client } = await response.json();
@@ -52,7 +66,7 @@ async function errorFrom(response) {
 
 /** fetch() with the client id; JSON in and out. `body` may be a plain object (sent as JSON) or FormData. */
 export async function request(method, path, body) {
-  const headers = { "X-Client-Id": await clientId() };
+  const headers = { "X-Client-Id": await clientId(), ...sessionHeaders(method) };
   const init = { method, headers };
   if (body instanceof FormData) {
     init.body = body;

@@ -10,6 +10,7 @@ import { initComic } from "./comic.js";
 import { initCompare } from "./compare.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
+import { installUserMenu, showSignIn, whoAmI } from "./account.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
@@ -67,9 +68,25 @@ async function showStatus() {
 on("use-recipe", async (recipe) => (await page("generate")).useRecipe(recipe));
 on("send-to", async (message) => (await page("generate")).sendTo(message));
 
-window.addEventListener("hashchange", () => show(pageFromHash()));
-onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
-installPageDrop();
-installGuideLinks();
-showStatus();
-show(pageFromHash());
+/** Start the studio: first who is signed in (with accounts, the sign-in page until someone is), then the pages. */
+async function start() {
+  let me = null;
+  try {
+    me = await whoAmI();
+  } catch {
+    /* an older server without accounts: start as before */
+  }
+  if (me?.signedOut) {
+    showSignIn(document.getElementById("main"), me);
+    return;
+  }
+  if (me?.accounts) installUserMenu(document.querySelector("header.top"), me.user);
+  window.addEventListener("hashchange", () => show(pageFromHash()));
+  onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
+  installPageDrop();
+  installGuideLinks();
+  showStatus();
+  show(pageFromHash());
+}
+
+start();
