@@ -42,6 +42,9 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if start_worker:
+            from localdiffusion.server.classqueue import apply_pins
+
+            apply_pins(studio)  # the facilitator's pinned models stay loaded once loaded
             studio.worker.start()
         yield
         studio.worker.stop()
@@ -142,9 +145,10 @@ class SecurityHeadersMiddleware:
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, api, comic, control, events, explain, finish
+    from localdiffusion.server import a1111, api, classqueue, comic, control, events, explain, finish
 
     app.include_router(api.router)
+    app.include_router(classqueue.router)
     app.include_router(control.router)
     app.include_router(comic.router)
     app.include_router(explain.router)

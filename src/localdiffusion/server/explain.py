@@ -35,7 +35,8 @@ from localdiffusion.jobs.tasks.explain import covers, explanation_dir, read_expl
 from localdiffusion.models.tokenizer import load_tokenizer
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import InvalidField, check_recipe, find_image, find_job, job_json, refused, resolve_model
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.admission import queue_job
+from localdiffusion.server.deps import CallerDep, client_id, get_studio
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(prefix="/api", tags=["explain"])
@@ -101,7 +102,7 @@ def _queued(studio: Studio, job: Job) -> dict[str, Any]:
 
 
 @router.post("/images/{image_id}/explain")
-def explain_image(image_id: int, studio: StudioDep, client: ClientDep, body: ExplainRequest | None = None) -> JSONResponse:
+def explain_image(image_id: int, studio: StudioDep, client: ClientDep, caller: CallerDep, body: ExplainRequest | None = None) -> JSONResponse:
     """Queue an explanation of a gallery image (timeline, CFG views, word heatmaps), or give the finished
     one at once when it already covers the request: {"job": ..., "explanation": ...}, one of them null."""
     body = body or ExplainRequest()
@@ -113,8 +114,8 @@ def explain_image(image_id: int, studio: StudioDep, client: ClientDep, body: Exp
     if pending is not None:
         return JSONResponse({"job": job_json(studio, pending), "explanation": None}, status_code=202)
     recipe = check_recipe(studio, Recipe.from_json(row.recipe_json))
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="explain",
-                              params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
+    job = queue_job(studio, caller, recipe, client, kind="explain",
+                    params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
     return JSONResponse({"job": _queued(studio, job), "explanation": None}, status_code=202)
 
 
@@ -201,7 +202,7 @@ def try_recipe(studio: Studio, recipe: Recipe, name: str) -> Recipe:
 
 
 @router.post("/parameters/{name}/try", status_code=201)
-def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a tiny comparison (3 values of this parameter) on the user's current recipe; the job's result
     names the grid (fetch it from /api/jobs/{id}/files/grid.png) and explains the axis."""
     card = _card(studio, name)
@@ -212,8 +213,7 @@ def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: Client
     y = f"steps={recipe.steps}" if name == "seed" else f"seed={recipe.seed}"
     recipe = check_recipe(studio, recipe)
     check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
-                              params={"x": x, "y": y, "parameter": name})
+    job = queue_job(studio, caller, recipe, client, kind="compare", params={"x": x, "y": y, "parameter": name})
     return _queued(studio, job)
 
 
@@ -301,7 +301,7 @@ def check_compare(body: AxesText) -> dict[str, Any]:
 
 
 @router.post("/compare", status_code=201)
-def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue an X/Y/Z comparison of the user's recipe: every axis value is checked first, and the seed is fixed
     once, so the grid reproduces. The job's result names the grids, cells and compare.json (under
     /api/jobs/{id}/files/) and explains each axis."""
@@ -313,8 +313,7 @@ def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep) ->
             check_axes(recipe, {name: axis}, studio.engine)
         except LocalDiffusionError as e:
             raise InvalidField(e.message, field=name.lower()) from None
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="compare",
-                              params={"x": body.x, "y": body.y, "z": body.given_z})
+    job = queue_job(studio, caller, recipe, client, kind="compare", params={"x": body.x, "y": body.y, "z": body.given_z})
     return _queued(studio, job)
 
 

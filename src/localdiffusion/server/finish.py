@@ -26,7 +26,8 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import (
     InvalidField, check_input_ref, find_image, image_file, job_json, read_upload, resolve_model,
 )
-from localdiffusion.server.deps import client_id, get_studio
+from localdiffusion.server.admission import queue_job
+from localdiffusion.server.deps import CallerDep, client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.inputs import keep_input
 
@@ -67,7 +68,7 @@ class UpscaleRequest(BaseModel):
 
 
 @router.post("/upscale", status_code=201)
-def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep) -> dict[str, Any]:
+def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue an "upscale" job; the result lands in the gallery. Bad values are refused before queueing."""
     ref, recipe, infotext, size = _source(studio, body)
     extras = ExtrasUpscale(body.upscaler, body.scale, body.width, body.height, True, body.upscaler_2, body.visibility_2)
@@ -83,7 +84,7 @@ def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep) -> dict[
     params = UpscaleParams(image=ref, upscaler=body.upscaler, scale=body.scale, width=body.width, height=body.height,
                            upscaler_2=body.upscaler_2, visibility_2=body.visibility_2, sd=body.sd, tile=body.tile,
                            overlap=body.overlap, infotext=infotext)
-    job = studio.queue.submit(recipe, owner_id=studio.owner_id, client=client, kind="upscale", params=params.model_dump())
+    job = queue_job(studio, caller, recipe, client, kind="upscale", params=params.model_dump())
     answer = job_json(studio, studio.queue.get(job.id) or job)
     if answer["status"] == "queued":
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": answer["position"]}))

@@ -317,6 +317,9 @@ class Database:
 
     # -- owners ---------------------------------------------------------------------------
 
+    def owner_names(self) -> dict[int, str]:
+        return dict(self._query("SELECT id, name FROM owners"))
+
     def ensure_owner(self, name: str) -> int:
         rows = self._query("SELECT id FROM owners WHERE name = ?", (name,))
         if rows:  # the common case needs no write lock

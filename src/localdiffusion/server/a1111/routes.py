@@ -21,7 +21,8 @@ from localdiffusion.server.a1111.responses import generation_response
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from localdiffusion.server.a1111.state import a1111_state
 from localdiffusion.server.a1111.system import command_line_flags, memory_report
-from localdiffusion.server.deps import get_studio
+from localdiffusion.server.admission import visible_checkpoints
+from localdiffusion.server.deps import get_caller, get_studio
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible API"])
 
@@ -48,7 +49,7 @@ async def _generate(request: Request, req: GenerationRequest) -> dict[str, Any]:
     """Build the recipe, queue it as this client's job, wait for it and answer as A1111."""
     studio, state = get_studio(request), a1111_state(request)
     recipe = await asyncio.to_thread(build_recipe, req, studio, state)
-    job, stopped = await run_job(studio, state, recipe, a1111_client(request))
+    job, stopped = await run_job(studio, state, recipe, a1111_client(request), caller=get_caller(request))
     return await asyncio.to_thread(generation_response, studio, req, job, stopped)
 
 
@@ -97,7 +98,9 @@ def set_options(request: Request, options: dict[str, Any]) -> None:
 
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict[str, Any]]:
-    return checkpoint_items(get_studio(request).library)
+    """The checkpoints (for a participant: those the class allows)."""
+    studio = get_studio(request)
+    return checkpoint_items(visible_checkpoints(studio, get_caller(request), studio.library.list("checkpoint")))
 
 
 @router.post("/refresh-checkpoints")
