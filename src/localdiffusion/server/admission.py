@@ -6,7 +6,8 @@ apply to participants only; the local owner and facilitators are unlimited. A fr
 but not queue.
 
 - 403: the caller is frozen, or a participant asks for a demo job.
-- 404: a participant names a model that is not allowed, answered exactly as a model that does not exist.
+- 404: a participant names a model that is not allowed, answered exactly as a model that does not exist
+  (`AllowedModelsMiddleware` hides the others from every listing and lookup of their requests).
 - 422: a job over a size, step or image limit (the field it names: width, steps, batch_size).
 - 429: a participant's queue is full (`max_queued`) or their GPU-seconds for the last hour are spent.
 
@@ -23,13 +24,15 @@ from typing import Any
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localdiffusion.errors import LocalDiffusionError, ModelNotFound, closest, one_of
+from localdiffusion.errors import LocalDiffusionError, ModelNotFound
 from localdiffusion.jobs import Job
 from localdiffusion.jobs.fair import job_images
 from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.library import only_checkpoints
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.deps import Caller
+from localdiffusion.server.deps import CALLER_SCOPE_KEY, Caller
 from localdiffusion.server.studio import Studio
 
 LIMITS_KEY = "limits"
@@ -88,66 +91,41 @@ def limited(caller: Caller) -> bool:
     return not caller.manages
 
 
-def allowed_names(studio: Studio, caller: Caller) -> set[str] | None:
-    """The checkpoints (lower-case names) this caller may use; None: every one."""
-    if not limited(caller):
-        return None
-    models = load_limits(studio).models
-    return None if models is None else {m.lower() for m in models}
+def allowed_names(studio: Studio, caller: Caller) -> list[str] | None:
+    """The checkpoints this caller may use; None: every one."""
+    return load_limits(studio).models if limited(caller) else None
 
 
-def visible_checkpoints(studio: Studio, caller: Caller, models: Sequence[ModelInfo]) -> list[ModelInfo]:
-    """A model list as this caller may see it: checkpoints that are not allowed are left out."""
-    allowed = allowed_names(studio, caller)
-    if allowed is None:
-        return list(models)
-    return [m for m in models if m.kind != "checkpoint" or m.name.lower() in allowed]
+class AllowedModelsMiddleware:
+    """For a participant's request, the library holds only the allowed checkpoints (`only_checkpoints`): the
+    model lists (`/api/models`, A1111's `sd-models`) leave the others out, and every lookup (a job's model,
+    a comparison's, A1111's options) answers them 404 with the library's own sentence, naming only allowed
+    ones, exactly as for a model that does not exist. It must sit inside authentication, which names the
+    caller (so it is added to the app first)."""
+
+    def __init__(self, app: ASGIApp, studio: Studio) -> None:
+        self.app, self.studio = app, studio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = scope.get(CALLER_SCOPE_KEY) if scope["type"] in ("http", "websocket") else None
+        names = allowed_names(self.studio, caller) if caller is not None else None
+        if names is None:
+            await self.app(scope, receive, send)
+            return
+        with only_checkpoints(names):
+            await self.app(scope, receive, send)
 
 
-def not_found(studio: Studio, name: str, allowed: set[str], field: str) -> ModelNotFound:
-    """The library's own sentence for a missing model, naming only the allowed ones."""
-    names = [m.name for m in studio.library.list("checkpoint") if m.name.lower() in allowed]
-    if not names:
-        return ModelNotFound("No checkpoint is available to you yet; ask the facilitator to allow one.", field=field)
-    near = closest(name.lower(), names)
-    hint = f"did you mean {one_of(near)}?" if near else f"the library has {one_of(names)}."
-    return ModelNotFound(f"No checkpoint named '{name}'; {hint}", field=field)
+def _allowed_recipe(studio: Studio, allowed: list[str], recipe: Recipe) -> Recipe:
+    """The recipe with an allowed checkpoint named (None: the default among the allowed ones); another is a 404."""
+    with only_checkpoints(allowed):
+        model = studio.library.get(recipe.model, kind="checkpoint", field="model").name
+        if recipe.refiner_checkpoint:
+            studio.library.get(recipe.refiner_checkpoint, kind="checkpoint", field="refiner_checkpoint")
+    return recipe if model == recipe.model else recipe.model_copy(update={"model": model})
 
 
-def allowedcheckpoint_named(studio: Studio, allowed: set[str], name: str | None, field: str = "model") -> str:
-    """The allowed checkpoint a job names (None: the default one, or else the first allowed one); any other
-    is a 404 as if it did not exist."""
-    if name is None or not name.strip():
-        default = next((m for m in [_default(studio)] if m is not None and m.name.lower() in allowed), None)
-        first = default or next((m for m in studio.library.list("checkpoint") if m.name.lower() in allowed), None)
-        if first is None:
-            raise not_found(studio, "", allowed, field)
-        return first.name
-    try:
-        info = studio.library.get(name, kind="checkpoint", field=field)
-    except LocalDiffusionError:
-        raise not_found(studio, name, allowed, field) from None
-    if info.name.lower() not in allowed:
-        raise not_found(studio, name, allowed, field)
-    return info.name
-
-
-def _default(studio: Studio) -> ModelInfo | None:
-    try:
-        return studio.library.defaultcheckpoint_named()
-    except LocalDiffusionError:
-        return None
-
-
-def _allowed_recipe(studio: Studio, allowed: set[str], recipe: Recipe) -> Recipe:
-    model = allowedcheckpoint_named(studio, allowed, recipe.model)
-    changes: dict[str, Any] = {} if model == recipe.model else {"model": model}
-    if recipe.refiner_checkpoint:
-        allowedcheckpoint_named(studio, allowed, recipe.refiner_checkpoint, "refiner_checkpoint")
-    return recipe.model_copy(update=changes) if changes else recipe
-
-
-def _allowed_params(studio: Studio, allowed: set[str], kind: str, params: dict[str, Any]) -> dict[str, Any]:
+def _allowed_params(studio: Studio, allowed: list[str], kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The models a job's parameters name: a comparison's Model axis, a comic's panels."""
     if kind == "compare":
         from localdiffusion.explain.axes import parse_axis
@@ -266,7 +244,7 @@ def admit(studio: Studio, caller: Caller, jobs: Sequence[JobRequest]) -> list[Jo
     if not limited(caller):
         return list(jobs)
     limits = load_limits(studio)
-    allowed = None if limits.models is None else {m.lower() for m in limits.models}
+    allowed = limits.models
     admitted = []
     for job in jobs:
         recipe, params = job.recipe, dict(job.params)

@@ -31,7 +31,7 @@ from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.admission import queue_job, visible_checkpoints
+from localdiffusion.server.admission import queue_job
 from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio, new_client_secret
 from localdiffusion.server.queueview import eta_seconds
 from localdiffusion.server.studio import Studio
@@ -95,10 +95,10 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
 
 
 @router.get("/models")
-def list_models(studio: StudioDep, caller: CallerDep, kind: str | None = None) -> list[dict[str, Any]]:
+def list_models(studio: StudioDep, kind: str | None = None) -> list[dict[str, Any]]:
     """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter);
-    a participant sees only the checkpoints the class allows."""
-    return [model_json(studio.library, m) for m in visible_checkpoints(studio, caller, studio.library.list(kind))]
+    a participant sees only the checkpoints the class allows (`admission.AllowedModelsMiddleware`)."""
+    return [model_json(studio.library, m) for m in studio.library.list(kind)]
 
 
 @router.post("/models", status_code=201)
@@ -317,8 +317,8 @@ def list_jobs(studio: StudioDep, client: ClientDep, limit: int = Query(50, ge=1,
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, studio: StudioDep) -> dict[str, Any]:
-    return job_json(studio, find_job(studio, job_id))
+def get_job(job_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
+    return job_json(studio, find_job(studio, job_id, caller))
 
 
 @router.delete("/jobs/{job_id}", responses={409: {"description": "The job has already finished."}})

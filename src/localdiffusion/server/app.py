@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localdiffusion import __version__
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound
+from localdiffusion.server.admission import AllowedModelsMiddleware
 from localdiffusion.server.auth import OriginMiddleware, TokenMiddleware
 from localdiffusion.server.openapi import add_docs, use_described_schema
 from localdiffusion.server.studio import Studio
@@ -58,6 +59,8 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
     add_docs(app)
     use_described_schema(app)
     # The last one added sees a request first: headers on every answer, then names and origins, then the token.
+    # A participant's allowed models come after authentication, which names the caller.
+    app.add_middleware(AllowedModelsMiddleware, studio=studio)
     app.add_middleware(BodyLimitMiddleware, limit=_body_limit(studio))
     if studio.token:
         app.add_middleware(TokenMiddleware, token=studio.token)

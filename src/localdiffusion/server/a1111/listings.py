@@ -11,7 +11,7 @@ from localdiffusion.engine.generate import LATENT_UPSCALERS
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from localdiffusion.errors import LocalDiffusionError, ModelNotFound
 from localdiffusion.infotext import A1111_SAMPLER_ALIASES, A1111_SCHEDULERS
-from localdiffusion.models.info import ModelInfo, base_family
+from localdiffusion.models.info import base_family
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, model_title
 from localdiffusion.server.a1111.state import A1111State
@@ -26,11 +26,11 @@ _SCHEDULER_ITEMS = {
 }
 
 
-def checkpoint_items(checkpoints: list[ModelInfo]) -> list[dict[str, Any]]:
+def checkpoint_items(library: ModelLibrary) -> list[dict[str, Any]]:
     return [
         {"title": model_title(m), "model_name": m.name, "hash": m.short_hash, "sha256": m.sha256,
          "filename": str(m.path), "config": None}
-        for m in checkpoints
+        for m in library.list("checkpoint")
     ]
 
 

@@ -21,7 +21,6 @@ from localdiffusion.server.a1111.responses import generation_response
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from localdiffusion.server.a1111.state import a1111_state
 from localdiffusion.server.a1111.system import command_line_flags, memory_report
-from localdiffusion.server.admission import visible_checkpoints
 from localdiffusion.server.deps import get_caller, get_studio
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible API"])
@@ -98,9 +97,7 @@ def set_options(request: Request, options: dict[str, Any]) -> None:
 
 @router.get("/sd-models")
 def sd_models(request: Request) -> list[dict[str, Any]]:
-    """The checkpoints (for a participant: those the class allows)."""
-    studio = get_studio(request)
-    return checkpoint_items(visible_checkpoints(studio, get_caller(request), studio.library.list("checkpoint")))
+    return checkpoint_items(get_studio(request).library)
 
 
 @router.post("/refresh-checkpoints")
