@@ -164,6 +164,18 @@ def test_the_cache_keeps_recent_pipelines_within_its_budget():
     assert cache.keys() == ["c", "b"] and cache.loads == 4
 
 
+def test_pinned_pipelines_stay_whatever_the_budget():
+    cache, log = PipelineCache(budget_bytes=10 * 2**20), []
+    cache.get("pinned", loader("pinned", 4, log))
+    cache.pin(["pinned"])
+    for name in ("b", "c", "d"):  # each would push the least recently used one, the pinned, out
+        cache.get(name, loader(name, 4, log))
+    assert cache.keys() == ["pinned", "d"] and log == ["pinned", "b", "c", "d"]
+    cache.pin([])  # unpinned: the least recently used goes again
+    cache.get("e", loader("e", 4, log))
+    assert cache.keys() == ["d", "e"]
+
+
 def test_the_cache_frees_what_it_evicts():
     cache = PipelineCache(budget_bytes=6 * 2**20)
     first = weakref.ref(cache.get("a", loader("a", 4, [])))

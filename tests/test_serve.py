@@ -104,6 +104,46 @@ def test_no_job_is_lost_when_the_server_is_killed(tmp_path, model_home):
     assert all(n == 1 for job_id, n in attempts.items() if job_id != killed["id"])
 
 
+@pytest.mark.timeout(600)
+def test_a_kill_during_a_participants_job_loses_nothing_and_keeps_the_owner(tmp_path, model_home):
+    """Jobs of two people in the fair queue; a SIGKILL while one runs: after the restart every job is done, each
+    image belongs to whoever queued it, and the killed job ran again once."""
+    from localdiffusion.jobs import SQLiteJobQueue
+    from localdiffusion.recipe import Recipe
+    from localdiffusion.store.db import Database
+
+    home = linked_home(tmp_path / "home", model_home)
+    with Database(home.db_path) as db:
+        queue = SQLiteJobQueue(db)
+        people = {name: db.ensure_owner(name) for name in ("ann", "ben")}
+        owner_of = {queue.submit(Recipe.model_validate({**SLOW_RECIPE, "seed": i}), people[name], "tab").id: people[name]
+                    for i, name in enumerate(["ann", "ann", "ben"])}
+    port, log = free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+
+    def jobs() -> list[dict]:
+        return [httpx.get(f"{base}/api/jobs/{i}", timeout=5).json() for i in owner_of]
+
+    with server(home.root, port, log) as proc:
+        killed = wait_until(lambda: next((j for j in jobs() if j["status"] == "running"), None), 120, "a job to run", proc, log)
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.wait(timeout=30)
+    with server(home.root, port, log) as restarted:
+        def finished() -> list[dict] | None:
+            now = jobs()
+            return now if all(j["status"] in ("done", "failed", "cancelled") for j in now) else None
+
+        done = wait_until(finished, 300, "the jobs to finish after the restart", restarted, log)
+    assert [j["status"] for j in done] == ["done"] * 3, [j["error"] for j in done]
+    with Database(home.db_path) as db:
+        for job in done:
+            assert db.get_image(job["result"]["images"][0]).owner_id == owner_of[job["id"]]
+            assert job["gpu_seconds"] > 0 and job["device"]
+        rows = dict(db.query("SELECT id, owner_id FROM jobs"))
+    assert rows == owner_of
+    assert {j["id"]: j["attempts"] for j in done}[killed["id"]] == 2
+
+
 @pytest.mark.timeout(180)
 def test_listening_beyond_this_machine_requires_a_generated_token(tmp_path):
     home = Home(tmp_path / "home").ensure()

@@ -42,3 +42,11 @@ def memory_budget(device: torch.device, budget_gb: float) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
     except (ValueError, OSError, AttributeError):
         return 8 * 2**30
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a person names it: 'cuda:0 (NVIDIA H100 80GB HBM3)', 'mps', 'cpu'."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)

@@ -59,6 +59,10 @@ class Models:
     def pipeline_key(self, info: ModelInfo) -> tuple:
         return (str(info.path), str(self.dtype), str(self.device))
 
+    def pin(self, checkpoints: list[ModelInfo]) -> None:
+        """Keep these checkpoints' pipelines loaded once they are (the cache never evicts them)."""
+        self.cache.pin(self.pipeline_key(info) for info in checkpoints)
+
     def controlnet_key(self, info: ModelInfo) -> tuple:
         return ("controlnet", str(info.path), str(self.dtype), str(self.device))
 

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from localdiffusion.engine import Engine, Progress
+from localdiffusion.engine.device import device_name
 from localdiffusion.engine.inputs import BytesInputs, HomeInputs, Inputs
 from localdiffusion.errors import BadInput, Cancelled, LocalDiffusionError
 from localdiffusion.jobs.artefacts import TaskOutput
@@ -35,6 +36,7 @@ class Worker:
             results = ResultStore(engine.home.outputs, engine.library.db)
         self.results = results
         self.tasks: dict[str, Task] = default_tasks()
+        self.device_name = device_name(engine.device) if engine is not None else "cpu"  # recorded with each job
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +63,14 @@ class Worker:
     # --- running ---
 
     def run(self, job: Job) -> None:
+        """Run one claimed job. Before it ends, the queue learns where it ran and how long it held the device
+        (its GPU-seconds); a run that finished without loading a model also teaches it the model's speed."""
+        started = time.monotonic()
+        loads: list[bool] = []  # one entry per "load" progress report
+
+        def ran(learn: bool = False) -> None:
+            self.queue.record_run(job.id, self.device_name, time.monotonic() - started, learn=learn and not loads)
+
         self.queue.report(JobProgress(job, total=job.recipe.steps, started=time.time()))
         try:
             if self.queue.cancel_requested(job.id):  # cancelled at the instant it was claimed: it never starts
@@ -69,7 +79,7 @@ class Worker:
             task = self.tasks.get(job.kind)
             if task is None:
                 raise BadInput(f"This server cannot run jobs of kind '{job.kind}'; it knows {', '.join(sorted(self.tasks))}.")
-            on_progress = lambda p: self._progress(job, p)  # noqa: E731
+            on_progress = lambda p: self._progress(job, p, loads)  # noqa: E731
             stopping = lambda: self._stop.is_set() or self.queue.cancel_requested(job.id)  # noqa: E731
             inputs = self.job_inputs(job)
             context = TaskContext(job, self.engine, on_progress=on_progress, cancel=stopping, inputs=inputs,
@@ -79,18 +89,22 @@ class Worker:
             with self.engine.reporting_loads(on_progress) if self.engine is not None else nullcontext(), \
                     self.engine.reading(inputs) if self.engine is not None else nullcontext():
                 output = task(context)
+            ran(learn=True)
             self.queue.finish(job.id, self._save(job, output))
             self._publish("done", self.queue.get(job.id) or job)
         except Cancelled:
             if self._stop.is_set() and not self.queue.cancel_requested(job.id):
                 self.queue.requeue(job.id)
                 return
+            ran()
             self.queue.mark_cancelled(job.id)
             self._publish("cancelled", job)
         except LocalDiffusionError as e:
+            ran()
             self._fail(job, e.message)
         except Exception as e:  # the worker must go on to the next job whatever happens
             log.exception("Job %s failed", job.id)
+            ran()
             self._fail(job, _unexpected(e))
 
     def job_inputs(self, job: Job) -> Inputs:
@@ -98,7 +112,9 @@ class Worker:
         on another machine is handed their bytes with the job instead (`engine.inputs.BytesInputs`)."""
         return HomeInputs(self.engine.home.root) if self.engine is not None else BytesInputs({})
 
-    def _progress(self, job: Job, p: Progress) -> None:
+    def _progress(self, job: Job, p: Progress, loads: list[bool] | None = None) -> None:
+        if p.phase == "load" and loads is not None:
+            loads.append(True)
         last = self.queue.progress(job.id)
         running = JobProgress(job, p.step, p.total, p.iteration, p.iterations, p.phase, p.preview,
                               last.started if last is not None else time.time(), p.loading, p.loaded, p.parts)

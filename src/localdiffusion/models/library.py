@@ -34,7 +34,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,23 @@ def _split_title(text: str) -> tuple[str, str | None]:
 
 def _is_hash(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-fA-F]{8,64}", text))
+
+
+# The checkpoints the code running now may see: None, all of them; a class's participant, the allowed ones
+# (the server sets it for each of their requests). Every listing and lookup of the library then treats the
+# others as absent, so an answer never tells a participant about a model they may not use.
+_VISIBLE_CHECKPOINTS: ContextVar[frozenset[str] | None] = ContextVar("visible_checkpoints", default=None)
+
+
+@contextmanager
+def only_checkpoints(names: Iterable[str] | None) -> Iterator[None]:
+    """Within this block (and threads started from it with its context), only these checkpoints exist (names
+    in any case); None: all of them."""
+    token = _VISIBLE_CHECKPOINTS.set(None if names is None else frozenset(n.lower() for n in names))
+    try:
+        yield
+    finally:
+        _VISIBLE_CHECKPOINTS.reset(token)
 
 
 class ModelLibrary:
@@ -268,9 +287,12 @@ class ModelLibrary:
     # -- looking models up ----------------------------------------------------------------
 
     def list(self, kind: str | None = None) -> list[ModelInfo]:
+        """The library's models (of one kind); within `only_checkpoints(names)`, only those checkpoints."""
         if kind is not None and kind not in KINDS:
             raise BadInput(f"Unknown model kind '{kind}'; use {one_of(list(KINDS))}.", field="kind")
-        return [m for m in self.scan() if kind is None or m.kind == kind]
+        visible = _VISIBLE_CHECKPOINTS.get()
+        return [m for m in self.scan() if (kind is None or m.kind == kind)
+                and (visible is None or m.kind != "checkpoint" or m.name.lower() in visible)]
 
     def get(self, query: str | None, kind: str | None = "checkpoint", *, field: str | None = None) -> ModelInfo:
         """The model a person or a recipe names; the one lookup that the CLI, the engine and the server use.

@@ -61,6 +61,15 @@ ROUTES: dict[str, str] = {
     "POST /api/class/users/{name}/unfreeze": FACILITATOR,
     "POST /api/class/users/{name}/password": FACILITATOR,
     "GET /api/class/audit": FACILITATOR,
+    # the queue and the class's limits (server/classqueue.py)
+    "GET /api/queue": ANY_USER,
+    "POST /api/class/queue/pause": FACILITATOR,
+    "POST /api/class/queue/resume": FACILITATOR,
+    "POST /api/jobs/{job_id}/front": FACILITATOR,
+    "GET /api/class/limits": ANY_USER,  # a participant may read the limits that apply to them
+    "PUT /api/class/limits": FACILITATOR,
+    "GET /api/class/pinned": FACILITATOR,
+    "PUT /api/class/pinned": FACILITATOR,
     # the studio API (server/api.py)
     "GET /api/status": ANY_USER,
     "GET /api/models": ANY_USER,

@@ -32,7 +32,9 @@ from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.deps import Caller, client_id, get_caller, get_studio, new_client_secret
+from localdiffusion.server.admission import queue_job
+from localdiffusion.server.deps import Caller, CallerDep, client_id, get_caller, get_studio, new_client_secret
+from localdiffusion.server.queueview import eta_seconds
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import ImageRow
 from localdiffusion.store.home import Home, add_models_help
@@ -43,7 +45,6 @@ router = APIRouter(prefix="/api", tags=["studio"])
 
 StudioDep = Annotated[Studio, Depends(get_studio)]
 ClientDep = Annotated[str, Depends(client_id)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
 
 MAX_PAGE = 200
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id or offset in a request would overflow the query
@@ -96,7 +97,8 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
 
 @router.get("/models")
 def list_models(studio: StudioDep, kind: str | None = None) -> list[dict[str, Any]]:
-    """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter)."""
+    """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter);
+    a participant sees only the checkpoints the class allows (`admission.AllowedModelsMiddleware`)."""
     return [model_json(studio.library, m) for m in studio.library.list(kind)]
 
 
@@ -292,8 +294,11 @@ def job_progress(studio: Studio, job: Job) -> dict[str, Any] | None:
 
 def job_json(studio: Studio, job: Job) -> dict[str, Any]:
     # Never the job's client: that id is the submitter's secret (whoever holds it may cancel and watch the job).
+    queued = job.status == "queued"
     return {
-        "id": job.id, "kind": job.kind, "params": job.params, "status": job.status, "position": studio.queue.position(job.id) if job.status == "queued" else 0,
+        "id": job.id, "kind": job.kind, "params": job.params, "status": job.status, "position": studio.queue.position(job.id) if queued else 0,
+        "eta_seconds": eta_seconds(studio.queue, job.id) if queued else None, "queue_paused": studio.queue.paused,
+        "estimated_seconds": round(job.estimated_seconds, 1), "demo": job.demo, "device": job.device, "gpu_seconds": job.gpu_seconds,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "attempts": job.attempts, "recipe": job.recipe.model_dump(mode="json"), "error": job.error,
         "result": jsonable_encoder(job.result) if job.result else None,
@@ -317,11 +322,12 @@ def new_client() -> dict[str, str]:
 
 
 @router.post("/jobs", status_code=201)
-def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
+def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep, caller: CallerDep,
+               demo: bool = Query(False, description="A facilitator's demo for the room: runs before every other job")) -> dict[str, Any]:
     """Queue a generation. `init_image`, `mask` and the control units' images are refs from /api/uploads.
-    Bad values are refused before queueing."""
+    Bad values, and jobs over a participant's limits, are refused before queueing."""
     recipe = check_recipe(studio, recipe, caller)
-    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client)
+    job = queue_job(studio, caller, recipe, client, demo=demo)
     body = job_json(studio, studio.queue.get(job.id) or job)
     if body["status"] == "queued":  # the worker may have started it already
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
@@ -342,8 +348,8 @@ def get_job(job_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]
 
 @router.delete("/jobs/{job_id}", responses={409: {"description": "The job has already finished."}})
 def cancel_job(job_id: int, studio: StudioDep, client: ClientDep, caller: CallerDep) -> dict[str, Any]:
-    """Cancel a queued job at once, or a running one within a step; only the client that submitted it may
-    (and a facilitator, any job)."""
+    """Cancel a queued job at once, or a running one within a step; only the client that submitted it may,
+    or a facilitator (any job; the audit log records it when the job is another person's)."""
     job = find_job(studio, caller, job_id)
     facilitator = caller.role == "facilitator"
     if not facilitator and not secrets.compare_digest(job.client.encode(), client.encode()):
@@ -351,7 +357,7 @@ def cancel_job(job_id: int, studio: StudioDep, client: ClientDep, caller: Caller
     if job.finished or not stop_job(studio.queue, studio.events, job_id):
         raise refused(409, f"Job {job_id} has already finished ({find_job(studio, caller, job_id).status}), so it cannot be cancelled.")
     if facilitator and job.owner_id != caller.owner_id:
-        studio.db.record_action(caller.name, "cancel", f"job {job_id}")
+        studio.db.record_action(caller.name, "cancel", f"job {job_id}", {"owner_id": job.owner_id, "kind": job.kind})
     return job_json(studio, find_job(studio, caller, job_id))
 
 

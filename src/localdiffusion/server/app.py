@@ -19,6 +19,7 @@ from localdiffusion.server.access import enforce_access
 from localdiffusion.server.accounts import AccountsMiddleware, AccountsState
 from localdiffusion.server.auth import OriginMiddleware
 from localdiffusion.server.deps import Caller
+from localdiffusion.server.admission import AllowedModelsMiddleware
 from localdiffusion.server.openapi import add_docs, use_described_schema
 from localdiffusion.server.studio import Studio
 
@@ -45,6 +46,9 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if start_worker:
+            from localdiffusion.server.classqueue import apply_pins
+
+            apply_pins(studio)  # the facilitator's pinned models stay loaded once loaded
             studio.worker.start()
         yield
         studio.worker.stop()
@@ -62,6 +66,8 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
     use_described_schema(app)
     # The last one added sees a request first: headers on every answer, then names and origins, then who asks
     # (accounts once the home has any, else the token when there is one: server/accounts.py).
+    # A participant's allowed models come after authentication, which names the caller.
+    app.add_middleware(AllowedModelsMiddleware, studio=studio)
     app.add_middleware(BodyLimitMiddleware, limit=_body_limit(studio))
     app.add_middleware(AccountsMiddleware, state=accounts)
     # With accounts every request signs in, so any name may reach the server (a class opens it by the machine's name).
@@ -150,11 +156,12 @@ class SecurityHeadersMiddleware:
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, accounts, api, class_users, comic, control, events, explain, finish
+    from localdiffusion.server import a1111, accounts, api, class_users, classqueue, comic, control, events, explain, finish
 
     app.include_router(accounts.router)
     app.include_router(class_users.router)
     app.include_router(api.router)
+    app.include_router(classqueue.router)
     app.include_router(control.router)
     app.include_router(comic.router)
     app.include_router(explain.router)

@@ -35,8 +35,9 @@ from localdiffusion.comic.prompts import compose_prompt, consistency_notes, pane
 from localdiffusion.comic.storage import ASSETS, STALE, HomeComics, StaleVersion, Stored, asset_path
 from localdiffusion.errors import BadInput
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.api import CallerDep, check_recipe, job_json, read_upload
-from localdiffusion.server.deps import Caller, client_id, get_studio
+from localdiffusion.server.admission import JobRequest, queue_job, queue_jobs
+from localdiffusion.server.api import check_recipe, job_json, read_upload
+from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.db import Database
 from localdiffusion.store.files import write_atomic
@@ -270,8 +271,8 @@ def prompt_preview(project_id: str, panel_id: str, studio: StudioDep, store: Com
 
 
 @router.post("/{project_id}/panels/{panel_id}/generate", status_code=201)
-def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, store: ComicsDep, caller: CallerDep,
-                        client: ClientDep) -> list[Candidate]:
+def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, studio: StudioDep, store: ComicsDep,
+                        client: ClientDep, caller: CallerDep) -> list[Candidate]:
     """Queue one generate job per candidate; each candidate records its job id and gets its image when the
     job is done (see GET /api/comics/{id}). The project's version moves on by one."""
     stored = load(store, caller, project_id)
@@ -280,10 +281,8 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     since = _since(body.version, stored)
     recipes = candidate_recipes(studio.engine, project, panel, stored.folder, body.candidates)
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
-    made = []
-    for recipe in recipes:
-        job = studio.queue.submit(recipe, owner_id=project.owner_id, client=client)
-        made.append(Candidate(recipe=recipe, job_id=job.id))
+    jobs = queue_jobs(studio, caller, [JobRequest(recipe) for recipe in recipes], client, owner_id=project.owner_id)  # all admitted, or none queued
+    made = [Candidate(recipe=job.recipe, job_id=job.id) for job in jobs]
     panel.candidates += made
     save(store, project, since)
     return made
@@ -314,8 +313,8 @@ def render_estimate(project_id: str, studio: StudioDep, store: ComicsDep, caller
 
 
 @router.post("/{project_id}/render", status_code=201)
-def render_together(project_id: str, body: RenderRequest, studio: StudioDep, store: ComicsDep, caller: CallerDep,
-                    client: ClientDep) -> dict[str, Any]:
+def render_together(project_id: str, body: RenderRequest, studio: StudioDep, store: ComicsDep,
+                    client: ClientDep, caller: CallerDep) -> dict[str, Any]:
     """Queue one "panels" job for every panel that has no image and none on the way, in reading order, with
     shared attention: the first one's look steers the others. Each panel gets a candidate that fills in
     when the job is done; `kept_bytes` is the memory the shared tokens will take, `version` the project's."""
@@ -330,8 +329,9 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
                        field="shared_attention")
     kept = shared_attention_bytes(studio.engine, project, folder, body.shared_attention)
     recipes = [check_recipe(studio, candidate_recipes(studio.engine, project, panel, folder, 1)[0]) for panel in todo]
-    job = studio.queue.submit(recipes[0], owner_id=project.owner_id, client=client, kind="panels",
-                              params={"recipes": [r.model_dump(mode="json") for r in recipes], "share": body.shared_attention})
+    job = queue_job(studio, caller, recipes[0], client, kind="panels", owner_id=project.owner_id,
+                    params={"recipes": [r.model_dump(mode="json") for r in recipes], "share": body.shared_attention})
+    recipes = [Recipe.model_validate(r) for r in job.params["recipes"]]  # as admitted (a default model named)
     made = {}
     for i, (panel, recipe) in enumerate(zip(todo, recipes)):
         made[panel.id] = Candidate(recipe=recipe, job_id=job.id, job_index=i)

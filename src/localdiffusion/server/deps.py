@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
 from localdiffusion.errors import BadInput
@@ -61,6 +62,10 @@ def require_manager(request: HTTPConnection) -> Caller:
     if not caller.manages:
         raise HTTPException(403, "Only a facilitator may do this; ask the person running the class.")
     return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+ManagerDep = Annotated[Caller, Depends(require_manager)]
 
 
 def new_client_secret() -> str:

@@ -38,6 +38,7 @@ from localdiffusion.server.api import (
     CallerDep, InvalidField, check_recipe, find_image, find_job, job_json, refused, resolve_model,
 )
 from localdiffusion.server.deps import Caller, client_id, get_studio
+from localdiffusion.server.admission import queue_job
 from localdiffusion.server.studio import Studio
 
 router = APIRouter(prefix="/api", tags=["explain"])
@@ -116,8 +117,8 @@ def explain_image(image_id: int, studio: StudioDep, client: ClientDep, caller: C
     if pending is not None:
         return JSONResponse({"job": job_json(studio, pending), "explanation": None}, status_code=202)
     recipe = check_recipe(studio, Recipe.from_json(row.recipe_json))
-    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="explain",
-                              params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
+    job = queue_job(studio, caller, recipe, client, kind="explain",
+                    params={"image_id": image_id, "cfg_steps": body.cfg_steps, "attention": body.attention})
     return JSONResponse({"job": _queued(studio, job), "explanation": None}, status_code=202)
 
 
@@ -215,8 +216,7 @@ def try_parameter(name: str, body: TryRequest, studio: StudioDep, client: Client
     y = f"steps={recipe.steps}" if name == "seed" else f"seed={recipe.seed}"
     recipe = check_recipe(studio, recipe, caller)
     check_axes(recipe, {"X": parse_axis(x, "X"), "Y": parse_axis(y, "Y")}, studio.engine)
-    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="compare",
-                              params={"x": x, "y": y, "parameter": name})
+    job = queue_job(studio, caller, recipe, client, kind="compare", params={"x": x, "y": y, "parameter": name})
     return _queued(studio, job)
 
 
@@ -316,8 +316,7 @@ def queue_compare(body: CompareRequest, studio: StudioDep, client: ClientDep, ca
             check_axes(recipe, {name: axis}, studio.engine)
         except LocalDiffusionError as e:
             raise InvalidField(e.message, field=name.lower()) from None
-    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="compare",
-                              params={"x": body.x, "y": body.y, "z": body.given_z})
+    job = queue_job(studio, caller, recipe, client, kind="compare", params={"x": body.x, "y": body.y, "z": body.given_z})
     return _queued(studio, job)
 
 

@@ -26,6 +26,7 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.api import (
     CallerDep, InvalidField, check_input_ref, keep_for, may_use_input, find_image, image_file, job_json, read_upload, resolve_model,
 )
+from localdiffusion.server.admission import queue_job
 from localdiffusion.server.deps import Caller, client_id, get_studio
 from localdiffusion.server.studio import Studio
 
@@ -82,7 +83,7 @@ def upscale(body: UpscaleRequest, studio: StudioDep, client: ClientDep, caller: 
     params = UpscaleParams(image=ref, upscaler=body.upscaler, scale=body.scale, width=body.width, height=body.height,
                            upscaler_2=body.upscaler_2, visibility_2=body.visibility_2, sd=body.sd, tile=body.tile,
                            overlap=body.overlap, infotext=infotext)
-    job = studio.queue.submit(recipe, owner_id=caller.owner_id, client=client, kind="upscale", params=params.model_dump())
+    job = queue_job(studio, caller, recipe, client, kind="upscale", params=params.model_dump())
     answer = job_json(studio, studio.queue.get(job.id) or job)
     if answer["status"] == "queued":
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": answer["position"]}))

@@ -173,7 +173,32 @@ CREATE TABLE input_owners (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
+
+# v7: the fair queue: each job's
+# estimated cost (standard steps and the model whose measured speed turns them into GPU-seconds), demo jobs
+# and the front (jobs/fair.py), where it ran and the GPU-seconds it took; the learned seconds per step of
+# each model; and the class's policy (limits, allowed and pinned models) as JSON values by key.
+_V7 = """
+ALTER TABLE jobs ADD COLUMN cost_units REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cost_model TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN demo INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN front_at REAL;
+ALTER TABLE jobs ADD COLUMN device TEXT;
+ALTER TABLE jobs ADD COLUMN gpu_seconds REAL;
+CREATE INDEX jobs_owner_status ON jobs (owner_id, status);
+CREATE TABLE cost_factors (
+    model TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,
+    units REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE class_policy (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -313,7 +338,22 @@ class Database:
         rows = self._query("SELECT at, actor, action, target, details FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditEntry(at, actor, action, target, json.loads(details)) for at, actor, action, target, details in rows]
 
+    # -- the class's policy (limits, allowed and pinned models) ------------------------------
+
+    def policy(self, key: str, default: object = None) -> object:
+        """A policy value (JSON) by key; `default` when it was never set."""
+        rows = self._query("SELECT value FROM class_policy WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set_policy(self, key: str, value: object) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO class_policy (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (key, json.dumps(value)))
+
     # -- owners ---------------------------------------------------------------------------
+
+    def owner_names(self) -> dict[int, str]:
+        return dict(self._query("SELECT id, name FROM owners"))
 
     def ensure_owner(self, name: str) -> int:
         rows = self._query("SELECT id FROM owners WHERE name = ?", (name,))

@@ -71,7 +71,7 @@ async def extra_single_image(request: Request, req: ExtrasSingleImageRequest) ->
     if params is None:  # A1111: with upscaler_1 "None" the image passes through unchanged
         return {"html_info": "", "image": req.image.partition(",")[2] if req.image.startswith("data:") else req.image}
     job, stopped = await run_job(studio, state, Recipe(mode="img2img", init_image=params.image), a1111_client(request),
-                                 "upscale", params.model_dump(), owner_id=get_caller(request).owner_id)
+                                 "upscale", params.model_dump(), caller=get_caller(request))
     if job.status != "done":
         raise HTTPException(status_code=500, detail=f"The upscale was {stopped or 'cancelled'}.")
     row = studio.db.get_image(job.result["images"][0])

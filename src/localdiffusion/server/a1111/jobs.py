@@ -16,6 +16,8 @@ from localdiffusion.recipe import Recipe
 from localdiffusion.server.a1111.images import png_base64
 from localdiffusion.server.a1111.responses import a1111_timestamp
 from localdiffusion.server.a1111.state import A1111State
+from localdiffusion.server.admission import queue_job
+from localdiffusion.server.deps import Caller
 from localdiffusion.server.studio import Studio
 
 CLIENT_PREFIX = "a1111:"
@@ -27,11 +29,11 @@ def a1111_client(request: Request) -> str:
 
 
 async def run_job(studio: Studio, state: A1111State, recipe: Recipe, client: str, kind: str = "generate",
-                  params: dict[str, Any] | None = None, owner_id: int | None = None) -> tuple[Job, str | None]:
-    """Queue the job for `owner_id` (the caller; by default the home's owner) and wait for it:
-    (the finished job, 'interrupted' or 'skipped' if it was stopped)."""
-    owner = studio.owner_id if owner_id is None else owner_id
-    job_id = (await asyncio.to_thread(studio.queue.submit, recipe, owner, client, kind, params)).id
+                  params: dict[str, Any] | None = None, caller: Caller | None = None) -> tuple[Job, str | None]:
+    """Queue the job as the caller's (admitted first: limits, allowed models) and wait for it: (the finished job,
+    'interrupted' or 'skipped' if it was stopped). Without a caller, the local owner's."""
+    caller = caller or Caller(studio.owner_id, studio.owner_name)
+    job_id = (await asyncio.to_thread(queue_job, studio, caller, recipe, client, kind, params)).id
     with state.lock:
         state.pending.add(job_id)
     try:

@@ -48,7 +48,7 @@ async def _generate(request: Request, req: GenerationRequest) -> dict[str, Any]:
     """Build the recipe, queue it as this client's job, wait for it and answer as A1111."""
     studio, state = get_studio(request), a1111_state(request)
     recipe = await asyncio.to_thread(build_recipe, req, studio, state)
-    job, stopped = await run_job(studio, state, recipe, a1111_client(request), owner_id=get_caller(request).owner_id)
+    job, stopped = await run_job(studio, state, recipe, a1111_client(request), caller=get_caller(request))
     return await asyncio.to_thread(generation_response, studio, req, job, stopped)
 
 

@@ -1,4 +1,4 @@
-// A card per submitted job: queue position, "Loading model…" with its own bar while a model that is not in
+// A card per submitted job: queue position and the estimated wait (ETA), "Loading model…" with its own bar while a model that is not in
 // memory yet loads, then a step/total bar with live previews, Cancel, then the results with each image's
 // seed and the time the job took.
 //
@@ -85,8 +85,8 @@ export class JobCard {
     this.job = { ...this.job, ...job };
     this.el.dataset.status = job.status;
     if (job.status === "queued") {
-      const ahead = job.position;
-      this.status.textContent = ahead > 0 ? `Waiting in the queue: ${ahead} ahead of it.` : "Waiting in the queue: next to run.";
+      this.status.textContent = queuedText(job);
+      this.el.dataset.position = String(job.position ?? 0);
     } else if (job.status === "running") {
       if (job.progress?.total || job.progress?.phase === "load") this.showProgress(job.progress);
       else this.status.textContent = "Starting…";
@@ -185,4 +185,18 @@ export function loadingText({ loading = "", loaded = 0, parts = 0 } = {}) {
   if (loading) return `Loading ${loading}${part}… A model loads once, then stays in memory for the next images.`;
   if (parts && loaded >= parts) return "Model loaded; starting…";
   return "Loading the model…";
+}
+
+/** A queued job's place: how many jobs run before it (the fair order, GET /api/jobs/{id}'s `position`), about
+ * how long until it starts (`eta_seconds`), or that the facilitator has paused the queue. */
+export function queuedText({ position = 0, eta_seconds: eta = null, queue_paused: paused = false }) {
+  const place = position > 0 ? `${position} ahead of it` : "next to run";
+  if (paused) return `Waiting in the queue: ${place}. The queue is paused; nothing starts until the facilitator resumes it.`;
+  return `Waiting in the queue: ${place}${eta > 0 ? `, starts in about ${duration(eta)}` : ""}.`;
+}
+
+function duration(seconds) {
+  if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+  const minutes = Math.round(seconds / 60);
+  return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
