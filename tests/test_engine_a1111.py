@@ -29,7 +29,7 @@ from localdiffusion.models.single_file import save_single_file
 from localdiffusion.recipe import Recipe
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import Home
-from test_k_sampling_oracle import LDMModel, OracleCFG, _k_diffusion
+from test_k_sampling_oracle import LDMModel, OracleCFG, _k_diffusion, oracle_sigmas
 
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning", "ignore:To copy construct:UserWarning")
 
@@ -97,23 +97,8 @@ def _oracle_image(kd, pipe, name, schedule, ensd=0, eta=1.0):
     wrap = kd.external.CompVisDenoiser(ldm)
     noise = SeedNoise(SEED, (4, SIZE // 8, SIZE // 8), ensd)
     kd.monkeypatch.setattr(kd.sampling, "torch", noise)
-    n = STEPS + (1 if sampler.discard_next_to_last_sigma else 0)
     m_min, m_max = wrap.sigmas[0].item(), wrap.sigmas[-1].item()
-    label = sampler.default_schedule if schedule == "Automatic" else schedule
-    if label in (None, "Uniform"):
-        sigmas = wrap.get_sigmas(n)
-    elif label == "Karras":
-        sigmas = kd.sampling.get_sigmas_karras(n, m_min, m_max)
-    elif label == "Exponential":
-        sigmas = kd.sampling.get_sigmas_exponential(n, m_min, m_max)
-    elif label == "Polyexponential":
-        sigmas = kd.sampling.get_sigmas_polyexponential(n, m_min, m_max)
-    else:  # A1111-only schedule types: checked against their formulas in test_k_sampling.py
-        from localdiffusion.engine.k_sampling.denoiser import ldm_alphas_cumprod, make_denoiser
-
-        sigmas = schedules.sigmas_for(make_denoiser(None, ldm_alphas_cumprod()), n, label)
-    if sampler.discard_next_to_last_sigma:
-        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    sigmas = oracle_sigmas(kd, wrap, sampler, STEPS, schedule)
     first = noise.first()
     x = first * sigmas[0]
     func = sampler.function.__name__

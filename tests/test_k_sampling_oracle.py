@@ -145,16 +145,11 @@ def _conds():
     return torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
 
 
-def _oracle(kd, sampler, net, steps, schedule, *, v=False, ensd=0, eta=1.0, init=None, strength=1.0):
-    """A1111's KDiffusionSampler.sample (or sample_img2img) over the k-diffusion package."""
-    ldm = LDMModel(net)
-    wrap = (kd.external.CompVisVDenoiser if v else kd.external.CompVisDenoiser)(ldm)
-    noise = OracleNoise(SEEDS, ensd)
-    kd.monkeypatch.setattr(kd.sampling, "torch", noise)
+def oracle_sigmas(kd, wrap, sampler, steps, schedule):
+    """A1111's sigmas for the sampler and schedule type, from the k-diffusion package where it has the type."""
     m_min, m_max = wrap.sigmas[0].item(), wrap.sigmas[-1].item()
     name = sampler.default_schedule if schedule == "Automatic" else schedule
-    scheduled, t_enc = (steps, None) if init is None else (steps, int(min(strength, 0.999) * steps))
-    n = scheduled + (1 if sampler.discard_next_to_last_sigma else 0)
+    n = steps + (1 if sampler.discard_next_to_last_sigma else 0)
     if name in (None, "Uniform"):
         sigmas = wrap.get_sigmas(n)
     elif name == "Karras":
@@ -164,9 +159,21 @@ def _oracle(kd, sampler, net, steps, schedule, *, v=False, ensd=0, eta=1.0, init
     elif name == "Polyexponential":
         sigmas = kd.sampling.get_sigmas_polyexponential(n, m_min, m_max)
     else:  # A1111-only types: checked against their formulas in test_k_sampling.py
-        sigmas = schedules.sigmas_for(make_denoiser(None, ldm.alphas_cumprod), n, name)
+        sigmas = schedules.sigmas_for(make_denoiser(None, ldm_alphas_cumprod()), n, name)
     if sampler.discard_next_to_last_sigma:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas
+
+
+def _oracle(kd, sampler, net, steps, schedule, *, v=False, ensd=0, eta=1.0, init=None, strength=1.0):
+    """A1111's KDiffusionSampler.sample (or sample_img2img) over the k-diffusion package."""
+    ldm = LDMModel(net)
+    wrap = (kd.external.CompVisVDenoiser if v else kd.external.CompVisDenoiser)(ldm)
+    noise = OracleNoise(SEEDS, ensd)
+    kd.monkeypatch.setattr(kd.sampling, "torch", noise)
+    m_min, m_max = wrap.sigmas[0].item(), wrap.sigmas[-1].item()
+    t_enc = None if init is None else int(min(strength, 0.999) * steps)
+    sigmas = oracle_sigmas(kd, wrap, sampler, steps, schedule)
     first = noise.first()
     if init is None:
         sched, x = sigmas, first * sigmas[0]
