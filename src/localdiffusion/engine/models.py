@@ -29,7 +29,7 @@ from localdiffusion.models.loader import load_pipeline
 @dataclass
 class EngineOptions:
     device: str | None = None  # None: CUDA, then MPS, then CPU
-    dtype: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
+    dtype: str | None = None  # None: settings.json's "dtype", else fp16 on a GPU, bf16 on a CPU with native bf16, else fp32
     attention_slicing: bool = False
     vae_tiling: bool = False  # decode large images in tiles, with bounded memory
     cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
@@ -52,7 +52,8 @@ class Models:
         self.library, self.options = library, options
         self.home, self.settings = library.home, library.settings
         self.device: torch.device = pick_device(options.device)
-        self.dtype: torch.dtype = pick_dtype(self.device, options.dtype)
+        where = "" if options.dtype else f" in {self.home.settings_path}"
+        self.dtype: torch.dtype = pick_dtype(self.device, options.dtype or self.settings.dtype, where)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
         self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in load()
 

@@ -56,6 +56,9 @@ class Settings(BaseModel):
     # Other names (and "name:port") this server answers to without a token, besides localhost, 127.0.0.1
     # and [::1]; pages served under them may also use it. Listening beyond this machine, any name is answered.
     allowed_hosts: list[str] = Field(default_factory=list)
+    # The precision models run in ("float32", "bfloat16", "float16"); None picks it from the device (fp16 on a
+    # GPU, bf16 on a CPU with native bf16, else fp32). `--dtype` overrides it.
+    dtype: str | None = None
 
 
 def default_home() -> Path:
