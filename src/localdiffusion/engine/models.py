@@ -24,6 +24,7 @@ from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.ip_adapter import ImageEncoder, load_image_encoder
 from localdiffusion.models.loader import load_pipeline
+from localdiffusion.models.taesd import LoadedTaesd, load_taesd, taesd_family_for
 
 
 @dataclass
@@ -33,7 +34,8 @@ class EngineOptions:
     attention_slicing: bool = False
     vae_tiling: bool = False  # decode large images in tiles, with bounded memory
     cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
-    previews: bool = True  # cheap previews of the predicted image in progress events
+    previews: bool = True  # cheap previews of the predicted image in progress events (through TAESD where installed)
+    vae_decode: str = "full"  # the final images' decoder: "full" (the model's VAE) or "fast" (TAESD, from models/VAE-approx)
 
 
 @dataclass
@@ -66,6 +68,20 @@ class Models:
 
     def controlnet_key(self, info: ModelInfo) -> tuple:
         return ("controlnet", str(info.path), str(self.dtype), str(self.device))
+
+    def taesd_info(self, checkpoint_family: str) -> ModelInfo | None:
+        """The installed TAESD (HOME/models/VAE-approx) for a checkpoint's latents, or None: the first of its
+        family that can load (pickles only when allowed)."""
+        family = taesd_family_for(checkpoint_family)
+        return next((m for m in self.library.list("vae-approx")
+                     if m.family == family and (m.format != "ckpt" or self.settings.allow_pickle)), None)
+
+    def taesd(self, info: ModelInfo) -> Any:
+        """A TAESD on the engine's device and dtype, kept in the pipeline cache."""
+        def load() -> LoadedTaesd:
+            return LoadedTaesd(load_taesd(info, self.dtype, self.settings.allow_pickle).to(self.device))
+
+        return self._cached(("taesd", str(info.path), str(self.dtype), str(self.device)), f"TAESD '{info.name}'", load).model
 
     def image_encoder_key(self, folder: Path) -> tuple:
         return ("image_encoder", str(folder), str(self.dtype), str(self.device))

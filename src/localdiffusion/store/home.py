@@ -3,6 +3,7 @@
     HOME/
       models/Stable-diffusion  models/Lora  models/VAE  models/ControlNet  models/ESRGAN
       models/IP-Adapter   IP-Adapter files, and their CLIP image encoder in image_encoder/
+      models/VAE-approx   TAESD (taesd, taesdxl): tiny approximate VAEs for previews and fast decoding
       embeddings/
       outputs/
       cache/          derived files (single-file configs, tokenizers, thumbnails)
@@ -34,6 +35,7 @@ MODEL_DIRS = {
     "controlnet": "models/ControlNet",
     "upscaler": "models/ESRGAN",
     "ipadapter": "models/IP-Adapter",
+    "vae-approx": "models/VAE-approx",
     "embedding": "embeddings",
 }
 
