@@ -12,6 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Exact-image tests compare pixels made in fp32: on a CPU with native bf16 the engine would default to bf16,
+# so every engine the tests start (in this process or a child one) is told the CPU has none. The engine
+# fixtures below also pin float32 explicitly; tests/test_fast_cpu.py checks the bf16 default itself.
+os.environ["LOCALDIFFUSION_CPU_BF16"] = "0"
 
 
 def pytest_configure(config):
@@ -90,11 +94,11 @@ def model_home(tmp_path_factory, sd1_folder, sd1_inpaint_folder, sd2v_folder, sd
 
 @pytest.fixture(scope="session")
 def engine(model_home):
-    from localdiffusion.engine import Engine
+    from localdiffusion.engine import Engine, EngineOptions
     from localdiffusion.models.library import ModelLibrary
     from localdiffusion.store.db import Database
 
-    return Engine(ModelLibrary(model_home, Database(model_home.db_path)))
+    return Engine(ModelLibrary(model_home, Database(model_home.db_path)), EngineOptions(dtype="float32"))
 
 
 @pytest.fixture(scope="session")
@@ -127,11 +131,11 @@ def control_home(tmp_path_factory, sd1_folder, sd1_inpaint_folder, sdxl_folder, 
 
 @pytest.fixture(scope="session")
 def control_engine(control_home):
-    from localdiffusion.engine import Engine
+    from localdiffusion.engine import Engine, EngineOptions
     from localdiffusion.models.library import ModelLibrary
     from localdiffusion.store.db import Database
 
-    return Engine(ModelLibrary(control_home, Database(control_home.db_path)))
+    return Engine(ModelLibrary(control_home, Database(control_home.db_path)), EngineOptions(dtype="float32"))
 
 
 @pytest.fixture(scope="session")
@@ -159,11 +163,11 @@ def ip_home(tmp_path_factory, sd1_folder, sdxl_folder, controlnets):
 
 @pytest.fixture(scope="session")
 def ip_engine(ip_home):
-    from localdiffusion.engine import Engine
+    from localdiffusion.engine import Engine, EngineOptions
     from localdiffusion.models.library import ModelLibrary
     from localdiffusion.store.db import Database
 
-    return Engine(ModelLibrary(ip_home, Database(ip_home.db_path)))
+    return Engine(ModelLibrary(ip_home, Database(ip_home.db_path)), EngineOptions(dtype="float32"))
 
 
 def remembered(engine):

@@ -144,5 +144,6 @@ class Result:
     images: list[Any] = field(default_factory=list)  # PIL.Image.Image
     recipes: list[Recipe] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    decoder: str = "full"  # which decoder made the images: "full" (the model's VAE) or "fast" (TAESD); a run option, not the recipe's
     explanation: dict[str, Any] | None = None
     infotexts: list[str] = field(default_factory=list)

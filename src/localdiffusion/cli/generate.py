@@ -60,8 +60,9 @@ def generate(
     reference_model: list[str] = options.REFERENCE_MODEL,
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the PNGs (default: HOME/outputs/<mode>-images/<date>)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: fp16 on GPU, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: settings.json's \"dtype\", else fp16 on a GPU, bf16 on a CPU with native bf16, else fp32)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles: large images with bounded memory."),
+    vae_decode: str = typer.Option("full", "--vae-decode", help="full (the model's VAE) or fast (TAESD from models/VAE-approx: much faster, a little less faithful)."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
     attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading pickled .ckpt/.pt checkpoints (they can run code; only for files you trust)."),
@@ -77,7 +78,8 @@ def generate(
         controls=options.parse_controls(control, control_model, control_mode, pixel_perfect),
         references=options.parse_references(reference, reference_model),
     )
-    engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing)
+    engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing,
+                          vae_decode=vae_decode)
     run(recipe, home_from(home), out_dir, engine_options, allow_pickle)
 
 
@@ -115,4 +117,5 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
     for image in gallery_images(engine, result, recipe.mode):
         [saved] = store.save_images([image], folder=out_dir)
         out.print(f"{saved.path}  [dim]seed {image.recipe.seed}[/dim]", highlight=False)
-    err.print(f"[dim]{len(result.images)} image(s) in {result.timings['total']:.1f} s[/dim]")
+    decoded = " (decoded with TAESD)" if result.decoder == "fast" else ""
+    err.print(f"[dim]{len(result.images)} image(s) in {result.timings['total']:.1f} s{decoded}[/dim]")

@@ -58,7 +58,7 @@ def _describe(info: ModelInfo) -> str:
 
 @models_app.command("list")
 def list_models(
-    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: checkpoint, lora, embedding, vae, controlnet, upscaler or ipadapter."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter or vae-approx."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of models instead of a table."),
     home: Optional[Path] = HomeOption,
 ) -> None:
@@ -120,7 +120,7 @@ def pull_model(
     file: Optional[str] = typer.Option(None, "--file", help="Download just this file of the repository (e.g. a single .safetensors)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: main)."),
     fp16: bool = typer.Option(False, "--fp16", help="Prefer the fp16 weights where the repository has both."),
-    kind: str = typer.Option("checkpoint", "--kind", help="Which model folder to download into (with --file): checkpoint, lora, vae, ..."),
+    kind: str = typer.Option("checkpoint", "--kind", help="Which model folder to download into (with --file, or vae-approx for TAESD): checkpoint, lora, vae, vae-approx, ..."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Download a model from the Hugging Face Hub into the home folder (the only command that uses the network)."""

@@ -123,7 +123,7 @@ def serve(
     token: Optional[str] = typer.Option(None, "--token", envvar="LOCALDIFFUSION_TOKEN",
                                         help="Access token every request must present (generated when listening beyond this machine)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, mps or cpu (default: the best available)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: fp16 on GPU, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: settings.json's \"dtype\", else fp16 on a GPU, bf16 on a CPU with native bf16, else fp32)."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles: large images with bounded memory."),
     attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),

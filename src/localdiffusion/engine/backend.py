@@ -94,6 +94,30 @@ class TorchBackend:
         return PromptEncoder.from_pipeline(self.pipe, clip_skip=clip_skip, embeddings=embeddings)
 
 
+class FastDecodeBackend:
+    """A backend whose `vae_decode` is TAESD's (`vae_decode="fast"`); every other call is the wrapped one's."""
+
+    def __init__(self, inner: Backend, taesd: Any) -> None:
+        self.inner, self.taesd = inner, taesd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def vae_decode(self, latents: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
+        return taesd_decode(self.taesd, latents, truncate)
+
+
+@torch.no_grad()
+def taesd_decode(taesd: Any, latents: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
+    """Scaled SD latents to RGB images through TAESD (it reads them as they are: its scaling factor is 1); 8 bits
+    by truncation as A1111 (`truncate`) or by rounding as diffusers."""
+    image = taesd.decode(latents.to(device=taesd.device, dtype=taesd.dtype), return_dict=False)[0]
+    if truncate:
+        return [Image.fromarray(pixels) for pixels in to_uint8_a1111(image)]
+    x = ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu().numpy()
+    return [Image.fromarray(pixels) for pixels in (x * 255.0).round().astype("uint8")]
+
+
 def _residual_kwargs(residuals: Residuals | None) -> dict[str, Any]:
     """The UNet's ControlNet arguments; none at all without control, so that path stays exactly as before."""
     if residuals is None:

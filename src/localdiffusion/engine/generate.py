@@ -25,7 +25,7 @@ from PIL import Image
 from localdiffusion.engine import images as im
 from localdiffusion.engine import reference
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
-from localdiffusion.engine.backend import Backend, TorchBackend
+from localdiffusion.engine.backend import Backend, FastDecodeBackend, TorchBackend
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
 from localdiffusion.engine.guided import GuidedDenoiser, MaskBlend, ModelPart, StepReporter, UNetNetwork
@@ -38,18 +38,23 @@ from localdiffusion.engine.models import EngineOptions, Loaded, Models
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
 from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
 from localdiffusion.engine.prepare import Prepared, prepare
+from localdiffusion.engine.previews import CPU_PREVIEW_LATENTS, taesd_preview
 from localdiffusion.engine.samplers import Sampler, infotext_params, make_scheduler, resolve_sampler
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
 from localdiffusion.engine.shared_attention import SharedAttention, share_attention
+from localdiffusion.errors import BadInput, LocalDiffusionError, one_of
 from localdiffusion.infotext import to_infotext
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.ip_adapter import ImageEncoder, a1111_module
 from localdiffusion.models.lora import load_lora
+from localdiffusion.models.taesd import taesd_family_for
 from localdiffusion.models.upscalers import resize
 from localdiffusion.prompts import PromptEncoder, extract_loras
 from localdiffusion.recipe import ControlUnit, Recipe, Result
 
 __all__ = ["Engine", "EngineOptions", "Progress", "RunHooks", "LATENT_UPSCALERS", "IMAGE_UPSCALERS"]
+
+VAE_DECODE = ("full", "fast")  # the run option vae_decode: the model's VAE, or TAESD
 
 LORA_STATE = "_localdiffusion_lora_state"  # the pipeline's active (adapter, weight) pairs, in its __dict__
 
@@ -158,19 +163,56 @@ class Engine:
         on_step: Callable[[StepState, str, int], None] | None = None,
         attention: AttentionRecorder | None = None,
         shared: SharedAttention | None = None,
+        vae_decode: str | None = None,
     ) -> Result:
         """Generate the recipe's images. `hooks` (RunHooks) watch and steer the run: progress, cancel, step
         observers, attention capture, shared attention; the keywords of the same names are a shorthand for
-        a RunHooks with them. `inputs` gives the pictures the recipe names (default: this home's)."""
+        a RunHooks with them. `inputs` gives the pictures the recipe names (default: this home's).
+        `vae_decode` ("full" or "fast": TAESD; default EngineOptions.vae_decode) picks the final images'
+        decoder, a run option that the recipe does not record; `Result.decoder` says which one made them."""
         if hooks is None:
             hooks = RunHooks(on_progress, cancel, on_step, attention, shared)
         started = time.perf_counter()
         prepared = self.prepare(recipe, inputs)
+        decoder = self._decoder(vae_decode or self.options.vae_decode, prepared.checkpoint)
         models = self.models.load(prepared)
+        fast = self.models.taesd(decoder) if decoder is not None else None
         with self.bind(prepared, models, hooks) as bound:
+            if fast is not None:
+                bound.backend = FastDecodeBackend(bound.backend, fast)
             loaded = time.perf_counter()
             result = self._iterate(bound, prepared, hooks)
+        result.decoder = "fast" if fast is not None else "full"
         return self._describe(prepared, result, started, loaded)
+
+    def _decoder(self, mode: str, checkpoint: ModelInfo) -> ModelInfo | None:
+        """The TAESD that decodes the final images when `mode` is "fast" (None: the model's VAE); refused in one
+        sentence when none is installed for the checkpoint's family."""
+        if mode not in VAE_DECODE:
+            raise BadInput(f"Unknown VAE decode '{mode}'; use {one_of(list(VAE_DECODE))}.", field="vae_decode")
+        if mode == "full":
+            return None
+        info = self.models.taesd_info(checkpoint.family)
+        if info is None:
+            family = taesd_family_for(checkpoint.family)
+            repo = "madebyollin/taesdxl" if family == "sdxl" else "madebyollin/taesd"
+            raise BadInput(f"Fast decoding needs TAESD for {'SDXL' if family == 'sdxl' else 'SD1/SD2'} models in "
+                           f"{self.home.model_dir('vae-approx')}, and there is none; get it with `localdiffusion models "
+                           f"pull {repo} --kind vae-approx`, or decode with the full VAE.", field="vae_decode")
+        return info
+
+    def _preview_decoder(self, prepared: Prepared) -> Callable[[torch.Tensor], Image.Image] | None:
+        """TAESD previews where it is installed for the model (smaller on a CPU, see CPU_PREVIEW_LATENTS), else
+        None: the latent matrix. A TAESD that cannot load leaves the matrix previews."""
+        info = self.models.taesd_info(prepared.checkpoint.family)
+        if info is None or not self.options.previews:
+            return None
+        try:
+            taesd = self.models.taesd(info)
+        except (LocalDiffusionError, OSError, ValueError, RuntimeError):
+            return None
+        limit = CPU_PREVIEW_LATENTS if self.device.type == "cpu" else None
+        return lambda latent: taesd_preview(taesd, latent, limit)
 
     @contextmanager
     def bind(self, prepared: Prepared, models: Loaded, hooks: RunHooks | None = None) -> Iterator[Bound]:
@@ -197,12 +239,13 @@ class Engine:
         seed, subseed = resolve_seed(r.seed), resolve_seed(r.subseed)
         on_step = hooks.step_observer()
         watching = hooks.on_progress is not None or on_step is not None
+        previews = self._preview_decoder(prepared) if hooks.on_progress is not None else None
         for iteration in range(r.n_iter):
             first = iteration * r.batch_size
             seeds = [(seed + first + i) % 2**32 for i in range(r.batch_size)]
             subseeds = [(subseed + first + i) % 2**32 for i in range(r.batch_size)]
             progress = StepWatch(iteration, r.n_iter, base_family(prepared.checkpoint.family) == "sdxl", self.options.previews,
-                                 hooks.on_progress, on_step) if watching else None
+                                 hooks.on_progress, on_step, decode_preview=previews) if watching else None
             images = self._run(Run(bound, seeds, subseeds, progress, hooks.cancel))
             for image, s, sub in zip(images, seeds, subseeds):
                 result.images.append(image)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from PIL import Image
 
 from localdiffusion.engine.attention import AttentionRecorder
@@ -98,10 +99,17 @@ class StepWatch:
     on_progress: Callable[[Progress], None] | None
     on_step: Callable[[StepState, str, int], None] | None
     phase: str = "sample"
+    # The preview maker: TAESD where it is installed (engine/previews.taesd_preview), else the latent matrix.
+    decode_preview: Callable[[torch.Tensor], Image.Image] | None = None
 
     def __call__(self, state: StepState) -> None:
         if self.on_step is not None:
             self.on_step(state, self.phase, self.iteration)
         if self.on_progress is not None:
-            preview = latent_to_rgb(state.x0[0], sdxl=self.sdxl) if self.previews else None
+            preview = self.preview(state.x0[0]) if self.previews else None
             self.on_progress(Progress(state.index + 1, state.total, self.iteration, self.iterations, self.phase, preview))
+
+    def preview(self, latent: torch.Tensor) -> Image.Image:
+        if self.decode_preview is not None:
+            return self.decode_preview(latent)
+        return latent_to_rgb(latent, sdxl=self.sdxl)

@@ -24,16 +24,18 @@ from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.ip_adapter import ImageEncoder, load_image_encoder
 from localdiffusion.models.loader import load_pipeline
+from localdiffusion.models.taesd import LoadedTaesd, load_taesd, taesd_family_for
 
 
 @dataclass
 class EngineOptions:
     device: str | None = None  # None: CUDA, then MPS, then CPU
-    dtype: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
+    dtype: str | None = None  # None: settings.json's "dtype", else fp16 on a GPU, bf16 on a CPU with native bf16, else fp32
     attention_slicing: bool = False
     vae_tiling: bool = False  # decode large images in tiles, with bounded memory
     cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
-    previews: bool = True  # cheap previews of the predicted image in progress events
+    previews: bool = True  # cheap previews of the predicted image in progress events (through TAESD where installed)
+    vae_decode: str = "full"  # the final images' decoder: "full" (the model's VAE) or "fast" (TAESD, from models/VAE-approx)
 
 
 @dataclass
@@ -52,7 +54,8 @@ class Models:
         self.library, self.options = library, options
         self.home, self.settings = library.home, library.settings
         self.device: torch.device = pick_device(options.device)
-        self.dtype: torch.dtype = pick_dtype(self.device, options.dtype)
+        where = "" if options.dtype else f" in {self.home.settings_path}"
+        self.dtype: torch.dtype = pick_dtype(self.device, options.dtype or self.settings.dtype, where)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
         self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in load()
 
@@ -65,6 +68,20 @@ class Models:
 
     def controlnet_key(self, info: ModelInfo) -> tuple:
         return ("controlnet", str(info.path), str(self.dtype), str(self.device))
+
+    def taesd_info(self, checkpoint_family: str) -> ModelInfo | None:
+        """The installed TAESD (HOME/models/VAE-approx) for a checkpoint's latents, or None: the first of its
+        family that can load (pickles only when allowed)."""
+        family = taesd_family_for(checkpoint_family)
+        return next((m for m in self.library.list("vae-approx")
+                     if m.family == family and (m.format != "ckpt" or self.settings.allow_pickle)), None)
+
+    def taesd(self, info: ModelInfo) -> Any:
+        """A TAESD on the engine's device and dtype, kept in the pipeline cache."""
+        def load() -> LoadedTaesd:
+            return LoadedTaesd(load_taesd(info, self.dtype, self.settings.allow_pickle).to(self.device))
+
+        return self._cached(("taesd", str(info.path), str(self.dtype), str(self.device)), f"TAESD '{info.name}'", load).model
 
     def image_encoder_key(self, folder: Path) -> tuple:
         return ("image_encoder", str(folder), str(self.dtype), str(self.device))

@@ -1,4 +1,5 @@
-"""Cheap previews: a latent to RGB by a 4x3 matrix (factors from ComfyUI's latent formats).
+"""Cheap previews: a latent to RGB by a 4x3 matrix (factors from ComfyUI's latent formats), or through TAESD
+(HOME/models/VAE-approx) when it is installed for the model's family: sharper, at full size on a GPU.
 
 Fast enough to run every step; used for progress previews of the predicted final image (x0).
 """
@@ -22,3 +23,20 @@ def latent_to_rgb(latent: torch.Tensor, sdxl: bool = False) -> Image.Image:
         rgb = rgb + torch.tensor(SDXL_BIAS)
     pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+
+
+# On a CPU, a TAESD preview of a 512x512 image costs about as much as a sixth of a bf16 UNet step; the latent is
+# first shrunk to at most this many latents a side (a 256-pixel preview, still four times the matrix's size).
+CPU_PREVIEW_LATENTS = 32
+
+
+def taesd_preview(taesd: object, latent: torch.Tensor, max_latents: int | None = None) -> Image.Image:
+    """One latent (C, H, W) to RGB through TAESD, shrunk first (area average) to at most `max_latents` a side."""
+    from localdiffusion.engine.backend import taesd_decode
+
+    x = latent.detach()[None].float()
+    side = max(x.shape[-2:])
+    if max_latents and side > max_latents:
+        size = (max(1, round(x.shape[-2] * max_latents / side)), max(1, round(x.shape[-1] * max_latents / side)))
+        x = torch.nn.functional.interpolate(x, size=size, mode="area")
+    return taesd_decode(taesd, x)[0]

@@ -83,5 +83,7 @@ def gallery_images(engine: Engine, result: Result, mode: str) -> list[ImageArtef
 
 
 def generation_result(result: Result) -> dict[str, Any]:
-    """A generation's JSON result besides the image ids (which the store adds): infotexts, seeds, timings."""
-    return {"infotexts": result.infotexts, "seeds": [r.seed for r in result.recipes], "timings": result.timings}
+    """A generation's JSON result besides the image ids (which the store adds): infotexts, seeds, timings, and
+    which decoder made the images ("full" or "fast": TAESD)."""
+    return {"infotexts": result.infotexts, "seeds": [r.seed for r in result.recipes], "timings": result.timings,
+            "decoder": result.decoder}

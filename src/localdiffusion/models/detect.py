@@ -1,4 +1,5 @@
-"""Tell what a model file or folder is, from its tensors and configs only (never its name).
+"""Tell what a model file or folder is, from its tensors and configs only (never its name, except TAESD's
+family: see `taesd_family`).
 
 Single files are judged by their tensor names and shapes, read from the header without loading
 weights. The one exception is SD2: whether an SD2 checkpoint predicts v or epsilon is not visible
@@ -34,7 +35,7 @@ from localdiffusion.models.keys import (
     vae_prefix,
 )
 
-DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter"]
+DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter", "vae-approx"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -246,8 +247,50 @@ def ip_adapter_family(shapes: Shapes) -> str:
     return FAMILY_BY_CROSS_WIDTH.get(to_k[-1], "unknown") if to_k else "unknown"
 
 
+# TAESD (diffusers AutoencoderTiny) in a single file: diffusers' layout (`decoder.layers.N.*`, with or without
+# `encoder.layers.N.*`) or madebyollin's original decoder (`taesd_decoder.*`: a Sequential whose first layer,
+# a clamp, has no weights, so its first convolution is `1.weight`, from the latent channels).
+TAESD_DECODER = "decoder.layers."
+
+
+def taesd_layout(shapes: Shapes) -> str | None:
+    """'diffusers', 'decoder' (the original decoder file), 'encoder' (the original encoder file) or None."""
+    first = shapes.get(TAESD_DECODER + "0.weight")
+    if first is not None and len(first) == 4 and all(k.startswith(("decoder.layers.", "encoder.layers.")) for k in shapes):
+        return "diffusers"
+    if not shapes or not all(k.split(".", 1)[0].isdigit() for k in shapes):
+        return None
+    if "1.weight" in shapes and len(shapes["1.weight"]) == 4 and first_shape(shapes, "3.", "conv.0.weight"):
+        return "decoder"
+    if "0.weight" in shapes and len(shapes["0.weight"]) == 4 and shapes["0.weight"][1] == 3 and "1.conv.0.weight" in shapes:
+        return "encoder"
+    return None
+
+
+def taesd_latent_channels(shapes: Shapes) -> int:
+    first = shapes.get(TAESD_DECODER + "0.weight") or shapes.get("1.weight") or (0, 0)
+    return first[1]
+
+
+def taesd_family(path: Path, latent_channels: int = 4) -> str:
+    """TAESD's family. TAESD (SD1 and SD2 latents) and TAESDXL share one architecture and differ in their
+    trained weights only, so, as A1111 does (`taesd_decoder` / `taesdxl_decoder`), the name tells them apart:
+    'xl' in the file or folder name means SDXL. Versions for other latent spaces (SD3, FLUX: 16 channels) are
+    refused."""
+    if latent_channels != 4:
+        raise UnsupportedModel(f"'{path.name}' is a TAESD for {latent_channels}-channel latents (SD3 or FLUX), which "
+                               "this studio does not run; use taesd (SD1, SD2) or taesdxl (SDXL).")
+    return "sdxl" if "xl" in path.name.lower() else "sd1"
+
+
 def detect_shapes(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool = False) -> Detected:
     """What a single file is, given its tensor shapes (see `detect`)."""
+    layout = taesd_layout(shapes)
+    if layout == "encoder":
+        raise UnsupportedModel(f"'{path.name}' is TAESD's encoder only; previews and fast decoding need its decoder "
+                               "(taesd_decoder or the diffusers folder).")
+    if layout is not None:
+        return Detected("vae-approx", taesd_family(path, taesd_latent_channels(shapes)), fmt)  # type: ignore[arg-type]
     if has_prefix(shapes, UNET):
         return _checkpoint(shapes, path, fmt, allow_pickle)
     if is_ip_adapter(shapes):
@@ -335,7 +378,9 @@ def _detect_folder(folder: Path) -> Detected:
             return Detected("controlnet", family, "diffusers")  # type: ignore[arg-type]
         if name == "AutoencoderKL":
             return Detected("vae", "unknown", "diffusers")
-    raise UnsupportedModel(f"The folder '{folder.name}' is not a diffusers Stable Diffusion model, ControlNet or VAE.")
+        if name == "AutoencoderTiny":
+            return Detected("vae-approx", taesd_family(folder, config.get("latent_channels", 4)), "diffusers")  # type: ignore[arg-type]
+    raise UnsupportedModel(f"The folder '{folder.name}' is not a diffusers Stable Diffusion model, ControlNet, VAE or TAESD.")
 
 
 def detect(path: Path, allow_pickle: bool = False) -> Detected:

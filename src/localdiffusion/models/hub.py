@@ -51,6 +51,15 @@ def choose_files(files: list[str], variant: Variant | None = None) -> list[str]:
     return sorted(set(chosen))
 
 
+def choose_component_files(files: list[str], variant: Variant | None = None) -> list[str]:
+    """The files of a diffusers component repo (one model at the root: config.json and its weights, e.g.
+    madebyollin/taesd): the root config and one set of root weights, as `choose_files` picks them. Other root
+    files (the original .pth/.safetensors of the same model) are left out."""
+    root = [f for f in files if "/" not in f]
+    weights = [f for f in root if f.startswith("diffusion_pytorch_model") and f.endswith(_WEIGHT_SUFFIXES)]
+    return sorted(["config.json", *_pick_weights(weights, variant)])
+
+
 def _pick_weights(candidates: list[str], variant: Variant | None) -> list[str]:
     for suffix in _WEIGHT_SUFFIXES:
         of_type = [f for f in candidates if f.endswith(suffix) and not _is_non_ema(f)]
@@ -131,7 +140,9 @@ def pull(
     variant: Variant | None = None,
     kind: str = "checkpoint",
 ) -> Path:
-    """Download a diffusers repo (or one `filename` of any repo) into the home's folder for `kind`.
+    """Download a diffusers repo (or one `filename` of any repo) into the home's folder for `kind`; for a kind
+    other than checkpoint, a repo holding one diffusers model at its root (`madebyollin/taesd` with
+    kind="vae-approx") is downloaded as a folder too.
 
     Returns the model's path. A model already there is returned as it is, without a download.
     """
@@ -147,7 +158,7 @@ def pull(
     try:
         if filename:
             return _pull_file(repo_id, revision, filename, target)
-        return _pull_folder(repo_id, revision, variant, target)
+        return _pull_folder(repo_id, revision, variant, target, kind)
     except (BadInput, ModelNotFound, OfflineError):
         raise
     except Exception as e:
@@ -167,15 +178,21 @@ def _pull_file(repo_id: str, revision: str | None, filename: str, target: Path) 
     return target
 
 
-def _pull_folder(repo_id: str, revision: str | None, variant: Variant | None, target: Path) -> Path:
+def _pull_folder(repo_id: str, revision: str | None, variant: Variant | None, target: Path, kind: str = "checkpoint") -> Path:
+    """A diffusers pipeline repo; with a `kind` other than checkpoint also a single component at the root
+    (config.json and its weights: TAESD, a VAE, a ControlNet)."""
     files = _list_files(repo_id, revision)
-    if "model_index.json" not in files:
+    component = "model_index.json" not in files and "config.json" in files and kind != "checkpoint"
+    if component and not choose_component_files(files, variant)[1:]:
+        raise BadInput(f"The repository '{repo_id}' has a config.json but no diffusers weights at its root; pick one file with --file.")
+    if "model_index.json" not in files and not component:
         singles = [f for f in files if f.endswith((".safetensors", ".ckpt"))]
         also = f"; pick one file with --file, e.g. {one_of(singles, limit=4)}" if singles else ""
-        raise BadInput(f"The repository '{repo_id}' is not a diffusers model (it has no model_index.json){also}.")
+        model = "; for one model at its root (e.g. TAESD) name its folder with --kind (vae-approx, vae, controlnet)" if "config.json" in files else ""
+        raise BadInput(f"The repository '{repo_id}' is not a diffusers pipeline (it has no model_index.json){model}{also}.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        _snapshot(repo_id, revision, tmp, choose_files(files, variant))
+        _snapshot(repo_id, revision, tmp, choose_component_files(files, variant) if component else choose_files(files, variant))
         shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
         os.replace(tmp, target)
     except BaseException:

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter"]
+Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx"]
+# "vae-approx": TAESD, a tiny approximate VAE decoder (diffusers AutoencoderTiny), for previews and fast decoding;
+# its family is "sd1" (TAESD, for SD1 and SD2 latents) or "sdxl" (TAESDXL).
 # Base families; inpaint variants are the base family with `inpaint=True` and a "-inpaint" suffix in `family`.
 Family = Literal[
     "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner",

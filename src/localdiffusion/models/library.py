@@ -47,7 +47,7 @@ from localdiffusion.models.info import Kind, ModelInfo
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import MODEL_DIRS, Home, add_models_help
 
-KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter")
+KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
@@ -56,10 +56,12 @@ MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 A1111_MODELS = {
     "Stable-diffusion": "checkpoint", "Lora": "lora", "LyCORIS": "lora", "VAE": "vae",
     "ControlNet": "controlnet", "ESRGAN": "upscaler", "RealESRGAN": "upscaler", "IP-Adapter": "ipadapter",
+    "VAE-approx": "vae-approx",
 }
 COMFY_MODELS = {
     "checkpoints": "checkpoint", "diffusers": "checkpoint", "loras": "lora", "vae": "vae",
     "controlnet": "controlnet", "embeddings": "embedding", "upscale_models": "upscaler", "ipadapter": "ipadapter",
+    "vae_approx": "vae-approx",
 }
 # An IP-Adapter's CLIP image encoder (a transformers folder) sits beside the adapters; it is not a model of its own.
 IMAGE_ENCODER_DIR = "image_encoder"

@@ -3,6 +3,7 @@
     HOME/
       models/Stable-diffusion  models/Lora  models/VAE  models/ControlNet  models/ESRGAN
       models/IP-Adapter   IP-Adapter files, and their CLIP image encoder in image_encoder/
+      models/VAE-approx   TAESD (taesd, taesdxl): tiny approximate VAEs for previews and fast decoding
       embeddings/
       outputs/
       cache/          derived files (single-file configs, tokenizers, thumbnails)
@@ -34,6 +35,7 @@ MODEL_DIRS = {
     "controlnet": "models/ControlNet",
     "upscaler": "models/ESRGAN",
     "ipadapter": "models/IP-Adapter",
+    "vae-approx": "models/VAE-approx",
     "embedding": "embeddings",
 }
 
@@ -56,6 +58,9 @@ class Settings(BaseModel):
     # Other names (and "name:port") this server answers to without a token, besides localhost, 127.0.0.1
     # and [::1]; pages served under them may also use it. Listening beyond this machine, any name is answered.
     allowed_hosts: list[str] = Field(default_factory=list)
+    # The precision models run in ("float32", "bfloat16", "float16"); None picks it from the device (fp16 on a
+    # GPU, bf16 on a CPU with native bf16, else fp32). `--dtype` overrides it.
+    dtype: str | None = None
 
 
 def default_home() -> Path:
