@@ -148,6 +148,24 @@ def test_replay_regenerates_the_same_pixels(capsys, cli_home, first_png, tmp_pat
     assert recipe_of(tmp_path / "00001-3.png") == recipe_of(first_png)
 
 
+def test_replay_of_an_a1111_png_says_first_what_will_differ(capsys, cli_home, first_png, tmp_path):
+    """Only A1111's infotext (no recipe of ours), plus a setting and an extension we do not apply: replay runs and
+    first says, one line each, what will make its picture differ."""
+    from PIL import PngImagePlugin
+
+    infotext = Image.open(first_png).text["parameters"].replace("Version:", "NGMS: 2, ADetailer model: face_yolov8n.pt, Version:")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext)
+    theirs = tmp_path / "theirs.png"
+    Image.open(first_png).save(theirs, pnginfo=info)
+    code, _, err = run(capsys, "replay", theirs, "-o", tmp_path / "out", "--home", cli_home)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("Will differ:")]
+    assert lines == ["Will differ: The setting 'NGMS' is not applied here, so the picture may differ.",
+                     "Will differ: The image was made with the ADetailer extension, which this engine does not have."]
+    assert (pixels(tmp_path / "out" / "00001-3.png") == pixels(first_png)).all()  # the rest reproduces exactly
+
+
 def test_replay_without_the_model_names_it_and_its_hash(capsys, first_png, tmp_path, sd1_inpaint_folder):
     other_home = home_with(tmp_path / "other-home", sd1_inpaint_folder)  # a different model only
     model_hash = re.search(r"Model hash: ([0-9a-f]{10})", Image.open(first_png).text["parameters"]).group(1)

@@ -87,6 +87,7 @@ def generate(
 def replay(
     image: Path = typer.Argument(..., help="A PNG made by Local Diffusion or A1111."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the regenerated PNG."),
+    dtype: str = typer.Option("float32", "--dtype", help="Precision: float32 (the default here: exact pictures), bfloat16 or float16 (faster, the last bits differ)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Regenerate an image from the recipe embedded in it; first say what, if anything, will make it differ."""
@@ -97,9 +98,12 @@ def replay(
     h = home_from(home)
     library = library_for(h)
     recipe = recipe_for_replay(image, library)
-    for reason in replay_differences(read_image_metadata(image), recipe, library, pick_device(None)):
-        err.print(f"[yellow]Will differ:[/yellow] {reason}", highlight=False)
-    run(recipe, h, out_dir, {})
+    reasons = replay_differences(read_image_metadata(image), recipe, library, pick_device(None))
+    if dtype != "float32":
+        reasons.append(f"Computing in {dtype} instead of float32 changes the last bits of the picture.")
+    for reason in reasons:
+        err.print(f"[yellow]Will differ:[/yellow] {reason}", highlight=False, soft_wrap=True)
+    run(recipe, h, out_dir, {"dtype": dtype})
 
 
 def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allow_pickle: bool = False) -> None:
