@@ -122,3 +122,37 @@ def test_cli_writes_heatmaps_with_timeline(capsys, model_home, tmp_path):
     assert data["attention"]["negative"][0]["file"] == "attention/negative/blurry.png"
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert set(data["files"]) == written
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DEIS"])  # A1111's [prompt; negative] batch, diffusers' [negative; prompt]
+def test_the_prompt_maps_are_the_prompts_whatever_the_batch_layout(engine, sampler):
+    """One step from the same noise: swapping prompt and negative prompt swaps the two halves' maps, so each half
+    is read from the rows that really hold it."""
+    one_step = dict(BASE, steps=1, sampler_name=sampler)
+    swapped = dict(one_step, prompt=BASE["negative_prompt"], negative_prompt=BASE["prompt"])
+    first, _ = recorded(engine, Recipe(**one_step))
+    second, _ = recorded(engine, Recipe(**swapped))
+    assert torch.allclose(first.maps("cond"), second.maps("uncond"), atol=1e-5)
+    assert torch.allclose(first.maps("uncond"), second.maps("cond"), atol=1e-5)
+    assert not torch.allclose(first.maps("cond"), first.maps("uncond"), atol=1e-3)
+
+
+def test_the_halves_follow_the_layout_the_caller_gives():
+    from localdiffusion.engine.attention import batch_halves
+
+    recorder = AttentionRecorder(3, cfg=True)
+    assert recorder.halves(4) == [("uncond", slice(0, 2)), ("cond", slice(2, 4))]  # the diffusers loop's batch
+    with batch_halves(("cond", "uncond")):
+        assert recorder.halves(4) == [("cond", slice(0, 2)), ("uncond", slice(2, 4))]  # A1111's
+    with batch_halves(("uncond",)):
+        assert recorder.halves(2) == [("uncond", slice(0, 2))]  # a call of the negative prompt alone
+    lean = AttentionRecorder(3, cfg=True, keep_uncond=False)
+    with batch_halves(("uncond",)):
+        assert lean.halves(2) == []
+
+
+def test_a_long_prompt_run_apart_from_its_negative_keeps_each_halfs_maps(engine):
+    """Over 75 tokens A1111 runs the prompt and the negative prompt as two UNet calls; each call's maps go to its half."""
+    long_prompt = ", ".join(["a red fox in a snowy forest"] * 12)
+    recorder, _ = recorded(engine, Recipe(**dict(BASE, prompt=long_prompt)))
+    assert recorder.maps("cond").shape[0] == 154 and recorder.maps("uncond").shape[0] == 77

@@ -12,6 +12,7 @@ every map every step; memory stays fixed (one sum per layer resolution), whateve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -22,6 +23,20 @@ MAP_SIZE = 64
 HALVES = ("cond", "uncond")
 PHASES = ("early", "late")
 SCORES_BUDGET = 64 * 2**20  # bytes of attention scores computed at once; larger layers go a few heads at a time
+
+
+# The CFG halves of the UNet batch now running, in order ("cond", "uncond"), when its caller says so.
+BATCH_HALVES: ContextVar[tuple[str, ...] | None] = ContextVar("localdiffusion_batch_halves", default=None)
+
+
+@contextmanager
+def batch_halves(halves: tuple[str, ...]) -> Iterator[None]:
+    """Inside the block, UNet calls on this thread say their batch is made of `halves`, each an equal share of its rows."""
+    token = BATCH_HALVES.set(halves)
+    try:
+        yield
+    finally:
+        BATCH_HALVES.reset(token)
 
 
 class AttentionRecorder:
@@ -46,7 +61,13 @@ class AttentionRecorder:
         return "early" if self.step < (self.total + 1) // 2 else "late"
 
     def halves(self, batch: int) -> list[tuple[str, slice]]:
-        """Which rows of a UNet batch of `batch` to capture, by half."""
+        """Which rows of a UNet batch of `batch` to capture, by half: as the caller laid the batch out
+        (`batch_halves`, A1111's samplers), else the diffusers loop's [negative; positive]."""
+        layout = BATCH_HALVES.get()
+        if layout is not None:
+            rows = batch // len(layout)
+            return [(half, slice(i * rows, (i + 1) * rows)) for i, half in enumerate(layout)
+                    if half == "cond" or self.keep_uncond]
         if not self.cfg:
             return [("cond", slice(0, batch))]
         half = batch // 2
@@ -111,7 +132,9 @@ class CaptureProcessor:
         if isinstance(context, tuple):  # with an IP-Adapter: (prompt tokens, image tokens); the words are the prompt's
             context = context[0]
         halves = self.recorder.halves(hidden.shape[0])
-        first = halves[0][1].start  # the wanted rows are contiguous: all, or the conditional half
+        if not halves:
+            return
+        first = min(rows.start for _, rows in halves)  # the rows from the first wanted one on
         hidden, context = hidden[first:], context[first:]
         if hidden.ndim == 4:
             b, c, h, w = hidden.shape

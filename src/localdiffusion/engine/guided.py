@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from localdiffusion.engine.attention import batch_halves
 from localdiffusion.engine.backend import Backend
 from localdiffusion.engine.control import Control
 from localdiffusion.engine.k_sampling.denoiser import combine_denoised
@@ -44,7 +45,8 @@ class UNetNetwork:
             residuals = self.control.residuals(self.step, sample, t, hidden, added, halves)
         if self.image_cond is not None:  # the 9-channel inpainting UNet's mask and masked image, for every row
             sample = torch.cat([sample, torch.cat([self.image_cond] * len(halves)).to(sample.dtype)], dim=1)
-        return self.backend.unet(sample, t, hidden, added, residuals).to(x.dtype)
+        with batch_halves(halves):  # for attention capture (word heatmaps): which rows are the prompt's
+            return self.backend.unet(sample, t, hidden, added, residuals).to(x.dtype)
 
 
 @dataclass
