@@ -111,7 +111,7 @@ def join_qr(request: Request) -> Response:
 @router.get("/class/usage")
 def usage(request: Request) -> dict[str, Any]:
     """Today's jobs per device: how many, their GPU-seconds, and energy (measured power where the GPU reports it,
-    else a labelled nominal estimate); and the class's totals."""
+    else a labelled nominal estimate); the class's totals; and the queue now (paused, and its counts)."""
     db = get_studio(request).db
     rows = db.query("SELECT COALESCE(device, ''), COUNT(*), COALESCE(SUM(gpu_seconds), 0) FROM jobs "
                     "WHERE finished_at >= ? AND gpu_seconds IS NOT NULL GROUP BY device ORDER BY device", (start_of_today(),))
@@ -121,7 +121,8 @@ def usage(request: Request) -> dict[str, Any]:
         devices.append({"device": device or "unknown", "jobs": int(jobs), "gpu_seconds": round(float(seconds), 1),
                         "watts": drawn["watts"], "measured": drawn["measured"], "note": drawn["note"],
                         "energy_wh": energy_wh(float(seconds), drawn["watts"])})
-    return {"since": start_of_today(), "jobs": sum(d["jobs"] for d in devices),
+    queue = get_studio(request).queue
+    return {"since": start_of_today(), "queue": {"paused": queue.paused, **queue.counts()}, "jobs": sum(d["jobs"] for d in devices),
             "gpu_seconds": round(sum(d["gpu_seconds"] for d in devices), 1),
             "energy_wh": round(sum(d["energy_wh"] for d in devices), 3),
             "estimate": not all(d["measured"] for d in devices), "devices": devices}
