@@ -220,3 +220,16 @@ def test_the_class_export_streams_without_holding_the_zip_in_memory(tmp_path):
                 tracemalloc.stop()
     assert received > total > 10_000_000
     assert peak < total / 3, f"peak {peak} bytes while streaming {total} bytes"
+
+
+def test_the_schema_names_the_consoles_files_with_their_media_types(client):
+    from fastapi.routing import APIRoute
+
+    from localdiffusion.server import console
+    from localdiffusion.server.openapi import answers_bytes, binary_answers
+
+    files = {route.path_format for route in console.router.routes if isinstance(route, APIRoute) and answers_bytes(route)}
+    assert files == {"/api/class/join/qr.svg", "/api/class/export", "/api/me/export"} and files <= set(binary_answers())
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/api/class/export"]["get"]["responses"]["200"]["content"]) == {"application/zip"}
+    assert set(paths["/api/class/join/qr.svg"]["get"]["responses"]["200"]["content"]) == {"image/svg+xml"}

@@ -103,7 +103,7 @@ def test_the_facilitator_runs_the_class_from_the_console(browser, server):
         present = fay_context.new_page()
         present.on("pageerror", lambda error: errors.append(f"present: {error}"))
         present.goto(server.url + "/#/present")
-        expect(present.locator("#page-present")).to_have_attribute("data-live", "true")
+        expect(present.locator("#page-present")).to_have_attribute("data-live", "true", timeout=TIMEOUT_MS)
         expect(present.locator("header.top")).to_be_hidden()
         fill_generate(fay, "a lighthouse for the room")
         fay.get_by_role("button", name="Generate", exact=True).click()

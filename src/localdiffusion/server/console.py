@@ -39,7 +39,7 @@ from localdiffusion.store.db import LOCAL_OWNER, Database
 router = APIRouter(prefix="/api", tags=["class"])
 
 JOIN_KEY, ADDRESS_KEY = "join_code", "join_address"
-CHUNK = 1 << 20  # what one read of a file, and at most one piece of the answer, holds
+CHUNK = 1 << 18  # what one read of a file, and at most one piece of the answer, holds
 
 
 # --- the join code ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ export function initPresent(root) {
   root.append(h("figure", { class: "present-stage" }, picture, h("figcaption", {}, caption, bar)));
   let socket = null;
   let retry = 500;
+  let started = false;
 
   function showImage(src, text) {
     picture.src = src;
@@ -43,9 +44,20 @@ export function initPresent(root) {
     }
   }
 
+  function again() {
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  }
+
   async function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const client = await clientId();
+    let client;
+    try {
+      client = await clientId();
+    } catch {
+      again(); // the server is away, or the id was asked for before the page knew its session: ask again
+      return;
+    }
     socket = new WebSocket(`${scheme}//${location.host}/api/events?client=${encodeURIComponent(client)}&tabs=all`);
     socket.addEventListener("open", () => { retry = 500; root.dataset.live = "true"; });
     socket.addEventListener("message", (message) => {
@@ -53,15 +65,17 @@ export function initPresent(root) {
     });
     socket.addEventListener("close", () => {
       root.dataset.live = "false";
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 10000);
+      again();
     });
   }
 
   return {
     show() {
       document.body.classList.add("presenting");
-      if (!socket) connect();
+      if (!started) {
+        started = true;
+        connect();
+      }
     },
     hide() {
       document.body.classList.remove("presenting");
