@@ -105,6 +105,8 @@ def test_the_facilitator_runs_the_class_from_the_console(browser, server):
         present.goto(server.url + "/#/present")
         expect(present.locator("#page-present")).to_have_attribute("data-live", "true", timeout=TIMEOUT_MS)
         expect(present.locator("header.top")).to_be_hidden()
+        expect(present.locator(".present-caption")).to_have_text("Waiting for the next generation…")  # fay made nothing yet
+        # ... then the next one: its finished image replaces it
         fill_generate(fay, "a lighthouse for the room")
         fay.get_by_role("button", name="Generate", exact=True).click()
         wait_done(fay, fay.locator(".job").first)

@@ -1,7 +1,7 @@
 // The presenter view, for the projector: the signed-in person's (the facilitator's) current generation, live and
 // large, from their jobs in any tab (the event socket with tabs=all), then the last image it made. Minimal chrome.
 
-import { clientId } from "./api.js";
+import { api, clientId } from "./api.js";
 import { h } from "./dom.js";
 
 export function initPresent(root) {
@@ -75,6 +75,10 @@ export function initPresent(root) {
       if (!started) {
         started = true;
         connect();
+        // until the next generation, the last image made
+        api.get("/api/images?limit=1").then(({ items }) => {
+          if (items.length && picture.hidden) showImage(`/api/images/${items[0].id}/file`, items[0].prompt || "");
+        }).catch(() => {});
       }
     },
     hide() {
