@@ -233,3 +233,34 @@ def test_the_schema_names_the_consoles_files_with_their_media_types(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert set(paths["/api/class/export"]["get"]["responses"]["200"]["content"]) == {"application/zip"}
     assert set(paths["/api/class/join/qr.svg"]["get"]["responses"]["200"]["content"]) == {"image/svg+xml"}
+
+
+def test_a_gpu_that_reports_its_power_is_measured_not_estimated(client, monkeypatch):
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+                                 nvmlDeviceGetHandleByIndex=lambda index: ("gpu", index),
+                                 nvmlDeviceGetPowerUsage=lambda handle: 123_000 if handle == ("gpu", 1) else 0)  # milliwatts
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    studio = client.app.state.studio
+    job = studio.queue.submit(Recipe.model_validate(RECIPE), studio.accounts.get("ann").owner_id)
+    studio.queue.claim(0.1)
+    studio.queue.record_run(job.id, "cuda:1 (Test GPU)", 36.0)
+    studio.queue.finish(job.id, {"images": []})
+    usage = client.get("/api/class/usage", headers=basic("fay")).json()
+    assert usage["estimate"] is False and calls == ["init", "shutdown"]
+    assert usage["devices"] == [{"device": "cuda:1 (Test GPU)", "jobs": 1, "gpu_seconds": 36.0, "watts": 123.0, "measured": True,
+                                 "note": usage["devices"][0]["note"], "energy_wh": 1.23}]
+    assert "reported power draw" in usage["devices"][0]["note"]
+
+
+def test_without_accounts_the_owner_exports_the_homes_work(tmp_path):
+    home = Home(tmp_path / "home").ensure()
+    with TestClient(create_app(Studio.open(home), start_worker=False)) as client:
+        studio = client.app.state.studio
+        path = home.outputs / "mine.png"
+        path.write_bytes(png_with_metadata(Image.new("RGB", (8, 8)), "mine", None))
+        image = studio.db.add_image(path=path, recipe_json="{}", width=8, height=8, prompt="mine", owner_id=studio.owner_id)
+        assert zipfile.ZipFile(io.BytesIO(client.get("/api/class/export").content)).namelist() == [f"owner/images/{image}-mine.png"]
+        assert zipfile.ZipFile(io.BytesIO(client.get("/api/me/export").content)).namelist() == [f"images/{image}-mine.png"]
