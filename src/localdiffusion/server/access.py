@@ -70,6 +70,13 @@ ROUTES: dict[str, str] = {
     "PUT /api/class/limits": FACILITATOR,
     "GET /api/class/pinned": FACILITATOR,
     "PUT /api/class/pinned": FACILITATOR,
+    # the console (server/console.py)
+    "GET /api/class/join": FACILITATOR,
+    "PUT /api/class/join": FACILITATOR,
+    "GET /api/class/join/qr.svg": FACILITATOR,
+    "GET /api/class/usage": FACILITATOR,
+    "GET /api/class/export": FACILITATOR,
+    "GET /api/me/export": ANY_USER,
     # the studio API (server/api.py)
     "GET /api/status": ANY_USER,
     "GET /api/models": ANY_USER,

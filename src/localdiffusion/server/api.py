@@ -36,6 +36,7 @@ from localdiffusion.server.admission import queue_job
 from localdiffusion.server.deps import Caller, CallerDep, client_id, get_caller, get_studio, new_client_secret
 from localdiffusion.server.queueview import eta_seconds
 from localdiffusion.server.studio import Studio
+from localdiffusion.server.usage import job_usage
 from localdiffusion.store.db import ImageRow
 from localdiffusion.store.home import Home, add_models_help
 from localdiffusion.store.inputs import decode_image, keep_input
@@ -299,6 +300,7 @@ def job_json(studio: Studio, job: Job) -> dict[str, Any]:
         "id": job.id, "kind": job.kind, "params": job.params, "status": job.status, "position": studio.queue.position(job.id) if queued else 0,
         "eta_seconds": eta_seconds(studio.queue, job.id) if queued else None, "queue_paused": studio.queue.paused,
         "estimated_seconds": round(job.estimated_seconds, 1), "demo": job.demo, "device": job.device, "gpu_seconds": job.gpu_seconds,
+        "usage": job_usage(job.device, job.gpu_seconds),  # what it used: device, GPU-seconds, an energy estimate
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "attempts": job.attempts, "recipe": job.recipe.model_dump(mode="json"), "error": job.error,
         "result": jsonable_encoder(job.result) if job.result else None,

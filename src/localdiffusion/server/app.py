@@ -17,6 +17,7 @@ from localdiffusion import __version__
 from localdiffusion.errors import BadInput, LocalDiffusionError, ModelNotFound
 from localdiffusion.server.access import enforce_access
 from localdiffusion.server.accounts import AccountsMiddleware, AccountsState
+from localdiffusion.server.console import stored_join_code
 from localdiffusion.server.auth import OriginMiddleware
 from localdiffusion.server.deps import Caller
 from localdiffusion.server.admission import AllowedModelsMiddleware
@@ -59,7 +60,7 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
                   dependencies=[Depends(enforce_access)])
     app.state.studio = studio
     accounts = app.state.accounts = AccountsState(studio.accounts, Caller(studio.owner_id, studio.owner_name),
-                                                  token=studio.token, join_code=studio.join_code)
+                                                  token=studio.token, join_code=studio.join_code or stored_join_code(studio.db))
     _add_error_handlers(app)
     _add_routers(app)
     add_docs(app)
@@ -156,12 +157,13 @@ class SecurityHeadersMiddleware:
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, accounts, api, class_users, classqueue, comic, control, events, explain, finish
+    from localdiffusion.server import a1111, accounts, api, class_users, classqueue, comic, console, control, events, explain, finish
 
     app.include_router(accounts.router)
     app.include_router(class_users.router)
     app.include_router(api.router)
     app.include_router(classqueue.router)
+    app.include_router(console.router)
     app.include_router(control.router)
     app.include_router(comic.router)
     app.include_router(explain.router)

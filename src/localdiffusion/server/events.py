@@ -1,4 +1,5 @@
-"""Live job events over a WebSocket: `WS /api/events?client=<id>` streams one client's own jobs.
+"""Live job events over a WebSocket: `WS /api/events?client=<id>` streams one client's own jobs
+(`&tabs=all`: all of the caller's own jobs, whichever tab queued them).
 
 The client id is the secret from POST /api/clients (browsers cannot set headers on a WebSocket, so
 it comes in the address). The access token and the page's origin are checked before this route
@@ -80,8 +81,10 @@ async def job_events(websocket: WebSocket) -> None:
     if client is None:
         await websocket.close(code=POLICY_VIOLATION, reason="This client id is one the server keeps for itself; ask POST /api/clients for one.")
         return
+    # `?tabs=all`: the caller's jobs from every tab (the presenter view shows what the facilitator's other tab runs)
+    every_tab = websocket.query_params.get("tabs") == "all"
     subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=get_caller(websocket).owner_id,
-                                                         client=client)
+                                                         client=None if every_tab else client)
     try:
         # anyio, as Starlette itself uses, so that the server's own cancellation reaches both halves.
         async with anyio.create_task_group() as group:

@@ -69,6 +69,9 @@ def binary_answers() -> dict[str, tuple[str, ...]]:
         "/api/comics/{project_id}/assets/{name}": ("image/png",),
         "/api/comics/{project_id}/export/{fmt}": tuple(dict.fromkeys(comic.MEDIA.values())),
         "/api/me/work.zip": ("application/zip",),
+        "/api/me/export": ("application/zip",),
+        "/api/class/export": ("application/zip",),
+        "/api/class/join/qr.svg": ("image/svg+xml",),
     }
 
 

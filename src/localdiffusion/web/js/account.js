@@ -66,6 +66,10 @@ export function showSignIn(main, { join }) {
     ], "Join", (values) => post("/api/auth/join", values)));
   }
   main.append(section);
+  // The console's QR code opens the studio at #join=CODE: the code is filled in.
+  const code = new URLSearchParams(location.hash.slice(1)).get("join");
+  const codeField = section.querySelector("input[name=code]");
+  if (code && codeField) codeField.value = code;
   document.title = "Sign in · Local Diffusion";
   document.body.dataset.ready = "true";
   section.querySelector("input")?.focus();
@@ -84,7 +88,7 @@ export function installUserMenu(header, user) {
   const menu = h("details", { class: "user-menu" },
     h("summary", {}, `${user.name} · ${user.role}${user.frozen ? " (paused)" : ""}`),
     h("div", { class: "user-menu-items" },
-      h("a", { href: "/api/me/work.zip", download: "" }, "Download all my work"), tokens, logout));
+      h("a", { href: "/api/me/export", download: "" }, "Download all my work"), tokens, logout));
   header.append(menu);
 }
 

@@ -4,10 +4,14 @@ const CLIENT_KEY = "localdiffusion.client";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 let csrfToken = null;
+let pendingClient = null;
 
 /** The signed-in session's CSRF token (from sign-in or /api/auth/me): every change this page asks for carries it
  * as X-CSRF-Token, which a page of another site cannot know. Null without accounts. */
 export function setCsrfToken(token) {
+  // An id asked for before the token was known (the event socket opens as the modules load) is refused for the
+  // lack of it, a session's change without the token: those who ask from now on ask again, with it.
+  if (token && token !== csrfToken) pendingClient = null;
   csrfToken = token || null;
 }
 
@@ -16,15 +20,14 @@ function sessionHeaders(method) {
   return csrfToken && !SAFE_METHODS.has(method) ? { "X-CSRF-Token": csrfToken } : {};
 }
 
-let pendingClient = null;
-
 /** This tab's client id: a secret the server issues (POST /api/clients), kept in sessionStorage so that a
  * reload of the same tab keeps it (and its jobs); other tabs never see it. Whoever holds it may cancel and
  * watch this tab's jobs, so it is sent only to this server, as X-Client-Id and on the event socket. */
 export function clientId() {
   const known = sessionStorage.getItem(CLIENT_KEY);
   if (known) return Promise.resolve(known);
-  pendingClient ??= fetch("/api/clients", { method: "POST", headers: sessionHeaders("POST") })
+  if (pendingClient) return pendingClient;
+  const asking = fetch("/api/clients", { method: "POST", headers: sessionHeaders("POST") })
     .then(async (response) => {
       if (!response.ok) throw await errorFrom(response);
       const { client } = await response.json();
@@ -35,9 +38,10 @@ export function clientId() {
       throw error instanceof ApiError ? error : new ApiError(0, "The studio server cannot be reached; check that it is still running.", null);
     })
     .finally(() => {
-      pendingClient = null;
+      if (pendingClient === asking) pendingClient = null; // not one asked again since (setCsrfToken)
     });
-  return pendingClient;
+  pendingClient = asking;
+  return asking;
 }
 
 /** An answer the server refused: `detail` is one sentence for a person, `field` names the bad field if any. */

@@ -141,6 +141,7 @@ export class JobCard {
           onclick: () => this.onOpen?.(id, ids),
         }, h("img", { src: `/api/images/${id}/file`, alt: "" })),
         seeds[i] !== undefined ? h("figcaption", { class: "result-seed" }, `Seed ${seeds[i]}`) : null)));
+      if (job.usage) this.results.append(usageLine(job.usage));
       emit("images-changed");
     } else if (job.status === "cancelled") {
       this.status.textContent = "Cancelled.";
@@ -167,6 +168,13 @@ export class JobCard {
       }
     }
   }
+}
+
+/** What a finished job used: where it ran, its GPU-seconds and an energy estimate (labelled as one). */
+export function usageLine(usage) {
+  const energy = usage.energy_wh < 1 ? `${(usage.energy_wh * 1000).toFixed(0)} mWh` : `${usage.energy_wh.toFixed(2)} Wh`;
+  return h("p", { class: "job-usage", title: usage.note },
+    `Ran on ${usage.device || "an unknown device"} · ${usage.gpu_seconds.toFixed(1)} GPU-seconds · ≈ ${energy} (estimate)`);
 }
 
 /** ' in 3.2 s' (and how much of it loading the model, when that was a good part), from the job's timings. */

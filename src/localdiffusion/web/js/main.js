@@ -11,6 +11,8 @@ import { initCompare } from "./compare.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
 import { installUserMenu, showSignIn, whoAmI } from "./account.js";
+import { initConsole } from "./console.js";
+import { initPresent } from "./present.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
@@ -22,12 +24,15 @@ const PAGES = {
   comic: { init: initComic, title: "Comic" },
   compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
   guide: { init: (section) => initGuide(section, { currentRecipe }), title: "Guide" },
+  console: { init: initConsole, title: "Console", manages: true },
+  present: { init: initPresent, title: "Presenter view", manages: true },
 };
+let manages = false; // a facilitator, or the local owner without accounts: the console and the presenter view
 const started = {};
 
 function pageFromHash() {
   const name = location.hash.replace(/^#\/?/, "").split("/")[0];
-  return PAGES[name] ? name : "generate";
+  return PAGES[name] && (manages || !PAGES[name].manages) ? name : "generate";
 }
 
 /** The page object of `name`, built on first use. */
@@ -37,7 +42,11 @@ function page(name) {
 }
 
 async function show(name) {
-  for (const [other] of Object.entries(PAGES)) document.getElementById(`page-${other}`).hidden = other !== name;
+  for (const [other] of Object.entries(PAGES)) {
+    const hidden = other !== name;
+    if (hidden && started[other] && !document.getElementById(`page-${other}`).hidden) (await started[other])?.hide?.();
+    document.getElementById(`page-${other}`).hidden = hidden;
+  }
   for (const link of document.querySelectorAll("nav a[data-page]")) {
     if (link.dataset.page === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -81,6 +90,8 @@ async function start() {
     return;
   }
   if (me?.accounts) installUserMenu(document.querySelector("header.top"), me.user);
+  manages = ["facilitator", "owner"].includes(me?.user?.role ?? "owner");
+  for (const link of document.querySelectorAll("nav a[data-manages]")) link.hidden = !manages;
   window.addEventListener("hashchange", () => show(pageFromHash()));
   onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
   installPageDrop();
