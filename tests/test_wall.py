@@ -118,6 +118,7 @@ def test_a_shared_comic_shows_its_first_page(classroom):
     assert item["kind"] == "comic" and item["title"] == "Ann's strip" and item["owner"] == "ann"
     page = classroom.get(item["url"], headers=BO)
     assert page.status_code == 200 and page.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(page.content)).width == 1240  # A4 at 150 dpi: for the screen, not a print render
     assert classroom.get(f"/api/comics/{comic['id']}", headers=BO).status_code == 404  # still ann's comic
     assert classroom.delete(f"/api/comics/{comic['id']}/share", headers=ANN).json()["shared"] is False
 

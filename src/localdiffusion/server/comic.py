@@ -398,7 +398,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     jobs = queue_jobs(studio, caller, [JobRequest(recipe) for recipe in recipes], client, owner_id=owner)  # all admitted, or none queued
     made = [Candidate(recipe=job.recipe, job_id=job.id) for job in jobs]
     panel.candidates += made
-    _watch(project, [job.id for job in jobs])
+    _watch(studio, project, [job.id for job in jobs])
     saved(studio, store, project, since)
     return made
 
@@ -451,7 +451,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
     for i, (panel, recipe) in enumerate(zip(todo, recipes)):
         made[panel.id] = Candidate(recipe=recipe, job_id=job.id, job_index=i)
         panel.candidates.append(made[panel.id])
-    _watch(project, [job.id])
+    _watch(studio, project, [job.id])
     version = saved(studio, store, project, since)
     return {"job": job_json(studio, studio.queue.get(job.id) or job), "candidates": made, "kept_bytes": kept,
             "version": version}
@@ -533,14 +533,15 @@ def _collect(studio: Studio, owners: set[int | None], panel: Panel, candidate: C
 
 # --- class comics: candidates that finish are brought in at once and announced -------------------------
 
-_class_jobs: dict[int, str] = {}  # job id -> the class comic waiting for it
+# per database: job id -> the class comic waiting for it (jobs queued before a restart are brought in on a read)
+_class_jobs: weakref.WeakKeyDictionary[Database, dict[int, str]] = weakref.WeakKeyDictionary()
 _class_jobs_lock = threading.Lock()
 
 
-def _watch(project: Project, job_ids: list[int]) -> None:
+def _watch(studio: Studio, project: Project, job_ids: list[int]) -> None:
     if project.class_comic:
         with _class_jobs_lock:
-            _class_jobs.update(dict.fromkeys(job_ids, project.id))
+            _class_jobs.setdefault(studio.db, {}).update(dict.fromkeys(job_ids, project.id))
 
 
 def _watch_class_jobs(studio: Studio, store: HomeComics) -> None:
@@ -549,7 +550,7 @@ def _watch_class_jobs(studio: Studio, store: HomeComics) -> None:
         if event.type not in ("done", "failed", "cancelled"):
             return
         with _class_jobs_lock:
-            project_id = _class_jobs.pop(event.job_id, None)
+            project_id = _class_jobs.get(studio.db, {}).pop(event.job_id, None)
         stored = store.get(project_id) if project_id is not None else None
         if stored is None:
             return

@@ -129,11 +129,14 @@ def wall(studio: StudioDep, store: ComicsDep, caller: CallerDep) -> dict[str, An
     return {"items": [item for item in items if item is not None]}
 
 
-def _first_page_png(store: HomeComics, share: Share) -> bytes:
+SCREEN_DPI, THUMB_DPI = 150, 36  # a shared comic's first page on the wall: for a screen, not for print
+
+
+def _first_page_png(store: HomeComics, share: Share, dpi: int) -> bytes:
     stored = store.get(share.item_id)
     if stored is None or not stored.project.pages:
         raise HTTPException(404, "The shared comic is no longer in the studio.")
-    return page_png_bytes(stored.project, 0, stored.folder)
+    return page_png_bytes(stored.project.model_copy(update={"dpi": dpi}), 0, stored.folder)
 
 
 @router.get("/api/wall/{share_id}/file")
@@ -141,7 +144,7 @@ def wall_file(share_id: int, studio: StudioDep, store: ComicsDep, caller: Caller
     """The shared image's file, or the shared comic's first page as PNG."""
     share = visible(studio, caller, share_id)
     if share.kind == "comic":
-        return Response(_first_page_png(store, share), media_type="image/png")
+        return Response(_first_page_png(store, share, SCREEN_DPI), media_type="image/png")
     row = studio.db.get_image(int(share.item_id))
     if row is None or row.deleted:
         raise HTTPException(404, "The shared image is no longer in the studio.")
@@ -152,7 +155,7 @@ def wall_file(share_id: int, studio: StudioDep, store: ComicsDep, caller: Caller
 def wall_thumb(share_id: int, studio: StudioDep, store: ComicsDep, caller: CallerDep) -> Response:
     share = visible(studio, caller, share_id)
     if share.kind == "comic":
-        page = Image.open(io.BytesIO(_first_page_png(store, share)))
+        page = Image.open(io.BytesIO(_first_page_png(store, share, THUMB_DPI)))
         page.thumbnail((THUMB_SIDE, THUMB_SIDE))
         buffer = io.BytesIO()
         page.convert("RGB").save(buffer, format="WEBP", quality=80)
