@@ -69,6 +69,8 @@ def binary_answers() -> dict[str, tuple[str, ...]]:
         "/api/comics/{project_id}/assets/{name}": ("image/png",),
         "/api/comics/{project_id}/export/{fmt}": tuple(dict.fromkeys(comic.MEDIA.values())),
         "/api/me/work.zip": ("application/zip",),
+        "/api/wall/{share_id}/file": ("image/png",),
+        "/api/wall/{share_id}/thumb": ("image/webp",),
     }
 
 
