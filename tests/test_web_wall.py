@@ -122,3 +122,30 @@ def test_a_class_comic_each_fills_their_own_panel_and_sees_the_others_live(brows
         assert not errors, errors
     finally:
         close(everyone)
+
+
+def test_a_client_id_asked_before_the_session_token_was_known_does_not_block_the_pages(browser, server):
+    """The event socket asks for a client id as the modules load, before the page knows its session's CSRF
+    token; that request is refused. Once the token is known the pages ask again, rather than wait for it
+    (which made "This page could not load" now and then, with three people signing in at once)."""
+    errors: list[str] = []
+    context, page = signed_in_page(browser, server, "ann", errors)
+    try:
+        held = []
+
+        def hold_the_first_without_a_token(route):
+            if "x-csrf-token" not in route.request.headers and not held:
+                held.append(route)  # still on its way while the page starts
+                return
+            route.continue_()
+
+        page.evaluate("sessionStorage.clear()")  # no client id yet: the next start asks for one
+        page.route("**/api/clients", hold_the_first_without_a_token)
+        page.reload()
+        expect(page.locator("#f-model option")).not_to_have_count(0, timeout=TIMEOUT_MS)
+        assert held, "the socket's early request was not seen"
+        held[0].continue_()
+        expect(page.locator("#page-generate")).not_to_contain_text("could not load")
+        assert not errors, errors
+    finally:
+        context.close()

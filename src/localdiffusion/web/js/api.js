@@ -17,6 +17,7 @@ function sessionHeaders(method) {
 }
 
 let pendingClient = null;
+let pendingToken = null; // the CSRF token the pending request was sent with
 
 /** This tab's client id: a secret the server issues (POST /api/clients), kept in sessionStorage so that a
  * reload of the same tab keeps it (and its jobs); other tabs never see it. Whoever holds it may cancel and
@@ -24,7 +25,11 @@ let pendingClient = null;
 export function clientId() {
   const known = sessionStorage.getItem(CLIENT_KEY);
   if (known) return Promise.resolve(known);
-  pendingClient ??= fetch("/api/clients", { method: "POST", headers: sessionHeaders("POST") })
+  // A request sent before the page knew its session's CSRF token (the event socket starts as modules load) is
+  // refused; once the token is known, ask again rather than wait for that one.
+  if (pendingClient && pendingToken === csrfToken) return pendingClient;
+  pendingToken = csrfToken;
+  const asked = fetch("/api/clients", { method: "POST", headers: sessionHeaders("POST") })
     .then(async (response) => {
       if (!response.ok) throw await errorFrom(response);
       const { client } = await response.json();
@@ -35,9 +40,10 @@ export function clientId() {
       throw error instanceof ApiError ? error : new ApiError(0, "The studio server cannot be reached; check that it is still running.", null);
     })
     .finally(() => {
-      pendingClient = null;
+      if (pendingClient === asked) pendingClient = null;
     });
-  return pendingClient;
+  pendingClient = asked;
+  return asked;
 }
 
 /** An answer the server refused: `detail` is one sentence for a person, `field` names the bad field if any. */
