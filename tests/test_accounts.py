@@ -89,7 +89,7 @@ def test_every_route_of_the_app_is_in_the_access_table(tmp_path):
 # does not run here); the webuiapi test and the A1111 tests run them.
 WAITS = {"POST /sdapi/v1/txt2img", "POST /sdapi/v1/img2img", "POST /sdapi/v1/extra-single-image"}
 # Values for path parameters that name no thing of ann's.
-OTHER_PARAMS = {"name": "x.png", "fmt": "pdf", "op": "invert", "token_id": "1", "name:path": "grid.png"}
+OTHER_PARAMS = {"name": "x.png", "fmt": "pdf", "op": "invert", "token_id": "1", "name:path": "grid.png", "share_id": "1"}
 
 
 def _url(path: str, things: dict[str, str], key: str) -> str:

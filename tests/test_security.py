@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from localdiffusion.server import a1111, api, comic, control, explain, finish
+from localdiffusion.server import a1111, api, comic, control, explain, finish, wall
 from localdiffusion.server.app import BodyLimitMiddleware, create_app
 from localdiffusion.server.auth import FailureThrottle
 from localdiffusion.server.openapi import answers_bytes, binary_answers
@@ -266,7 +266,7 @@ def test_the_schema_declares_binary_answers_with_their_media_types(bare):
     image = schema["paths"]["/api/images/{image_id}/file"]["get"]["responses"]["200"]["content"]
     assert image == {"image/png": {"schema": {"type": "string", "format": "binary"}}}
     # Every route that returns a file or raw bytes is named, so that none is left declared as JSON.
-    routers = [api.router, control.router, comic.router, explain.router, finish.router, *a1111_routers()]
+    routers = [api.router, control.router, comic.router, explain.router, finish.router, wall.router, *a1111_routers()]
     files = {route.path_format for router in routers for route in router.routes if isinstance(route, APIRoute) and answers_bytes(route)}
     assert files and files <= set(binary_answers()), files - set(binary_answers())
 

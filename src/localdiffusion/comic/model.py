@@ -236,6 +236,9 @@ class Project(Strict):
     title: str = "Untitled comic"
     authors: list[str] = Field(default_factory=list)
     owner_id: int | None = None
+    # A class comic: everyone in the class opens it; a participant edits the panels assigned to them (a
+    # panel's `owner_id`), a facilitator everything.
+    class_comic: bool = False
     page_size: PageSize = Field(default_factory=PageSize)
     dpi: int = Field(300, ge=36, le=600)
     direction: Direction = "ltr"

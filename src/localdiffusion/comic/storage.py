@@ -188,6 +188,7 @@ class Summary:
     pages: int
     panels: int
     created: str
+    class_comic: bool = False
 
 
 class ComicStore(Protocol):
@@ -242,7 +243,7 @@ class FolderComics:
 def _fields(project: Project) -> ComicFields:
     return ComicFields(title=project.title, created=project.created, pages=len(project.pages),
                        panels=sum(len(page.panels) for page in project.pages), authors=list(project.authors),
-                       project_json=project_json(project))
+                       project_json=project_json(project), class_comic=project.class_comic)
 
 
 class HomeComics:
@@ -271,10 +272,10 @@ class HomeComics:
         project.owner_id = row.owner_id
         return Stored(project, row.version, self.folder(project_id))
 
-    def summaries(self, owner_id: int | None = None) -> list[Summary]:
-        """By title, from the rows alone."""
-        rows = sorted(self.table.owned(owner_id), key=lambda r: r.title.lower())
-        return [Summary(r.id, r.title, r.authors, r.pages, r.panels, r.created) for r in rows]
+    def summaries(self, owner_id: int | None = None, *, with_class: bool = False) -> list[Summary]:
+        """By title, from the rows alone; `with_class` adds the class comics."""
+        rows = sorted(self.table.owned(owner_id, with_class=with_class), key=lambda r: r.title.lower())
+        return [Summary(r.id, r.title, r.authors, r.pages, r.panels, r.created, r.class_comic) for r in rows]
 
     def save(self, project: Project, version: int | None = None, *, bump: bool = True) -> int:
         """Save and return the new version; a new project starts at 1. With `version`, a project saved by

@@ -5,6 +5,10 @@ its data has `phase: "load"`, `loading` (what is loading now, "" once it has loa
 
 Listeners subscribe with a filter (an owner, a client) and a way to deliver: a plain thread-safe
 queue, or an asyncio queue on an event loop (the server's WebSockets).
+
+Class-wide events (`everyone=True`, such as "comic-changed" when a class comic changes) are not any one
+owner's: they reach every listener that asked for them (`everyone=True` when subscribing), whatever its
+filter, and no other listener.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Event:
     client: str
     data: dict[str, Any] = field(default_factory=dict)
     preview: Any = None  # PIL image of the step preview, for "step" events
+    everyone: bool = False  # a class-wide event, for every listener that asked for those
 
 
 @dataclass
@@ -34,8 +39,11 @@ class Subscription:
     deliver: Callable[[Event], None]
     owner_id: int | None = None
     client: str | None = None
+    everyone: bool = False  # also the class-wide events
 
     def wants(self, event: Event) -> bool:
+        if event.everyone:
+            return self.everyone
         return (self.owner_id is None or event.owner_id == self.owner_id) and (self.client is None or event.client == self.client)
 
 
@@ -51,8 +59,9 @@ class EventBus:
             if sub.wants(event):
                 sub.deliver(event)
 
-    def subscribe(self, deliver: Callable[[Event], None], owner_id: int | None = None, client: str | None = None) -> Subscription:
-        sub = Subscription(deliver, owner_id, client)
+    def subscribe(self, deliver: Callable[[Event], None], owner_id: int | None = None, client: str | None = None,
+                  everyone: bool = False) -> Subscription:
+        sub = Subscription(deliver, owner_id, client, everyone)
         with self._lock:
             self._subscriptions.append(sub)
         return sub
@@ -62,9 +71,9 @@ class EventBus:
         return self.subscribe(q.put, owner_id, client), q
 
     def subscribe_async(self, loop: asyncio.AbstractEventLoop, owner_id: int | None = None,
-                        client: str | None = None) -> tuple[Subscription, "asyncio.Queue[Event]"]:
+                        client: str | None = None, everyone: bool = False) -> tuple[Subscription, "asyncio.Queue[Event]"]:
         q: asyncio.Queue[Event] = asyncio.Queue()
-        return self.subscribe(lambda e: loop.call_soon_threadsafe(q.put_nowait, e), owner_id, client), q
+        return self.subscribe(lambda e: loop.call_soon_threadsafe(q.put_nowait, e), owner_id, client, everyone), q
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

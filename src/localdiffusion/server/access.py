@@ -122,6 +122,21 @@ ROUTES: dict[str, str] = {
     "POST /api/comics/{project_id}/panels/{panel_id}/pick": OWNER,
     "GET /api/comics/{project_id}/assets/{name}": OWNER,
     "GET /api/comics/{project_id}/export/{fmt}": OWNER,
+    # the class wall and the class comic (server/wall.py; the class comic's own rule is in server/comic.py `load`:
+    # everyone opens it, a participant changes only the panels assigned to them)
+    "GET /api/images/{image_id}/share": OWNER,
+    "POST /api/images/{image_id}/share": OWNER,
+    "DELETE /api/images/{image_id}/share": OWNER,
+    "GET /api/comics/{project_id}/share": OWNER,
+    "POST /api/comics/{project_id}/share": OWNER,
+    "DELETE /api/comics/{project_id}/share": OWNER,
+    "GET /api/wall": ANY_USER,
+    "GET /api/wall/{share_id}/file": ANY_USER,
+    "GET /api/wall/{share_id}/thumb": ANY_USER,
+    "POST /api/wall/{share_id}/hide": FACILITATOR,
+    "POST /api/wall/{share_id}/unhide": FACILITATOR,
+    "PUT /api/comics/{project_id}/panels/{panel_id}": OWNER,
+    "PUT /api/comics/{project_id}/panels/{panel_id}/assignee": FACILITATOR,
     # explanations, the guide, comparisons (server/explain.py)
     "POST /api/anatomy": ANY_USER,
     "POST /api/images/{image_id}/explain": OWNER,

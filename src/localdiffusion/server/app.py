@@ -157,7 +157,9 @@ class SecurityHeadersMiddleware:
 
 
 def _add_routers(app: FastAPI) -> None:
-    from localdiffusion.server import a1111, accounts, api, class_users, classqueue, comic, console, control, events, explain, finish
+    from localdiffusion.server import (
+        a1111, accounts, api, class_users, classqueue, comic, console, control, events, explain, finish, wall,
+    )
 
     app.include_router(accounts.router)
     app.include_router(class_users.router)
@@ -170,6 +172,7 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(finish.router)
     app.include_router(events.router)
     app.include_router(a1111.router)
+    app.include_router(wall.router)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -6,7 +6,9 @@ it comes in the address). The access token and the page's origin are checked bef
 (server/auth.py); a refused socket is accepted and closed with code 1008 and the reason.
 
 Messages: {"type": "queued|started|step|done|failed|cancelled", "job_id", "data", "preview"?}; step
-events carry the step preview as a WEBP data URL when the engine made one.
+events carry the step preview as a WEBP data URL when the engine made one. Every socket also gets the
+class-wide events: {"type": "comic-changed", "job_id": null, "data": {"project_id", "version"}} when a class
+comic changes (saved, a candidate picked, queued or finished).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def preview_data_url(image: Any) -> str:
 
 
 def event_message(event: Event) -> dict[str, Any]:
-    message = {"type": event.type, "job_id": event.job_id, "data": jsonable_encoder(event.data)}
+    message = {"type": event.type, "job_id": None if event.everyone else event.job_id, "data": jsonable_encoder(event.data)}
     if event.preview is not None:
         message["preview"] = preview_data_url(event.preview)
     return message
@@ -58,7 +60,7 @@ async def _send_events(websocket: WebSocket, events: "asyncio.Queue[Event]") -> 
         event = await events.get()
         if event.type == "queued" and event.job_id in begun:
             continue
-        if event.type != "queued":
+        if event.type != "queued" and not event.everyone:
             begun.add(event.job_id)
         await websocket.send_json(event_message(event))
 
@@ -84,7 +86,7 @@ async def job_events(websocket: WebSocket) -> None:
     # `?tabs=all`: the caller's jobs from every tab (the presenter view shows what the facilitator's other tab runs)
     every_tab = websocket.query_params.get("tabs") == "all"
     subscription, events = studio.events.subscribe_async(asyncio.get_running_loop(), owner_id=get_caller(websocket).owner_id,
-                                                         client=None if every_tab else client)
+                                                         client=None if every_tab else client, everyone=True)
     try:
         # anyio, as Starlette itself uses, so that the server's own cancellation reaches both halves.
         async with anyio.create_task_group() as group:

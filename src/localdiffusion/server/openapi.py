@@ -72,6 +72,8 @@ def binary_answers() -> dict[str, tuple[str, ...]]:
         "/api/me/export": ("application/zip",),
         "/api/class/export": ("application/zip",),
         "/api/class/join/qr.svg": ("image/svg+xml",),
+        "/api/wall/{share_id}/file": ("image/png",),
+        "/api/wall/{share_id}/thumb": ("image/webp",),
     }
 
 

@@ -198,7 +198,23 @@ CREATE TABLE class_policy (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# v8: working together: what people share on the class wall (an image or a comic, by its owner; a facilitator
+# may hide it, recorded with who and when; store/shares.py) and the class comics everyone in the class opens.
+_V8 = """
+CREATE TABLE shares (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    owner_id INTEGER NOT NULL REFERENCES owners(id),
+    shared_at REAL NOT NULL,
+    hidden_by TEXT,
+    hidden_at REAL,
+    UNIQUE (kind, item_id)
+);
+ALTER TABLE comics ADD COLUMN class_comic INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -514,6 +530,7 @@ class ComicRow:
     panels: int
     authors: list[str]
     project_json: str  # '' in listings
+    class_comic: bool = False
 
 
 @dataclass(frozen=True)
@@ -526,14 +543,15 @@ class ComicFields:
     panels: int
     authors: list[str]
     project_json: str
+    class_comic: bool = False  # a class comic: everyone in the class opens it (v8)
 
 
-_COMIC_COLUMNS = "id, owner_id, title, version, created, updated, pages, panels, authors"
+_COMIC_COLUMNS = "id, owner_id, title, version, created, updated, pages, panels, authors, class_comic"
 
 
 def _comic(row: tuple, project_json: str = "") -> ComicRow:
-    *head, authors = row
-    return ComicRow(*head, authors=json.loads(authors), project_json=project_json)
+    *head, authors, class_comic = row
+    return ComicRow(*head, authors=json.loads(authors), project_json=project_json, class_comic=bool(class_comic))
 
 
 class ComicTable:
@@ -547,10 +565,10 @@ class ComicTable:
         with self.db.transaction() as conn:
             cur = conn.execute(
                 f"INSERT {'OR IGNORE ' if if_absent else ''}INTO comics"
-                " (id, owner_id, title, version, created, updated, pages, panels, authors, project_json)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                " (id, owner_id, title, version, created, updated, pages, panels, authors, project_json, class_comic)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
                 (project_id, owner_id, fields.title, fields.created, time.time(), fields.pages, fields.panels,
-                 json.dumps(fields.authors), fields.project_json),
+                 json.dumps(fields.authors), fields.project_json, int(fields.class_comic)),
             )
             return cur.rowcount == 1
 
@@ -558,11 +576,11 @@ class ComicTable:
         rows = self.db.query(f"SELECT {_COMIC_COLUMNS}, project_json FROM comics WHERE id = ?", (project_id,))
         return _comic(tuple(rows[0][:-1]), rows[0][-1]) if rows else None
 
-    def owned(self, owner_id: int | None = None) -> list[ComicRow]:
-        """One owner's projects (everyone's when None), without their JSON."""
+    def owned(self, owner_id: int | None = None, *, with_class: bool = False) -> list[ComicRow]:
+        """One owner's projects (everyone's when None), without their JSON; `with_class` adds the class comics."""
         sql, params = f"SELECT {_COMIC_COLUMNS} FROM comics", ()
         if owner_id is not None:
-            sql, params = sql + " WHERE owner_id = ?", (owner_id,)
+            sql, params = sql + f" WHERE owner_id = ?{' OR class_comic = 1' if with_class else ''}", (owner_id,)
         return [_comic(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
     def update(self, project_id: str, fields: ComicFields, version: int | None = None, bump: bool = True) -> int | None:
@@ -571,9 +589,9 @@ class ComicTable:
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE comics SET title = ?, created = ?, updated = ?, pages = ?, panels = ?, authors = ?,"
-                " project_json = ?, version = version + ? WHERE id = ? AND (? IS NULL OR version = ?)",
+                " project_json = ?, class_comic = ?, version = version + ? WHERE id = ? AND (? IS NULL OR version = ?)",
                 (fields.title, fields.created, time.time(), fields.pages, fields.panels, json.dumps(fields.authors),
-                 fields.project_json, int(bump), project_id, version, version),
+                 fields.project_json, int(fields.class_comic), int(bump), project_id, version, version),
             )
             if cur.rowcount != 1:
                 return None

@@ -12,6 +12,7 @@ import { PageEditor } from "./comic-page.js";
 import { PanelSidebar } from "./comic-panel.js";
 import { ProjectSettings } from "./comic-settings.js";
 import { labelled, newId } from "./comic-form.js";
+import { ClassComicBar } from "./comic-class.js";
 
 const BASE = "/api/comics";
 const AUTOSAVE_MS = 800;
@@ -65,6 +66,7 @@ class ComicPage {
     this.editorView.hidden = true;
     this.listView.hidden = false;
     let projects = [];
+    await this.classBar.who();
     try {
       projects = await api.get(BASE);
     } catch (error) {
@@ -72,7 +74,7 @@ class ComicPage {
     }
     const items = projects.map((p) => h("li", {},
       h("a", { href: `#/comic/${p.id}`, class: "comic-link" }, p.title),
-      h("span", { class: "hint" }, ` ${p.pages} page${p.pages === 1 ? "" : "s"}, ${p.panels} panel${p.panels === 1 ? "" : "s"}${p.authors.length ? ` · ${p.authors.join(", ")}` : ""}`)));
+      h("span", { class: "hint" }, ` ${p.pages} page${p.pages === 1 ? "" : "s"}, ${p.panels} panel${p.panels === 1 ? "" : "s"}${p.authors.length ? ` · ${p.authors.join(", ")}` : ""}${p.class_comic ? " · class comic" : ""}`)));
     this.listView.replaceChildren(
       h("h1", {}, "Comics"),
       h("p", { class: "hint" }, "Lay out pages of panels, describe the cast once, generate each panel and letter it; export a PDF, a CBZ or PNG pages."),
@@ -95,11 +97,14 @@ class ComicPage {
     const template = h("select", { id: "comic-new-template", name: "template" },
       ...this.templates.map((t) => h("option", { value: t.name, selected: t.name === "grid-2x2" }, `${t.title} (${t.panels})`)));
     const error = h("p", { class: "form-error", role: "alert", hidden: true });
+    const forClass = h("input", { type: "checkbox", id: "comic-new-class", name: "class" });
     const form = h("form", { class: "comic-new", "aria-labelledby": "comic-new-title-h" },
       h("h2", { id: "comic-new-title-h" }, "New comic"),
       labelled("Title", title), labelled("Authors", authors),
       h("div", { class: "row" }, labelled("Page size", size), custom),
       h("div", { class: "row" }, labelled("Reading direction", direction), labelled("First page layout", template)),
+      this.classBar.me?.role === "facilitator"
+        ? h("label", { class: "check", for: "comic-new-class" }, forClass, " A class comic: everyone in the class opens it, and you assign its panels") : null,
       h("button", { type: "submit", class: "primary" }, "Create comic"), error);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -109,6 +114,7 @@ class ComicPage {
         authors: authors.value.split(",").map((a) => a.trim()).filter(Boolean),
         page: size.value, direction: direction.value, template: template.value,
       };
+      if (forClass.checked) body.class = true;
       if (size.value === "custom") Object.assign(body, { width: Number(width.value), height: Number(height.value), unit: unit.value });
       try {
         const project = await api.post(BASE, body);
@@ -149,7 +155,8 @@ class ComicPage {
       onDropCandidate: (panelId, data) => this.dropCandidate(panelId, data),
     });
     this.sidebar = new PanelSidebar(this);
-    this.editorView.append(toolbar, this.conflictEl, h("div", { class: "comic-workspace" },
+    this.classBar = new ClassComicBar(this);
+    this.editorView.append(toolbar, this.classBar.el, this.conflictEl, h("div", { class: "comic-workspace" },
       h("div", { class: "comic-left" }, this.settings.el),
       h("div", { class: "comic-center" }, this.editor.el,
         h("p", { class: "hint" }, "Click a panel to select it. Drag the round handles to move a gutter (hold Shift to slant it), drag inside a selected panel to pan its image and use the wheel to zoom. Double-click a balloon to type in it.")),
@@ -176,6 +183,7 @@ class ComicPage {
     this.setSaveState("Saved.");
     this.renderAll();
     this.watchPendingJobs();
+    await this.classBar.opened(this.project);
   }
 
   /** Candidates still generating (say, after a reload) report back when their jobs end, whichever panel shows. */
@@ -204,6 +212,7 @@ class ComicPage {
   }
 
   renderPage() {
+    this.classBar.render();
     if (!this.panel()) this.selection = { panel: this.page()?.panels[0]?.id || null, balloon: null };
     this.editor.show(this.project, this.page(), this.selection);
     this.sidebar.render();
@@ -254,9 +263,13 @@ class ComicPage {
       this.dirty = false;
       this.setSaveState("Saving…");
       try {
-        const saved = await request("PUT", `${BASE}/${project.id}`, project);
-        project.version = saved.version;
-        this.lastSaved = saved;
+        // a participant on a class comic saves their own panels, one by one; everyone else the whole comic
+        const saved = this.classBar.whole(project) ? await request("PUT", `${BASE}/${project.id}`, project)
+          : await this.classBar.savePanels(project, this.lastSaved);
+        if (saved) {
+          project.version = saved.version;
+          this.lastSaved = saved;
+        }
         if (!this.dirty) this.setSaveState("Saved.");
         if (announce) toast("Comic saved.");
       } catch (error) {
@@ -305,7 +318,8 @@ class ComicPage {
     const fresh = await api.get(`${BASE}/${project.id}`);
     if (project !== this.project) return; // another project was opened meanwhile
     const onlyJobs = edits(fresh) === edits(this.lastSaved);
-    if (!onlyJobs && !this.dirty) {
+    // (a participant on a class comic takes the class's copy whenever nothing of theirs is unsaved)
+    if ((!onlyJobs || !this.classBar.whole(project)) && !this.dirty) {
       this.project = fresh;
       this.lastSaved = structuredClone(fresh);
       this.settings.render();

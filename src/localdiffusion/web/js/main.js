@@ -8,6 +8,7 @@ import { initModels } from "./models.js";
 import { initGuide, installGuideLinks } from "./guide.js";
 import { initComic } from "./comic.js";
 import { initCompare } from "./compare.js";
+import { initWall } from "./wall.js";
 import { installPageDrop } from "./pnginfo.js";
 import { onJobEvent } from "./events.js";
 import { installUserMenu, showSignIn, whoAmI } from "./account.js";
@@ -22,6 +23,7 @@ const PAGES = {
   gallery: { init: initGallery, title: "Gallery" },
   models: { init: initModels, title: "Models" },
   comic: { init: initComic, title: "Comic" },
+  wall: { init: initWall, title: "Class wall" },
   compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
   guide: { init: (section) => initGuide(section, { currentRecipe }), title: "Guide" },
   console: { init: initConsole, title: "Console", manages: true },

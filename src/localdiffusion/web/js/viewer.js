@@ -5,6 +5,7 @@ import { h, emit, toast } from "./dom.js";
 import { recipeView } from "./recipe-view.js";
 import { ExplainPanel } from "./explain-panel.js";
 import { UpscalePanel } from "./upscale.js";
+import { ShareButton } from "./wall.js";
 
 let dialog = null;
 let parts = null;
@@ -22,11 +23,12 @@ function build() {
   };
   parts.explain = new ExplainPanel(parts.figure);
   parts.upscale = new UpscalePanel((id) => show(id));
+  parts.share = new ShareButton();
   const actions = h("div", { class: "viewer-actions" },
     h("button", { type: "button", class: "primary", onclick: () => useRecipe() }, "Use these settings"),
     h("button", { type: "button", onclick: () => sendTo("img2img") }, "Send to img2img"),
     h("button", { type: "button", onclick: () => sendTo("inpaint") }, "Send to inpaint"),
-    parts.download, parts.star,
+    parts.download, parts.star, parts.share.el,
     h("button", { type: "button", class: "danger", onclick: remove }, "Delete"), parts.explain.button, parts.upscale.button);
   dialog = h("dialog", { class: "viewer", "aria-labelledby": "viewer-title" },
     h("div", { class: "viewer-head" }, parts.title, parts.prev, parts.next,
@@ -61,6 +63,7 @@ async function show(id) {
   parts.figure.replaceChildren(h("img", { src: `/api/images/${id}/file`, alt: "" }));
   parts.explain.reset(id);
   parts.upscale.reset(id);
+  parts.share.load(`/api/images/${id}`);
   parts.details.replaceChildren(h("p", {}, "Loading its recipe…"));
   try {
     const image = await api.get(`/api/images/${id}`);
