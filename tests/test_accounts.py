@@ -483,3 +483,16 @@ def test_the_schema_names_the_work_zip_as_a_zip():
     files = {route.path_format for router in (accounts.router, class_users.router) for route in router.routes
              if isinstance(route, APIRoute) and answers_bytes(route)}
     assert files == {"/api/me/work.zip"} and binary_answers()["/api/me/work.zip"] == ("application/zip",)
+
+
+def test_a_new_account_with_a_removed_accounts_name_starts_with_nothing(tmp_path):
+    """`users remove` keeps the work; a later account of the same name must not inherit it."""
+    from localdiffusion.store.accounts import Accounts
+    from localdiffusion.store.db import Database
+
+    with Database(tmp_path / "db.sqlite") as db:
+        accounts = Accounts(db)
+        old = accounts.add("anna", "a long enough password 1")
+        accounts.remove("anna")
+        new = accounts.add("anna", "a long enough password 2")
+        assert new.owner_id != old.owner_id

@@ -136,6 +136,22 @@ def test_participants_see_and_use_only_the_allowed_models(idle, studio):
     assert queued(studio) == 0
     default = job(idle, ANN, model=None)
     assert default.status_code == 201 and default.json()["recipe"]["model"] == "tiny-sd1"
+    # A comparison whose Model axis names a model outside the allowed ones: the same 404, before queueing.
+    compare = {"recipe": {"prompt": "x", "steps": 2, "width": 64, "height": 64, "model": "tiny-sd1"},
+               "x": "model=tiny-sd1,tiny-sdxl", "y": "seed=1,2"}
+    refused = idle.post("/api/compare", json=compare, headers=ANN)
+    assert refused.status_code == 422 and refused.json()["field"] == "x" and "tiny-sdxl" in refused.json()["detail"]
+    # Admission itself checks the axis too (every way into the queue goes through it).
+    from localdiffusion.errors import ModelNotFound
+    from localdiffusion.recipe import Recipe
+    from localdiffusion.server.admission import JobRequest, admit
+    from localdiffusion.server.deps import Caller
+
+    ann = Caller(studio.db.ensure_owner("ann"), "ann", "participant")
+    request = JobRequest(Recipe(prompt="x", steps=2, width=64, height=64, model="tiny-sd1"), "compare",
+                         {"x": compare["x"], "y": compare["y"]})
+    with pytest.raises(ModelNotFound):
+        admit(studio, ann, [request])
     assert job(idle, TEACHER, model="tiny-sdxl", width=None, height=None).status_code == 201
 
 

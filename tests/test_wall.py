@@ -103,6 +103,10 @@ def test_a_facilitator_hides_an_item_and_the_audit_log_says_so(classroom):
     assert classroom.get(f"/api/wall/{share_id}/file", headers=FAY).status_code == 200
     entries = classroom.get("/api/class/audit", headers=FAY).json()
     assert any(e["actor"] == "fay" and e["action"] == "hide" and e["target"] == f"wall {share_id}" for e in entries), entries
+    # Unsharing and sharing again does not bring a hidden item back.
+    assert classroom.delete(f"/api/images/{image}/share", headers=BO).status_code == 200
+    classroom.post(f"/api/images/{image}/share", headers=BO)
+    assert share_id not in [i["id"] for i in wall(classroom, ANN)]
 
     assert classroom.post(f"/api/wall/{share_id}/unhide", headers=FAY).json()["hidden"] is False
     assert share_id in [i["id"] for i in wall(classroom, ANN)]

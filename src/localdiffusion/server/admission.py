@@ -139,8 +139,9 @@ def _allowed_params(studio: Studio, allowed: list[str], kind: str, params: dict[
             except LocalDiffusionError:
                 continue  # the route has refused a bad axis already
             if axis.field == "model":
-                for value in axis.values:
-                    allowedcheckpoint_named(studio, allowed, str(value), name)
+                with only_checkpoints(allowed):
+                    for value in axis.values:
+                        checkpoint_named(studio, str(value), field=name.lower())
     if kind == "panels" and params.get("recipes"):
         recipes = [_allowed_recipe(studio, allowed, Recipe.model_validate(r)) for r in params["recipes"]]
         params = {**params, "recipes": [r.model_dump(mode="json") for r in recipes]}

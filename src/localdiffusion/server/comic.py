@@ -560,6 +560,8 @@ def _watch_class_jobs(studio: Studio, store: HomeComics) -> None:
                 version = store.save(stored.project, stored.version, bump=False)
         except (StaleVersion, BadInput, OSError) as e:  # someone saved meanwhile: the next read brings it in
             log.info("class comic %s: finished job %s not brought in now (%s)", project_id, event.job_id, e)
+        except Exception:  # this runs inside the worker's publish: it must never fail the finished job
+            log.exception("class comic %s: finished job %s could not be brought in", project_id, event.job_id)
         announce(studio, stored.project, version)
 
     studio.events.subscribe(ended)

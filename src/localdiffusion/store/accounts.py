@@ -168,10 +168,12 @@ class Accounts:
         return self.find(name)
 
     def remove(self, name: str) -> User:
-        """Remove the account, its sessions and tokens; its owner row and work stay (see `users remove`)."""
+        """Remove the account, its sessions and tokens; its owner row and work stay (see `users remove`), under a
+        retired name, so that a later account of the same name starts with an owner row (and work) of its own."""
         user = self.find(name)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
+            conn.execute("UPDATE owners SET name = ? WHERE id = ?", (f"{user.name} (removed account {user.id})", user.owner_id))
         return user
 
     def verify_password(self, user: User, password: str) -> bool:

@@ -49,8 +49,11 @@ class ShareTable:
         return found
 
     def unshare(self, kind: str, item_id: str | int) -> bool:
+        """Take the thing off the wall. A share a facilitator hid stays (hidden), so that unsharing and sharing
+        again cannot bring a hidden item back."""
         with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM shares WHERE kind = ? AND item_id = ?", (kind, str(item_id))).rowcount == 1
+            return conn.execute("DELETE FROM shares WHERE kind = ? AND item_id = ? AND hidden_at IS NULL",
+                                (kind, str(item_id))).rowcount == 1
 
     def find(self, kind: str, item_id: str | int) -> Share | None:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM shares WHERE kind = ? AND item_id = ?", (kind, str(item_id)))
