@@ -33,7 +33,7 @@ from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.admission import queue_job
-from localdiffusion.server.deps import Caller, CallerDep, client_id, get_caller, get_studio, new_client_secret
+from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio, new_client_secret
 from localdiffusion.server.queueview import eta_seconds
 from localdiffusion.server.studio import Studio
 from localdiffusion.server.usage import job_usage
