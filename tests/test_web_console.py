@@ -7,36 +7,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from test_web import MODEL, TIMEOUT_MS, browser, expect, set_size, wait_done  # noqa: F401  (browser: the fixture)
-import test_web_accounts
-from test_web_accounts import signed_in_page
-
-from web_server import running_studio  # noqa: E402
-
-PEOPLE = {"ann": ("participant", "ann-password-1"), "fay": ("facilitator", "fay-password-333")}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_home):
-    from localdiffusion.store.accounts import Accounts
-    from localdiffusion.store.db import Database
-    from localdiffusion.store.home import Home
-
-    home = Home(tmp_path_factory.mktemp("web-console")).ensure()
-    (home.model_dir("checkpoint") / MODEL).symlink_to((model_home.model_dir("checkpoint") / MODEL).resolve(),
-                                                      target_is_directory=True)
-    with Database(home.db_path) as db:
-        for name, (role, password) in PEOPLE.items():
-            Accounts(db).add(name, password, role)
-    with running_studio(home) as running:
-        yield running
-
-
-def sign_in(browser, server, name: str, errors: list[str]):
-    assert test_web_accounts.PEOPLE[name] == PEOPLE[name]  # signed_in_page signs in with that module's passwords
-    return signed_in_page(browser, server, name, errors)
+from test_web_accounts import server, signed_in_page  # noqa: F401  (server: the fixture, the class of three)
 
 
 def fill_generate(page, prompt: str) -> None:
@@ -50,8 +22,8 @@ def fill_generate(page, prompt: str) -> None:
 
 def test_the_facilitator_runs_the_class_from_the_console(browser, server):
     errors: list[str] = []
-    fay_context, fay = sign_in(browser, server, "fay", errors)
-    ann_context, ann = sign_in(browser, server, "ann", errors)
+    fay_context, fay = signed_in_page(browser, server, "fay", errors)
+    ann_context, ann = signed_in_page(browser, server, "ann", errors)
     try:
         # only the facilitator has the console
         expect(fay.locator("nav a[data-page=console]")).to_be_visible()
