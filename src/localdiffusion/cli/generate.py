@@ -87,20 +87,27 @@ def generate(
 def replay(
     image: Path = typer.Argument(..., help="A PNG made by Local Diffusion or A1111."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the regenerated PNG."),
-    dtype: str = typer.Option("float32", "--dtype", help="Precision: float32 (the default here: exact pictures), bfloat16 or float16 (faster, the last bits differ)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: as generate; float32 gives an A1111 image's exact picture)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Regenerate an image from the recipe embedded in it; first say what, if anything, will make it differ."""
-    from localdiffusion.engine.device import pick_device
+    import torch
+
+    from localdiffusion.engine.device import pick_device, pick_dtype
     from localdiffusion.engine.replay import recipe_for_replay, replay_differences
     from localdiffusion.metadata import read_image_metadata
 
     h = home_from(home)
     library = library_for(h)
     recipe = recipe_for_replay(image, library)
-    reasons = replay_differences(read_image_metadata(image), recipe, library, pick_device(None))
-    if dtype != "float32":
-        reasons.append(f"Computing in {dtype} instead of float32 changes the last bits of the picture.")
+    meta = read_image_metadata(image)
+    device = pick_device(None)
+    reasons = replay_differences(meta, recipe, library, device)
+    # Our own images replay in the precision generate uses here; an A1111 image is exact only in fp32.
+    precision = pick_dtype(device, dtype or library.settings.dtype)
+    if meta.source == "a1111" and precision != torch.float32:
+        reasons.append(f"Computing in {str(precision).removeprefix('torch.')} instead of float32 changes the last bits "
+                       f"of the picture (use --dtype float32).")
     for reason in reasons:
         err.print(f"[yellow]Will differ:[/yellow] {reason}", highlight=False, soft_wrap=True)
     run(recipe, h, out_dir, {"dtype": dtype})

@@ -22,6 +22,7 @@ LABELS = {
     "cfg_scale": "CFG scale", "subseed": "Variation seed", "subseed_strength": "Variation seed strength",
     "clip_skip": "Clip skip", "enable_hr": "Hires fix", "hr_scale": "Hires upscale", "hr_upscaler": "Hires upscaler",
     "hr_second_pass_steps": "Hires steps", "rng": "RNG", "refiner_checkpoint": "Refiner",
+    "eta_noise_seed_delta": "ENSD (eta noise seed delta)", "sgm_noise_multiplier": "SGM noise multiplier", "pad_cond_uncond": "Pad conds",
 }
 
 
