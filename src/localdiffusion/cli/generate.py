@@ -65,6 +65,9 @@ def generate(
     vae_decode: str = typer.Option("full", "--vae-decode", help="full (the model's VAE) or fast (TAESD from models/VAE-approx: much faster, a little less faithful)."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
     attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),
+    backend: str = options.BACKEND,
+    ov_device: str = options.OV_DEVICE,
+    compile_unet: bool = options.COMPILE,
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading pickled .ckpt/.pt checkpoints (they can run code; only for files you trust)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
@@ -79,7 +82,7 @@ def generate(
         references=options.parse_references(reference, reference_model),
     )
     engine_options = dict(device=device, dtype=dtype, vae_tiling=vae_tiling, cpu_offload=cpu_offload, attention_slicing=attention_slicing,
-                          vae_decode=vae_decode)
+                          vae_decode=vae_decode, backend=backend, ov_device=ov_device, compile=compile_unet)
     run(recipe, home_from(home), out_dir, engine_options, allow_pickle)
 
 

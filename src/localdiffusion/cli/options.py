@@ -21,6 +21,9 @@ NEGATIVE = typer.Option("", "--negative", "-n", help="What to avoid (same syntax
 MODEL = typer.Option(None, "--model", "-m", help="Checkpoint name, hash or path (default: the first checkpoint).")
 STEPS = typer.Option(20, "--steps", help="Denoising steps: more refines detail, slower.")
 CFG = typer.Option(7.0, "--cfg", help="Guidance scale: how strongly the image follows the prompt.")
+BACKEND = typer.Option("torch", "--backend", help="What runs the networks: torch, or openvino (CPUs, Intel GPUs and NPUs; pip install \"localdiffusion\\[openvino]\").")
+OV_DEVICE = typer.Option("AUTO", "--ov-device", help="OpenVINO's device with --backend openvino: CPU, GPU, NPU or AUTO.")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the UNet: slow first image, faster after (GPUs; cached under HOME/cache/).")
 SAMPLER = typer.Option("Euler a", "--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'.")
 SCHEDULER = typer.Option("Automatic", "--scheduler",
                          help="Schedule type: Automatic (the sampler's own), Uniform, Karras, Exponential, Polyexponential, SGM Uniform, "

@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 
+from localdiffusion.cli import options
 from localdiffusion.cli.common import HomeOption, app, err, home_from, out
 from localdiffusion.errors import LocalDiffusionError
 
@@ -127,6 +128,9 @@ def serve(
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep weights on the CPU until needed (small GPUs)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode in tiles: large images with bounded memory."),
     attention_slicing: bool = typer.Option(False, "--attention-slicing", help="Compute attention in slices to save memory."),
+    backend: str = options.BACKEND,
+    ov_device: str = options.OV_DEVICE,
+    compile_unet: bool = options.COMPILE,
     join_code: Optional[str] = typer.Option(None, "--join-code", envvar="LOCALDIFFUSION_JOIN_CODE",
                                             help="Let people make their own participant account with this code (needs accounts: 'users add')."),
     home: Optional[Path] = HomeOption,
@@ -153,7 +157,8 @@ def serve(
     sock = bind_socket(host, port)
     try:
         options = EngineOptions(device=device, dtype=dtype, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
-                                attention_slicing=attention_slicing)
+                                attention_slicing=attention_slicing, backend=backend, ov_device=ov_device,
+                                compile=compile_unet)
         studio = Studio.open(the_home, token=token, options=options, join_code=join_code)
         models_help = None if has_models(studio.library) else add_models_help(studio.home)
         config = uvicorn.Config(create_app(studio), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)

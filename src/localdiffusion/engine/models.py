@@ -36,6 +36,9 @@ class EngineOptions:
     cpu_offload: bool = False  # keep only the running component on the GPU (small GPUs)
     previews: bool = True  # cheap previews of the predicted image in progress events (through TAESD where installed)
     vae_decode: str = "full"  # the final images' decoder: "full" (the model's VAE) or "fast" (TAESD, from models/VAE-approx)
+    backend: str = "torch"  # what runs the networks: "torch", or "openvino" (CPUs, Intel GPUs and NPUs; an extra)
+    ov_device: str = "AUTO"  # OpenVINO's device: CPU, GPU, NPU or AUTO
+    compile: bool = False  # torch.compile the UNet (GPU servers; compile cache under HOME/cache/)
 
 
 @dataclass
