@@ -243,3 +243,30 @@ def test_a_participants_candidates_are_their_jobs_come_back_into_the_comic_and_e
     assert picked.status_code == 200 and picked.json()["chosen"] == candidate["id"]
     # the class comic exports as any comic
     assert classroom.get(f"/api/comics/{pid}/export/cbz", headers=BO).status_code == 200
+
+
+def test_a_participants_panel_cannot_use_another_participants_upload(classroom):
+    project, first, _ = class_comic(classroom)
+    pid = project["id"]
+
+    def upload(headers: dict, colour: tuple[int, int, int]) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), colour).save(buffer, format="PNG")
+        answer = classroom.post("/api/uploads", files={"file": ("pose.png", buffer.getvalue(), "image/png")}, headers=headers)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["ref"]
+
+    def generate_with(ref: str):
+        unit = {"model": "any", "image": ref, "module": "none", "weight": 1}
+        saved = classroom.put(f"/api/comics/{pid}/panels/{first}", json={"controls": [unit]}, headers=ANN)
+        assert saved.status_code == 200, saved.text
+        return classroom.post(f"/api/comics/{pid}/panels/{first}/generate", json={"candidates": 1}, headers=ANN)
+
+    bos = upload(BO, (200, 10, 10))
+    refused = generate_with(bos)
+    assert refused.status_code == 422 and refused.json()["field"] == "controls.0.image", refused.text
+    assert bos[:20] in refused.json()["detail"]
+    # the facilitator's (the class comic's owner) and ann's own pictures pass this check (and go on to the model check)
+    for ref in (upload(FAY, (10, 200, 10)), upload(ANN, (10, 10, 200))):
+        answer = generate_with(ref)
+        assert answer.json().get("field") != "controls.0.image", answer.text

@@ -46,7 +46,7 @@ from localdiffusion.errors import BadInput
 from localdiffusion.jobs import Event
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.admission import JobRequest, queue_job, queue_jobs
-from localdiffusion.server.api import check_recipe, job_json, read_upload
+from localdiffusion.server.api import check_input_ref, check_recipe, job_json, may_use_input, read_upload
 from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.accounts import Accounts
@@ -392,6 +392,7 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     project = stored.project
     _, panel = find_panel(project, panel_id)
     since = _since(body.version, stored)
+    check_panel_pictures(studio, caller, project, [panel])
     recipes = candidate_recipes(studio.engine, project, panel, stored.folder, body.candidates)
     recipes = [check_recipe(studio, recipe) for recipe in recipes]
     owner = project.owner_id if caller.sees(project.owner_id) else caller.owner_id
@@ -401,6 +402,18 @@ def generate_candidates(project_id: str, panel_id: str, body: GenerateRequest, s
     _watch(studio, project, [job.id for job in jobs])
     saved(studio, store, project, since)
     return made
+
+
+def check_panel_pictures(studio: Studio, caller: Caller, project: Project, panels: list[Panel]) -> None:
+    """The ControlNet pictures a panel names are uploads that the caller may use, or that the project's owner
+    uploaded (a facilitator's pose map on a class comic's panel): never another participant's."""
+    def usable(ref: str) -> bool:
+        return may_use_input(studio, caller, ref) or studio.db.owns_input(project.owner_id, ref)
+
+    for panel in panels:
+        for i, unit in enumerate(panel.controls):
+            check_input_ref(studio.home, unit.image, f"controls.{i}.image", usable)
+            check_input_ref(studio.home, unit.map, f"controls.{i}.map", usable)
 
 
 class RenderRequest(BaseModel):
@@ -442,6 +455,7 @@ def render_together(project_id: str, body: RenderRequest, studio: StudioDep, sto
         raise BadInput(f"Shared attention needs at least two panels without an image; {len(todo)} panel"
                        f"{'' if len(todo) == 1 else 's'} without one or a job on the way. Generate that panel on its own.",
                        field="shared_attention")
+    check_panel_pictures(studio, caller, project, todo)
     kept = shared_attention_bytes(studio.engine, project, folder, body.shared_attention)
     recipes = [check_recipe(studio, candidate_recipes(studio.engine, project, panel, folder, 1)[0]) for panel in todo]
     job = queue_job(studio, caller, recipes[0], client, kind="panels", owner_id=project.owner_id,
