@@ -18,7 +18,7 @@ from localdiffusion.metadata import read_image_metadata
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.access import FACILITATOR, ROUTES
 from localdiffusion.server.app import create_app
-from localdiffusion.server.console import zip_stream
+from localdiffusion.server.console import unique_folders, zip_stream
 from localdiffusion.server.studio import Studio
 from localdiffusion.server.usage import NOMINAL_WATTS
 from localdiffusion.store.accounts import Accounts
@@ -229,9 +229,10 @@ def test_the_schema_names_the_consoles_files_with_their_media_types(client):
     from localdiffusion.server.openapi import answers_bytes, binary_answers
 
     files = {route.path_format for route in console.router.routes if isinstance(route, APIRoute) and answers_bytes(route)}
-    assert files == {"/api/class/join/qr.svg", "/api/class/export", "/api/me/export"} and files <= set(binary_answers())
+    assert files == {"/api/class/join/qr.svg", "/api/class/export", "/api/me/export", "/api/me/work.zip"} and files <= set(binary_answers())
     paths = client.get("/openapi.json").json()["paths"]
-    assert set(paths["/api/class/export"]["get"]["responses"]["200"]["content"]) == {"application/zip"}
+    for path in ("/api/class/export", "/api/me/export", "/api/me/work.zip"):
+        assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"application/zip"}
     assert set(paths["/api/class/join/qr.svg"]["get"]["responses"]["200"]["content"]) == {"image/svg+xml"}
 
 
@@ -264,3 +265,7 @@ def test_without_accounts_the_owner_exports_the_homes_work(tmp_path):
         image = studio.db.add_image(path=path, recipe_json="{}", width=8, height=8, prompt="mine", owner_id=studio.owner_id)
         assert zipfile.ZipFile(io.BytesIO(client.get("/api/class/export").content)).namelist() == [f"owner/images/{image}-mine.png"]
         assert zipfile.ZipFile(io.BytesIO(client.get("/api/me/export").content)).namelist() == [f"images/{image}-mine.png"]
+
+
+def test_class_export_folders_stay_distinct_where_names_differ_only_in_case():
+    assert unique_folders(["ann", "Ann", "bo", "owner", "OWNER", "ann"]) == ["ann", "Ann-2", "bo", "owner", "OWNER-2", "ann-3"]

@@ -23,28 +23,23 @@ import base64
 import binascii
 import hashlib
 import secrets
-import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localdiffusion.server.access import ACCOUNTS_SCOPE_KEY, SIGN_IN
 from localdiffusion.server.auth import TokenMiddleware, refuse, token_matches
-from localdiffusion.server.deps import CALLER_SCOPE_KEY, Caller, get_caller, get_studio
+from localdiffusion.server.deps import CALLER_SCOPE_KEY, Caller, get_caller
 from localdiffusion.store.accounts import TOKEN_PREFIX, Accounts, User
-from localdiffusion.store.db import LOCAL_OWNER
 
 SESSION_COOKIE = "ld_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -351,20 +346,3 @@ def delete_token(token_id: int, request: Request) -> dict[str, Any]:
     if not accounts_state(request).accounts.delete_token(account_of(request), token_id):
         raise HTTPException(404, f"You have no API token {token_id}.")
     return {"id": token_id, "deleted": True}
-
-
-@router.get("/me/work.zip", response_class=FileResponse)
-def my_work(request: Request) -> FileResponse:
-    """All your gallery images as one zip (PNG files with their settings inside)."""
-    studio, caller = get_studio(request), get_caller(request)
-    handle = tempfile.NamedTemporaryFile(prefix="ld-work-", suffix=".zip", delete=False)
-    with handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-        offset = 0
-        while rows := studio.db.list_images(caller.owner_id, offset, 500):
-            for row in rows:
-                if Path(row.path).is_file():
-                    archive.write(row.path, f"{row.id}-{Path(row.path).name}")
-            offset += len(rows)
-    name = f"{caller.name if caller.name != LOCAL_OWNER else 'my'}-work.zip"
-    return FileResponse(handle.name, media_type="application/zip", filename=name,
-                        background=BackgroundTask(Path(handle.name).unlink, missing_ok=True))

@@ -181,6 +181,21 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "untitled"
 
 
+def unique_folders(names: list[str]) -> list[str]:
+    """A folder name per person, distinct even where a file system ignores case ("Ann" and "ann", or an
+    account called "owner" beside the home's own owner): a repeat gets "-2", "-3", ..."""
+    taken: set[str] = set()
+    folders = []
+    for name in names:
+        folder, n = _safe(name), 1
+        while folder.lower() in taken:
+            n += 1
+            folder = f"{_safe(name)}-{n}"
+        taken.add(folder.lower())
+        folders.append(folder)
+    return folders
+
+
 def work_entries(studio: Studio, owner_id: int, prefix: str = "") -> Iterator[tuple[str, Source]]:
     """One person's work: `images/<id>-<file>.png` (as stored, metadata kept) and `comics/<id>.pdf` and `.cbz`."""
     seen: set[int] = set()
@@ -211,6 +226,7 @@ def _today() -> str:
 
 
 @router.get("/me/export", response_class=StreamingResponse)
+@router.get("/me/work.zip", response_class=StreamingResponse)  # the first name of this download, kept for links to it
 def my_export(request: Request) -> StreamingResponse:
     """All your work as one zip, streamed: `images/` (your gallery's PNG files, their settings inside) and
     `comics/` (each comic as PDF and CBZ)."""
@@ -237,7 +253,7 @@ def class_export(request: Request) -> StreamingResponse:
     studio.db.record_action(caller.name, "export", "class", {"people": len(people)})
 
     def entries() -> Iterator[tuple[str, Source]]:
-        for name, owner in people:
-            yield from work_entries(studio, owner, f"{_safe(name)}/")
+        for folder, (_, owner) in zip(unique_folders([name for name, _ in people]), people):
+            yield from work_entries(studio, owner, f"{folder}/")
 
     return zip_answer(entries(), f"class-work-{_today()}.zip")
