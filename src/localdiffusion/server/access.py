@@ -98,6 +98,7 @@ ROUTES: dict[str, str] = {
     "GET /api/images/{image_id}": OWNER,
     "GET /api/images/{image_id}/file": OWNER,
     "GET /api/images/{image_id}/thumb": OWNER,
+    "GET /api/images/{image_id}/comfyui": OWNER,
     "PATCH /api/images/{image_id}": OWNER,
     "DELETE /api/images/{image_id}": OWNER,
     # controls and poses (server/control.py)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Callable
+from typing import Annotated, Any, BinaryIO, Callable, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, UploadFile
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
@@ -420,6 +420,19 @@ def get_image_file(image_id: int, studio: StudioDep, caller: CallerDep, download
     seed = json.loads(row.recipe_json).get("seed")
     return FileResponse(image_file(row), media_type="image/png", filename=f"{row.id}-{seed}.png",
                         content_disposition_type="attachment" if download else "inline")
+
+
+@router.get("/images/{image_id}/comfyui", responses={200: {"content": {"application/json": {}}}})
+def get_image_workflow(image_id: int, studio: StudioDep, caller: CallerDep,
+                       format: Literal["ui", "api"] = Query("ui", description="ui: what ComfyUI's editor opens; api: what its /prompt route queues"),
+                       download: bool = False) -> JSONResponse:
+    """The image's settings as a ComfyUI workflow (the UI format carries what differs in a Note node)."""
+    from localdiffusion.interop.comfyui import workflow_for
+
+    row = find_image(studio, caller, image_id)
+    workflow = workflow_for(Recipe.from_json(row.recipe_json), studio.library)
+    headers = {"Content-Disposition": f'attachment; filename="{row.id}-comfyui-{format}.json"'} if download else {}
+    return JSONResponse(workflow.as_format(format), headers=headers)
 
 
 @router.get("/images/{image_id}/thumb")

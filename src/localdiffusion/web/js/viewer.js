@@ -18,6 +18,7 @@ function build() {
     details: h("div", { class: "viewer-details" }),
     star: h("button", { type: "button", "aria-pressed": "false", onclick: toggleStar }, "☆ Star"),
     download: h("a", { class: "button", download: "" }, "Download"),
+    workflow: h("a", { class: "button", download: "" }, "ComfyUI workflow"),
     prev: h("button", { type: "button", "aria-label": "Previous image", onclick: () => step(-1) }, "‹"),
     next: h("button", { type: "button", "aria-label": "Next image", onclick: () => step(1) }, "›"),
   };
@@ -28,7 +29,7 @@ function build() {
     h("button", { type: "button", class: "primary", onclick: () => useRecipe() }, "Use these settings"),
     h("button", { type: "button", onclick: () => sendTo("img2img") }, "Send to img2img"),
     h("button", { type: "button", onclick: () => sendTo("inpaint") }, "Send to inpaint"),
-    parts.download, parts.star, parts.share.el,
+    parts.download, parts.workflow, parts.star, parts.share.el,
     h("button", { type: "button", class: "danger", onclick: remove }, "Delete"), parts.explain.button, parts.upscale.button);
   dialog = h("dialog", { class: "viewer", "aria-labelledby": "viewer-title" },
     h("div", { class: "viewer-head" }, parts.title, parts.prev, parts.next,
@@ -71,6 +72,8 @@ async function show(id) {
     state.image = image;
     parts.figure.firstChild.alt = image.recipe?.prompt || image.prompt || `Image ${id}`;
     parts.download.href = `/api/images/${id}/file?download=true`;
+    parts.workflow.href = `/api/images/${id}/comfyui?download=true`;
+    parts.workflow.hidden = !image.recipe;
     setStar(Boolean(image.starred));
     const when = image.created_at ? new Date(image.created_at * 1000).toLocaleString() : "";
     parts.details.replaceChildren(
