@@ -326,3 +326,22 @@ def test_a_model_given_by_path_is_added_in_place_and_its_images_replay(capsys, t
                        "--home", home_with(tmp_path / "explain-home"))
     assert code == 0, err
     assert json.loads((tmp_path / "explained" / "explain.json").read_text())["recipe"]["model"] == "tiny-sd1"
+
+
+def test_with_the_setting_a_saved_png_also_opens_in_comfyui(capsys, tmp_path, sd1_folder, first_png):
+    from localdiffusion.metadata.comfyui import read as read_comfyui
+    from localdiffusion.metadata.container import open_container
+    from localdiffusion.store.home import Home
+
+    assert {"prompt", "workflow"}.isdisjoint(Image.open(first_png).text)  # not by default
+    home = Home(home_with(tmp_path / "comfy-home", sd1_folder))
+    settings = home.load_settings()
+    settings.comfyui_workflow_in_png = True
+    home.save_settings(settings)
+    code, _, err = run(capsys, "generate", PROMPT, *FAST, "-o", tmp_path / "out", "--home", home.root)
+    assert code == 0, err
+    png = tmp_path / "out" / "00001-3.png"
+    assert recipe_of(png).prompt == PROMPT  # our own metadata still comes first
+    comfy = read_comfyui(open_container(png))
+    assert (comfy.fields["seed"], comfy.fields["steps"], comfy.fields["prompt"]) == (3, 2, PROMPT)
+    assert json.loads(Image.open(png).text["workflow"])["nodes"]

@@ -36,8 +36,9 @@ class ImageArtefact:
     model_hash: str | None = None
 
     @classmethod
-    def of(cls, image: Image.Image, recipe: Recipe, infotext: str, mode: str, model_hash: str | None = None) -> "ImageArtefact":
-        return cls(png_with_metadata(image, infotext, recipe.to_json()), recipe, infotext, image.width, image.height,
+    def of(cls, image: Image.Image, recipe: Recipe, infotext: str, mode: str, model_hash: str | None = None,
+           extra: dict[str, str] | None = None) -> "ImageArtefact":
+        return cls(png_with_metadata(image, infotext, recipe.to_json(), extra), recipe, infotext, image.width, image.height,
                    mode, model_hash)
 
 
@@ -76,10 +77,18 @@ class TaskOutput:
 
 def gallery_images(engine: Engine, result: Result, mode: str) -> list[ImageArtefact]:
     """A generation's images as gallery artefacts, each with its resolved recipe and infotext, and the
-    checkpoint's short hash for their rows."""
+    checkpoint's short hash for their rows; with the setting `comfyui_workflow_in_png`, ComfyUI's chunks too."""
     model_hash = engine.checkpoint(result.recipes[0].model).short_hash
-    return [ImageArtefact.of(image, recipe, infotext, mode, model_hash)
+    return [ImageArtefact.of(image, recipe, infotext, mode, model_hash, comfyui_chunks(engine, recipe))
             for image, recipe, infotext in zip(result.images, result.recipes, result.infotexts)]
+
+
+def comfyui_chunks(engine: Engine, recipe: Recipe) -> dict[str, str] | None:
+    if not engine.settings.comfyui_workflow_in_png:
+        return None
+    from localdiffusion.interop.comfyui import workflow_for
+
+    return workflow_for(recipe, engine.library).png_chunks()
 
 
 def generation_result(result: Result) -> dict[str, Any]:

@@ -61,6 +61,9 @@ class Settings(BaseModel):
     # The precision models run in ("float32", "bfloat16", "float16"); None picks it from the device (fp16 on a
     # GPU, bf16 on a CPU with native bf16, else fp32). `--dtype` overrides it.
     dtype: str | None = None
+    # Also write the `prompt` and `workflow` chunks ComfyUI writes, so that a saved PNG opens in ComfyUI as a
+    # workflow (beside our own metadata, which this studio and A1111 read).
+    comfyui_workflow_in_png: bool = False
 
 
 def default_home() -> Path:

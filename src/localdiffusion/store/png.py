@@ -14,8 +14,9 @@ from localdiffusion.metadata.ours import RECIPE_CHUNK
 from localdiffusion.store.files import write_atomic
 
 
-def png_with_metadata(image: Image.Image, infotext: str, recipe_json: str | None) -> bytes:
-    """PNG bytes carrying `infotext` in `parameters` and, when given, the recipe in `localdiffusion`.
+def png_with_metadata(image: Image.Image, infotext: str, recipe_json: str | None, extra: dict[str, str] | None = None) -> bytes:
+    """PNG bytes carrying `infotext` in `parameters` and, when given, the recipe in `localdiffusion` and more
+    text chunks (`extra`: ComfyUI's `prompt` and `workflow`).
 
     PIL's `add_text` writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does.
     """
@@ -23,6 +24,8 @@ def png_with_metadata(image: Image.Image, infotext: str, recipe_json: str | None
     info.add_text("parameters", infotext)
     if recipe_json is not None:
         info.add_text(RECIPE_CHUNK, recipe_json)
+    for key, text in (extra or {}).items():
+        info.add_text(key, text)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
