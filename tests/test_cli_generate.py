@@ -345,3 +345,15 @@ def test_with_the_setting_a_saved_png_also_opens_in_comfyui(capsys, tmp_path, sd
     comfy = read_comfyui(open_container(png))
     assert (comfy.fields["seed"], comfy.fields["steps"], comfy.fields["prompt"]) == (3, 2, PROMPT)
     assert json.loads(Image.open(png).text["workflow"])["nodes"]
+
+
+def test_refiner_flags_reach_the_recipe_and_the_infotext(capsys, tmp_path, model_home):
+    code, _, err = run(capsys, "generate", PROMPT, "--steps", 2, "--size", "64x64", "--seed", 3, "--sampler", "Euler",
+                       "--model", "tiny-sdxl", "--refiner", "tiny-sdxl-refiner", "--refiner-switch-at", 0.5,
+                       "-o", tmp_path, "--home", model_home.root)
+    assert code == 0, err
+    infotext = Image.open(tmp_path / "00001-3.png").text["parameters"]
+    assert "Refiner: tiny-sdxl-refiner" in infotext and "Refiner switch at: 0.5" in infotext
+    code, _, err = run(capsys, "generate", PROMPT, *FAST, "--refiner", "tiny-sdxl-refiner", "--refiner-switch-at", 1.5,
+                       "-o", tmp_path / "bad", "--home", model_home.root)
+    assert code != 0 and "The value 1.5 for refiner_switch_at is not allowed" in err
