@@ -48,7 +48,7 @@ def test_empty_generate_page_downloads_a_first_model(empty_studio):
         expect(offer).to_contain_text("Tests.")
         offer.get_by_role("button", name="Download Tiny test checkpoint").click()
         expect(page.locator("#f-model option", has_text="tiny")).to_have_count(1)  # ready to generate, no rescan
-        expect(offer.locator("p.form-message")).to_contain_text("is in the library as tiny")  # the callout is hidden now
+        expect(offer.locator("p.offer-message")).to_contain_text("is in the library as tiny")  # the callout is hidden now
         expect(offer.locator("progress")).to_have_attribute("value", "100")
         assert hub.ranges == [None]
         page.goto(server.url + "/#/models")

@@ -123,7 +123,7 @@ export async function renderOffers(box, onDone) {
 
 function offerCard(m, onDone) {
   const bar = h("progress", { max: 100, value: 0, hidden: true, "aria-label": `Download of ${m.name}` });
-  const note = h("p", { class: "form-message", role: "status", "aria-live": "polite" });
+  const note = h("p", { class: "offer-message", role: "status", "aria-live": "polite" });
   const button = h("button", { type: "button", class: "primary" }, `Download ${m.name}`);
   const follow = async () => {
     const items = await api.get("/api/models/downloads");
