@@ -317,10 +317,33 @@ def too_long(what: str, length: str, field: str | None = None) -> BadInput:
                     f"(A1111 writes a few hundred), so its settings are not read.", field=field)
 
 
+TEMPLATE_KEYS = ("Template", "Negative Template")  # Dynamic Prompts' lines after the parameters
+
+
+def with_templates(infotext: str, template: str, negative_template: str) -> str:
+    """`infotext` with the wildcard templates its prompts were expanded from, on lines of their own after the
+    parameters, as Dynamic Prompts' PngInfoSaver writes them (an empty template is left out)."""
+    lines = [f"{key}: {value}" for key, value in zip(TEMPLATE_KEYS, (template, negative_template)) if value]
+    return "\n".join([infotext, *lines])
+
+
+def split_templates(text: str) -> tuple[str, dict[str, str]]:
+    """(the infotext without them, {"Template": ..., "Negative Template": ...}) from Dynamic Prompts' last lines."""
+    lines = text.strip().split("\n")
+    found: dict[str, str] = {}
+    while len(lines) > 1:
+        key, sep, value = lines[-1].partition(": ")
+        if not sep or key not in TEMPLATE_KEYS or key in found:
+            break
+        found[key] = value
+        lines.pop()
+    return "\n".join(lines), dict(reversed(found.items()))
+
+
 def split_lines(text: str) -> tuple[str, str, str]:
-    """(prompt, negative prompt, parameter line), as A1111 splits them. A text longer than MAX_INFOTEXT
-    characters raises BadInput."""
-    *lines, last = check_length(text).strip().split("\n")
+    """(prompt, negative prompt, parameter line), as A1111 splits them; Dynamic Prompts' template lines after the
+    parameters are left out (`split_templates`). A text longer than MAX_INFOTEXT characters raises BadInput."""
+    *lines, last = split_templates(check_length(text))[0].split("\n")
     if len(param_pairs(last)) < 3:
         lines.append(last)
         last = ""
@@ -348,7 +371,7 @@ def from_infotext(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     fields: dict[str, Any] = {"prompt": prompt}
     if negative:
         fields["negative_prompt"] = negative
-    rest: dict[str, str] = {}
+    rest: dict[str, str] = split_templates(check_length(text))[1]
     params = parse_params(line)
     for key, value in params.items():
         if not _read_param(key, value, fields):

@@ -18,6 +18,7 @@ from localdiffusion.models.hub import pull as hub_pull
 from localdiffusion.models.hub import target_path
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
+from localdiffusion.models.provenance import provenance
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import add_models_help
 
@@ -70,7 +71,7 @@ def list_models(
                 library.ensure_hash(info)
         _show_problems(library)
         if as_json:
-            typer.echo(json.dumps([m.model_dump(mode="json") for m in models], indent=2))
+            typer.echo(json.dumps([{**m.model_dump(mode="json"), "provenance": provenance(m)} for m in models], indent=2))
             return
         if not models:
             where = f"{kind} models" if kind else "models"
@@ -112,6 +113,8 @@ def add_model(
     with open_library(home) as library:
         info = library.ensure_hash(library.add(path))
         out.print(f"Added {_describe(info)} from {info.path}, hash {info.short_hash}.", highlight=False, soft_wrap=True)
+        origin = provenance(info)
+        out.print(f"Licence: {origin['licence']}; source: {origin['source'] or 'unknown'}.", highlight=False, soft_wrap=True)
 
 
 @models_app.command("pull")

@@ -43,13 +43,13 @@ from localdiffusion.engine.samplers import Sampler, infotext_params, make_schedu
 from localdiffusion.engine.sampling import InpaintLatents, StepState, denoise, step_kwargs
 from localdiffusion.engine.shared_attention import SharedAttention, share_attention
 from localdiffusion.errors import BadInput, LocalDiffusionError, one_of
-from localdiffusion.infotext import to_infotext
+from localdiffusion.infotext import to_infotext, with_templates
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.ip_adapter import ImageEncoder, a1111_module
 from localdiffusion.models.lora import load_lora
 from localdiffusion.models.taesd import taesd_family_for
 from localdiffusion.models.upscalers import resize
-from localdiffusion.prompts import PromptEncoder, extract_loras
+from localdiffusion.prompts import PromptEncoder, extract_loras, wildcards
 from localdiffusion.recipe import ControlUnit, Recipe, Result
 
 __all__ = ["Engine", "EngineOptions", "Progress", "RunHooks", "LATENT_UPSCALERS", "IMAGE_UPSCALERS"]
@@ -172,6 +172,8 @@ class Engine:
         decoder, a run option that the recipe does not record; `Result.decoder` says which one made them."""
         if hooks is None:
             hooks = RunHooks(on_progress, cancel, on_step, attention, shared)
+        if wildcards.has_wildcards(recipe.prompt) or wildcards.has_wildcards(recipe.negative_prompt):
+            return self._generate_each(recipe, hooks, inputs, vae_decode)
         started = time.perf_counter()
         prepared = self.prepare(recipe, inputs)
         decoder = self._decoder(vae_decode or self.options.vae_decode, prepared.checkpoint)
@@ -184,6 +186,27 @@ class Engine:
             result = self._iterate(bound, prepared, hooks)
         result.decoder = "fast" if fast is not None else "full"
         return self._describe(prepared, result, started, loaded)
+
+    def _generate_each(self, recipe: Recipe, hooks: RunHooks, inputs: Inputs | None, vae_decode: str | None) -> Result:
+        """A recipe with wildcards (prompts/wildcards.py): one run per image, each with the seed the batch gives it
+        and the prompts that seed expands to, so each image reproduces alone; the infotexts keep the templates
+        as Dynamic Prompts writes them."""
+        folder = wildcards.wildcards_folder(self.home.root)
+        seed, subseed = resolve_seed(recipe.seed), resolve_seed(recipe.subseed)
+        merged = Result()
+        for i in range(recipe.batch_size * recipe.n_iter):
+            s = (seed + i) % 2**32
+            one = recipe.model_copy(update={
+                "prompt": wildcards.expand(recipe.prompt, s, folder),
+                "negative_prompt": wildcards.expand(recipe.negative_prompt, s, folder, field="negative_prompt"),
+                "seed": s, "subseed": (subseed + i) % 2**32, "batch_size": 1, "n_iter": 1})
+            part = self.generate(one, hooks, inputs=inputs, vae_decode=vae_decode)
+            merged.images += part.images
+            merged.recipes += part.recipes
+            merged.infotexts += [with_templates(text, recipe.prompt, recipe.negative_prompt) for text in part.infotexts]
+            merged.decoder, merged.explanation = part.decoder, part.explanation
+            merged.timings = {k: merged.timings.get(k, 0.0) + v for k, v in part.timings.items()}
+        return merged
 
     def _decoder(self, mode: str, checkpoint: ModelInfo) -> ModelInfo | None:
         """The TAESD that decodes the final images when `mode` is "fast" (None: the model's VAE); refused in one

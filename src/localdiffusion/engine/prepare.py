@@ -20,6 +20,7 @@ from localdiffusion.errors import BadInput
 from localdiffusion.models.controlnet import check_fits
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.ip_adapter import AdapterShape, find_adapter, image_encoder_folder
+from localdiffusion.prompts import wildcards
 from localdiffusion.recipe import Recipe
 
 
@@ -51,6 +52,8 @@ class Prepared:
 def prepare(recipe: Recipe, library: Any, inputs: Inputs) -> Prepared:
     """Check `recipe` and resolve its models; raises BadInput or ModelNotFound naming the field."""
     checkpoint = library.get(recipe.model, kind="checkpoint", field="model")
+    if wildcards.has_wildcards(recipe.prompt) or wildcards.has_wildcards(recipe.negative_prompt):
+        wildcards.check(recipe.prompt, recipe.negative_prompt, wildcards.wildcards_folder(library.home.root))
     plan = make_plan(recipe.model_copy(update={"model": checkpoint.name}), checkpoint, library.settings, inputs)
     recipe = plan.recipe
     if recipe.enable_hr:

@@ -14,9 +14,10 @@ import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from localdiffusion.errors import BadInput, ModelNotFound, OfflineError, one_of
+from localdiffusion.models.hashing import sha256_file
 from localdiffusion.store.home import MODEL_DIRS, Home
 
 Variant = Literal["fp16", "fp32"]
@@ -199,3 +200,118 @@ def _pull_folder(repo_id: str, revision: str | None, variant: Variant | None, ta
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+# --- one published file, checked against its published SHA-256 ----------------------------------------------
+
+
+def hub_endpoint() -> str:
+    """The hub's address: `HF_ENDPOINT` (a mirror, or a local server in tests), read at call time."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def file_url(repo_id: str, filename: str, revision: str = "main") -> str:
+    """huggingface_hub's address for one file: {endpoint}/{repo}/resolve/{revision}/{filename}."""
+    from urllib.parse import quote
+
+    return f"{hub_endpoint()}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download collects its bytes until they are checked: a hidden name beside the target, kept when
+    the connection drops, so that the next try resumes from it."""
+    return target.parent / f".{target.name}.partial"
+
+
+def download_verified(
+    url: str,
+    target: Path,
+    sha256: str,
+    size: int | None = None,
+    *,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    retries: int = 3,
+    chunk: int = 1024 * 1024,
+    timeout: float = 30.0,
+) -> Path:
+    """Download `url` to `target`, resuming a partial file from an earlier try (HTTP Range), and move it into
+    place only when its SHA-256 is `sha256`. A dropped connection is resumed up to `retries` times; after that the
+    partial file stays for the next call. A file with another hash is removed and refused in one sentence.
+    `on_progress(done, total)` follows the bytes."""
+    if offline_variable():
+        raise OfflineError(f"Downloading {target.name} needs the network, but {offline_variable()} is set; unset it to download.")
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    failures = 0
+    while True:
+        try:
+            _fetch_into(url, partial, size, on_progress, chunk, timeout)
+            break
+        except _DownloadDropped as e:
+            failures += 1
+            if failures > retries:
+                raise OfflineError(f"The download of {target.name} stopped after {e.done} bytes ({e.reason}); "
+                                   "try again to resume it from there.") from None
+    digest = sha256_file(partial)
+    if digest != sha256.lower():
+        partial.unlink(missing_ok=True)
+        raise BadInput(f"The downloaded {target.name} has SHA-256 {digest[:12]}…, not the published {sha256[:12]}…, "
+                       "so it was deleted and not added to the library.", field="sha256")
+    os.replace(partial, target)
+    return target
+
+
+class _DownloadDropped(Exception):
+    def __init__(self, done: int, reason: str) -> None:
+        super().__init__(reason)
+        self.done, self.reason = done, reason
+
+
+def _fetch_into(url: str, partial: Path, size: int | None, on_progress, chunk: int, timeout: float) -> None:
+    """One HTTP request that appends to `partial` from where it ends (or starts it again where the server
+    ignores the Range)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    have = partial.stat().st_size if partial.exists() else 0
+    if size is not None and have > size:
+        partial.unlink()
+        have = 0
+    if size is not None and have == size:
+        return
+    request = urllib.request.Request(url, headers={"User-Agent": "localdiffusion", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing after what we have: the partial file is whole
+            return
+        if e.code in (401, 403):
+            raise BadInput(f"The hub refused {url} (HTTP {e.code}); the file may be gated: accept its terms on its page first.") from None
+        if e.code == 404:
+            raise ModelNotFound(f"There is no file at {url}; the table of known models may be out of date.") from None
+        raise _DownloadDropped(have, f"HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        if have == 0 and isinstance(e, urllib.error.URLError):
+            raise OfflineError(f"Could not reach {url.split('/')[2]} to download ({getattr(e, 'reason', e)}); check the network connection and try again.") from None
+        raise _DownloadDropped(have, str(e)) from None
+    with response:
+        resumed = response.status == 206
+        length = response.headers.get("Content-Length")
+        total = size if size is not None else ((have if resumed else 0) + int(length) if length else None)
+        done = have if resumed else 0
+        try:
+            with open(partial, "ab" if resumed else "wb") as f:
+                if on_progress:
+                    on_progress(done, total)
+                while block := response.read(chunk):
+                    f.write(block)
+                    done += len(block)
+                    if on_progress:
+                        on_progress(done, total)
+        except (OSError, http.client.HTTPException) as e:
+            raise _DownloadDropped(done, str(e) or e.__class__.__name__) from None
+    if total is not None and done < total:
+        raise _DownloadDropped(done, "the connection closed early")

@@ -82,6 +82,10 @@ ROUTES: dict[str, str] = {
     "GET /api/models": ANY_USER,
     "POST /api/models": FACILITATOR,
     "POST /api/models/rescan": FACILITATOR,
+    # a first model from the studio (server/model_downloads.py): only this uses the network, on a click
+    "GET /api/models/known": ANY_USER,
+    "POST /api/models/downloads": FACILITATOR,
+    "GET /api/models/downloads": FACILITATOR,
     "GET /api/samplers": ANY_USER,
     "GET /api/schedulers": ANY_USER,
     "GET /api/upscalers": ANY_USER,

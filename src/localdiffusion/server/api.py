@@ -31,6 +31,7 @@ from localdiffusion.engine.replay import replay_differences
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
+from localdiffusion.models.provenance import provenance
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.admission import queue_job
 from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio, new_client_secret
@@ -93,7 +94,8 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
     except LocalDiffusionError:
         pass  # an unreadable file is listed without a hash
     return {"name": info.name, "kind": info.kind, "family": info.family, "format": info.format,
-            "short_hash": info.short_hash, "size": info.size, "native_size": info.native_size}
+            "short_hash": info.short_hash, "size": info.size, "native_size": info.native_size,
+            "provenance": provenance(info)}
 
 
 @router.get("/models")

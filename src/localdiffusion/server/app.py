@@ -160,6 +160,7 @@ def _add_routers(app: FastAPI) -> None:
     from localdiffusion.server import (
         a1111, accounts, api, class_users, classqueue, comic, console, control, events, explain, finish, wall,
     )
+    from localdiffusion.server import model_downloads
 
     app.include_router(accounts.router)
     app.include_router(class_users.router)
@@ -173,6 +174,7 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(events.router)
     app.include_router(a1111.router)
     app.include_router(wall.router)
+    app.include_router(model_downloads.router)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

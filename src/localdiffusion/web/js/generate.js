@@ -7,6 +7,7 @@ import {
   showFieldError, clearFieldErrors,
 } from "./fields.js";
 import { JobCard } from "./job-view.js";
+import { renderOffers } from "./models.js";
 import { openViewer } from "./viewer.js";
 import "./image-input.js";
 import "./mask-editor.js";
@@ -265,6 +266,9 @@ class GeneratePage {
         h("p", {}, "The studio needs at least one Stable Diffusion checkpoint before it can make images."),
         h("p", { class: "help-text" }, ...withCode(status.add_models_help || "")),
         h("p", {}, h("a", { href: "#/models", class: "button" }, "Open the Models page")));
+      const offers = h("div", { class: "model-offers" });  // a first model in one click (models.js)
+      this.callout.append(offers);
+      renderOffers(offers).catch(() => offers.remove());  // when one is done, "models-changed" refreshes this page
     }
     this.onModel(false);
   }
