@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -89,7 +89,7 @@ class RecipeFlags:
     sgm_noise_multiplier: bool
     pad_conds: bool
     preset: Optional[str] = None
-    given: frozenset = frozenset()  # the flags the command line gave (the rest are their defaults)
+    given: frozenset = field(default=frozenset(), compare=False)  # the flags the command line gave (the rest are their defaults)
 
     def recipe_fields(self, mask: Optional[Path] = None, outpaint: Optional[str] = None) -> dict:
         """Recipe fields from these flags; the mode follows from --init and the command's --mask/--outpaint."""
