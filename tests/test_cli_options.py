@@ -15,7 +15,7 @@ from localdiffusion.cli.common import app
 from localdiffusion.cli.options import RecipeFlags, recipe_options
 
 SHARED = ["prompt", "negative", "model", "steps", "cfg", "sampler", "scheduler", "seed", "size", "clip_skip", "init", "denoise",
-          "eta", "ensd", "rng", "sgm_noise_multiplier", "pad_conds"]
+          "eta", "ensd", "rng", "sgm_noise_multiplier", "pad_conds", "preset"]
 
 
 def params_of(command_name: str) -> dict:
@@ -35,7 +35,7 @@ def test_each_recipe_command_has_the_shared_flags_with_the_same_names_and_defaul
         "scheduler": (["--scheduler"], "Automatic"), "seed": (["--seed"], -1), "size": (["--size"], None),
         "clip_skip": (["--clip-skip"], 1), "init": (["--init"], None), "denoise": (["--denoise"], 0.75),
         "eta": (["--eta"], None), "ensd": (["--ensd"], 0), "rng": (["--rng"], "cpu"),
-        "sgm_noise_multiplier": (["--sgm-noise-multiplier"], False), "pad_conds": (["--pad-conds"], False),
+        "sgm_noise_multiplier": (["--sgm-noise-multiplier"], False), "pad_conds": (["--pad-conds"], False), "preset": (["--preset"], None),
     }
     same_help = ["negative", "model", "steps", "cfg", "sampler", "scheduler", "clip_skip", "denoise"]
     assert {n: params[n].help for n in same_help} == {n: params_of("generate")[n].help for n in same_help}

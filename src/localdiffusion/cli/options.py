@@ -1,15 +1,16 @@
 """Options that several commands share (generate, compare, explain), defined once, and the parsing of their values.
 
 `recipe_options` gives a command the one shared set of recipe flags (PROMPT, --negative, --model, --steps,
---cfg, --sampler, --scheduler, --seed, --size, --clip-skip, --init, --denoise) as a single `RecipeFlags`
-argument; `RecipeFlags.recipe_fields()` turns them into Recipe fields.
+--cfg, --sampler, --scheduler, --seed, --size, --clip-skip, --init, --denoise, --preset) as a single `RecipeFlags`
+argument; `RecipeFlags.recipe_fields()` turns them into Recipe fields. `--preset fast` fills the settings of a
+few-step model (engine/presets.py) into the flags the command line did not give, and says which it set.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,7 @@ ETA = typer.Option(None, "--eta", help="Noise an ancestral sampler or DDIM adds 
 ENSD = typer.Option(0, "--ensd", help="A1111's eta noise seed delta: the step noise comes from seed + ENSD (31337 on many shared images).")
 RNG_SOURCE = typer.Option("cpu", "--rng", help="Noise source: cpu, device (A1111's GPU) or nv (an NVIDIA GPU's numbers on any machine).")
 SGM_NOISE = typer.Option(False, "--sgm-noise-multiplier", help="A1111's SGM noise multiplier: the first noise times sqrt(1 + sigma^2).")
+PRESET = typer.Option(None, "--preset", help="fast: a few-step model's own settings (SD-Turbo, SDXL-Turbo, LCM, Hyper-SD, Lightning: steps, CFG, sampler, schedule) for the options you do not give.")
 PAD_CONDS = typer.Option(False, "--pad-conds", help="A1111's 'Pad prompt/negative prompt': long prompts run in one padded batch.")
 CLIP_SKIP = typer.Option(1, "--clip-skip", help="Use an earlier CLIP layer (2 suits many anime models).")
 DENOISE = typer.Option(0.75, "--denoise", help="Denoising strength: 0 keeps the input, 1 ignores it.")
@@ -86,6 +88,8 @@ class RecipeFlags:
     rng: str
     sgm_noise_multiplier: bool
     pad_conds: bool
+    preset: Optional[str] = None
+    given: frozenset = field(default=frozenset(), compare=False)  # the flags the command line gave (the rest are their defaults)
 
     def recipe_fields(self, mask: Optional[Path] = None, outpaint: Optional[str] = None) -> dict:
         """Recipe fields from these flags; the mode follows from --init and the command's --mask/--outpaint."""
@@ -119,15 +123,16 @@ def _recipe_parameters(prompt_help: str, seed_help: str, size_help: str, init_he
         "rng": (str, RNG_SOURCE),
         "sgm_noise_multiplier": (bool, SGM_NOISE),
         "pad_conds": (bool, PAD_CONDS),
+        "preset": (Optional[str], PRESET),
     }
     return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=declared[f.name][1], annotation=declared[f.name][0])
-            for f in fields(RecipeFlags)]
+            for f in fields(RecipeFlags) if f.name in declared]
 
 
 def recipe_options(*, seed_help: str, init_help: str, prompt_help: str = "What to draw, in A1111 prompt syntax.", size_help: str = SIZE_HELP):
     """Give a command the shared recipe flags: its parameter `flags: RecipeFlags` becomes those flags (in that
     place of its options), and the command is called with them gathered into one RecipeFlags."""
-    names = [f.name for f in fields(RecipeFlags)]
+    names = [f.name for f in fields(RecipeFlags) if f.name != "given"]
 
     def decorate(command):
         own = inspect.signature(command, eval_str=True)
@@ -142,13 +147,63 @@ def recipe_options(*, seed_help: str, init_help: str, prompt_help: str = "What t
 
         @functools.wraps(command)
         def with_flags(**given):
-            flags = RecipeFlags(**{name: given.pop(name) for name in names})
+            flags = RecipeFlags(**{name: given.pop(name) for name in names}, given=given_on_command_line())
+            if flags.preset is not None:
+                flags = with_preset(flags, given.get("home"))
             return command(flags=flags, **given)
 
         with_flags.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
         return with_flags
 
     return decorate
+
+
+# The flags a preset sets, by the recipe field each gives.
+PRESET_FLAGS = {"steps": "steps", "cfg": "cfg_scale", "sampler": "sampler_name", "scheduler": "scheduler"}
+
+
+def given_on_command_line() -> frozenset:
+    """The parameters of the running command that the command line (or the environment) gave."""
+    try:  # typer >= 0.17 carries its own click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click.core import ParameterSource
+        from click.globals import get_current_context
+
+    context = get_current_context(silent=True)
+    if context is None:
+        return frozenset()
+    return frozenset(name for name in context.params
+                     if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None))
+
+
+def with_preset(flags: RecipeFlags, home: Optional[Path]) -> RecipeFlags:
+    """The flags with `--preset fast` applied: the model's (or a prompt LoRA's) few-step settings for the flags
+    the command line did not give; prints what it set, or that the model is not one it knows."""
+    from dataclasses import replace
+
+    from localdiffusion.cli.common import err, home_from, library_for
+    from localdiffusion.engine.presets import apply_preset, check_preset, recipe_preset
+    from localdiffusion.recipe import Recipe
+
+    check_preset(flags.preset)
+    library = library_for(home_from(home))
+    preset = recipe_preset(Recipe(prompt=flags.prompt, model=flags.model), library)
+    if preset is None:
+        err.print("[yellow]--preset fast:[/yellow] the model is not one this knows as a few-step model (SD-Turbo, SDXL-Turbo, "
+                  "LCM, Hyper-SD, Lightning); nothing changed.", highlight=False)
+        return flags
+    current = {field: getattr(flags, flag) for flag, field in PRESET_FLAGS.items()}
+    given = {field for flag, field in PRESET_FLAGS.items() if flag in flags.given}
+    changes = apply_preset(current, preset, given)
+    by_field = {field: flag for flag, field in PRESET_FLAGS.items()}
+    set_text = ", ".join(f"--{by_field[k]} {v:g}" if isinstance(v, float) else f"--{by_field[k]} {v!r}" if isinstance(v, str) else f"--{by_field[k]} {v}" for k, v in changes.items())
+    kept = ", ".join(f"--{by_field[f]}" for f in sorted(given))
+    err.print(f"--preset fast ({preset.kind}, recognised in '{preset.model}' by its {preset.found_in}): "
+              f"{'set ' + set_text if set_text else 'nothing to set'}" + (f"; kept your {kept}" if kept else "") + ".",
+              highlight=False, soft_wrap=True)
+    return replace(flags, **{by_field[k]: v for k, v in changes.items()})
 
 
 def rng_source(text: str) -> str:

@@ -123,6 +123,7 @@ class CompareResult:
 def compare(
     recipe: Recipe, x: Axis | str, y: Axis | str, z: Axis | str | None = None, *, out_dir: Path | None, engine: Any,
     on_progress: Callable[[CompareProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
+    vae_decode: str | None = None,
 ) -> CompareResult:
     """Generate every cell of the X × Y (× Z) comparison of `recipe` and make the grid(s), cells and JSON;
     written to `out_dir` unless it is None (the studio's compare job hands them to the result store)."""
@@ -135,7 +136,7 @@ def compare(
     runs = batch_runs(cells, planned, engine)
     result = CompareResult(Path(out_dir) if out_dir is not None else None, axes, cells, [], [],
                            {n: explain_axis(a, n) for n, a in axes.items()})
-    _generate(runs, engine, result, on_progress, cancel)
+    _generate(runs, engine, result, on_progress, cancel, vae_decode)
     _make_files(result, base)
     if result.out_dir is not None:
         for name, data in result.files.items():
@@ -254,13 +255,15 @@ def _batchable(recipe: Recipe) -> bool:
 
 
 def _generate(runs: list[list[Cell]], engine: Any, result: CompareResult,
-              on_progress: Callable[[CompareProgress], None] | None, cancel: Callable[[], bool] | None) -> None:
+              on_progress: Callable[[CompareProgress], None] | None, cancel: Callable[[], bool] | None,
+              vae_decode: str | None = None) -> None:
     total, done = len(result.cells), 0
     for run in runs:
         recipe = run[0].recipe.model_copy(update={"batch_size": len(run)})
         if on_progress is not None:
             on_progress(CompareProgress(done, total, len(run), 0, recipe.steps))
-        generated = engine.generate(recipe, hooks=RunHooks(on_progress=_step_hook(on_progress, done, total, len(run)), cancel=cancel))
+        generated = engine.generate(recipe, hooks=RunHooks(on_progress=_step_hook(on_progress, done, total, len(run)), cancel=cancel),
+                                    vae_decode=vae_decode)
         result.engine_calls += 1
         for cell, image, resolved, infotext in zip(run, generated.images, generated.recipes, generated.infotexts):
             cell.image, cell.resolved, cell.infotext = image, resolved, infotext

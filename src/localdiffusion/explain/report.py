@@ -37,7 +37,7 @@ def explain_run(engine: Any, recipe: Recipe, out_dir: Path, **options: Any) -> l
 def explain_files(engine: Any, recipe: Recipe, *, timeline: bool = True, cfg_steps: list[int] | None = None,
                   decode_steps: list[int] | None = None, default_cfg: bool = False, attention: bool = False,
                   on_progress: Callable[[Any], None] | None = None, cancel: Callable[[], bool] | None = None,
-                  frames: bool = False) -> dict[str, bytes]:
+                  frames: bool = False, vae_decode: str | None = None) -> dict[str, bytes]:
     """One generation with the asked observers; returns its files by relative name, explain.json last.
     `on_progress` and `cancel` go to the engine (progress events, cancelling within a step);
     `frames` also gives x0 at up to tl.FRAMES steps per pass, decoded with the VAE, as
@@ -51,7 +51,7 @@ def explain_files(engine: Any, recipe: Recipe, *, timeline: bool = True, cfg_ste
     recorders = [r for r in (film, cfg) if r is not None]
     words = _attention_recorder(recipe) if attention else None
     result = engine.generate(recipe, hooks=RunHooks(on_step=lambda state, phase, batch: [r(state, phase, batch) for r in recorders],
-                                              attention=words, on_progress=on_progress, cancel=cancel))
+                                              attention=words, on_progress=on_progress, cancel=cancel), vae_decode=vae_decode)
     resolved, infotext = result.recipes[0], result.infotexts[0]
     files: dict[str, bytes] = {"image.png": png_with_metadata(result.images[0], infotext, resolved.to_json())}
     summary: dict[str, Any] = {"recipe": json.loads(resolved.to_json()), "image": "image.png", "infotext": infotext}

@@ -95,6 +95,7 @@ ROUTES: dict[str, str] = {
     "POST /api/pnginfo": ANY_USER,
     "POST /api/clients": ANY_USER,
     "POST /api/jobs": ANY_USER,
+    "POST /api/estimate": ANY_USER,
     "GET /api/jobs": ANY_USER,
     "GET /api/jobs/{job_id}": OWNER,
     "DELETE /api/jobs/{job_id}": OWNER,

@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict
 from localdiffusion import __version__
 from localdiffusion.engine.inputs import KEPT_INPUT, HomeInputs
 from localdiffusion.engine.plan import hires_upscalers
+from localdiffusion.engine.presets import detect_preset, recipe_preset
 from localdiffusion.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from localdiffusion.errors import BadInput, LocalDiffusionError
 from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
+from localdiffusion.jobs.estimate import engine_facts, estimate
 from localdiffusion.jobs.worker import cancel_job as stop_job
 from localdiffusion.engine.replay import replay_differences
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
@@ -93,9 +95,11 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
         library.ensure_hash(info)  # computed once per file, then cached in the database
     except LocalDiffusionError:
         pass  # an unreadable file is listed without a hash
+    preset = detect_preset(info) if info.kind in ("checkpoint", "lora") else None
     return {"name": info.name, "kind": info.kind, "family": info.family, "format": info.format,
             "short_hash": info.short_hash, "size": info.size, "native_size": info.native_size,
-            "provenance": provenance(info)}
+            "provenance": provenance(info),
+            "preset": preset.json() if preset is not None else None}  # a few-step model's settings (engine/presets.py)
 
 
 @router.get("/models")
@@ -325,17 +329,43 @@ def new_client() -> dict[str, str]:
     return {"client": new_client_secret()}
 
 
+def check_decoder(studio: Studio, recipe: Recipe, vae_decode: str | None) -> dict[str, Any]:
+    """The job's decoder choice as its params: "full" (the model's VAE) or "fast" (TAESD, when one is installed
+    for the model's family); 422 naming `vae_decode` otherwise. Not part of the recipe (it is a run option)."""
+    if vae_decode is None:
+        return {}
+    try:
+        studio.engine._decoder(vae_decode, studio.engine.checkpoint(recipe.model))
+    except BadInput as e:
+        raise _as_field_error(e) from None
+    return {"vae_decode": vae_decode}
+
+
 @router.post("/jobs", status_code=201)
 def submit_job(recipe: Recipe, studio: StudioDep, client: ClientDep, caller: CallerDep,
-               demo: bool = Query(False, description="A facilitator's demo for the room: runs before every other job")) -> dict[str, Any]:
+               demo: bool = Query(False, description="A facilitator's demo for the room: runs before every other job"),
+               vae_decode: str | None = Query(None, description="full (the model's VAE) or fast (TAESD); a run option, not part of the recipe")) -> dict[str, Any]:
     """Queue a generation. `init_image`, `mask` and the control units' images are refs from /api/uploads.
     Bad values, and jobs over a participant's limits, are refused before queueing."""
     recipe = check_recipe(studio, recipe, caller)
-    job = queue_job(studio, caller, recipe, client, demo=demo)
+    job = queue_job(studio, caller, recipe, client, params=check_decoder(studio, recipe, vae_decode), demo=demo)
     body = job_json(studio, studio.queue.get(job.id) or job)
     if body["status"] == "queued":  # the worker may have started it already
         studio.events.publish(Event("queued", job.id, job.owner_id, job.client, {"status": "queued", "position": body["position"]}))
     return body
+
+
+@router.post("/estimate")
+def estimate_job(recipe: Recipe, studio: StudioDep) -> dict[str, Any]:
+    """How long this recipe will take on this machine, from its finished generations with the same model, backend
+    and device (jobs/estimate.py; `seconds` null: no estimate yet), and the fast preset its model calls for."""
+    try:
+        info = studio.library.ensure_hash(studio.engine.checkpoint(recipe.model))
+    except LocalDiffusionError:
+        return {"seconds": None, "runs": 0, "basis": "none", "preset": None}
+    found = estimate(studio.db, recipe, engine_facts(studio.engine, info.short_hash), info.native_size)
+    preset = recipe_preset(recipe, studio.library)
+    return {**found.json(), "preset": preset.json() if preset is not None else None}
 
 
 @router.get("/jobs")
@@ -378,8 +408,18 @@ def image_item(row: ImageRow) -> dict[str, Any]:
             "starred": row.starred, "url": f"/api/images/{row.id}/file", "thumb": f"/api/images/{row.id}/thumb"}
 
 
-def image_detail(row: ImageRow) -> dict[str, Any]:
-    return {**image_item(row), "model_hash": row.model_hash, "recipe": json.loads(row.recipe_json), "infotext": row.infotext}
+def image_detail(row: ImageRow, decoder: str | None = None) -> dict[str, Any]:
+    return {**image_item(row), "model_hash": row.model_hash, "recipe": json.loads(row.recipe_json), "infotext": row.infotext,
+            "decoder": decoder}
+
+
+def image_decoder(studio: Studio, row: ImageRow) -> str | None:
+    """Which decoder made an image ("full" or "fast": TAESD), as the job that made it recorded; None when unknown
+    (an image from the CLI or another tool). Not in the recipe: it is a run option."""
+    found = studio.db.query("SELECT json_extract(result, '$.decoder') FROM jobs WHERE owner_id = ? AND status = 'done' "
+                            "AND EXISTS (SELECT 1 FROM json_each(jobs.result, '$.images') WHERE value = ?) LIMIT 1",
+                            (row.owner_id, row.id))
+    return found[0][0] if found else None
 
 
 def find_image(studio: Studio, caller: Caller, image_id: int) -> ImageRow:
@@ -413,7 +453,8 @@ def list_images(
 
 @router.get("/images/{image_id}")
 def get_image(image_id: int, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
-    return image_detail(find_image(studio, caller, image_id))
+    row = find_image(studio, caller, image_id)
+    return image_detail(row, image_decoder(studio, row))
 
 
 @router.get("/images/{image_id}/file")

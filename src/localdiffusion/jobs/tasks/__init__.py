@@ -15,7 +15,9 @@ from typing import Any
 
 from localdiffusion.engine import Engine, Progress, RunHooks
 from localdiffusion.engine.inputs import Inputs
+from localdiffusion.errors import LocalDiffusionError
 from localdiffusion.jobs.artefacts import TaskOutput, gallery_images, generation_result
+from localdiffusion.jobs.estimate import engine_facts
 from localdiffusion.jobs.queue import Job
 
 
@@ -37,9 +39,27 @@ Task = Callable[[TaskContext], "TaskOutput | dict[str, Any]"]
 
 
 def generate(ctx: TaskContext) -> TaskOutput:
-    """The default kind: generate the job's recipe; its images go to the gallery."""
-    result = ctx.engine.generate(ctx.job.recipe, hooks=RunHooks(on_progress=ctx.on_progress, cancel=ctx.cancel))
-    return TaskOutput(generation_result(result), gallery_images(ctx.engine, result, ctx.job.recipe.mode))
+    """The default kind: generate the job's recipe (with the decoder the request chose, `params["vae_decode"]`);
+    its images go to the gallery. The result records what it ran on, for the estimates (jobs/estimate.py)."""
+    result = ctx.engine.generate(ctx.job.recipe, hooks=RunHooks(on_progress=ctx.on_progress, cancel=ctx.cancel),
+                                 vae_decode=ctx.job.params.get("vae_decode"))
+    images = gallery_images(ctx.engine, result, ctx.job.recipe.mode)
+    facts = engine_facts(ctx.engine, images[0].model_hash if images else None)
+    return TaskOutput({**generation_result(result), "run": facts}, images)
+
+
+def draft_decode(ctx: TaskContext) -> str | None:
+    """The decoder of drafts (a comparison's cells, an explanation's image): TAESD ("fast") on a machine without
+    a GPU when one is installed for the model, else the engine's default. Gallery images keep the full VAE unless
+    their request asks."""
+    engine = ctx.engine
+    if getattr(getattr(engine, "device", None), "type", None) != "cpu" or not hasattr(engine, "models"):
+        return None
+    try:
+        family = engine.checkpoint(ctx.job.recipe.model).family
+    except LocalDiffusionError:
+        return None
+    return "fast" if engine.models.taesd_info(family) is not None else None
 
 
 def default_tasks() -> dict[str, Task]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from localdiffusion.engine import Progress
 from localdiffusion.explain.compare import SUMMARY, CompareProgress, compare as run_compare
 from localdiffusion.jobs.artefacts import FileArtefact, TaskOutput
-from localdiffusion.jobs.tasks import TaskContext
+from localdiffusion.jobs.tasks import TaskContext, draft_decode
 
 FOLDER = "compares"
 
@@ -33,7 +33,7 @@ def compare(ctx: TaskContext) -> TaskOutput:
         ctx.on_progress(Progress(p.step, p.steps, min(p.done, max(p.total - 1, 0)), p.total, "sample"))
 
     result = run_compare(ctx.job.recipe, params["x"], params["y"], params.get("z"), out_dir=None, engine=ctx.engine,
-                         on_progress=progress, cancel=ctx.cancel)
+                         on_progress=progress, cancel=ctx.cancel, vae_decode=draft_decode(ctx))
     files = [*result.grid_files, *(c.file for c in result.cells), SUMMARY]
     axes = {name.lower(): {"field": a.field, "label": a.label, "labels": [a.value_label(v) for v in a.values],
                            "explanation": result.explanations[name]} for name, a in result.axes.items()}

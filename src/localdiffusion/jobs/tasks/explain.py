@@ -15,7 +15,7 @@ from typing import Any
 from localdiffusion.explain.guidance import clamp_steps
 from localdiffusion.explain.report import SUMMARY, explain_files
 from localdiffusion.jobs.artefacts import FileArtefact, TaskOutput
-from localdiffusion.jobs.tasks import TaskContext
+from localdiffusion.jobs.tasks import TaskContext, draft_decode
 
 FOLDER = "explanations"
 
@@ -58,7 +58,8 @@ def explain(ctx: TaskContext) -> TaskOutput:
         return TaskOutput({"image_id": image_id, "folder": folder, "files": summary.get("files", []), "reused": True})
     guided = recipe.cfg_scale > 1.0  # CFG views need guidance; without it they are left out
     files = explain_files(ctx.engine, recipe, timeline=True, cfg_steps=cfg_steps if guided else None, default_cfg=guided,
-                          attention=attention, on_progress=ctx.on_progress, cancel=ctx.cancel, frames=True)
+                          attention=attention, on_progress=ctx.on_progress, cancel=ctx.cancel, frames=True,
+                          vae_decode=draft_decode(ctx))
     # The folder is replaced whole: an older explanation with other options leaves no files behind.
     return TaskOutput({"image_id": image_id, "folder": folder, "files": list(files), "reused": False},
                       [FileArtefact(name, data) for name, data in files.items()], folder=folder)

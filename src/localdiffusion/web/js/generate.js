@@ -35,6 +35,13 @@ const TEXT_FIELDS = ["prompt", "negative_prompt", "hr_upscaler"];
 const CHECK_FIELDS = ["enable_hr", "inpaint_full_res", "sgm_noise_multiplier", "pad_cond_uncond"];
 const RNG_SOURCES = [["cpu", "CPU (the same everywhere)"], ["device", "This device's own"], ["nv", "NV (an NVIDIA GPU's numbers)"]];
 
+/** 40 s, 2 min, 1 h 5 min: an estimate as a person says it. */
+function duration(seconds) {
+  if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
 function orientation([w, h]) {
   return w === h ? "square" : w > h ? "landscape" : "portrait";
 }
@@ -45,17 +52,19 @@ function withCode(text) {
 }
 
 export async function initGenerate(section) {
-  const [parameters, status, models, samplers, upscalers, presets] = await Promise.all([
+  const [parameters, status, models, samplers, upscalers, presets, approx] = await Promise.all([
     cached("/api/parameters"), api.get("/api/status"), api.get("/api/models?kind=checkpoint"),
-    cached("/api/samplers"), cached("/api/upscalers"), cached("/api/presets"),
+    cached("/api/samplers"), cached("/api/upscalers"), cached("/api/presets"), api.get("/api/models?kind=vae-approx").catch(() => []),
   ]);
   setParameters(parameters);
-  return new GeneratePage(section, { status, models, samplers, upscalers, presets });
+  return new GeneratePage(section, { status, models, samplers, upscalers, presets, approx });
 }
 
 class GeneratePage {
-  constructor(section, { status, models, samplers, upscalers, presets }) {
+  constructor(section, { status, models, samplers, upscalers, presets, approx }) {
     this.section = section;
+    this.estimateCount = 0;
+    this.approx = approx || []; // installed TAESDs (VAE-approx), by family: what the fast decoder needs
     this.models = models;
     this.samplers = samplers;
     this.presets = presets;
@@ -167,6 +176,12 @@ class GeneratePage {
       h("summary", {}, "Reference images"), this.referenceImages);
 
     this.submitButton = h("button", { type: "submit", class: "primary big" }, "Generate");
+    this.estimate = h("p", { class: "hint estimate", id: "gen-estimate", "aria-live": "polite" });
+    // A few-step model (SD-Turbo, LCM, Lightning...) wants its own settings: suggested, applied only on a click.
+    this.fastPreset = h("div", { class: "callout fast-preset", id: "fast-preset", role: "region", "aria-label": "Few-step model", hidden: true });
+    this.decoderSelect = h("select", { id: "f-vae-decode", name: "vae_decode" },
+      h("option", { value: "full" }, "Full VAE (best quality)"), h("option", { value: "fast" }, "Fast: TAESD (quicker, a little less faithful)"));
+    this.decoderField = field("vae_decode", this.decoderSelect, { label: "Decoder" });
     this.formError = h("p", { class: "form-error", role: "alert", hidden: true });
 
     this.form.append(
@@ -174,7 +189,7 @@ class GeneratePage {
       field("prompt", prompt), field("negative_prompt", negative),
       imageField, maskField,
       h("fieldset", { class: "group" }, h("legend", {}, "Model and size"), model, sizeRow),
-      h("fieldset", { class: "group" }, h("legend", {}, "Sampling"),
+      h("fieldset", { class: "group" }, h("legend", {}, "Sampling"), this.fastPreset,
         h("div", { class: "row" }, sampler, schedule),
         numberField("steps", { slider: true }), numberField("cfg_scale", { slider: true }), denoise),
       h("fieldset", { class: "group", dataset: { modes: "inpaint outpaint" } }, h("legend", {}, "Mask options"),
@@ -189,7 +204,7 @@ class GeneratePage {
         numberField("clip_skip"), h("div", { class: "row" }, numberField("subseed"), numberField("subseed_strength", { slider: true })),
         h("div", { class: "row" }, numberField("eta"), numberField("eta_noise_seed_delta")),
         selectField("rng", RNG_SOURCES), h("div", { class: "row" }, checkField("sgm_noise_multiplier"), checkField("pad_cond_uncond"))),
-      h("div", { class: "submit-row" }, this.submitButton, this.formError));
+      h("div", { class: "submit-row" }, this.decoderField, this.submitButton, this.estimate, this.formError));
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -202,6 +217,7 @@ class GeneratePage {
       if (event.target.name === "outpaint_pixels") this.update();
       this.save();
     });
+    for (const type of ["input", "change"]) this.form.addEventListener(type, () => this.refreshEstimate());
     this.field = f;
 
     this.jobList = h("div", { class: "job-list" });
@@ -306,6 +322,58 @@ class GeneratePage {
     this.family = family;
     this.syncPreset();
     this.referenceImages.familyChanged();
+    this.showDecoders();
+    this.refreshEstimate();
+  }
+
+  /** The fast decoder is offered only when a TAESD for the model's family is installed. */
+  showDecoders() {
+    const family = (this.currentModel()?.family || "sd1").startsWith("sdxl") ? "sdxl" : "sd1";
+    const available = this.approx.some((m) => m.family === family);
+    this.decoderField.hidden = !available;
+    if (!available) this.decoderSelect.value = "full";
+  }
+
+  /** "About 2 min on this machine" and the few-step suggestion, for the form as it is now (debounced). */
+  refreshEstimate() {
+    clearTimeout(this.estimateTimer);
+    this.estimateTimer = setTimeout(async () => {
+      const asked = ++this.estimateCount;
+      let found = null;
+      try {
+        found = await api.post("/api/estimate", this.recipe());
+      } catch {
+        found = null; // a recipe that is not valid yet has no estimate; submitting says what is wrong
+      }
+      if (asked !== this.estimateCount) return; // a newer request answers instead
+      this.estimate.textContent = !found ? "" : found.seconds === null ? "No estimate yet: this machine has not run this model."
+        : `About ${duration(found.seconds)} on this machine.`;
+      this.showFastPreset(found?.preset || null);
+    }, 400);
+  }
+
+  showFastPreset(preset) {
+    const values = preset?.values || {};
+    const recipe = this.recipe();
+    const differs = Object.entries(values).some(([name, value]) => recipe[name] !== value);
+    this.fastPreset.hidden = !preset || !differs;
+    if (this.fastPreset.hidden) return;
+    const list = `${values.steps} steps, CFG ${values.cfg_scale}, ${values.sampler_name}, ${values.scheduler}`;
+    this.fastPreset.replaceChildren(
+      h("p", {}, `This looks like a few-step model (${preset.kind}, ${preset.model}): use its settings (${list})?`),
+      h("button", { type: "button", id: "use-fast-preset", onclick: () => this.useFastPreset(values) }, "Use its settings"));
+  }
+
+  useFastPreset(values) {
+    this.setValue("steps", values.steps);
+    this.setValue("cfg_scale", values.cfg_scale);
+    chooseOption(this.samplerSelect, values.sampler_name);
+    this.updateSchedules();
+    chooseOption(this.scheduleSelect, values.scheduler);
+    this.fastPreset.hidden = true;
+    this.save();
+    this.refreshEstimate();
+    toast("The form now has the few-step model's settings.");
   }
 
   onPreset() {
@@ -609,7 +677,8 @@ class GeneratePage {
         throw new ApiError(400, "Choose at least one side to extend and a number of pixels.", "outpaint");
       }
       this.submitButton.disabled = true;
-      const job = await api.post("/api/jobs", recipe);
+      const fast = !this.decoderField.hidden && this.decoderSelect.value === "fast";
+      const job = await api.post(fast ? "/api/jobs?vae_decode=fast" : "/api/jobs", recipe);
       this.addCard(job);
     } catch (error) {
       this.showError(error);

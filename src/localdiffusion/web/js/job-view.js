@@ -132,7 +132,8 @@ export class JobCard {
     if (job.status === "done") {
       const ids = job.result?.images || [];
       const seeds = job.result?.seeds || [];
-      this.status.textContent = `${ids.length === 1 ? "Done" : `Done: ${ids.length} images`}${took(job.result?.timings)}.`;
+      const decoded = job.result?.decoder === "fast" ? " (decoded with TAESD (fast))" : "";
+      this.status.textContent = `${ids.length === 1 ? "Done" : `Done: ${ids.length} images`}${took(job.result?.timings)}${decoded}.`;
       this.preview.hidden = true;
       // Each image with its seed: the seed and the settings make that image again, or variations of it.
       this.results.replaceChildren(...ids.map((id, i) => h("figure", { class: "result-item" },

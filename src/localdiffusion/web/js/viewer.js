@@ -77,7 +77,8 @@ async function show(id) {
     setStar(Boolean(image.starred));
     const when = image.created_at ? new Date(image.created_at * 1000).toLocaleString() : "";
     parts.details.replaceChildren(
-      h("p", { class: "meta" }, [`${image.width} × ${image.height}`, when].filter(Boolean).join(" · ")),
+      h("p", { class: "meta" }, [`${image.width} × ${image.height}`, when,
+        image.decoder === "fast" ? "decoded with TAESD (fast)" : image.decoder === "full" ? "decoded with the full VAE" : ""].filter(Boolean).join(" · ")),
       image.recipe ? recipeView(image.recipe) : h("p", {}, "No recipe is stored with this image."),
       image.infotext ? h("details", {}, h("summary", {}, "Parameters as text (A1111 format)"), h("pre", {}, image.infotext)) : null);
   } catch (error) {
