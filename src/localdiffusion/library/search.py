@@ -23,6 +23,7 @@ from localdiffusion.store.library_db import VEC_DIM, LibraryDB
 
 CANDIDATES = 1000
 RRF_K = 60
+MIN_MEANING = 0.25  # a search by meaning leaves out entries less similar than this (cosine)
 FACETS = ("source", "licence", "model", "sampler", "has_image", "size")
 DEFAULT_NSFW_THRESHOLD = 0.5
 
@@ -165,7 +166,8 @@ class Searcher:
         if not query.strip():
             ranked = self.recent(pool, filters)
         elif semantic:
-            lists = [self.words(query, max(pool, 100), filters), self.meaning(query, max(pool, 100), filters)]
+            close = [(pid, score) for pid, score in self.meaning(query, max(pool, 100), filters) if score >= MIN_MEANING]
+            lists = [self.words(query, max(pool, 100), filters), close]
             fused: dict[int, float] = {}
             for ranking in lists:
                 for rank, (pid, _) in enumerate(ranking):
