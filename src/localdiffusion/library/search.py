@@ -18,7 +18,7 @@ import numpy as np
 
 from localdiffusion.library.embed import embedder, to_bits, to_half
 from localdiffusion.library.entries import vector_matrix
-from localdiffusion.store.db import _fts_query
+import re
 from localdiffusion.store.library_db import VEC_DIM, LibraryDB
 
 CANDIDATES = 1000
@@ -98,6 +98,20 @@ _ENTRY_COLUMNS = ("p.id, p.prompt, p.negative_prompt, p.settings, p.external_id,
 _FROM = " FROM prompts p JOIN sources s ON s.id = p.source_id"
 
 
+_STOPWORDS = frozenset("a an the of in on at by with and or for to from into is".split())
+
+
+def words_query(text: str) -> str:
+    """User text -> an FTS5 query (every word, the last one also as a prefix while it is being typed); common short
+    words are left out when others remain, as each would read a long list. FTS syntax is never passed through."""
+    words = re.findall(r"\w+", text, flags=re.UNICODE)
+    kept = [w for w in words if w.lower() not in _STOPWORDS] or words
+    if not kept:
+        return ""
+    *head, last = kept
+    return " ".join([f'"{w}"' for w in head] + [f'"{last}"*' if len(last) >= 3 else f'"{last}"'])
+
+
 def _entry(row: tuple, score: float) -> dict[str, Any]:
     (pid, prompt, negative, settings, external_id, url, nsfw, model, sampler, width, height, has_image,
      source, licence, address, attribution, kind, image_id) = row
@@ -118,7 +132,7 @@ class Searcher:
     # -- the three rankings ---------------------------------------------------------------------
 
     def words(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
-        match = _fts_query(query)
+        match = words_query(query)
         if not match or not self.db.has_fts:
             return []
         where, params = filters.sql()

@@ -116,6 +116,7 @@ class LibraryDB:
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA cache_size = -131072")  # 128 MiB: imports touch the FTS and hash indexes everywhere
         self._migrate()
         self.has_fts = bool(self.query("SELECT 1 FROM sqlite_master WHERE name = 'prompts_fts'"))
 
