@@ -159,6 +159,16 @@ ROUTES: dict[str, str] = {
     "GET /api/upscale/upscalers": ANY_USER,
     "POST /api/upscale": ANY_USER,
     "POST /api/masks/{op}": ANY_USER,
+    # the reference library (server/library.py): everyone searches; facilitators import and set the NSFW threshold
+    "GET /api/library/search": ANY_USER,
+    "GET /api/library/similar": ANY_USER,
+    "GET /api/library/sources": ANY_USER,
+    "GET /api/library/styles": ANY_USER,
+    "POST /api/library/styles": ANY_USER,
+    "POST /api/library/imports": FACILITATOR,
+    "GET /api/library/settings": ANY_USER,
+    "PUT /api/library/settings": FACILITATOR,
+    "GET /api/library/images/{image_id}/thumb": ANY_USER,
     # live events (server/events.py): each caller gets their own jobs' events
     "WS /api/events": ANY_USER,
     # the A1111-compatible API (server/a1111/): acts for the caller

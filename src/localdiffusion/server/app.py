@@ -175,6 +175,9 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(a1111.router)
     app.include_router(wall.router)
     app.include_router(model_downloads.router)
+    from localdiffusion.server import library
+
+    app.include_router(library.router)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ import "./image-input.js";
 import "./mask-editor.js";
 import "./control-units.js";
 import "./reference-images.js";
+import { installPromptsLikeYours } from "./library.js";
 
 const MODES = [
   ["txt2img", "Text to image"],
@@ -205,6 +206,11 @@ class GeneratePage {
         h("div", { class: "row" }, numberField("eta"), numberField("eta_noise_seed_delta")),
         selectField("rng", RNG_SOURCES), h("div", { class: "row" }, checkField("sgm_noise_multiplier"), checkField("pad_cond_uncond"))),
       h("div", { class: "submit-row" }, this.decoderField, this.submitButton, this.estimate, this.formError));
+    // "Prompts like yours" from the reference library, under the prompt (web/js/library.js)
+    installPromptsLikeYours(prompt, (recipe) => {
+      this.fill(recipe);
+      this.save();
+    });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();

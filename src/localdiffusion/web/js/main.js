@@ -14,6 +14,7 @@ import { onJobEvent } from "./events.js";
 import { installUserMenu, showSignIn, whoAmI } from "./account.js";
 import { initConsole } from "./console.js";
 import { initPresent } from "./present.js";
+import { initLibrary } from "./library.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
@@ -22,6 +23,7 @@ const PAGES = {
   generate: { init: initGenerate, title: "Generate" },
   gallery: { init: initGallery, title: "Gallery" },
   models: { init: initModels, title: "Models" },
+  library: { init: initLibrary, title: "Library" },
   comic: { init: initComic, title: "Comic" },
   wall: { init: initWall, title: "Class wall" },
   compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
