@@ -224,6 +224,37 @@ def test_each_mode_shows_only_its_fields(page, server):
     assert page.locator("#f-scheduler option").all_inner_texts() == ["Automatic (A1111's timesteps)"]
 
 
+@pytest.fixture(scope="module")
+def sdxl_server(tmp_path_factory, model_home):
+    """A studio with SD 1.5, SDXL and the SDXL refiner."""
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("web-sdxl-home")).ensure()
+    for name in (MODEL, "tiny-sdxl", "tiny-sdxl-refiner"):
+        (home.model_dir("checkpoint") / name).symlink_to((model_home.model_dir("checkpoint") / name).resolve(),
+                                                         target_is_directory=True)
+    with running_studio(home) as running:
+        yield running
+
+
+def test_the_refiner_is_offered_with_an_sdxl_model_and_goes_into_the_job(page, sdxl_server):
+    open_generate(page, sdxl_server)
+    expect(page.locator("#refiner-group")).to_be_hidden()  # an SD 1.5 model has no refiner
+    page.select_option("#f-model", "tiny-sdxl")
+    expect(page.locator("#refiner-group")).to_be_visible()
+    assert page.locator("#f-refiner_checkpoint option").all_inner_texts() == ["None", "tiny-sdxl-refiner"]
+    page.select_option("#f-refiner_checkpoint", "tiny-sdxl-refiner")
+    page.fill("#f-refiner_switch_at", "0.6")
+    set_size(page, 64, 64)
+    page.fill("#f-steps", "2")
+    with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as request:
+        page.get_by_role("button", name="Generate", exact=True).click()
+    sent = request.value.post_data_json
+    assert (sent["refiner_checkpoint"], sent["refiner_switch_at"]) == ("tiny-sdxl-refiner", 0.6)
+    page.select_option("#f-model", MODEL)
+    expect(page.locator("#refiner-group")).to_be_hidden()
+
+
 def test_paint_a_mask_and_inpaint(page, server, tmp_path):
     source = tmp_path / "source.png"
     Image.new("RGB", (128, 96), (40, 120, 200)).save(source)

@@ -55,6 +55,10 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                     "Lanczos keeps closer to the first image.", None),
     "hr_second_pass_steps": ("Hires steps", "Steps of the hires pass; 0 uses the same number as the first pass. "
                              "Fewer steps are quicker and change the image less.", 1),
+    "refiner_checkpoint": ("Refiner", "An SDXL model that takes over for the last steps, as in A1111. The SDXL refiner "
+                           "sharpens fine detail; none leaves the whole image to the main model.", None),
+    "refiner_switch_at": ("Switch at", "The share of the steps after which the refiner takes over. 0.8 gives it the "
+                          "last fifth; lower gives it more of the picture, and more of its look.", 0.05),
     "mask_blur": ("Mask blur", "Softens the edge of the painted mask by this many pixels. More blur blends the new "
                   "area into the old; less keeps a sharp boundary.", 1),
     "inpainting_fill": ("Masked content", "What the painted area starts from: the original pixels, a flat fill, or "
@@ -169,6 +173,10 @@ CARDS: dict[str, Card] = {
                         "Lanczos to stay close.", "enlarge", why_not="it makes large images, too slow for a quick comparison."),
     "hr_second_pass_steps": Card("How many steps the second pass takes.", "0 (the same as the first pass), or "
                                  "10-20.", "noise-strip", why_not="it makes large images, too slow for a quick comparison."),
+    "refiner_checkpoint": Card("A second SDXL model that finishes the picture.", "None, or the SDXL refiner.",
+                               "models", why_not="each model loads in turn, too slow for a quick try."),
+    "refiner_switch_at": Card("When the refiner takes over, as a share of the steps.", "0.8.", "noise-strip",
+                              why_not="it needs a refiner model chosen first."),
     "mask_blur": Card("How soft the edge of the painted mask is.", "4-8 pixels.", "mask", why_not=_NEEDS_MASK),
     "inpainting_fill": Card("What the painted area starts from before it is repainted.", "original; 'latent "
                             "noise' to invent something new.", "mask", why_not=_NEEDS_MASK),

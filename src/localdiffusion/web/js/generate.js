@@ -31,7 +31,7 @@ const MAX_CARDS = 12;
 // Recipe fields read from and written to plain inputs of the same name.
 const NUMBER_FIELDS = ["width", "height", "steps", "cfg_scale", "seed", "batch_size", "n_iter", "denoising_strength",
   "clip_skip", "subseed", "subseed_strength", "hr_scale", "hr_second_pass_steps", "mask_blur", "inpaint_full_res_padding",
-  "eta", "eta_noise_seed_delta"];
+  "eta", "eta_noise_seed_delta", "refiner_switch_at"];
 const TEXT_FIELDS = ["prompt", "negative_prompt", "hr_upscaler"];
 const CHECK_FIELDS = ["enable_hr", "inpaint_full_res", "sgm_noise_multiplier", "pad_cond_uncond"];
 const RNG_SOURCES = [["cpu", "CPU (the same everywhere)"], ["device", "This device's own"], ["nv", "NV (an NVIDIA GPU's numbers)"]];
@@ -167,6 +167,12 @@ class GeneratePage {
     const hires = h("fieldset", { class: "group", dataset: { modes: "txt2img" } }, h("legend", {}, "Hires fix"),
       checkField("enable_hr"), hiresOptions);
 
+    // A1111's refiner: an SDXL model that takes over for the last steps (offered for SDXL models only).
+    this.refinerSelect = selectField("refiner_checkpoint", []);
+    const refiner = h("fieldset", { class: "group", dataset: { modes: "txt2img img2img inpaint" }, id: "refiner-group" },
+      h("legend", {}, "Refiner (SDXL)"), h("div", { class: "row" }, this.refinerSelect, numberField("refiner_switch_at", { slider: true })));
+    this.refinerGroup = refiner;
+
     this.controlUnits = h("ld-control-units", { id: "control-units" });
     this.controlUnits.context = () => ({ family: this.currentModel()?.family, steps: Number(this.field("steps").value) || 20,
       size: [Number(this.field("width").value) || 512, Number(this.field("height").value) || 512] });
@@ -197,6 +203,7 @@ class GeneratePage {
         numberField("mask_blur", { slider: true }), fill, h("div", { class: "row" }, onlyMasked, padding)),
       this.buildOutpaint(),
       hires,
+      refiner,
       controlnet,
       references,
       h("fieldset", { class: "group" }, h("legend", {}, "Seed and batch"),
@@ -329,7 +336,19 @@ class GeneratePage {
     this.syncPreset();
     this.referenceImages.familyChanged();
     this.showDecoders();
+    this.showRefiners();
     this.refreshEstimate();
+  }
+
+  /** The refiner is an SDXL feature: offered with an SDXL model, listing the other SDXL checkpoints. */
+  showRefiners() {
+    const sdxl = (this.currentModel()?.family || "").startsWith("sdxl");
+    const select = this.field("refiner_checkpoint");
+    const chosen = select.value;
+    const others = this.models.filter((m) => m.family?.startsWith("sdxl") && m.name !== this.modelSelect.value);
+    setOptions(select, [["", "None"], ...others.map((m) => [m.name, m.name])]);
+    chooseOption(select, chosen);  // one that is not here stays, marked, so that the server can say so
+    this.refinerGroup.hidden = !sdxl || others.length === 0 || this.mode === "outpaint";
   }
 
   /** The fast decoder is offered only when a TAESD for the model's family is installed. */
@@ -432,6 +451,7 @@ class GeneratePage {
       const modes = el.dataset.modes.split(" ");
       el.hidden = !(modes.includes(this.mode) || (hires && modes.includes("hires")));
     }
+    this.showRefiners();
     const hasImage = Boolean(this.image);
     this.imagePreview.hidden = !hasImage || this.mode === "inpaint" || this.mode === "outpaint";
     this.outpaintPreview.hidden = !hasImage || this.mode !== "outpaint";
@@ -540,6 +560,10 @@ class GeneratePage {
         hr_second_pass_steps: number("hr_second_pass_steps"), denoising_strength: number("denoising_strength"),
       });
     }
+    const refinerName = this.field("refiner_checkpoint").value;
+    if (refinerName && !this.refinerGroup.hidden) {
+      Object.assign(recipe, { refiner_checkpoint: refinerName, refiner_switch_at: number("refiner_switch_at") });
+    }
     if (this.mode !== "txt2img") {
       Object.assign(recipe, { init_image: this.image?.ref || null, denoising_strength: number("denoising_strength") });
     }
@@ -577,6 +601,11 @@ class GeneratePage {
       this.updateSchedules();
     }
     if (recipe.scheduler) chooseOption(this.scheduleSelect, recipe.scheduler);
+    if ("refiner_checkpoint" in recipe) {
+      this.showRefiners();
+      this.field("refiner_checkpoint").value = "";
+      chooseOption(this.field("refiner_checkpoint"), recipe.refiner_checkpoint);
+    }
     if (!keepSize && (recipe.width === null || recipe.height === null)) {
       const native = this.currentModel()?.native_size || 512;
       this.setValue("width", recipe.width ?? native);
