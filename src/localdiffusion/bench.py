@@ -130,7 +130,16 @@ def build_model(configs: str, folder: Path) -> Path:
     if "requires_safety_checker" in accepted:
         parts["requires_safety_checker"] = False
     pipe = pipeline_cls(**{k: v for k, v in parts.items() if k in accepted})
-    pipe.to(torch.float16).save_pretrained(str(folder), safe_serialization=True)
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its advice on fp32 modules and its progress bars are noise here
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe.to(torch.float16).save_pretrained(str(folder), safe_serialization=True)
+    finally:
+        diffusers_logging.set_verbosity(level)
+        diffusers_logging.enable_progress_bar()
     shutil.rmtree(config_folder, ignore_errors=True)
     return folder
 
