@@ -286,7 +286,7 @@ class Ours:
 def _raw(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    pipe = DiffusionPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
