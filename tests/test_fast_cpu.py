@@ -70,7 +70,8 @@ def test_the_cpu_default_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, 
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
     assert pick_dtype(CPU) == expected
     assert pick_dtype(CPU, "float32") == torch.float32  # --dtype wins
-    assert pick_dtype(torch.device("cuda")) == torch.float16  # GPUs keep their default
+    monkeypatch.setattr(device, "cuda_bf16_supported", lambda: False)
+    assert pick_dtype(torch.device("cuda")) == torch.float16  # GPUs keep their default (bf16 where supported: test_gpu_path)
 
 
 def test_the_tests_run_in_fp32_whatever_the_cpu():

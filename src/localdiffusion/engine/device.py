@@ -1,5 +1,7 @@
-"""Pick where and in what precision to run: CUDA, then MPS, then the CPU; fp16 on a GPU, bf16 on a CPU
-with native bf16 instructions (AVX512-BF16 or AMX on x86, FEAT_BF16 on Apple silicon), fp32 on other CPUs."""
+"""Pick where and in what precision to run: CUDA, then MPS, then the CPU; bf16 on a CUDA GPU that supports it
+(else fp16), fp16 on MPS, bf16 on a CPU with native bf16 instructions (AVX512-BF16 or AMX on x86, FEAT_BF16 on
+Apple silicon), fp32 on other CPUs. `tune_device` sets the CUDA switches (TF32 for fp32 work) once a device and
+precision are chosen, and `use_channels_last` says whether the UNet runs in channels-last memory format."""
 
 from __future__ import annotations
 
@@ -32,14 +34,49 @@ def pick_device(name: str | None = None) -> torch.device:
 
 def pick_dtype(device: torch.device, name: str | None = None, where: str = "") -> torch.dtype:
     """The precision asked for (`name`; `where` says where it was asked, for the error), else the device's
-    default: fp16 on a GPU, bf16 on a CPU that computes it natively (`cpu_has_bf16`), else fp32."""
+    default: bf16 on a CUDA GPU that supports it, else fp16 on a GPU, bf16 on a CPU that computes it natively
+    (`cpu_has_bf16`), else fp32."""
     if name:
         if name not in DTYPES:
             raise BadInput(f"Unknown precision '{name}'{where}; use {one_of(list(DTYPES))}.", field="dtype")
         return DTYPES[name]
-    if device.type in ("cuda", "mps"):
+    if device.type == "cuda":
+        return cuda_default_dtype(cuda_bf16_supported())
+    if device.type == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def cuda_default_dtype(bf16_supported: bool) -> torch.dtype:
+    """A CUDA GPU's default precision: bf16 where the GPU computes it (Ampere and later: the range of fp32, so no
+    overflow to NaN), else fp16."""
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def cuda_bf16_supported() -> bool:
+    try:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    except (AssertionError, RuntimeError):
+        return False
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """Whether the UNet runs in channels-last memory format: on CUDA (cuDNN's convolutions are faster in NHWC
+    under fp16/bf16 tensor cores); not on the CPU or MPS, where it was not faster and can be slower."""
+    return device.type == "cuda"
+
+
+def tf32_for(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether fp32 matrix products may use TF32 tensor cores: fp32 work on CUDA (a 10-bit mantissa inside the
+    products, as PyTorch's convolutions already do by default; about 3-8x faster on Ampere and later)."""
+    return device.type == "cuda" and dtype == torch.float32
+
+
+def tune_device(device: torch.device, dtype: torch.dtype) -> None:
+    """Set the process-wide switches for work on `device` in `dtype`: TF32 matrix products for fp32 on CUDA."""
+    if tf32_for(device, dtype):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 # x86 flags (Linux /proc/cpuinfo) that mean bf16 arithmetic in hardware: AVX512-BF16 (Cooper Lake, Zen 4 and

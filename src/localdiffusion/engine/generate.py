@@ -26,6 +26,8 @@ from localdiffusion.engine import images as im
 from localdiffusion.engine import reference
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
 from localdiffusion.engine.backend import Backend, FastDecodeBackend, TorchBackend
+from localdiffusion.engine.compile import compiled_for_run
+from localdiffusion.engine.compile import off_reasons as compile_off_reasons
 from localdiffusion.engine.conditioning import Prompts, zeros_for_empty
 from localdiffusion.engine.control import Control, prepare_control
 from localdiffusion.engine.guided import GuidedDenoiser, MaskBlend, ModelPart, StepReporter, UNetNetwork
@@ -249,6 +251,9 @@ class Engine:
             plan, references = self._with_references(plan, prepared, pipe, stack)
             encoder = self._prompt_encoder(pipe, plan.recipe, prepared, stack)
             refiner = self._refiner(plan.recipe, models.refiner)
+            stack.enter_context(compiled_for_run(pipe.unet, compile_off_reasons(
+                attention=hooks.attention is not None, shared=hooks.shared is not None, loras=bool(prepared.loras),
+                references=bool(references), controls=bool(controls), cpu_offload=self.options.cpu_offload)))
             if hooks.attention is not None:
                 stack.enter_context(capture_attention(pipe.unet, hooks.attention))
             if hooks.shared is not None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype
+from localdiffusion.engine import compile as compiling
+from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype, tune_device, use_channels_last
 from localdiffusion.engine.hooks import LoadWatch, Progress
 from localdiffusion.engine.prepare import Prepared
 from localdiffusion.models.cache import PipelineCache
@@ -59,6 +60,7 @@ class Models:
         self.device: torch.device = pick_device(options.device)
         where = "" if options.dtype else f" in {self.home.settings_path}"
         self.dtype: torch.dtype = pick_dtype(self.device, options.dtype or self.settings.dtype, where)
+        tune_device(self.device, self.dtype)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
         self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in load()
 
@@ -153,6 +155,10 @@ class Models:
             pipe.enable_attention_slicing()
         if self.options.vae_tiling:
             pipe.vae.enable_tiling()
+        if use_channels_last(self.device):
+            pipe.unet.to(memory_format=torch.channels_last)
+        if self.options.compile:  # compiled lazily on the first run that allows it (engine/compile.py)
+            compiling.install(pipe.unet, self.device, self.home.cache)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
