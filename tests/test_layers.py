@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("store", {"store"}),
     ("models", {"models"}),
     ("engine", {"prompts", "engine"}),
-    ("features", {"explain", "control", "finish", "comic", "library", "train", "interop"}),
+    ("features", {"explain", "control", "finish", "comic", "library", "train", "interop", "bench"}),
     ("jobs", {"jobs"}),
     ("server and CLI", {"server", "cli", "__main__"}),
 ]
