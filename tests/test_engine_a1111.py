@@ -195,6 +195,22 @@ def test_cfg_below_one_still_blends_the_negative_prompt(layouts):
     assert not np.array_equal(np.asarray(low.images[0]), np.asarray(other.images[0]))
 
 
+def test_cfg_one_evaluates_the_prompt_alone_and_the_negative_prompt_changes_nothing(layouts):
+    engine, _ = layouts
+    batches = []
+    engine.generate(Recipe(prompt=PROMPT, steps=1, width=SIZE, height=SIZE, model="leading"))  # loaded, as the runs below find it
+    unet = engine.pipeline(engine.checkpoint("leading")).unet
+    hook = unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        images = [np.asarray(engine.generate(Recipe(prompt=PROMPT, negative_prompt=negative, seed=SEED, steps=STEPS,
+                                                    width=SIZE, height=SIZE, cfg_scale=1.0, sampler_name="Euler",
+                                                    model="leading")).images[0]) for negative in ("red", "green")]
+    finally:
+        hook.remove()
+    assert set(batches) == {1}  # one row per image: the prompt's, no negative half
+    assert np.array_equal(images[0], images[1])
+
+
 def test_the_nv_source_is_written_and_read_and_a1111_default_means_it(layouts):
     engine, _ = layouts
     cpu, _ = _ours(engine, "leading", "Euler a", "Automatic")

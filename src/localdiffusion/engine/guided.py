@@ -112,8 +112,13 @@ class GuidedDenoiser(torch.nn.Module):
         cond, uncond = self.part.conds(self.step)
         if self.blend is not None and self.mask_before:
             x = self.blend(x)
-        out_cond, out_uncond = self._predict(x, sigma, cond, uncond)
         scale = self.cfg_scale * self.cond_scale_multiplier
+        if scale == 1.0 and not self.need_last_noise_uncond:
+            # At CFG 1 the negative prompt cannot change the picture: half the work (as Forge and ComfyUI do;
+            # A1111 still evaluates it, which can differ in the last bit: docs/architecture.md, "Decisions").
+            out_cond = out_uncond = self.part.denoiser(x, sigma, **cond)
+        else:
+            out_cond, out_uncond = self._predict(x, sigma, cond, uncond)
         denoised = combine_denoised(out_uncond, [[(out_cond[i], 1.0)] for i in range(x.shape[0])], scale)
         if self.need_last_noise_uncond:
             self.last_noise_uncond = out_uncond
