@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,10 @@ class Runtime:
             if xml.exists():
                 stats["read"] += 1
                 return self.core.read_model(str(xml))
-            model = self.ov.convert_model(module, example_input=tuple(example.values()),
-                                          input=[(name, shape) for name, shape in dynamic.items()])
+            with warnings.catch_warnings():  # the tracer's notes on diffusers' shape checks
+                warnings.simplefilter("ignore")
+                model = self.ov.convert_model(module, example_input=tuple(example.values()),
+                                              input=[(name, shape) for name, shape in dynamic.items()])
             for port, name in zip(model.inputs, example):
                 port.get_tensor().set_names({name})
             stats["converted"] += 1
