@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "localdiffusion" / "models" / "configs"
+SPREAD: list[float] = []  # slowest / fastest repeat of each timing: how much the machine's load disturbed it
 
 
 def best_of(repeats: int, run: Callable[[], object]) -> float:
@@ -41,6 +42,7 @@ def best_of(repeats: int, run: Callable[[], object]) -> float:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
+    SPREAD.append(max(times) / min(times))
     return min(times)
 
 
@@ -52,7 +54,7 @@ def timed(run: Callable[[], object]) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import openvino
     from diffusers import AutoencoderTiny, UNet2DConditionModel
@@ -119,7 +121,7 @@ def main() -> None:
     print()
     print(f"turbo-512 (UNet + TAESD) OpenVINO vs torch bf16: {(torch_unet + torch_taesd) / (ov_unet + ov_taesd):.2f}x faster")
     print(f"SD1.5 UNet step with CFG OpenVINO vs torch bf16: {torch_sd1 / ov_sd1:.2f}x faster")
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}; slowest/fastest repeat up to {max(SPREAD):.2f}x")
 
 
 if __name__ == "__main__":
