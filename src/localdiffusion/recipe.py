@@ -146,4 +146,5 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     decoder: str = "full"  # which decoder made the images: "full" (the model's VAE) or "fast" (TAESD); a run option, not the recipe's
     explanation: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # sentences for the job's log, e.g. a backend's fallback to torch
     infotexts: list[str] = field(default_factory=list)

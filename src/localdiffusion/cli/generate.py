@@ -129,6 +129,8 @@ def run(recipe: Recipe, home: Home, out_dir: Optional[Path], options: dict, allo
     engine = Engine(library, EngineOptions(**options))
     with progress_bar("Loading model", recipe.steps * recipe.n_iter) as bar:
         result = engine.generate(recipe, hooks=RunHooks(on_progress=bar.on_step))
+    for note in result.notes:  # e.g. a run the OpenVINO backend cannot do, made with torch
+        err.print(f"[yellow]Note:[/yellow] {note}", highlight=False, soft_wrap=True)
     # The images are saved as the server's worker saves a job's: through the result store (to --out if given).
     store = ResultStore(home.outputs, library.db)
     for image in gallery_images(engine, result, recipe.mode):

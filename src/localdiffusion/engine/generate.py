@@ -38,6 +38,7 @@ from localdiffusion.engine.hooks import Progress, RunHooks, StepWatch
 from localdiffusion.engine.inputs import HomeInputs, Inputs
 from localdiffusion.engine.models import EngineOptions, Loaded, Models
 from localdiffusion.engine.noise import generator_for, image_noise, resolve_seed
+from localdiffusion.engine.openvino import OpenVINOBackend, fallback_note, fallback_reason, fast_decode
 from localdiffusion.engine.plan import IMAGE_UPSCALERS, LATENT_UPSCALERS, ModeImages, Plan, hires_size
 from localdiffusion.engine.prepare import Prepared, prepare
 from localdiffusion.engine.previews import CPU_PREVIEW_LATENTS, taesd_preview
@@ -72,6 +73,7 @@ class Bound:
     refiner: tuple[Any, Prompts] | None = None  # SDXL refiner pipeline and its prompts
     controls: list[tuple[ControlUnit, Any, Image.Image]] = field(default_factory=list)  # unit, ControlNet, raw map
     references: list[reference.Embeds] = field(default_factory=list)  # per IP-Adapter slot, for the base UNet
+    notes: list[str] = field(default_factory=list)  # sentences for the job's log (a backend's fallback to torch)
 
 
 @dataclass
@@ -183,10 +185,12 @@ class Engine:
         fast = self.models.taesd(decoder) if decoder is not None else None
         with self.bind(prepared, models, hooks) as bound:
             if fast is not None:
-                bound.backend = FastDecodeBackend(bound.backend, fast)
+                identity = {"taesd": self.library.ensure_hash(decoder).sha256}
+                bound.backend = FastDecodeBackend(bound.backend, fast_decode(bound.backend, fast, identity))
             loaded = time.perf_counter()
             result = self._iterate(bound, prepared, hooks)
         result.decoder = "fast" if fast is not None else "full"
+        result.notes = bound.notes
         return self._describe(prepared, result, started, loaded)
 
     def _generate_each(self, recipe: Recipe, hooks: RunHooks, inputs: Inputs | None, vae_decode: str | None) -> Result:
@@ -258,7 +262,28 @@ class Engine:
                 stack.enter_context(capture_attention(pipe.unet, hooks.attention))
             if hooks.shared is not None:
                 stack.enter_context(share_attention(pipe.unet, hooks.shared))
-            yield Bound(pipe, TorchBackend.of(pipe), plan, encoder, refiner, controls, references)
+            notes: list[str] = []
+            backend = self._backend(pipe, prepared, hooks, notes, controls=bool(controls), references=bool(references),
+                                    refiner=refiner is not None)
+            yield Bound(pipe, backend, plan, encoder, refiner, controls, references, notes)
+
+    def _backend(self, pipe: Any, prepared: Prepared, hooks: RunHooks, notes: list[str], *, controls: bool,
+                 references: bool, refiner: bool) -> Backend:
+        """The run's networks: torch, or OpenVINO (`EngineOptions.backend`) with the pipeline's active LoRAs baked
+        in; a run OpenVINO cannot do uses torch and says so in one sentence in `notes`."""
+        if self.options.backend != "openvino":
+            return TorchBackend.of(pipe)
+        reason = fallback_reason(attention=hooks.attention is not None, shared=hooks.shared is not None,
+                                 controls=controls, references=references, refiner=refiner)
+        if reason is not None:
+            notes.append(fallback_note(reason))
+            return TorchBackend.of(pipe)
+        info = self.library.ensure_hash(prepared.checkpoint)
+        recipe = prepared.recipe
+        refs = extract_loras(recipe.prompt)[1] + extract_loras(recipe.negative_prompt)[1]
+        loras = [[self.library.ensure_hash(lora).sha256, ref.weight] for ref, lora in zip(refs, prepared.loras)]
+        identity = {"model": info.sha256, "family": info.family, "loras": loras}
+        return OpenVINOBackend(self.models.openvino(), pipe, identity)
 
     def _iterate(self, bound: Bound, prepared: Prepared, hooks: RunHooks) -> Result:
         """Every batch of the recipe, one resolved recipe per image."""
@@ -476,7 +501,7 @@ class Engine:
                     control: Control | None, image_cond: torch.Tensor | None) -> ModelPart:
         """A model's denoiser (its UNet behind the Backend, as the sampler's parameterization wants it) and its conditioning."""
         recipe = run.plan.recipe
-        network = UNetNetwork(TorchBackend.of(pipe), control, image_cond)
+        network = UNetNetwork(run.backend if pipe is run.bound.pipe else TorchBackend.of(pipe), control, image_cond)
         config = pipe.scheduler.config
         parameterization = "v" if config.get("prediction_type") == "v_prediction" else "eps"
         precise = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64 (nor has A1111 there)
@@ -522,7 +547,7 @@ class Engine:
                 conditioning = reference.with_image_embeds(conditioning, run.bound.references, len(run.seeds), recipe.cfg_scale > 1.0,
                                                            run.backend.dtype)
             latents = denoise(
-                TorchBackend.of(owner).unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
+                (run.backend if owner is pipe else TorchBackend.of(owner)).unet, scheduler, latents, part, _shifted(conditioning, offset), recipe.cfg_scale,
                 extra_step_kwargs=extra, inpaint=inpaint, on_step=_shifted_hook(run.on_step, offset, len(timesteps)),
                 cancel=run.cancel, control=control if owner is pipe else None,  # the refiner has no ControlNet
             )

@@ -19,6 +19,7 @@ import torch
 from localdiffusion.engine import compile as compiling
 from localdiffusion.engine.device import memory_budget, pick_device, pick_dtype, tune_device, use_channels_last
 from localdiffusion.engine.hooks import LoadWatch, Progress
+from localdiffusion.engine.openvino import Runtime, check_backend
 from localdiffusion.engine.prepare import Prepared
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
@@ -62,6 +63,8 @@ class Models:
         self.dtype: torch.dtype = pick_dtype(self.device, options.dtype or self.settings.dtype, where)
         tune_device(self.device, self.dtype)
         self.cache = PipelineCache(memory_budget(self.device, self.settings.cache_budget_gb))
+        check_backend(options.backend, options.ov_device)  # one sentence now, before any model loads
+        self._openvino: Runtime | None = None
         self._loads = threading.local()  # .sink: reporting_loads()' listener; .watch: its LoadWatch in load()
 
     def pipeline_key(self, info: ModelInfo) -> tuple:
@@ -70,6 +73,12 @@ class Models:
     def pin(self, checkpoints: list[ModelInfo]) -> None:
         """Keep these checkpoints' pipelines loaded once they are (the cache never evicts them)."""
         self.cache.pin(self.pipeline_key(info) for info in checkpoints)
+
+    def openvino(self) -> Runtime:
+        """The OpenVINO runtime (`backend="openvino"`): its device, precision and IR cache (HOME/cache/openvino)."""
+        if self._openvino is None:
+            self._openvino = Runtime(self.home.cache / "openvino", self.options.ov_device, self.dtype)
+        return self._openvino
 
     def controlnet_key(self, info: ModelInfo) -> tuple:
         return ("controlnet", str(info.path), str(self.dtype), str(self.device))

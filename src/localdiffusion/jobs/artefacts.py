@@ -93,6 +93,7 @@ def comfyui_chunks(engine: Engine, recipe: Recipe) -> dict[str, str] | None:
 
 def generation_result(result: Result) -> dict[str, Any]:
     """A generation's JSON result besides the image ids (which the store adds): infotexts, seeds, timings, and
-    which decoder made the images ("full" or "fast": TAESD)."""
+    which decoder made the images ("full" or "fast": TAESD), and the run's notes for the job's log (a backend's
+    fallback to torch)."""
     return {"infotexts": result.infotexts, "seeds": [r.seed for r in result.recipes], "timings": result.timings,
-            "decoder": result.decoder}
+            "decoder": result.decoder, "notes": result.notes}
