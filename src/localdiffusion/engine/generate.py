@@ -180,7 +180,7 @@ class Engine:
             return self._generate_each(recipe, hooks, inputs, vae_decode)
         started = time.perf_counter()
         prepared = self.prepare(recipe, inputs)
-        decoder = self._decoder(vae_decode or self.options.vae_decode, prepared.checkpoint)
+        decoder = self.decoder_for(vae_decode or self.options.vae_decode, prepared.checkpoint)
         models = self.models.load(prepared)
         fast = self.models.taesd(decoder) if decoder is not None else None
         with self.bind(prepared, models, hooks) as bound:
@@ -214,7 +214,7 @@ class Engine:
             merged.timings = {k: merged.timings.get(k, 0.0) + v for k, v in part.timings.items()}
         return merged
 
-    def _decoder(self, mode: str, checkpoint: ModelInfo) -> ModelInfo | None:
+    def decoder_for(self, mode: str, checkpoint: ModelInfo) -> ModelInfo | None:
         """The TAESD that decodes the final images when `mode` is "fast" (None: the model's VAE); refused in one
         sentence when none is installed for the checkpoint's family."""
         if mode not in VAE_DECODE:

@@ -335,7 +335,7 @@ def check_decoder(studio: Studio, recipe: Recipe, vae_decode: str | None) -> dic
     if vae_decode is None:
         return {}
     try:
-        studio.engine._decoder(vae_decode, studio.engine.checkpoint(recipe.model))
+        studio.engine.decoder_for(vae_decode, studio.engine.checkpoint(recipe.model))
     except BadInput as e:
         raise _as_field_error(e) from None
     return {"vae_decode": vae_decode}
