@@ -39,12 +39,14 @@ class LoraTrainee:
 
         self.base, self.train_text = base, settings.train_text_encoder
         config = dict(r=settings.rank, lora_alpha=settings.alpha_value(), init_lora_weights="gaussian")
-        base.pipe.unet.add_adapter(LoraConfig(target_modules=UNET_TARGETS, **config))
         self.parts: dict[str, torch.nn.Module] = {"unet": base.pipe.unet}
-        if self.train_text:
-            for part, encoder in zip(("text_encoder", "text_encoder_2"), base.text_encoders):
-                encoder.add_adapter(LoraConfig(target_modules=TEXT_TARGETS, **config))
-                self.parts[part] = encoder
+        with torch.random.fork_rng(devices=[]):  # the starting weights follow the seed, as the rest of the run does
+            torch.manual_seed(settings.seed)
+            base.pipe.unet.add_adapter(LoraConfig(target_modules=UNET_TARGETS, **config))
+            if self.train_text:
+                for part, encoder in zip(("text_encoder", "text_encoder_2"), base.text_encoders):
+                    encoder.add_adapter(LoraConfig(target_modules=TEXT_TARGETS, **config))
+                    self.parts[part] = encoder
         for param in self.parameters():
             param.data = param.data.float()
         if base.device.type == "cuda" and settings.gradient_checkpointing:
