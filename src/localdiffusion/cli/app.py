@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - older typer
 def _register_commands() -> None:
     # Each command module adds its commands to `app` (from cli/common.py) when imported.
     # The order is the order of `localdiffusion --help` (commands first, then the command groups).
-    from localdiffusion.cli import anatomy, generate, compare, explain, info, serve, upscale, bench, comic, models, pose, users, export, library  # noqa: F401
+    from localdiffusion.cli import anatomy, generate, compare, explain, info, serve, upscale, bench, comic, models, pose, users, export, library, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,8 @@ def _text_key(key: str) -> str:
 def load_lora(pipe: Any, path: Path, adapter_name: str, model_name: str) -> None:
     """Load one LoRA file as `adapter_name`; a file that does not fit the model is refused in one sentence."""
     try:
-        state_dict, alphas = pipe.lora_state_dict(str(path))
+        # kohya's SDXL LoRAs name the original (sgm) UNet's blocks; diffusers maps them only given the UNet's config
+        state_dict, alphas = pipe.lora_state_dict(str(path), unet_config=pipe.unet.config)
         state_dict = {_text_key(k): v for k, v in state_dict.items()}
         alphas = {_text_key(k): v for k, v in alphas.items()} if alphas else alphas
         pipe.load_lora_weights(state_dict, network_alphas=alphas, adapter_name=adapter_name)
