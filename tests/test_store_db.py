@@ -23,13 +23,13 @@ def test_new_database_has_schema_wal_and_local_owner(tmp_path):
     with Database(path) as db:
         assert db.schema_version == SCHEMA_VERSION
         assert db.local_owner_id >= 1
-        assert db._query("PRAGMA journal_mode")[0][0] == "wal"
-        assert db._query("PRAGMA foreign_keys")[0][0] == 1
+        assert db.query("PRAGMA journal_mode")[0][0] == "wal"
+        assert db.query("PRAGMA foreign_keys")[0][0] == 1
         owner = db.local_owner_id
     # Reopening neither migrates again nor makes a second local owner.
     with Database(path) as db:
         assert db.local_owner_id == owner
-        assert db._query("SELECT COUNT(*) FROM owners")[0][0] == 1
+        assert db.query("SELECT COUNT(*) FROM owners")[0][0] == 1
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -44,8 +44,7 @@ def test_newer_schema_is_refused(tmp_path):
 def test_migrations_run_forward_from_an_older_version(tmp_path, monkeypatch):
     path = tmp_path / "db.sqlite"
     Database(path).close()
-    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, "CREATE TABLE projects (id INTEGER PRIMARY KEY);"])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(Database, "migrations", [*dbmod.MIGRATIONS, "CREATE TABLE projects (id INTEGER PRIMARY KEY);"])
     with Database(path) as db:
         assert db.schema_version == SCHEMA_VERSION + 1
         assert db._table_exists("projects")
@@ -178,7 +177,7 @@ def test_two_processes_opening_a_new_database_at_once(tmp_path):
     assert all(p.wait(timeout=60) == 0 for p in procs), [p.stderr.read() for p in procs]
     with Database(tmp_path / "db.sqlite") as db:
         assert db.schema_version == SCHEMA_VERSION
-        assert db._query("SELECT COUNT(*) FROM owners")[0][0] == 1
+        assert db.query("SELECT COUNT(*) FROM owners")[0][0] == 1
 
 
 SAVER = """
@@ -314,8 +313,7 @@ def test_comic_rows_keep_owner_and_a_version_that_every_save_moves_on(db):
 
 def test_a_version_3_database_gains_the_comics_table(tmp_path, monkeypatch):
     path = tmp_path / "db.sqlite"
-    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:3])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(Database, "migrations", dbmod.MIGRATIONS[:3])
     with Database(path) as old:
         assert old.schema_version == 3 and not old._table_exists("comics")
     monkeypatch.undo()

@@ -265,8 +265,16 @@ def _fts_query(text: str) -> str:
     return " ".join(f'"{w}"*' for w in words)
 
 
-class Database:
-    """The project database. Safe to share between threads."""
+class SQLiteFile:
+    """One SQLite file shared between threads: one connection (WAL) behind a lock, transactions opened by
+    us (`transaction`), and versioned migrations run in order, each in one transaction. A subclass names its
+    `migrations` (never edit one that has shipped; append), the FTS5 script that comes with migration 1 where
+    SQLite has FTS5, and what to call itself in messages."""
+
+    migrations: list[str] = []
+    fts_script = ""
+    what = "database"
+    cache_kib = 0  # the page cache; 0 keeps SQLite's default
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -279,17 +287,15 @@ class Database:
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            if self.cache_kib:
+                self._conn.execute(f"PRAGMA cache_size = -{int(self.cache_kib)}")
         self._migrate()
-        self.has_fts = self._table_exists("images_fts")
-        self.local_owner_id = self.ensure_owner(LOCAL_OWNER)
-
-    # -- plumbing -------------------------------------------------------------------------
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self):  # noqa: ANN204 (the subclass)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -308,38 +314,47 @@ class Database:
             self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        """Run one read statement; for modules that own their own tables (the job queue)."""
-        return self._query(sql, params)
-
-    def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """Run one read statement (also for modules that own tables of their own, such as the job queue)."""
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
     def _table_exists(self, name: str) -> bool:
-        return bool(self._query("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)))
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)))
 
     @property
     def schema_version(self) -> int:
-        return self._query("PRAGMA user_version")[0][0]
+        return self.query("PRAGMA user_version")[0][0]
 
     def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
+        version, latest = self.schema_version, len(self.migrations)
+        if version > latest:
             raise LocalDiffusionError(
-                f"The database {self.path} has schema version {version}, newer than this Local Diffusion knows "
-                f"({SCHEMA_VERSION}); upgrade Local Diffusion to open it."
+                f"The {self.what} {self.path} has schema version {version}, newer than this Local Diffusion knows "
+                f"({latest}); upgrade Local Diffusion to open it."
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
+        for target in range(version + 1, latest + 1):
             with self.transaction() as conn:
                 # Another process may have migrated while we waited for the write lock.
                 if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
                     continue
-                for statement in _statements(MIGRATIONS[target - 1]):
+                for statement in _statements(self.migrations[target - 1]):
                     conn.execute(statement)
-                if target == 1 and fts5_available():
-                    for statement in _statements(_V1_FTS):
+                if target == 1 and self.fts_script and fts5_available():
+                    for statement in _statements(self.fts_script):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
+
+
+class Database(SQLiteFile):
+    """The project database. Safe to share between threads."""
+
+    migrations = MIGRATIONS
+    fts_script = _V1_FTS
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        self.has_fts = self._table_exists("images_fts")
+        self.local_owner_id = self.ensure_owner(LOCAL_OWNER)
 
     # -- audit log ------------------------------------------------------------------------
 
@@ -351,14 +366,14 @@ class Database:
 
     def audit_log(self, limit: int = 500) -> list[AuditEntry]:
         """The newest actions first."""
-        rows = self._query("SELECT at, actor, action, target, details FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self.query("SELECT at, actor, action, target, details FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditEntry(at, actor, action, target, json.loads(details)) for at, actor, action, target, details in rows]
 
     # -- the class's policy (limits, allowed and pinned models) ------------------------------
 
     def policy(self, key: str, default: object = None) -> object:
         """A policy value (JSON) by key; `default` when it was never set."""
-        rows = self._query("SELECT value FROM class_policy WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM class_policy WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
 
     def set_policy(self, key: str, value: object) -> None:
@@ -369,10 +384,10 @@ class Database:
     # -- owners ---------------------------------------------------------------------------
 
     def owner_names(self) -> dict[int, str]:
-        return dict(self._query("SELECT id, name FROM owners"))
+        return dict(self.query("SELECT id, name FROM owners"))
 
     def ensure_owner(self, name: str) -> int:
-        rows = self._query("SELECT id FROM owners WHERE name = ?", (name,))
+        rows = self.query("SELECT id FROM owners WHERE name = ?", (name,))
         if rows:  # the common case needs no write lock
             return rows[0][0]
         with self.transaction() as conn:
@@ -389,7 +404,7 @@ class Database:
                                  [(ref, owner_id) for ref in refs])
 
     def owns_input(self, owner_id: int, ref: str) -> bool:
-        return bool(self._query("SELECT 1 FROM input_owners WHERE ref = ? AND owner_id = ?", (ref, owner_id)))
+        return bool(self.query("SELECT 1 FROM input_owners WHERE ref = ? AND owner_id = ?", (ref, owner_id)))
 
     # -- model paths registered with `models add` ----------------------------------------
 
@@ -402,13 +417,13 @@ class Database:
             conn.execute("DELETE FROM model_paths WHERE path = ?", (str(path),))
 
     def registered_model_paths(self) -> list[Path]:
-        return [Path(p) for (p,) in self._query("SELECT path FROM model_paths ORDER BY added_at, path")]
+        return [Path(p) for (p,) in self.query("SELECT path FROM model_paths ORDER BY added_at, path")]
 
     # -- hash cache -----------------------------------------------------------------------
 
     def cached_hash(self, path: Path | str, size: int, mtime_ns: int, algo: str = "sha256") -> str | None:
         """The digest stored for this file, or None when there is none or the file changed since."""
-        rows = self._query(
+        rows = self.query(
             "SELECT digest FROM file_hashes WHERE path = ? AND algo = ? AND size = ? AND mtime_ns = ?",
             (str(path), algo, size, mtime_ns),
         )
@@ -449,7 +464,7 @@ class Database:
             return int(cur.lastrowid)
 
     def get_image(self, image_id: int) -> ImageRow | None:
-        rows = self._query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
+        rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
         return _image(rows[0]) if rows else None
 
     def list_images(
@@ -489,7 +504,7 @@ class Database:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        return [_image(r) for r in self._query(sql, [*params, limit, offset])]
+        return [_image(r) for r in self.query(sql, [*params, limit, offset])]
 
     def set_image_flags(self, image_id: int, *, starred: bool | None = None, deleted: bool | None = None) -> None:
         with self.transaction() as conn:

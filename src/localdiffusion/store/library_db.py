@@ -20,15 +20,10 @@ migrations are applied the same way (`PRAGMA user_version`, one transaction each
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from localdiffusion.errors import LocalDiffusionError
-from localdiffusion.store.db import _statements, fts5_available
+from localdiffusion.store.db import SQLiteFile
 
 VEC_DIM = 128  # float16 dimensions kept per entry for re-ranking (wordllama's embeddings are Matryoshka-trained)
 
@@ -103,73 +98,22 @@ SCHEMA_VERSION = len(MIGRATIONS)
 LIBRARY_FILE = "library.sqlite"
 
 
-class LibraryDB:
+class LibraryDB(SQLiteFile):
     """The library database. Safe to share between threads."""
 
+    migrations = MIGRATIONS
+    fts_script = _V1_FTS
+    what = "library"
+    cache_kib = 131072  # 128 MiB: imports touch the FTS and hash indexes everywhere
+
     def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA cache_size = -131072")  # 128 MiB: imports touch the FTS and hash indexes everywhere
-        self._migrate()
-        self.has_fts = bool(self.query("SELECT 1 FROM sqlite_master WHERE name = 'prompts_fts'"))
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> "LibraryDB":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    @property
-    def schema_version(self) -> int:
-        return self.query("PRAGMA user_version")[0][0]
+        super().__init__(path)
+        self.has_fts = self._table_exists("prompts_fts")
 
     def data_version(self) -> tuple[int, int]:
         """Changes when entries are added (here or by another process): the newest id, and the entries the sources count."""
         newest = self.query("SELECT coalesce(max(id), 0) FROM prompt_bits")[0][0]
         return newest, self.query("SELECT coalesce(sum(entries), 0) FROM sources")[0][0]
-
-    def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise LocalDiffusionError(
-                f"The library {self.path} has schema version {version}, newer than this Local Diffusion knows "
-                f"({SCHEMA_VERSION}); upgrade Local Diffusion to open it.")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction() as conn:
-                if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
-                    continue
-                for statement in _statements(MIGRATIONS[target - 1]):
-                    conn.execute(statement)
-                if target == 1 and fts5_available():
-                    for statement in _statements(_V1_FTS):
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
 
     # -- sources --------------------------------------------------------------------------
 
