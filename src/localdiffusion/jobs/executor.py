@@ -112,6 +112,9 @@ class ExecutorWorker(ABC):
     def stop(self, timeout: float = 30.0) -> None:
         """Stop within a step; a job cut short is given back (outcome `stopped`)."""
 
+    def discard(self) -> None:
+        """The scheduler has given this worker up (lost): end whatever is left of it."""
+
 
 class Executor(ABC):
     """Creates workers and hands them to the scheduler (`Scheduler.add`), and tells it when one is lost."""
@@ -220,6 +223,7 @@ class Scheduler:
         if slot is None:
             return
         log.warning("Worker %s is lost (%s).", worker_id, reason)
+        slot.worker.discard()
         if slot.lease is None:
             return
         job = self.queue.release(slot.lease, f"The worker running this job was lost {MAX_ATTEMPTS} times (the last: {reason}), "

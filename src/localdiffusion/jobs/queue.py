@@ -429,13 +429,14 @@ class SQLiteJobQueue(JobQueue):
         return bool(self.db.query(f"SELECT 1 FROM jobs WHERE {self._HELD}", (lease.job_id, lease.worker, lease.attempt)))
 
     def settle(self, lease: Lease, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
-        with self._shared.lock:
-            with self.db.transaction() as conn:
-                settled = conn.execute(
-                    f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result), lease_worker = NULL "
-                    f"WHERE {self._HELD}",
-                    (status, time.time(), error, None if result is None else json.dumps(result), lease.job_id, lease.worker,
-                     lease.attempt)).rowcount > 0
+        # Not under the shared lock: a running job is not in the queued set, and the caller may hold the database
+        # (its images' transaction), which a claim takes after the shared lock.
+        with self.db.transaction() as conn:
+            settled = conn.execute(
+                f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result), lease_worker = NULL "
+                f"WHERE {self._HELD}",
+                (status, time.time(), error, None if result is None else json.dumps(result), lease.job_id, lease.worker,
+                 lease.attempt)).rowcount > 0
         if settled:
             self._forget(lease.job_id)
         return settled
