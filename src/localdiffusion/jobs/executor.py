@@ -252,7 +252,12 @@ class Scheduler:
                 if not any(s.lease is None for s in self._slots.values()):
                     self._cond.wait(0.5)
                     continue
-            job = self.queue.claim(timeout=0.5)
+            try:
+                job = self.queue.claim(timeout=0.5)
+            except Exception:  # a row that cannot be read: logged, and the scheduler goes on
+                log.exception("Claiming the next job failed")
+                self._stopping.wait(0.5)
+                continue
             if job is None:
                 continue
             if self._stopping.is_set():
