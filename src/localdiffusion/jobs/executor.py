@@ -330,8 +330,11 @@ class Scheduler:
         """What the worker reads the job's pictures from: the bytes of each (remote), else the server's home."""
         if not worker.remote:
             return worker.job_inputs(job) if isinstance(worker, LocalWorker) else HomeInputs(self.home_root, paths=False)
+        names = job_input_names(job)
+        if not names:
+            return BytesInputs({})
         home = HomeInputs(self.home_root, paths=False)
-        return BytesInputs({name: home.read(name, "input image") for name in job_input_names(job)})
+        return BytesInputs({name: home.read(name, "input image") for name in names})
 
     def _fail_unleased(self, job: Job, reason: str) -> None:
         self.queue.fail(job.id, reason)

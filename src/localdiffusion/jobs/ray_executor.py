@@ -122,7 +122,7 @@ class RayWorker(ExecutorWorker):
     def __init__(self, executor: "RayExecutor", handle: Any, worker_id: str, hello: dict[str, Any], node_id: str = "") -> None:
         self.executor, self.handle, self.id = executor, handle, worker_id
         self.node, self.pid, self.device = hello["node"], int(hello["pid"]), hello["device"]
-        self.available = set(hello["available"])
+        self.available = None if hello["available"] is None else set(hello["available"])
         self.node_id = node_id
         self.pinging: Any = None  # the heartbeat in flight
 
@@ -254,7 +254,7 @@ class RayExecutor(Executor):
         with self._lock:
             self.workers[worker.id] = worker
         log.warning("Worker %s (%s, pid %s) has the models: %s.", worker.id, worker.device, worker.pid,
-                    ", ".join(sorted(worker.available)) or "none")
+                    "any (no library)" if worker.available is None else ", ".join(sorted(worker.available)) or "none")
         if self.scheduler is not None:
             self.scheduler.add(worker, hello["models"])
         return worker

@@ -92,10 +92,10 @@ class JobRunner:
         """The checkpoints whose pipelines this worker's engine holds in memory now, by name."""
         return held_models(self.engine)
 
-    def available_models(self) -> list[str]:
-        """The checkpoints this worker can load (its library's), by name."""
+    def available_models(self) -> list[str] | None:
+        """The checkpoints this worker can load (its library's), by name; None without an engine (no models)."""
         if self.engine is None:
-            return []
+            return None
         return sorted(info.name for info in self.engine.library.list("checkpoint"))
 
 
