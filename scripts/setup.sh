@@ -60,7 +60,7 @@ pip_install() {
   # are missing; that is expected, so those lines are dropped (pip check below still fails on anything else).
   run $PIP install --quiet -c "$LOCK" "$@" 2> >(grep -v -e '^mediapipe ' -e '^k-diffusion ' -e "^ERROR: pip's dependency resolver does not currently" >&2)
 }
-EXTRAS=test,test-e2e,openvino
+EXTRAS=test,test-e2e,openvino,cluster
 [ "$POSE" = 1 ] && EXTRAS=$EXTRAS,pose
 if [ "$TORCH" = cpu ]; then
   # The CPU index's builds carry a local version (2.14.1+cpu), which the lock's plain pins accept (PEP 440).

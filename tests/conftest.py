@@ -19,6 +19,7 @@ os.environ["LOCALDIFFUSION_CPU_BF16"] = "0"
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "ray: a real local Ray cluster (the [cluster] extra); part of the default run, alone with -m ray")
     config.addinivalue_line("markers", "pose: needs the [pose] extra (mediapipe); skipped without it, run alone with -m pose")
 
 

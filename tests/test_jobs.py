@@ -216,8 +216,8 @@ def test_the_server_reads_progress_and_cancels_through_the_queue_alone():
 
     for path in Path(server.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "worker":
-                assert node.attr in ("start", "stop"), f"{path.name} uses worker.{node.attr}; go through studio.queue"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in ("worker", "scheduler"):
+                assert node.attr in ("start", "stop", "workers"), f"{path.name} uses scheduler.{node.attr}; go through studio.queue"
 
 
 def test_direct_engine_callers_see_only_steps_and_a_refiner_is_its_own_load_part(model_home):
@@ -359,3 +359,43 @@ def test_the_engine_reads_a_jobs_pictures_from_what_its_worker_hands_over(engine
     job = queue.submit(recipe, owner_id=queue.db.local_owner_id)
     plain.run(queue.claim(timeout=0))
     assert queue.get(job.id).status == "failed" and "input image" in queue.get(job.id).error
+
+
+# -- two workers on one database ---------------------------------------------------------------------------
+
+
+def test_a_second_worker_on_the_same_database_never_reruns_the_first_ones_job(tmp_path):
+    """Regression: every Worker.start() used to re-queue every running job, so a second worker on the same database
+    took the first one's running job and ran it again. Recovery is the server's, once per start."""
+    import threading
+
+    path = tmp_path / "db.sqlite"
+    release, runs = threading.Event(), []
+
+    def hold(ctx) -> dict:
+        runs.append(ctx.job.id)
+        release.wait(60)
+        return {"ran": ctx.job.id}
+
+    def worker_on_its_own_connection() -> Worker:
+        w = Worker(SQLiteJobQueue(Database(path)), engine=None, events=EventBus())  # type: ignore[arg-type]
+        w.tasks["hold"] = hold
+        return w
+
+    first, second = worker_on_its_own_connection(), worker_on_its_own_connection()
+    owner = first.queue.db.local_owner_id
+    try:
+        one = first.queue.submit(Recipe(prompt="x"), owner_id=owner, kind="hold")
+        first.start()
+        wait_until(lambda: runs == [one.id], "the first worker did not start its job")
+        second.start()
+        two = second.queue.submit(Recipe(prompt="y"), owner_id=owner, kind="hold")
+        wait_until(lambda: len(runs) == 2, "the second worker took no job")
+        release.set()
+        done = [wait_for(first, one.id), wait_for(second, two.id)]
+    finally:
+        release.set()
+        first.stop()
+        second.stop()
+    assert sorted(runs) == [one.id, two.id]
+    assert [(j.status, j.attempts, j.result) for j in done] == [("done", 1, {"ran": one.id}), ("done", 1, {"ran": two.id})]

@@ -70,7 +70,7 @@ def installs(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_default_setup_installs_the_package_and_both_test_extras_from_the_lock():
-    assert installs(setup_commands()) == [f"{PIP} -e .[test,test-e2e,openvino]", f"{PIP} --no-deps -r requirements/test-oracles.txt"]
+    assert installs(setup_commands()) == [f"{PIP} -e .[test,test-e2e,openvino,cluster]", f"{PIP} --no-deps -r requirements/test-oracles.txt"]
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="the CPU-only build is a Linux choice (PyPI's torch elsewhere has no CUDA)")
@@ -80,7 +80,7 @@ def test_cpu_setup_takes_the_locked_torch_from_the_cpu_index_first(how):
     commands = installs(setup_commands(*how.get("args", ()), torch=how.get("torch")))
     assert commands == [
         f"{PIP} --extra-index-url https://download.pytorch.org/whl/cpu torch=={pins['torch']}+cpu torchvision=={pins['torchvision']}+cpu",
-        f"{PIP} -e .[test,test-e2e,openvino]",
+        f"{PIP} -e .[test,test-e2e,openvino,cluster]",
         f"{PIP} --no-deps -r requirements/test-oracles.txt",
     ]
     # The lock's plain pin accepts the CPU build's local version, so the second install keeps it.
@@ -89,7 +89,7 @@ def test_cpu_setup_takes_the_locked_torch_from_the_cpu_index_first(how):
 
 def test_pose_setup_adds_the_extra_and_mediapipe_without_its_declared_dependencies():
     assert installs(setup_commands("--pose")) == [
-        f"{PIP} -e .[test,test-e2e,openvino,pose]",
+        f"{PIP} -e .[test,test-e2e,openvino,cluster,pose]",
         f"{PIP} --no-deps -r requirements/test-oracles.txt",
         f"{PIP} --no-deps -r requirements/mediapipe.txt",
     ]

@@ -47,6 +47,8 @@ def test_the_facilitator_runs_the_class_from_the_console(browser, server):
         # pause, queue two jobs, move the second to the front, resume
         fay.get_by_role("button", name="Pause all").click()
         expect(fay.locator(".console-queue-state")).to_contain_text("paused")
+        expect(fay.locator(".console-workers tbody tr")).to_have_count(1)  # the server's one local worker
+        expect(fay.locator(".console-workers tbody tr")).to_contain_text("local-0")
         generate.click()
         expect(refusal).to_be_hidden()
         expect(ann.locator(".job")).to_have_count(1)

@@ -117,6 +117,19 @@ def print_banner(host: str, port: int, token: Optional[str], generated: bool, mo
     sys.stdout.flush()
 
 
+def parse_gpus(text: Optional[str]) -> Optional[list[int]]:
+    """`--gpus 0,1` as device indices; one sentence for anything else."""
+    if text is None or not text.strip():
+        return None
+    try:
+        devices = [int(part) for part in text.split(",")]
+    except ValueError:
+        devices = [-1]
+    if any(d < 0 for d in devices) or len(set(devices)) != len(devices):
+        raise LocalDiffusionError(f"The GPUs '{text}' are not a list of distinct device numbers; use e.g. --gpus 0,1.", field="gpus")
+    return devices
+
+
 @app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but 127.0.0.1/localhost requires an access token."),
@@ -133,6 +146,10 @@ def serve(
     compile_unet: bool = options.COMPILE,
     join_code: Optional[str] = typer.Option(None, "--join-code", envvar="LOCALDIFFUSION_JOIN_CODE",
                                             help="Let people make their own participant account with this code (needs accounts: 'users add')."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="The CUDA devices to run jobs on, one worker each, e.g. 0,1 (default: one worker on --device)."),
+    workers: str = typer.Option("local", "--workers", help="local (workers in this process) or ray (actors on a Ray cluster: needs the [cluster] extra)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --workers ray: the cluster's head, HOST:6379 or auto (default: start a local cluster)."),
+    cpu_workers: int = typer.Option(0, "--cpu-workers", min=0, help="With --workers ray: this many CPU worker actors besides one per GPU."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Open the studio in your browser: the web UI, its JSON API (/api, docs at /docs) and an A1111-compatible API (/sdapi/v1)."""
@@ -152,6 +169,15 @@ def serve(
         accounts = len(Accounts(db).list())
     if join_code is not None and len(join_code) < 4:
         raise LocalDiffusionError(f"The join code '{join_code}' is too short; use at least 4 characters.", field="join_code")
+    devices = parse_gpus(gpus)
+    if workers not in ("local", "ray"):
+        raise LocalDiffusionError(f"Unknown workers '{workers}'; use 'local' or 'ray'.", field="workers")
+    if workers != "ray" and (ray_address or cpu_workers):
+        raise LocalDiffusionError("--ray-address and --cpu-workers need --workers ray.", field="workers")
+    if workers == "ray":
+        from localdiffusion.jobs.ray_executor import ray_module
+
+        ray_module()  # one sentence now, not at the first job, when the extra is missing
     token, generated = (token, False) if accounts else token_for(host, token)
     warn_if_weak(token, generated)
     sock = bind_socket(host, port)
@@ -159,7 +185,8 @@ def serve(
         options = EngineOptions(device=device, dtype=dtype, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
                                 attention_slicing=attention_slicing, backend=backend, ov_device=ov_device,
                                 compile=compile_unet)
-        studio = Studio.open(the_home, token=token, options=options, join_code=join_code)
+        studio = Studio.open(the_home, token=token, options=options, join_code=join_code, workers=workers, gpus=devices,
+                             ray_address=ray_address, cpu_workers=cpu_workers)
         models_help = None if has_models(studio.library) else add_models_help(studio.home)
         config = uvicorn.Config(create_app(studio), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
         print_banner(host, port, token, generated, models_help, accounts, join_code)

@@ -53,6 +53,16 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A running job handed to one worker: the server accepts its result only from `worker` and only for this
+    `attempt` (the job's attempts when it was granted), so a worker thought lost that comes back is ignored."""
+
+    job_id: int
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class QueuedJob:
     """A queued job's place in the run order, without its recipe (what `GET /api/queue` shows)."""
 
@@ -150,6 +160,27 @@ class JobQueue(ABC):
     @abstractmethod
     def recover(self) -> list[Job]:
         """At start-up: re-queue jobs a dead server left running (once), fail them the second time."""
+
+    # -- leases: which worker holds a running job (jobs/executor.py) ----------------------------
+
+    @abstractmethod
+    def grant(self, job_id: int, worker: str) -> Lease | None:
+        """Hand a claimed (running) job to `worker`; None when it is no longer running."""
+
+    @abstractmethod
+    def holds(self, lease: Lease) -> bool:
+        """Whether the lease is still the job's current one (the job running on that worker, that attempt)."""
+
+    @abstractmethod
+    def settle(self, lease: Lease, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
+        """End a leased job (done, failed, cancelled) only if the lease is still current; False otherwise. Inside
+        `db.transaction()` it commits with whatever else the block writes (the job's images)."""
+
+    @abstractmethod
+    def release(self, lease: Lease, reason: str) -> Job | None:
+        """The lease's worker was lost: its job goes back to the queue, in its place in its owner's line, the
+        attempt counted; after MAX_ATTEMPTS it fails with `reason`. The job as it is then; None if the lease had
+        already ended."""
 
     # -- the order and the facilitator's controls -------------------------------------------------
 
@@ -379,10 +410,51 @@ class SQLiteJobQueue(JobQueue):
     def _end(self, job_id: int, status: str, error: str | None, result: dict[str, Any] | None) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result) WHERE id = ? AND status = 'running'",
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result), lease_worker = NULL "
+                "WHERE id = ? AND status = 'running'",
                 (status, time.time(), error, None if result is None else json.dumps(result), job_id),
             )
         self._forget(job_id)
+
+    def grant(self, job_id: int, worker: str) -> Lease | None:
+        with self.db.transaction() as conn:
+            if not conn.execute("UPDATE jobs SET lease_worker = ? WHERE id = ? AND status = 'running'", (worker, job_id)).rowcount:
+                return None
+            attempts = conn.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        return Lease(job_id, worker, int(attempts))
+
+    _HELD = "id = ? AND status = 'running' AND lease_worker = ? AND attempts = ?"
+
+    def holds(self, lease: Lease) -> bool:
+        return bool(self.db.query(f"SELECT 1 FROM jobs WHERE {self._HELD}", (lease.job_id, lease.worker, lease.attempt)))
+
+    def settle(self, lease: Lease, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
+        # Not under the shared lock: a running job is not in the queued set, and the caller may hold the database
+        # (its images' transaction), which a claim takes after the shared lock.
+        with self.db.transaction() as conn:
+            settled = conn.execute(
+                f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = COALESCE(?, result), lease_worker = NULL "
+                f"WHERE {self._HELD}",
+                (status, time.time(), error, None if result is None else json.dumps(result), lease.job_id, lease.worker,
+                 lease.attempt)).rowcount > 0
+        if settled:
+            self._forget(lease.job_id)
+        return settled
+
+    def release(self, lease: Lease, reason: str) -> Job | None:
+        with self._shared.lock:
+            with self.db.transaction() as conn:
+                failed = conn.execute(f"UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, lease_worker = NULL "
+                                      f"WHERE {self._HELD} AND attempts >= ?",
+                                      (time.time(), reason, lease.job_id, lease.worker, lease.attempt, MAX_ATTEMPTS)).rowcount
+                back = conn.execute(f"UPDATE jobs SET status = 'queued', started_at = NULL, lease_worker = NULL WHERE {self._HELD}",
+                                    (lease.job_id, lease.worker, lease.attempt)).rowcount
+            if back:
+                self._sync(force=True)
+        if not (failed or back):
+            return None
+        self._forget(lease.job_id)
+        return self.get(lease.job_id)
 
     def position(self, job_id: int) -> int:
         for i, queued in enumerate(self.order()):
@@ -455,8 +527,8 @@ class SQLiteJobQueue(JobQueue):
     def requeue(self, job_id: int) -> None:
         with self._shared.lock:
             with self.db.transaction() as conn:
-                conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0) "
-                             "WHERE id = ? AND status = 'running'", (job_id,))
+                conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
+                             "lease_worker = NULL WHERE id = ? AND status = 'running'", (job_id,))
             self._sync(force=True)
         self._forget(job_id)
 
@@ -468,7 +540,7 @@ class SQLiteJobQueue(JobQueue):
                     (time.time(), "The server stopped twice while this job was running, so it was not retried again.", MAX_ATTEMPTS),
                 )
                 ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()]
-                conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'")
+                conn.execute("UPDATE jobs SET status = 'queued', lease_worker = NULL WHERE status = 'running'")
             self._sync(force=True)
         return [j for j in (self.get(i) for i in ids) if j is not None]
 

@@ -75,6 +75,7 @@ ROUTES: dict[str, str] = {
     "PUT /api/class/join": FACILITATOR,
     "GET /api/class/join/qr.svg": FACILITATOR,
     "GET /api/class/usage": FACILITATOR,
+    "GET /api/workers": FACILITATOR,  # without accounts: anyone who may use the server
     "GET /api/class/export": FACILITATOR,
     "GET /api/me/export": ANY_USER,
     # the studio API (server/api.py)

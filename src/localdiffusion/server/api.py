@@ -28,6 +28,7 @@ from localdiffusion.explain.parameters import SIZE_PRESETS, parameter_table
 from localdiffusion.infotext import to_infotext
 from localdiffusion.jobs import Event, Job
 from localdiffusion.jobs.estimate import engine_facts, estimate
+from localdiffusion.jobs.executor import input_refs
 from localdiffusion.jobs.worker import cancel_job as stop_job
 from localdiffusion.engine.replay import replay_differences
 from localdiffusion.metadata import ImageMetadata, read_image_metadata
@@ -247,16 +248,6 @@ def check_input_ref(home: Home, ref: str | None, field: str, usable: Callable[[s
 
 def _as_field_error(error: BadInput) -> InvalidField:
     return InvalidField(error.message, field=error.field)
-
-
-def input_refs(recipe: Recipe) -> dict[str, str | None]:
-    """Every picture a recipe names, by the field that names it."""
-    refs = {"init_image": recipe.init_image, "mask": recipe.mask}
-    for i, unit in enumerate(recipe.controls):
-        refs[f"controls.{i}.image"], refs[f"controls.{i}.map"] = unit.image, unit.map
-    for i, reference in enumerate(recipe.references):
-        refs[f"references.{i}.image"] = reference.image
-    return refs
 
 
 def check_input_refs(recipe: Recipe, home: Home, usable: Callable[[str], bool] | None = None) -> None:

@@ -50,9 +50,10 @@ def create_app(studio: Studio, start_worker: bool = True) -> FastAPI:
             from localdiffusion.server.classqueue import apply_pins
 
             apply_pins(studio)  # the facilitator's pinned models stay loaded once loaded
-            studio.worker.start()
+            studio.scheduler.start(recover=True)  # jobs a dead server left running go back once, here only
         yield
-        studio.worker.stop()
+        if start_worker:
+            studio.scheduler.stop()
 
     settings = studio.library.settings
     app = FastAPI(title="Local Diffusion", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -5,6 +5,7 @@
 - `GET /api/class/join/qr.svg`: that address as a QR code (SVG made by `segno`), to project on the wall.
 - `GET /api/class/usage`: GPU-seconds today per device and the class total, with an energy estimate
   (server/usage.py says where the power figure comes from).
+- `GET /api/workers`: the workers that run jobs (local devices or Ray actors), what each holds and runs now.
 - `GET /api/class/export` (facilitators) and `GET /api/me/export` (anyone, their own): one zip, streamed entry
   by entry as it is written (`zip_stream`), never built in memory or on disk: per person their images (the PNG
   files as stored, metadata and all) and their comics as PDF and CBZ (comic/export.py).
@@ -126,6 +127,17 @@ def usage(request: Request) -> dict[str, Any]:
             "gpu_seconds": round(sum(d["gpu_seconds"] for d in devices), 1),
             "energy_wh": round(sum(d["energy_wh"] for d in devices), 3),
             "estimate": not all(d["measured"] for d in devices), "devices": devices}
+
+
+# --- workers --------------------------------------------------------------------------------------------
+
+
+@router.get("/workers")
+def workers(request: Request) -> list[dict[str, Any]]:
+    """Every worker that runs jobs: `id`, `node` (its machine), `device`, `pid` (its process on that machine),
+    `models` (the checkpoints it holds loaded), `job` (the id of the job it runs, or null), `jobs_done`,
+    `gpu_seconds` and `last_seen` (its last heartbeat, seconds since the epoch). A lost worker is no longer listed."""
+    return get_studio(request).scheduler.workers()
 
 
 # --- exports --------------------------------------------------------------------------------------------

@@ -214,7 +214,13 @@ CREATE TABLE shares (
 ALTER TABLE comics ADD COLUMN class_comic INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# v9: leases: the worker that holds a running job (jobs/executor.py); a result is accepted only from it, and only
+# for the attempt it was given (`attempts` at the grant).
+_V9 = """
+ALTER TABLE jobs ADD COLUMN lease_worker TEXT;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -281,6 +287,7 @@ class SQLiteFile:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._depth = 0  # how deep the current thread is in `transaction` blocks
         # isolation_level=None: we open transactions ourselves (see `transaction`).
         self._conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA foreign_keys = ON")
@@ -303,14 +310,26 @@ class SQLiteFile:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and run the block in one transaction (committed, or rolled back on error)."""
+        """Hold the lock and run the block in one transaction (committed, or rolled back on error). A block inside
+        another on the same thread joins the outer transaction, so several writers can commit as one (a job's
+        images and its status: jobs/executor.py)."""
         with self._lock:
+            if self._depth:  # the lock is re-entrant: only this thread can be inside the outer block
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
             self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:

@@ -1,5 +1,5 @@
 // The facilitator's console: the participants (freeze, new password), the queue (pause, resume, cancel, move to
-// the front), usage and its energy estimate, the limits and the model allow-list, joining (code and QR code),
+// the front), usage and its energy estimate, the workers (GET /api/workers: each worker, its models and job), the limits and the model allow-list, joining (code and QR code),
 // the whole class's export and the audit log. It refreshes itself every few seconds while shown.
 
 import { api, request } from "./api.js";
@@ -31,6 +31,7 @@ export function initConsole(root) {
   const pause = h("button", { type: "button", onclick: () => act(() => api.post("/api/class/queue/pause"), "Queue paused.") }, "Pause all");
   const resume = h("button", { type: "button", onclick: () => act(() => api.post("/api/class/queue/resume"), "Queue resumed.") }, "Resume all");
   const usage = h("div", { class: "console-usage" });
+  const workerRows = h("tbody");
   const audit = h("ol", { class: "console-audit" });
   const limitsForm = h("form", { class: "console-limits", onsubmit: (event) => { event.preventDefault(); saveLimits(); } });
   const joinBox = h("div", { class: "console-join" });
@@ -50,6 +51,10 @@ export function initConsole(root) {
         h("thead", {}, h("tr", {}, ...["#", "Whose", "Kind", "Status", "Estimate", ""].map((t) => h("th", { scope: "col" }, t)))),
         queueRows))),
     section("Usage today", usage),
+    section("Workers",
+      h("div", { class: "table-wrap" }, h("table", { class: "console-workers" },
+        h("thead", {}, h("tr", {}, ...["Worker", "Machine", "Device", "Models loaded", "Running", "Jobs done", "GPU time", "Last seen"].map((t) => h("th", { scope: "col" }, t)))),
+        workerRows))),
     section("Limits and models", limitsForm),
     section("Joining", joinBox),
     section("Audit log", audit),
@@ -117,6 +122,13 @@ export function initConsole(root) {
         h("tbody", {}, ...rows))) : h("p", { class: "muted" }, "No job has finished today."));
   }
 
+  function workerRow(w) {
+    return h("tr", { dataset: { worker: w.id } },
+      h("th", { scope: "row" }, w.id), h("td", {}, w.node), h("td", {}, w.device),
+      h("td", {}, w.models.length ? w.models.join(", ") : "none"), h("td", {}, w.job == null ? "idle" : `job ${w.job}`),
+      h("td", {}, w.jobs_done), h("td", {}, seconds(w.gpu_seconds)), h("td", {}, when(w.last_seen)));
+  }
+
   let limitsShown = false;
   async function showLimits() {
     const [limits, models] = await Promise.all([api.get("/api/class/limits"), api.get("/api/models?kind=checkpoint").catch(() => [])]);
@@ -166,8 +178,10 @@ export function initConsole(root) {
 
   async function refresh() {
     try {
-      const [users, queue, use, log] = await Promise.all([api.get("/api/class/users"), api.get("/api/queue"),
-        api.get("/api/class/usage"), api.get("/api/class/audit?limit=50")]);
+      const [users, queue, use, log, workers] = await Promise.all([api.get("/api/class/users"), api.get("/api/queue"),
+        api.get("/api/class/usage"), api.get("/api/class/audit?limit=50"), api.get("/api/workers")]);
+      workerRows.replaceChildren(...(workers.length ? workers.map(workerRow)
+        : [h("tr", {}, h("td", { colspan: 8 }, "No worker is running jobs: the server has none yet, or all were lost."))]));
       people.replaceChildren(...users.map(personRow));
       queueRows.replaceChildren(...(queue.length ? queue.map(queueRow) : [h("tr", {}, h("td", { colspan: 6 }, "Nothing is waiting."))]));
       root.dataset.paused = String(use.queue.paused);
