@@ -21,7 +21,7 @@ from localdiffusion.engine.hooks import LoadWatch, Progress
 from localdiffusion.engine.prepare import Prepared
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
-from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.info import FLOW_FAMILIES, ModelInfo
 from localdiffusion.models.ip_adapter import ImageEncoder, load_image_encoder
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.taesd import LoadedTaesd, load_taesd, taesd_family_for
@@ -144,7 +144,12 @@ class Models:
         return self._cached(self.pipeline_key(info), f"{what} '{info.name}'", lambda: self._load(info))
 
     def _load(self, info: ModelInfo) -> Any:
-        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle)
+        parts = None
+        if info.family in FLOW_FAMILIES and info.format != "diffusers":  # SD3.5, FLUX single files: their parts
+            from localdiffusion.models.flow import find_parts
+
+            parts = find_parts(info, self.library)
+        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle, parts=parts)
         if self.options.cpu_offload and self.device.type == "cuda":
             pipe.enable_model_cpu_offload(device=self.device)
         else:

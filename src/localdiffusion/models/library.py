@@ -47,7 +47,8 @@ from localdiffusion.models.info import Kind, ModelInfo
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import MODEL_DIRS, Home, add_models_help
 
-KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx")
+KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx",
+                          "text-encoder")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
@@ -56,12 +57,14 @@ MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 A1111_MODELS = {
     "Stable-diffusion": "checkpoint", "Lora": "lora", "LyCORIS": "lora", "VAE": "vae",
     "ControlNet": "controlnet", "ESRGAN": "upscaler", "RealESRGAN": "upscaler", "IP-Adapter": "ipadapter",
-    "VAE-approx": "vae-approx",
+    "VAE-approx": "vae-approx", "text_encoder": "text-encoder",
 }
 COMFY_MODELS = {
     "checkpoints": "checkpoint", "diffusers": "checkpoint", "loras": "lora", "vae": "vae",
     "controlnet": "controlnet", "embeddings": "embedding", "upscale_models": "upscaler", "ipadapter": "ipadapter",
     "vae_approx": "vae-approx",
+    # SD3.5 and FLUX as ComfyUI keeps them: the transformer alone, its text encoders apart
+    "unet": "checkpoint", "diffusion_models": "checkpoint", "clip": "text-encoder", "text_encoders": "text-encoder",
 }
 # An IP-Adapter's CLIP image encoder (a transformers folder) sits beside the adapters; it is not a model of its own.
 IMAGE_ENCODER_DIR = "image_encoder"

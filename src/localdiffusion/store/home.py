@@ -36,6 +36,7 @@ MODEL_DIRS = {
     "upscaler": "models/ESRGAN",
     "ipadapter": "models/IP-Adapter",
     "vae-approx": "models/VAE-approx",
+    "text-encoder": "models/text_encoder",  # Forge's folder: SD3.5's and FLUX's text encoders kept apart
     "embedding": "embeddings",
 }
 
