@@ -205,7 +205,7 @@ def flow_home(tmp_path_factory, sd3_folder, flux_folder):
     `models/vae`."""
     import json
 
-    from factories import build_comfy_layout
+    from factories import build_comfy_layout, build_flow_lora, build_kohya_flux_lora
 
     from localdiffusion.store.home import Home
 
@@ -216,6 +216,10 @@ def flow_home(tmp_path_factory, sd3_folder, flux_folder):
     build_comfy_layout(sd3_folder, comfy / "models", "comfy-sd3")
     build_comfy_layout(flux_folder, comfy / "models", "comfy-flux")
     home.settings_path.write_text(json.dumps({"extra_roots": [str(comfy)]}))
+    loras = home.model_dir("lora")
+    build_flow_lora(flux_folder, loras / "tiny-flux-lora.safetensors")
+    build_flow_lora(sd3_folder, loras / "tiny-sd3-lora.safetensors")
+    build_kohya_flux_lora(flux_folder, loras / "tiny-flux-kohya.safetensors")
     return home
 
 

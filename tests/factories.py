@@ -466,3 +466,33 @@ def build_comfy_layout(folder: Path, models: Path, name: str) -> dict[str, Path]
     out["vae"] = models / "vae" / f"{name}_ae.safetensors"
     save_file({k: v.contiguous() for k, v in vae_to_ldm(pipe.vae).items()}, str(out["vae"]))
     return out
+
+
+def build_flow_lora(folder: Path, path: Path, rank: int = 4, seed: int = 1) -> Path:
+    """A diffusers/peft LoRA (`transformer.*` keys) for a tiny SD3 or FLUX folder, with random (non-zero) weights."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_folder(folder)
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    type(pipe).save_lora_weights(str(path.parent), transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                 weight_name=path.name)
+    return path
+
+
+def build_kohya_flux_lora(folder: Path, path: Path, rank: int = 4, seed: int = 2) -> Path:
+    """A kohya-style FLUX LoRA (`lora_unet_double_blocks_N_img_attn_qkv`, the original fused q/k/v) for a tiny folder."""
+    from safetensors.torch import save_file
+
+    inner = folder_config(folder, "transformer")["num_attention_heads"] * folder_config(folder, "transformer")["attention_head_dim"]
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for block in ("img_attn", "txt_attn"):
+        name = f"lora_unet_double_blocks_0_{block}_qkv"
+        state[f"{name}.lora_down.weight"] = torch.randn(rank, inner, generator=generator) * 0.1
+        state[f"{name}.lora_up.weight"] = torch.randn(3 * inner, rank, generator=generator) * 0.1
+        state[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(state, str(path))
+    return path

@@ -49,3 +49,182 @@ def test_flux_is_bit_identical_to_raw_diffusers(flow_engine, raw_flux, model):
     result = flow_engine.generate(Recipe(**BASE, model=model))
     assert same(result.images[0], raw_flux)
     assert "CFG scale: 1, Distilled CFG Scale: 3.5," in result.infotexts[0]
+
+
+# --- detection of the layouts people download (shapes only: full-size tensors are never made) ---------------
+
+def _flux_original(prefix: str = "", guidance: bool = True) -> dict[str, tuple[int, ...]]:
+    shapes = {prefix + "img_in.weight": (3072, 64), prefix + "txt_in.weight": (3072, 4096),
+              prefix + "vector_in.in_layer.weight": (3072, 768)}
+    for i in range(19):
+        shapes[prefix + f"double_blocks.{i}.img_attn.norm.query_norm.scale"] = (128,)
+        shapes[prefix + f"double_blocks.{i}.img_attn.norm.key_norm.scale"] = (128,)
+    for i in range(38):
+        shapes[prefix + f"single_blocks.{i}.linear1.weight"] = (21504, 3072)
+    if guidance:
+        shapes[prefix + "guidance_in.in_layer.weight"] = (3072, 256)
+    return shapes
+
+
+def _sd35_large_original() -> dict[str, tuple[int, ...]]:
+    shapes = {"x_embedder.proj.weight": (2432, 16, 2, 2), "context_embedder.weight": (2432, 4096),
+              "y_embedder.mlp.0.weight": (2432, 2048), "pos_embed": (1, 36864, 2432), "final_layer.linear.weight": (64, 2432)}
+    for i in range(38):
+        shapes[f"joint_blocks.{i}.context_block.adaLN_modulation.1.bias"] = (9728,)
+        shapes[f"joint_blocks.{i}.x_block.attn.ln_q.weight"] = (64,)
+    return shapes
+
+
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
+def test_flux_original_layout_is_detected_and_reads_as_the_shipped_config(tmp_path, prefix):
+    from localdiffusion.models.flow import family_configs, infer_transformer
+    from localdiffusion.models.keys import flow_transformer
+
+    shapes = _flux_original(prefix)
+    assert flow_transformer(shapes) == ("flux", "original", prefix)
+    config = family_configs("flux")["transformer"]
+    assert infer_transformer(shapes, "flux", "original", prefix, config) == config  # FLUX.1 dev
+    schnell = infer_transformer(_flux_original(prefix, guidance=False), "flux", "original", prefix, config)
+    assert schnell["guidance_embeds"] is False
+
+
+def test_sd35_large_original_layout_reads_as_the_shipped_config():
+    from localdiffusion.models.flow import family_configs, infer_transformer
+    from localdiffusion.models.keys import flow_transformer
+
+    shapes = _sd35_large_original()
+    assert flow_transformer(shapes) == ("sd3", "original", "")
+    config = family_configs("sd3")["transformer"]
+    assert infer_transformer(shapes, "sd3", "original", "", config) == config
+
+
+def test_the_library_sorts_comfyui_folders_into_kinds(flow_engine):
+    library = flow_engine.library
+    kinds = {m.name: (m.kind, m.family) for m in library.scan()}
+    assert kinds["tiny-sd3"] == ("checkpoint", "sd3") and kinds["tiny-flux"] == ("checkpoint", "flux")
+    assert kinds["comfy-flux"] == ("checkpoint", "flux") and kinds["comfy-sd3"] == ("checkpoint", "sd3")
+    assert kinds["comfy-sd3_clip_g"] == ("text-encoder", "clip") and kinds["comfy-flux_t5xxl"] == ("text-encoder", "t5")
+    assert kinds["tiny-flux-lora"] == ("lora", "flux") and kinds["tiny-flux-kohya"] == ("lora", "flux")
+    assert kinds["tiny-sd3-lora"] == ("lora", "sd3")
+
+
+# --- missing parts: one sentence naming the part and its folder ----------------------------------------------
+
+def test_a_missing_text_encoder_or_tokenizer_is_named_with_its_folder(tmp_path, sd3_folder, flux_folder):
+    import shutil
+
+    from factories import build_comfy_layout
+
+    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.errors import ModelNotFound
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    files = build_comfy_layout(flux_folder, tmp_path / "comfy", "flux1")
+    shutil.move(files["diffusion_models"], home.model_dir("checkpoint") / "flux1.safetensors")
+    engine = Engine(ModelLibrary(home, Database(home.db_path)), EngineOptions(dtype="float32"))
+    with pytest.raises(ModelNotFound) as missing:
+        engine.prepare(Recipe(**BASE, model="flux1"))
+    assert str(home.model_dir("text-encoder")) in missing.value.message and "T5-XXL (t5xxl)" in missing.value.message
+    for role in ("t5xxl", "clip_l"):
+        shutil.copy(files[role], home.model_dir("text-encoder") / files[role].name)
+    shutil.copy(files["vae"], home.model_dir("vae") / "ae.safetensors")
+    with pytest.raises(ModelNotFound) as tokenizer:
+        engine.prepare(Recipe(**BASE, model="flux1"))
+    assert "t5_tokenizer" in tokenizer.value.message and str(home.model_dir("text-encoder")) in tokenizer.value.message
+    shutil.copytree(tmp_path / "comfy" / "text_encoders" / "t5_tokenizer", home.model_dir("text-encoder") / "t5_tokenizer")
+    prepared = engine.prepare(Recipe(**BASE, model="flux1"))
+    assert prepared.parts.text["t5xxl"].name == "flux1_t5xxl" and prepared.parts.vae.name == "ae"
+
+
+# --- samplers, guidance, prompts -------------------------------------------------------------------------------
+
+def test_flux_defaults_and_refusals(flow_engine):
+    from localdiffusion.errors import BadInput
+
+    recipe = flow_engine.prepare(Recipe(**BASE, model="tiny-flux")).recipe
+    assert (recipe.sampler_name, recipe.scheduler, recipe.cfg_scale, recipe.distilled_cfg_scale) == ("Euler", "Simple", 1.0, 3.5)
+    with pytest.raises(BadInput) as sampler:
+        flow_engine.prepare(Recipe(**BASE, model="tiny-flux", sampler_name="DPM++ 2M"))
+    assert sampler.value.field == "sampler_name" and "'DPM++ 2M'" in sampler.value.message
+    with pytest.raises(BadInput) as size:
+        flow_engine.prepare(Recipe(**{**BASE, "width": 136}, model="tiny-flux"))
+    assert size.value.field == "width" and "multiple of 16" in size.value.message
+    with pytest.raises(BadInput) as mode:
+        flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", enable_hr=True))
+    assert mode.value.field == "enable_hr"
+    sd3 = flow_engine.prepare(Recipe(**BASE, model="tiny-sd3")).recipe
+    assert sd3.distilled_cfg_scale is None and sd3.cfg_scale == 7.0
+
+
+def test_distilled_cfg_and_beta_schedule_change_the_image_and_reproduce(flow_engine, raw_flux):
+    base = flow_engine.generate(Recipe(**BASE, model="tiny-flux")).images[0]
+    assert same(base, raw_flux)
+    assert not same(flow_engine.generate(Recipe(**BASE, model="tiny-flux", distilled_cfg_scale=6.0)).images[0], base)
+    beta = flow_engine.generate(Recipe(**BASE, model="tiny-flux", scheduler="Beta"))
+    assert not same(beta.images[0], base) and "Schedule type: Beta" in beta.infotexts[0]
+
+
+def test_flux_true_cfg_matches_diffusers_true_cfg(flow_engine, flux_folder):
+    pipe = raw(FluxPipeline, flux_folder)
+    expected = pipe("a photo of a cat", negative_prompt="blurry", true_cfg_scale=3.0, num_inference_steps=4, height=128,
+                    width=128, guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    result = flow_engine.generate(Recipe(**BASE, negative_prompt="blurry", cfg_scale=3.0, model="tiny-flux"))
+    assert same(result.images[0], expected)
+
+
+def test_weights_reach_clip_and_t5_reads_the_plain_text(flow_engine):
+    plain = flow_engine.generate(Recipe(**BASE, cfg_scale=5.0, model="tiny-sd3")).images[0]
+    weighted = flow_engine.generate(Recipe(**{**BASE, "prompt": "a photo of a (cat:1.5)"}, cfg_scale=5.0, model="tiny-sd3"))
+    assert not same(weighted.images[0], plain)
+    encoder = flow_engine._encoder_for(flow_engine.pipeline(flow_engine.checkpoint("tiny-sd3")), 1, False)
+    assert encoder.t5_ids("a photo of a (cat:1.5) BREAK [red]") == encoder.t5_ids("a photo of a cat red")
+
+
+def test_forge_infotext_reads_back_and_modules_are_named(flow_engine):
+    from localdiffusion.infotext import recipe_from_infotext
+
+    result = flow_engine.generate(Recipe(**BASE, model="comfy-flux"))
+    text = result.infotexts[0]
+    assert "Module 1: comfy-flux_ae, Module 2: comfy-flux_clip_l, Module 3: comfy-flux_t5xxl" in text
+    back = recipe_from_infotext(text)
+    assert (back.sampler_name, back.scheduler, back.cfg_scale, back.distilled_cfg_scale) == ("Euler", "Simple", 1.0, 3.5)
+    forge = ("a cat\nSteps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 1, "
+             "Size: 896x1152, Model hash: abc, Model: flux1-dev-bnb-nf4-v2, Version: f2.0.1v1.10.1, Module 1: ae, "
+             "Module 2: clip_l, Module 3: t5xxl_fp16")
+    assert recipe_from_infotext(forge).distilled_cfg_scale == 3.5
+
+
+def test_anatomy_says_what_each_encoder_receives(flow_engine):
+    from localdiffusion.explain.anatomy import prompt_anatomy
+
+    pipe = flow_engine.pipeline(flow_engine.checkpoint("tiny-flux"))
+    anatomy = prompt_anatomy("a photo of a (cat:1.4)", pipe)
+    names = [(e.name, e.token_limit) for e in anatomy.encoders]
+    assert names == [("CLIP-L", 75), ("T5-XXL", 512)]
+    assert "plain text" in anatomy.encoders[-1].receives and anatomy.encoders[-1].token_count == 6
+    sd3 = prompt_anatomy("a cat", flow_engine.pipeline(flow_engine.checkpoint("tiny-sd3")))
+    assert [(e.name, e.token_limit) for e in sd3.encoders] == [("CLIP-L", 75), ("CLIP-G", 75), ("T5-XXL", 256)]
+
+
+# --- LoRAs -------------------------------------------------------------------------------------------------------
+
+def test_a_diffusers_lora_matches_raw_diffusers_and_comes_off_again(flow_engine, flux_folder, raw_flux):
+    pipe = raw(FluxPipeline, flux_folder)
+    pipe.load_lora_weights(str(flow_engine.library.get("tiny-flux-lora", kind="lora").path))
+    expected = pipe("a photo of a cat", num_inference_steps=4, height=128, width=128, guidance_scale=3.5,
+                    generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    for model in ("tiny-flux", "comfy-flux"):
+        result = flow_engine.generate(Recipe(**{**BASE, "prompt": "a photo of a cat <lora:tiny-flux-lora:1>"}, model=model))
+        assert same(result.images[0], expected) and not same(expected, raw_flux)
+        assert "Lora hashes: " in result.infotexts[0]
+    assert same(flow_engine.generate(Recipe(**BASE, model="tiny-flux")).images[0], raw_flux)
+
+
+@pytest.mark.parametrize(("model", "lora"), [("tiny-flux", "tiny-flux-kohya"), ("tiny-sd3", "tiny-sd3-lora")])
+def test_kohya_flux_and_sd3_loras_change_the_image(flow_engine, model, lora):
+    plain = flow_engine.generate(Recipe(**BASE, model=model)).images[0]
+    result = flow_engine.generate(Recipe(**{**BASE, "prompt": f"a photo of a cat <lora:{lora}:0.8>"}, model=model))
+    assert not same(result.images[0], plain)

@@ -199,8 +199,26 @@ def _checkpoint(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool) -> Det
     return Detected("checkpoint", family, fmt, prediction)  # type: ignore[arg-type]
 
 
+# LoRAs for the flow-matching transformers: kohya's and ComfyUI's names for the original blocks, diffusers'.
+FLOW_LORA_WORDS = {"flux": ("double_blocks", "single_blocks", "single_transformer_blocks"), "sd3": ("joint_blocks",)}
+
+
+def _flow_lora_family(keys: list[str], shapes: Shapes | None = None) -> str | None:
+    for family, words in FLOW_LORA_WORDS.items():
+        if any(w in k for k in keys for w in words):
+            return family
+    joint = [k for k in keys if k.startswith(("transformer.transformer_blocks.", "transformer_blocks."))]
+    if joint:  # diffusers' joint blocks without FLUX's single blocks: SD3, unless as wide as FLUX (3072)
+        width = first_shape({k: shapes[k] for k in joint}, "", "lora_A.weight") if shapes else None
+        return "flux" if width and width[-1] == 3072 else "sd3"
+    return None
+
+
 def _lora_family(shapes: Shapes) -> str:
     keys = list(shapes)
+    flow = _flow_lora_family(keys, shapes)
+    if flow is not None:
+        return flow
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys):
         return "sdxl"
     for suffix in ("attn2_to_k.lora_down.weight", "attn2.to_k.lora_A.weight", "attn2.to_k.lora.down.weight",

@@ -203,11 +203,11 @@ def find_parts(info: ModelInfo, library: Any) -> Parts:
         if pairs:
             text.setdefault("clip_l", Part(Path(pairs[0][0].path), name=pairs[0][0].name))
             text.setdefault("clip_g", Part(Path(pairs[0][1].path), name=pairs[0][1].name))
-    for role in ROLES[family]:
-        if role not in text:
-            raise ModelNotFound(
-                f"The {label} model '{info.name}' holds only the transformer and needs the {ROLE_NAMES[role]} text encoder that "
-                f"fits it in {folder} (or a ComfyUI models/text_encoders folder), and there is none.", field="model")
+    missing = [ROLE_NAMES[role] for role in ROLES[family] if role not in text]
+    if missing:
+        what = " and ".join(missing) + (" text encoders that fit" if len(missing) > 1 else " text encoder that fits")
+        raise ModelNotFound(f"The {label} model '{info.name}' holds only the transformer and needs the {what} it in {folder} "
+                            "(or a ComfyUI models/text_encoders folder), and there are none.", field="model")
     vae = _own_vae(path, shapes, info.name) or _library_vae(info, library, family)
     tokenizer = t5_tokenizer_folder(text["t5xxl"].path, library.home.model_dir("text-encoder"), label, info.name)
     return Parts(family, layout, Part(path, prefix, info.name), text, vae, tokenizer)

@@ -17,6 +17,7 @@ Which hidden layer is used, as A1111 does:
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from localdiffusion.errors import BadInput, UnsupportedModel
-from localdiffusion.prompts.attention import parse_attention
+from localdiffusion.prompts.attention import BREAK, parse_attention
 from localdiffusion.prompts.chunks import Chunk, split_into_chunks
 from localdiffusion.prompts.conditioning import Conditioning, StepConditioning
 from localdiffusion.prompts.embeddings import EmbeddingIndex
@@ -192,7 +193,8 @@ T5_TOKENS = {"sd3": 256, "flux": 512}  # what diffusers' pipelines give T5 (`max
 
 def plain_text(text: str) -> str:
     """A prompt without A1111's emphasis syntax and BREAK: what T5 reads."""
-    return " ".join(t.strip() for t, w in parse_attention(text) if not (t == "BREAK" and w == -1)).strip()
+    joined = "".join(" " if (t, w) == BREAK else t for t, w in parse_attention(text))
+    return re.sub(r"\s+", " ", joined).strip()
 
 
 class _PooledTextEncoder(_TextEncoder):
