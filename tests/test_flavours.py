@@ -228,3 +228,25 @@ def test_kohya_flux_and_sd3_loras_change_the_image(flow_engine, model, lora):
     plain = flow_engine.generate(Recipe(**BASE, model=model)).images[0]
     result = flow_engine.generate(Recipe(**{**BASE, "prompt": f"a photo of a cat <lora:{lora}:0.8>"}, model=model))
     assert not same(result.images[0], plain)
+
+
+def test_explanations_run_and_say_why_word_heatmaps_are_missing(flow_engine):
+    import json
+
+    from localdiffusion.explain.report import explain_files
+
+    recipe = Recipe(**BASE, negative_prompt="blurry", cfg_scale=3.0, model="tiny-sd3")
+    files = explain_files(flow_engine, recipe, timeline=True, default_cfg=True, attention=True, frames=True)
+    summary = json.loads(files["explain.json"])
+    assert "timeline.png" in files and summary["cfg"] and "timeline/sample-004.png" in files
+    assert "joint" in summary["attention"]["unavailable"]
+
+
+def test_progress_has_previews_and_cancel_stops(flow_engine):
+    from localdiffusion.errors import Cancelled
+
+    events = []
+    flow_engine.generate(Recipe(**BASE, model="tiny-flux"), on_progress=events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4] and events[-1].preview.size == (16, 16)
+    with pytest.raises(Cancelled):
+        flow_engine.generate(Recipe(**BASE, model="tiny-sd3"), cancel=lambda: True)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from localdiffusion.engine.noise import generator_for
+from localdiffusion.engine.previews import latent_to_rgb
 from localdiffusion.engine.samplers import FLOW_SAMPLERS, make_flow_scheduler, resolve_flow_sampler
 from localdiffusion.engine.sampling import StepState
 from localdiffusion.errors import BadInput
@@ -136,14 +137,6 @@ def _calculate_shift(seq_len: int, config: Any) -> float:
     return seq_len * m + (base_shift - m * base_seq)
 
 
-def flow_preview(latent: torch.Tensor) -> Image.Image:
-    """A cheap preview of a 16-channel latent (C, h, w): its first three channels, each stretched to 0-255."""
-    x = latent.detach().float().cpu()[:3]
-    low, high = x.amin(dim=(1, 2), keepdim=True), x.amax(dim=(1, 2), keepdim=True)
-    pixels = ((x - low) / (high - low).clamp_min(1e-6) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
-
-
 def _stack(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.repeat(batch, *[1] * (t.dim() - 1))
 
@@ -240,7 +233,8 @@ def _report(run: Any, pipe: Any, backend: FlowBackend, recipe: Recipe, i: int, t
     def x0(v: torch.Tensor | None) -> torch.Tensor | None:
         return None if v is None else unpack(sample - sigma * v)
 
-    if run.on_step.decode_preview is None:
-        run.on_step.decode_preview = flow_preview
+    if run.on_step.decode_preview is None:  # the 16-channel latents' own matrix (engine/previews.py)
+        family = "flux" if backend.flux else "sd3"
+        run.on_step.decode_preview = lambda latent: latent_to_rgb(latent, family=family)
     run.on_step(StepState(i, total, t, unpack(sample), unpack(latents), unpack(pred), unpack(uncond), unpack(cond),
                           scheduler, output, denoised=(x0(pred), x0(uncond), x0(cond))))

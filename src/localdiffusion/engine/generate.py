@@ -130,8 +130,8 @@ class Engine:
         return self.models.image_encoder(folder)
 
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed)."""
-        return TorchBackend.of(pipe).vae_decode(latents)
+        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed; SD3's and FLUX's shift)."""
+        return (flow.FlowBackend.of(pipe) if flow.is_flow_pipe(pipe) else TorchBackend.of(pipe)).vae_decode(latents)
 
     # --- generation: prepare -> load -> bind -> iterate -> describe ---
 
