@@ -250,3 +250,22 @@ def test_progress_has_previews_and_cancel_stops(flow_engine):
     assert [e.step for e in events] == [1, 2, 3, 4] and events[-1].preview.size == (16, 16)
     with pytest.raises(Cancelled):
         flow_engine.generate(Recipe(**BASE, model="tiny-sd3"), cancel=lambda: True)
+
+
+def test_fp8_weights_halve_the_transformer_and_stay_close(tmp_path, flux_folder, raw_flux):
+    import json
+
+    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    (home.model_dir("checkpoint") / "tiny-flux").symlink_to(flux_folder, target_is_directory=True)
+    home.settings_path.write_text(json.dumps({"fp8_weights": True}))
+    engine = Engine(ModelLibrary(home, Database(home.db_path)), EngineOptions(dtype="float32"))
+    image = engine.generate(Recipe(**BASE, model="tiny-flux")).images[0]
+    transformer = engine.pipeline(engine.checkpoint("tiny-flux")).transformer
+    assert torch.float8_e4m3fn in {p.dtype for p in transformer.parameters()}
+    difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(raw_flux, dtype=np.int16))
+    assert not same(image, raw_flux) and difference.mean() < 8

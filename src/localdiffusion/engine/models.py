@@ -150,6 +150,9 @@ class Models:
 
             parts = find_parts(info, self.library)
         pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle, parts=parts)
+        if info.family in FLOW_FAMILIES and self.settings.fp8_weights:
+            # SD3.5, FLUX: the transformer stored in fp8, each layer computed in the engine's dtype
+            pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
         if self.options.cpu_offload and self.device.type == "cuda":
             pipe.enable_model_cpu_offload(device=self.device)
         else:
