@@ -496,3 +496,27 @@ def build_kohya_flux_lora(folder: Path, path: Path, rank: int = 4, seed: int = 2
         state[f"{name}.alpha"] = torch.tensor(float(rank))
     save_file(state, str(path))
     return path
+
+
+def build_all_in_one(folder: Path, path: Path) -> Path:
+    """An all-in-one single file of a tiny SD3 or FLUX folder, as ComfyUI saves checkpoints: the transformer under
+    `model.diffusion_model.`, the text encoders under `text_encoders.<clip_l|clip_g|t5xxl>.transformer.`, the VAE
+    (LDM layout) under `vae.`. T5's tokenizer still comes from a `t5_tokenizer` folder."""
+    from safetensors.torch import save_file
+
+    from localdiffusion.models.single_file import vae_to_ldm
+
+    pipe = load_folder(folder)
+    state = {"model.diffusion_model." + k: v for k, v in pipe.transformer.state_dict().items()}
+    roles = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"} if hasattr(pipe, "text_encoder_3") \
+        else {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"}
+    for role, component in roles.items():
+        for k, v in getattr(pipe, component).state_dict().items():
+            if "position_ids" in k or k == "encoder.embed_tokens.weight":
+                continue
+            if role != "t5xxl" and not k.startswith(("text_model.", "text_projection")):
+                k = "text_model." + k
+            state[f"text_encoders.{role}.transformer.{k}"] = v
+    state.update({"vae." + k: v for k, v in vae_to_ldm(pipe.vae).items()})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

@@ -155,8 +155,13 @@ def test_flux_defaults_and_refusals(flow_engine):
     with pytest.raises(BadInput) as mode:
         flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", enable_hr=True))
     assert mode.value.field == "enable_hr"
-    sd3 = flow_engine.prepare(Recipe(**BASE, model="tiny-sd3")).recipe
+    sd3 = flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", distilled_cfg_scale=4.0)).recipe
     assert sd3.distilled_cfg_scale is None and sd3.cfg_scale == 7.0
+
+
+def test_other_families_neither_use_nor_record_distilled_cfg(engine):
+    result = engine.generate(Recipe(**BASE, model="tiny-sd1", sampler_name="DEIS", distilled_cfg_scale=3.5))
+    assert result.recipes[0].distilled_cfg_scale is None and "Distilled" not in result.infotexts[0]
 
 
 def test_distilled_cfg_and_beta_schedule_change_the_image_and_reproduce(flow_engine, raw_flux):
@@ -269,3 +274,21 @@ def test_fp8_weights_halve_the_transformer_and_stay_close(tmp_path, flux_folder,
     assert torch.float8_e4m3fn in {p.dtype for p in transformer.parameters()}
     difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(raw_flux, dtype=np.int16))
     assert not same(image, raw_flux) and difference.mean() < 8
+
+
+def test_an_all_in_one_flux_file_matches_raw_diffusers(tmp_path, flux_folder, raw_flux):
+    import shutil
+
+    from factories import build_all_in_one
+
+    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    build_all_in_one(flux_folder, home.model_dir("checkpoint") / "flux1-all.safetensors")
+    shutil.copytree(flux_folder / "tokenizer_2", home.model_dir("text-encoder") / "t5_tokenizer")
+    engine = Engine(ModelLibrary(home, Database(home.db_path)), EngineOptions(dtype="float32"))
+    result = engine.generate(Recipe(**BASE, model="flux1-all"))
+    assert same(result.images[0], raw_flux) and "Module 1" not in result.infotexts[0]

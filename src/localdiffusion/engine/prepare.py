@@ -62,6 +62,8 @@ def prepare(recipe: Recipe, library: Any, inputs: Inputs) -> Prepared:
 
         recipe = flow.check(recipe, checkpoint, guidance_distilled(checkpoint, library.settings.allow_pickle))
         parts = find_parts(checkpoint, library) if checkpoint.format != "diffusers" else None
+    elif recipe.distilled_cfg_scale is not None:  # FLUX's own; other families neither use nor record it
+        recipe = recipe.model_copy(update={"distilled_cfg_scale": None})
     plan = make_plan(recipe.model_copy(update={"model": checkpoint.name}), checkpoint, library.settings, inputs)
     recipe = plan.recipe
     if recipe.enable_hr:
