@@ -292,3 +292,17 @@ def test_an_all_in_one_flux_file_matches_raw_diffusers(tmp_path, flux_folder, ra
     engine = Engine(ModelLibrary(home, Database(home.db_path)), EngineOptions(dtype="float32"))
     result = engine.generate(Recipe(**BASE, model="flux1-all"))
     assert same(result.images[0], raw_flux) and "Module 1" not in result.infotexts[0]
+
+
+def test_a_t5_file_that_keeps_only_the_encoders_embedding_loads(tmp_path, flux_folder):
+    from factories import load_folder
+    from safetensors.torch import save_file
+
+    from localdiffusion.models.flow import Part, family_configs, load_t5
+
+    t5 = load_folder(flux_folder).text_encoder_2
+    state = {k: v.contiguous() for k, v in t5.state_dict().items() if k != "shared.weight"}
+    save_file(state, str(tmp_path / "t5.safetensors"))
+    loaded = load_t5(Part(tmp_path / "t5.safetensors"), family_configs("flux")["text_encoder_2"], torch.float32)
+    ids = torch.tensor([[3, 4, 5, 1]])
+    assert torch.equal(loaded(ids)[0], t5(ids)[0])

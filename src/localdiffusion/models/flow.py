@@ -120,7 +120,7 @@ def infer_transformer(shapes: Shapes, family: str, layout: str, p: str, base: di
 
 def infer_t5(shapes: Shapes, base: dict, p: str = "") -> dict:
     """A T5 encoder's config from its tensors (transformers' layout)."""
-    vocab, width = require_shape(shapes, p + "shared.weight")
+    vocab, width = t5_embedding(shapes, p)
     heads = require_shape(shapes, p + "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
     gated = p + "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in shapes
     inner = require_shape(shapes, p + "encoder.block.0.layer.1.DenseReluDense." + ("wi_0.weight" if gated else "wi.weight"))[0]
@@ -130,6 +130,11 @@ def infer_t5(shapes: Shapes, base: dict, p: str = "") -> dict:
                num_layers=count_children(shapes, p + "encoder.block."), feed_forward_proj="gated-gelu" if gated else "relu",
                is_gated_act=gated, dense_act_fn="gelu_new" if gated else "relu")
     return cfg
+
+
+def t5_embedding(shapes: Shapes, p: str = "") -> tuple[int, ...]:
+    """T5's token embedding shape (vocabulary, width): `shared.weight`, or the encoder's copy some files keep instead."""
+    return shapes.get(p + "shared.weight") or require_shape(shapes, p + "encoder.embed_tokens.weight")
 
 
 def family_configs(family: str, guidance: bool = True) -> dict[str, dict]:
@@ -189,7 +194,7 @@ def find_parts(info: ModelInfo, library: Any) -> Parts:
     clips = [(m, *_clip_widths(_shapes(Path(m.path), allow_pickle))) for m in encoders if m.family == "clip"]
     if "t5xxl" not in text:
         fits = [m for m in encoders if m.family == "t5"
-                and _shapes(Path(m.path), allow_pickle)["shared.weight"][1] == config["joint_attention_dim"]]
+                and t5_embedding(_shapes(Path(m.path), allow_pickle))[1] == config["joint_attention_dim"]]
         if fits:
             text["t5xxl"] = Part(Path(_named_first(fits, ("t5xxl",))[0].path), name=_named_first(fits, ("t5xxl",))[0].name)
     if family == "flux" and "clip_l" not in text:
@@ -330,7 +335,9 @@ def load_t5(part: Part, template: dict, dtype: torch.dtype, allow_pickle: bool =
     config = infer_t5(_shapes(part.path, allow_pickle), template, part.prefix)
     cfg = T5Config(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
     state = _strip(read_tensors(part.path, part.prefix, allow_pickle), part.prefix)
-    state.setdefault("encoder.embed_tokens.weight", state.get("shared.weight"))  # tied; ComfyUI's files keep one
+    for name, twin in (("encoder.embed_tokens.weight", "shared.weight"), ("shared.weight", "encoder.embed_tokens.weight")):
+        if name not in state and twin in state:  # tied; files keep one of the two
+            state[name] = state[twin]
     return _into(T5EncoderModel, cfg, state, dtype, f"T5 text encoder '{part.path.name}'", from_config=False)
 
 
