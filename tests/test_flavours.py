@@ -306,3 +306,18 @@ def test_a_t5_file_that_keeps_only_the_encoders_embedding_loads(tmp_path, flux_f
     loaded = load_t5(Part(tmp_path / "t5.safetensors"), family_configs("flux")["text_encoder_2"], torch.float32)
     ids = torch.tensor([[3, 4, 5, 1]])
     assert torch.equal(loaded(ids)[0], t5(ids)[0])
+
+
+def test_sdxl_embeddings_reach_sd3s_two_clip_encoders(tmp_path, flow_engine):
+    """An SDXL textual inversion (clip_l and clip_g vectors) splices into CLIP-L and CLIP-G by their own widths."""
+    from safetensors.torch import save_file
+
+    from localdiffusion.prompts import FlowPromptEncoder
+
+    path = tmp_path / "tiny-style.safetensors"
+    save_file({"clip_l": torch.randn(2, 64), "clip_g": torch.randn(2, 128)}, str(path))
+    pipe = flow_engine.pipeline(flow_engine.checkpoint("tiny-sd3"))
+    encoder = FlowPromptEncoder.from_pipeline(pipe, embeddings={"tiny-style": path})
+    with_embedding = encoder.encode("a photo of tiny-style")
+    assert with_embedding.embeds.shape == encoder.encode("a photo of a cat").embeds.shape
+    assert not torch.equal(with_embedding.embeds, FlowPromptEncoder.from_pipeline(pipe).encode("a photo of tiny-style").embeds)

@@ -222,6 +222,10 @@ class FlowPromptEncoder:
         self.family = family
         cls = _TextEncoder if family == "sd3" else _PooledTextEncoder
         self.encoders = [cls(tok, model, 1, True, dict(embeddings or {})) for tok, model in clips]
+        # SDXL embeddings' clip_l and clip_g vectors go to CLIP-L and CLIP-G (both have projections in SD3); FLUX's
+        # one CLIP takes clip_l vectors, as Forge gives it
+        for encoder, key in zip(self.encoders, ("clip_l", "clip_g")):
+            encoder.embedding_key = key
         self.t5_tokenizer, self.t5 = t5
         self.t5_tokens = T5_TOKENS[family]
         self._cache: OrderedDict[str, Conditioning] = OrderedDict()
