@@ -8,6 +8,8 @@ reads the file and decides its kind and family. Two exceptions, because detectio
 - upscalers (models/ESRGAN, ComfyUI's upscale_models): `detect()` knows Stable Diffusion models
   only, so files there are listed as upscalers and their architecture is read when they load.
 IP-Adapters' `image_encoder` folders are skipped: the adapters use them (`models/ip_adapter.py`).
+SD3.5's and FLUX's text encoders kept apart (kind "text-encoder": `models/text_encoder`, ComfyUI's `clip` and
+`text_encoders`) are listed too; `models/flow.py` picks the ones a transformer-only checkpoint needs.
 
 Hashes are computed lazily (`ensure_hash`), since a full-size checkpoint takes seconds to hash; the
 database caches them. For LoRAs `ModelInfo.sha256` holds A1111's LoRA hash (see `hashing.py`).
