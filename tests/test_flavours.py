@@ -321,3 +321,12 @@ def test_sdxl_embeddings_reach_sd3s_two_clip_encoders(tmp_path, flow_engine):
     with_embedding = encoder.encode("a photo of tiny-style")
     assert with_embedding.embeds.shape == encoder.encode("a photo of a cat").embeds.shape
     assert not torch.equal(with_embedding.embeds, FlowPromptEncoder.from_pipeline(pipe).encode("a photo of tiny-style").embeds)
+
+
+def test_the_anatomy_report_names_the_encoders_from_the_family_alone(tmp_path):
+    from localdiffusion.explain.anatomy import anatomy_report
+    from localdiffusion.models.tokenizer import load_tokenizer
+
+    report = anatomy_report("a (cat:1.2) in the snow", load_tokenizer(tmp_path), family="flux", model="flux1-dev")
+    assert [(e.name, e.token_limit, e.token_count) for e in report.prompt.encoders] == [("CLIP-L", 75, 5), ("T5-XXL", 512, None)]
+    assert not anatomy_report("a cat", load_tokenizer(tmp_path), family="sdxl").prompt.encoders

@@ -104,7 +104,7 @@ class EncoderView(BaseModel):
     name: str  # "CLIP-L", "CLIP-G", "T5-XXL"
     receives: str  # one sentence
     token_limit: int  # per chunk (CLIP: 75, chunks joined) or in all (T5: the rest is cut)
-    token_count: int  # the most any step's text has, for this encoder
+    token_count: int | None  # the most any step's text has, for this encoder (None: its tokenizer was not at hand)
     cut: bool = False  # T5: the text is longer than it reads
 
 
@@ -145,7 +145,7 @@ def prompt_anatomy(prompt: str, tokenizer: Any, steps: int = 20,
     )
     anatomy.notes = _anatomy_notes(anatomy) + _other_tokenizer_notes(tokenizers[1:], reader, texts)
     if t5 is not None:
-        anatomy.encoders = _flow_encoders(tokenizer, tokenizers, t5, texts)
+        anatomy.encoders = flow_encoders("sd3" if getattr(tokenizer, "tokenizer_3", None) is not None else "flux", texts, t5)
         anatomy.notes += [f"{e.name} reads only its first {e.token_limit} tokens; this prompt has {e.token_count}, so the "
                           "rest is cut." for e in anatomy.encoders if e.cut]
     return anatomy
@@ -160,22 +160,22 @@ def _t5_tokenizer_of(source: Any) -> Any:
     return None
 
 
-def _flow_encoders(pipe: Any, clips: list[Any], t5: Any, texts: list[TextView]) -> list[EncoderView]:
+def flow_encoders(family: str, texts: list[TextView], t5: Any = None) -> list[EncoderView]:
     """SD3.5 and FLUX: the CLIP encoders read the prompt with A1111's weights in 75-token chunks; T5 reads the
-    plain text (prompts/encoder.py `plain_text`) up to its limit."""
+    plain text (prompts/encoder.py `plain_text`) up to its limit (counted where its tokenizer `t5` is given)."""
     from localdiffusion.prompts.encoder import T5_TOKENS, plain_text
 
-    flux = getattr(pipe, "tokenizer_3", None) is None
-    limit = T5_TOKENS["flux" if flux else "sd3"]
+    flux = family == "flux"
+    limit = T5_TOKENS[family]
     clip_count = max(v.token_count for v in texts)
     views = []
-    for name, _ in zip(("CLIP-L", "CLIP-G"), clips):
+    for name in ("CLIP-L",) if flux else ("CLIP-L", "CLIP-G"):
         receives = ("the prompt with its weights, but FLUX keeps only its pooled summary of the first chunk, so "
                     "weights change little" if flux else "the prompt with its weights (A1111's syntax), in 75-token chunks")
         views.append(EncoderView(name=name, receives=receives, token_limit=CHUNK_LENGTH, token_count=clip_count))
-    t5_count = max(len(t5(plain_text(v.text), add_special_tokens=True)["input_ids"]) for v in texts)
+    t5_count = max(len(t5(plain_text(v.text), add_special_tokens=True)["input_ids"]) for v in texts) if t5 is not None else None
     views.append(EncoderView(name="T5-XXL", receives="the plain text: weights, emphasis brackets and BREAK removed",
-                             token_limit=limit, token_count=t5_count, cut=t5_count > limit))
+                             token_limit=limit, token_count=t5_count, cut=t5_count is not None and t5_count > limit))
     return views
 
 
@@ -697,6 +697,8 @@ def anatomy_report(prompt: str, tokenizer: Any, negative_prompt: str = "", steps
     positive = prompt_anatomy(prompt, tokenizer, steps, embeddings)
     if family and family.startswith("sdxl"):
         positive.notes.append("SDXL reads the prompt with two text encoders; both see these same tokens and chunks.")
+    if family in ("sd3", "flux") and not positive.encoders:  # no T5 tokenizer at hand: what each encoder receives
+        positive.encoders = flow_encoders(family, positive.texts)
     return AnatomyReport(
         prompt=positive,
         negative=prompt_anatomy(negative_prompt, tokenizer, steps, embeddings) if negative_prompt.strip() else None,
