@@ -155,6 +155,9 @@ def test_flux_defaults_and_refusals(flow_engine):
     with pytest.raises(BadInput) as mode:
         flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", enable_hr=True))
     assert mode.value.field == "enable_hr"
+    with pytest.raises(BadInput) as inpaint:
+        flow_engine.prepare(Recipe(**BASE, model="tiny-flux", mode="inpaint", init_image="in.png", mask="mask.png"))
+    assert inpaint.value.field == "mode" and "txt2img and img2img" in inpaint.value.message
     sd3 = flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", distilled_cfg_scale=4.0)).recipe
     assert sd3.distilled_cfg_scale is None and sd3.cfg_scale == 7.0
 
@@ -330,3 +333,22 @@ def test_the_anatomy_report_names_the_encoders_from_the_family_alone(tmp_path):
     report = anatomy_report("a (cat:1.2) in the snow", load_tokenizer(tmp_path), family="flux", model="flux1-dev")
     assert [(e.name, e.token_limit, e.token_count) for e in report.prompt.encoders] == [("CLIP-L", 75, 5), ("T5-XXL", 512, None)]
     assert not anatomy_report("a cat", load_tokenizer(tmp_path), family="sdxl").prompt.encoders
+
+
+@pytest.mark.parametrize(("model", "pipeline"), [("tiny-sd3", "StableDiffusion3Img2ImgPipeline"), ("comfy-flux", "FluxImg2ImgPipeline")])
+def test_img2img_is_bit_identical_to_raw_diffusers(flow_engine, sd3_folder, flux_folder, tmp_path, model, pipeline):
+    import diffusers
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (128, 128), (40, 90, 160))
+    ImageDraw.Draw(picture).ellipse((30, 30, 100, 100), fill=(230, 200, 40))
+    picture.save(tmp_path / "input.png")
+    folder = sd3_folder if "sd3" in model else flux_folder
+    pipe = raw(getattr(diffusers, pipeline), folder)
+    cfg = 5.0 if "sd3" in model else 3.5
+    expected = pipe("a photo of a cat", image=picture, strength=0.6, num_inference_steps=5, height=128, width=128,
+                    guidance_scale=cfg, generator=torch.Generator("cpu").manual_seed(42)).images[0]
+    recipe = Recipe(**{**BASE, "steps": 5}, mode="img2img", init_image=str(tmp_path / "input.png"), denoising_strength=0.6,
+                    model=model, **({"cfg_scale": 5.0} if "sd3" in model else {}))
+    result = flow_engine.generate(recipe)
+    assert same(result.images[0], expected)

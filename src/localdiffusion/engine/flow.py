@@ -2,9 +2,10 @@
 
 `check` (called by engine/prepare.py) fills the family's defaults where a recipe left them (sampler "Euler",
 schedule "Simple", for FLUX a CFG scale of 1 and Forge's Distilled CFG Scale 3.5) and refuses in one sentence
-what these families do not do here (img2img, inpaint, hires fix, ControlNet, IP-Adapter, refiner). `FlowBackend`
+what these families do not do here (inpaint, outpaint, hires fix, ControlNet, IP-Adapter, refiner). `FlowBackend`
 is the Backend (engine/backend.py) over the pipeline's transformer and 16-channel VAE. `run_batch` samples one
-batch as the raw diffusers pipeline does (StableDiffusion3Pipeline, FluxPipeline): the same noise, timesteps
+batch, txt2img or img2img, as the raw diffusers pipelines do (StableDiffusion3Pipeline, FluxPipeline and their
+Img2Img twins: the VAE's sample, then the noise, mixed by `scale_noise` at the first kept step): the same noise, timesteps
 (SD3's shift from its scheduler config; FLUX's resolution-dependent shift `mu`), CFG (SD3: negative and positive
 in one batch; FLUX: Forge's "true CFG", a second pass, only when the CFG scale is above 1), FLUX's distilled
 guidance as the transformer's input, and the same decoding, so the same settings give diffusers' picture bit
@@ -55,12 +56,12 @@ def check(recipe: Recipe, info: ModelInfo, guidance_distilled: bool) -> Recipe:
     if info.family == "flux" and "cfg_scale" not in given:
         updates["cfg_scale"] = 1.0
     updates["distilled_cfg_scale"] = (recipe.distilled_cfg_scale or DISTILLED_CFG) if guidance_distilled else None
-    refused = [(recipe.mode != "txt2img", "mode", f"{recipe.mode}"), (recipe.enable_hr, "enable_hr", "the hires fix"),
+    refused = [(recipe.mode not in ("txt2img", "img2img"), "mode", f"{recipe.mode}"), (recipe.enable_hr, "enable_hr", "the hires fix"),
                (bool(recipe.controls), "controls", "ControlNet"), (bool(recipe.references), "references", "IP-Adapter references"),
                (bool(recipe.refiner_checkpoint), "refiner_checkpoint", "a refiner")]
     for bad, field, what in refused:
         if bad:
-            raise BadInput(f"{label} models generate from text only here (txt2img), so {what} cannot be used with "
+            raise BadInput(f"{label} models do txt2img and img2img only here, so {what} cannot be used with "
                            f"'{info.name}'; pick an SD1, SD2 or SDXL model for it.", field=field)
     recipe = recipe.model_copy(update=updates)
     if info.family == "flux":
@@ -112,9 +113,11 @@ class FlowBackend:
         return self.pipe.transformer(hidden_states=sample, timestep=t, encoder_hidden_states=hidden,
                                      pooled_projections=added["pooled"], joint_attention_kwargs=None, return_dict=False)[0]
 
-    def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def vae_encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels to latents; with a generator, a sample of the VAE's distribution, as diffusers' img2img pipelines."""
         vae = self.pipe.vae
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+        dist = vae.encode(pixels.to(vae.dtype)).latent_dist
+        latents = dist.sample(generator) if generator is not None else dist.mode()
         return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(self.dtype)
 
     def vae_decode(self, latents: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
@@ -150,23 +153,36 @@ def run_batch(engine: Any, run: Any) -> list[Image.Image]:
     if backend.flux:
         h, w = 2 * (recipe.height // (scale * 2)), 2 * (recipe.width // (scale * 2))
     run.generators = [generator_for(s, recipe.rng, device) for s in run.seeds]
+    image_latents = None
+    if run.plan.inputs is not None:  # img2img: each image's VAE sample draws from its generator before its noise
+        pixels = pipe.image_processor.preprocess(run.plan.inputs.image, height=recipe.height, width=recipe.width)
+        pixels = pixels.to(device=device, dtype=backend.dtype)
+        image_latents = torch.cat([backend.vae_encode(pixels, g) for g in run.generators])
     latents = engine._noise(run, (1, backend.latent_channels, h, w))
     dtype = latents.dtype
     scheduler = make_flow_scheduler(recipe.sampler_name, recipe.scheduler, pipe.scheduler.config)
     config = scheduler.config
     if backend.flux:
-        latents = pipe._pack_latents(latents, batch, backend.latent_channels, h, w)
         steps = recipe.steps
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
-        scheduler.set_timesteps(sigmas=sigmas, device=device, mu=_calculate_shift(latents.shape[1], config))
+        scheduler.set_timesteps(sigmas=sigmas, device=device, mu=_calculate_shift((h // 2) * (w // 2), config))
     else:
         kwargs = {}
         if config.get("use_dynamic_shifting"):
             patch = pipe.transformer.config.patch_size
             kwargs["mu"] = _calculate_shift((h // patch) * (w // patch), config)
         scheduler.set_timesteps(recipe.steps, device=device, **kwargs)
-    scheduler.set_begin_index(0)
-    timesteps = scheduler.timesteps
+    timesteps, start = scheduler.timesteps, 0
+    if image_latents is not None:  # diffusers' img2img `get_timesteps`: skip the first (1 - strength) of the steps
+        start = int(max(recipe.steps - min(recipe.steps * recipe.denoising_strength, recipe.steps), 0))
+        timesteps = timesteps[start:]
+        if len(timesteps) == 0:
+            return backend.vae_decode(image_latents)
+        scheduler.set_begin_index(start)
+        latents = scheduler.scale_noise(image_latents, timesteps[:1].repeat(batch), latents).to(dtype)
+    scheduler.set_begin_index(start)
+    if backend.flux:
+        latents = pipe._pack_latents(latents, batch, backend.latent_channels, h, w)
     prompts = run.bound.encoder
     positive = prompts.encoder.for_steps(prompts.prompt, len(timesteps))
     negative = prompts.encoder.for_steps(prompts.negative, len(timesteps))
