@@ -182,3 +182,52 @@ def remembered(engine):
         return done[key]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def sd3_folder(tmp_path_factory, tokenizer_cache) -> Path:
+    from factories import build_sd3
+
+    return build_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3", tokenizer_cache)
+
+
+@pytest.fixture(scope="session")
+def flux_folder(tmp_path_factory, tokenizer_cache) -> Path:
+    from factories import build_flux
+
+    return build_flux(tmp_path_factory.mktemp("models") / "tiny-flux", tokenizer_cache)
+
+
+@pytest.fixture(scope="session")
+def flow_home(tmp_path_factory, sd3_folder, flux_folder):
+    """A home with the tiny SD3 and FLUX models twice: as diffusers folders (`tiny-sd3`, `tiny-flux`) and as a
+    ComfyUI user keeps them, in an extra ComfyUI root: the transformer alone in `models/diffusion_models`
+    (`comfy-sd3`, `comfy-flux`), the text encoders and T5's tokenizer in `models/text_encoders`, the VAE in
+    `models/vae`."""
+    import json
+
+    from factories import build_comfy_layout, build_flow_lora, build_kohya_flux_lora
+
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path_factory.mktemp("flow-home")).ensure()
+    for folder in (sd3_folder, flux_folder):
+        (home.model_dir("checkpoint") / folder.name).symlink_to(folder, target_is_directory=True)
+    comfy = tmp_path_factory.mktemp("comfyui")
+    build_comfy_layout(sd3_folder, comfy / "models", "comfy-sd3")
+    build_comfy_layout(flux_folder, comfy / "models", "comfy-flux")
+    home.settings_path.write_text(json.dumps({"extra_roots": [str(comfy)]}))
+    loras = home.model_dir("lora")
+    build_flow_lora(flux_folder, loras / "tiny-flux-lora.safetensors")
+    build_flow_lora(sd3_folder, loras / "tiny-sd3-lora.safetensors")
+    build_kohya_flux_lora(flux_folder, loras / "tiny-flux-kohya.safetensors")
+    return home
+
+
+@pytest.fixture(scope="session")
+def flow_engine(flow_home):
+    from localdiffusion.engine import Engine, EngineOptions
+    from localdiffusion.models.library import ModelLibrary
+    from localdiffusion.store.db import Database
+
+    return Engine(ModelLibrary(flow_home, Database(flow_home.db_path)), EngineOptions(dtype="float32"))

@@ -352,3 +352,171 @@ def build_ip_adapter_for(folder: Path, path: Path, encoder_width: int = 32, seed
     """A live IP-Adapter that fits a tiny model folder's UNet."""
     widths, cross = cross_attention_layers(folder)
     return build_ip_adapter(path, widths, cross, encoder_width, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# SD3/3.5 and FLUX (flow matching): tiny transformers, CLIP-L/-G, T5 and a 16-channel VAE. CLIP-L is narrower
+# than CLIP-G (as in the real models), so the library picks encoders by width without file names.
+
+T5_WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "house", "in", "the", "snow", "portrait", "with", "hat"]
+
+
+def build_t5_tokenizer(folder: Path):
+    """A tiny T5 tokenizer (a Unigram model with `tokenizer.json`), built locally with the `tokenizers` library."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [("▁" + w, -1.0) for w in T5_WORDS] + [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz,."]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+    tokenizer.save_pretrained(str(folder))
+    return T5TokenizerFast.from_pretrained(str(folder))
+
+
+def _t5(width: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(d_model=width, d_ff=2 * width, d_kv=width // 4, num_heads=4, num_layers=2, vocab_size=64,
+                                   feed_forward_proj="gated-gelu", relative_attention_num_buckets=8, is_encoder_decoder=False,
+                                   use_cache=False))
+
+
+def _flow_vae(scaling: float, shift: float) -> AutoencoderKL:
+    return AutoencoderKL(
+        scaling_factor=scaling, shift_factor=shift, use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3, out_channels=3, latent_channels=16,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=32, sample_size=128,
+    )
+
+
+def build_sd3(folder: Path, cache_dir: Path) -> Path:
+    """A tiny SD3.5-like model (qk norm) as a diffusers folder: CLIP-L 64 wide, CLIP-G 128, T5 192."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=32,
+        num_attention_heads=2, joint_attention_dim=192, caption_projection_dim=64, pooled_projection_dim=192,
+        pos_embed_max_size=32, qk_norm="rms_norm",
+    )
+    clip_l = CLIPTextModelWithProjection(_text_config("quick_gelu", projection=TEXT_WIDTH))
+    g = _text_config("gelu", projection=2 * TEXT_WIDTH)
+    g.hidden_size, g.num_attention_heads, g.intermediate_size = 2 * TEXT_WIDTH, 2, 8 * TEXT_WIDTH
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flow_vae(1.5305, 0.0609),
+        text_encoder=clip_l, tokenizer=load_tokenizer(cache_dir, PAD_SD1),
+        text_encoder_2=CLIPTextModelWithProjection(g), tokenizer_2=load_tokenizer(cache_dir, PAD_OPENCLIP),
+        text_encoder_3=_t5(192), tokenizer_3=build_t5_tokenizer(Path(cache_dir) / "t5-tokenizer-sd3"),
+    )
+    return _save(pipe, folder)
+
+
+def build_flux(folder: Path, cache_dir: Path, guidance: bool = True) -> Path:
+    """A tiny FLUX.1 dev (or schnell: no guidance embedder) as a diffusers folder: CLIP-L 64 wide, T5 64."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=32, num_attention_heads=2,
+        joint_attention_dim=64, pooled_projection_dim=TEXT_WIDTH, guidance_embeds=guidance, axes_dims_rope=(4, 14, 14),
+    )
+    scheduler = (FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                 base_image_seq_len=256, max_image_seq_len=4096) if guidance
+                 else FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=_flow_vae(0.3611, 0.1159),
+        text_encoder=CLIPTextModel(_text_config("quick_gelu")), tokenizer=load_tokenizer(cache_dir, PAD_SD1),
+        text_encoder_2=_t5(64), tokenizer_2=build_t5_tokenizer(Path(cache_dir) / "t5-tokenizer-flux"),
+    )
+    return _save(pipe, folder)
+
+
+def build_comfy_layout(folder: Path, models: Path, name: str) -> dict[str, Path]:
+    """A flow model's diffusers folder as a ComfyUI user keeps it: `models/diffusion_models/<name>.safetensors` (the
+    transformer alone), `models/text_encoders/<name>_clip_l|clip_g|t5xxl.safetensors` with the T5 tokenizer in
+    `text_encoders/t5_tokenizer/`, and `models/vae/<name>_ae.safetensors` (original LDM layout)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from localdiffusion.models.single_file import vae_to_ldm
+
+    pipe = load_folder(folder)
+    out = {"diffusion_models": models / "diffusion_models" / f"{name}.safetensors"}
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in pipe.transformer.state_dict().items()}, str(out["diffusion_models"]))
+    roles = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"} if hasattr(pipe, "text_encoder_3") \
+        else {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"}
+    for role, component in roles.items():
+        model = getattr(pipe, component)
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
+        if role != "t5xxl":  # ComfyUI's CLIP files carry transformers' `text_model.` prefix
+            state = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v for k, v in state.items()}
+        else:
+            state.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight; ComfyUI's files keep one
+        out[role] = models / "text_encoders" / f"{name}_{role}.safetensors"
+        save_file(state, str(out[role]))
+    tokenizer = "tokenizer_3" if "clip_g" in roles else "tokenizer_2"
+    shutil.copytree(folder / tokenizer, models / "text_encoders" / "t5_tokenizer", dirs_exist_ok=True)
+    out["vae"] = models / "vae" / f"{name}_ae.safetensors"
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(pipe.vae).items()}, str(out["vae"]))
+    return out
+
+
+def build_flow_lora(folder: Path, path: Path, rank: int = 4, seed: int = 1) -> Path:
+    """A diffusers/peft LoRA (`transformer.*` keys) for a tiny SD3 or FLUX folder, with random (non-zero) weights."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_folder(folder)
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    type(pipe).save_lora_weights(str(path.parent), transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                 weight_name=path.name)
+    return path
+
+
+def build_kohya_flux_lora(folder: Path, path: Path, rank: int = 4, seed: int = 2) -> Path:
+    """A kohya-style FLUX LoRA (`lora_unet_double_blocks_N_img_attn_qkv`, the original fused q/k/v) for a tiny folder."""
+    from safetensors.torch import save_file
+
+    inner = folder_config(folder, "transformer")["num_attention_heads"] * folder_config(folder, "transformer")["attention_head_dim"]
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for block in ("img_attn", "txt_attn"):
+        name = f"lora_unet_double_blocks_0_{block}_qkv"
+        state[f"{name}.lora_down.weight"] = torch.randn(rank, inner, generator=generator) * 0.1
+        state[f"{name}.lora_up.weight"] = torch.randn(3 * inner, rank, generator=generator) * 0.1
+        state[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(state, str(path))
+    return path
+
+
+def build_all_in_one(folder: Path, path: Path) -> Path:
+    """An all-in-one single file of a tiny SD3 or FLUX folder, as ComfyUI saves checkpoints: the transformer under
+    `model.diffusion_model.`, the text encoders under `text_encoders.<clip_l|clip_g|t5xxl>.transformer.`, the VAE
+    (LDM layout) under `vae.`. T5's tokenizer still comes from a `t5_tokenizer` folder."""
+    from safetensors.torch import save_file
+
+    from localdiffusion.models.single_file import vae_to_ldm
+
+    pipe = load_folder(folder)
+    state = {"model.diffusion_model." + k: v for k, v in pipe.transformer.state_dict().items()}
+    roles = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"} if hasattr(pipe, "text_encoder_3") \
+        else {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"}
+    for role, component in roles.items():
+        for k, v in getattr(pipe, component).state_dict().items():
+            if "position_ids" in k or k == "encoder.embed_tokens.weight":
+                continue
+            if role != "t5xxl" and not k.startswith(("text_model.", "text_projection")):
+                k = "text_model." + k
+            state[f"text_encoders.{role}.transformer.{k}"] = v
+    state.update({"vae." + k: v for k, v in vae_to_ldm(pipe.vae).items()})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

@@ -49,7 +49,7 @@ _SCHEDULER_SUFFIXES = {**{label: label for label in A1111_SCHEDULERS}, **{n: lab
 
 _INT_FIELDS = {"Steps": "steps", "Seed": "seed", "Variation seed": "subseed", "Clip skip": "clip_skip",
                "Hires steps": "hr_second_pass_steps", "Mask blur": "mask_blur", "Masked area padding": "inpaint_full_res_padding"}
-_FLOAT_FIELDS = {"CFG scale": "cfg_scale", "Variation seed strength": "subseed_strength", "Denoising strength": "denoising_strength",
+_FLOAT_FIELDS = {"CFG scale": "cfg_scale", "Distilled CFG Scale": "distilled_cfg_scale", "Variation seed strength": "subseed_strength", "Denoising strength": "denoising_strength",
                  "Hires upscale": "hr_scale", "Refiner switch at": "refiner_switch_at"}
 _TEXT_FIELDS = {"Hires upscaler": "hr_upscaler", "Refiner": "refiner_checkpoint"}
 _MASK_MODES = {"Inpaint masked": 0, "Inpaint not masked": 1}
@@ -115,6 +115,8 @@ def _generation_params(r: Recipe, *, model_name: str | None, model_hash: str | N
         "Sampler": r.sampler_name,
         "Schedule type": r.scheduler,
         "CFG scale": number(r.cfg_scale),
+        # Forge's, for FLUX dev's guidance-distilled models (the engine records it only for those)
+        "Distilled CFG Scale": number(r.distilled_cfg_scale) if r.distilled_cfg_scale is not None else None,
         "Seed": number(r.seed),
         "Size": f"{r.width}x{r.height}" if has_size else None,
         "Model hash": model_hash,

@@ -91,6 +91,9 @@ class Recipe(BaseModel):
     subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
     steps: int = Field(20, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    # Forge's "Distilled CFG Scale": the guidance FLUX dev was distilled to take as an input (a real CFG scale of 1
+    # runs one pass per step). None: 3.5, Forge's default; recorded only for such models, ignored by the others.
+    distilled_cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
     sampler_name: str = "Euler a"
     scheduler: str = "Automatic"
     # None means "the model family's native size" (512 for SD1, 768 for SD2-v, 1024 for SDXL).

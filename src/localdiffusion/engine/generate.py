@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from localdiffusion.engine import flow
 from localdiffusion.engine import images as im
 from localdiffusion.engine import reference
 from localdiffusion.engine.attention import AttentionRecorder, capture_attention
@@ -133,8 +134,8 @@ class Engine:
         return self.models.image_encoder(folder)
 
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed)."""
-        return TorchBackend.of(pipe).vae_decode(latents)
+        """Latents to images with the pipeline's VAE (scaling factor, fp16 upcast where needed; SD3's and FLUX's shift)."""
+        return (flow.FlowBackend.of(pipe) if flow.is_flow_pipe(pipe) else TorchBackend.of(pipe)).vae_decode(latents)
 
     # --- generation: prepare -> load -> bind -> iterate -> describe ---
 
@@ -221,6 +222,9 @@ class Engine:
             raise BadInput(f"Unknown VAE decode '{mode}'; use {one_of(list(VAE_DECODE))}.", field="vae_decode")
         if mode == "full":
             return None
+        if flow.is_flow(checkpoint):
+            raise BadInput("Fast decoding (TAESD) is for SD1, SD2 and SDXL models; SD3.5 and FLUX decode with their own VAE.",
+                           field="vae_decode")
         info = self.models.taesd_info(checkpoint.family)
         if info is None:
             family = taesd_family_for(checkpoint.family)
@@ -234,7 +238,7 @@ class Engine:
         """TAESD previews where it is installed for the model (smaller on a CPU, see CPU_PREVIEW_LATENTS), else
         None: the latent matrix. A TAESD that cannot load leaves the matrix previews."""
         info = self.models.taesd_info(prepared.checkpoint.family)
-        if info is None or not self.options.previews:
+        if info is None or not self.options.previews or flow.is_flow(prepared.checkpoint):
             return None
         try:
             taesd = self.models.taesd(info)
@@ -255,6 +259,9 @@ class Engine:
             plan, references = self._with_references(plan, prepared, pipe, stack)
             encoder = self._prompt_encoder(pipe, plan.recipe, prepared, stack)
             refiner = self._refiner(plan.recipe, models.refiner)
+            if flow.is_flow_pipe(pipe):  # SD3.5, FLUX: joint attention, no UNet hooks (engine/flow.py)
+                yield Bound(pipe, flow.FlowBackend.of(pipe), plan, encoder)
+                return
             stack.enter_context(compiled_for_run(pipe.unet, compile_off_reasons(
                 attention=hooks.attention is not None, shared=hooks.shared is not None, loras=bool(prepared.loras),
                 references=bool(references), controls=bool(controls), cpu_offload=self.options.cpu_offload)))
@@ -310,6 +317,10 @@ class Engine:
         info = prepared.checkpoint
         self.library.ensure_hash(info)
         extra = self._lora_hashes(prepared)
+        if prepared.parts is not None:  # Forge's `Module N` entries: a FLUX or SD3.5 file's VAE and text encoders
+            from localdiffusion.models.flow import module_names
+
+            extra.update(module_names(prepared.parts))
         modules = [a1111_module(info.family, a.shape) for a in prepared.adapters]
         result.infotexts = [to_infotext(r, model_name=info.name, model_hash=info.short_hash, extra=extra, reference_modules=modules,
                                         sampler_params=infotext_params(r)) for r in result.recipes]
@@ -367,7 +378,8 @@ class Engine:
         embeddings = {e.name: e.path for e in self.library.list("embedding")}
         key = (clip_skip, tuple(sorted((name, str(path)) for name, path in embeddings.items())))
         if key not in encoders:
-            encoders[key] = TorchBackend.of(pipe).encode_text(clip_skip, embeddings)
+            backend = flow.FlowBackend.of(pipe) if flow.is_flow_pipe(pipe) else TorchBackend.of(pipe)
+            encoders[key] = backend.encode_text(clip_skip, embeddings)
         return encoders[key]
 
     @staticmethod
@@ -423,6 +435,8 @@ class Engine:
     # --- one batch ---
 
     def _run(self, run: Run) -> list[Image.Image]:
+        if isinstance(run.backend, flow.FlowBackend):
+            return flow.run_batch(self, run)
         if run.sampler.k is not None:
             return self._run_a1111(run)
         recipe, inputs = run.plan.recipe, run.plan.inputs

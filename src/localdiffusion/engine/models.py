@@ -23,7 +23,7 @@ from localdiffusion.engine.openvino import Runtime, check_backend
 from localdiffusion.engine.prepare import Prepared
 from localdiffusion.models.cache import PipelineCache
 from localdiffusion.models.controlnet import LoadedControlNet, load_controlnet
-from localdiffusion.models.info import ModelInfo
+from localdiffusion.models.info import FLOW_FAMILIES, ModelInfo
 from localdiffusion.models.ip_adapter import ImageEncoder, load_image_encoder
 from localdiffusion.models.loader import load_pipeline
 from localdiffusion.models.taesd import LoadedTaesd, load_taesd, taesd_family_for
@@ -155,7 +155,15 @@ class Models:
         return self._cached(self.pipeline_key(info), f"{what} '{info.name}'", lambda: self._load(info))
 
     def _load(self, info: ModelInfo) -> Any:
-        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle)
+        parts = None
+        if info.family in FLOW_FAMILIES and info.format != "diffusers":  # SD3.5, FLUX single files: their parts
+            from localdiffusion.models.flow import find_parts
+
+            parts = find_parts(info, self.library)
+        pipe = load_pipeline(info, self.home.cache, self.dtype, allow_pickle=self.settings.allow_pickle, parts=parts)
+        if info.family in FLOW_FAMILIES and self.settings.fp8_weights:
+            # SD3.5, FLUX: the transformer stored in fp8, each layer computed in the engine's dtype
+            pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
         if self.options.cpu_offload and self.device.type == "cuda":
             pipe.enable_model_cpu_offload(device=self.device)
         else:

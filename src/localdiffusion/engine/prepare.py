@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localdiffusion.engine import flow
 from localdiffusion.engine.inputs import Inputs
 from localdiffusion.engine.plan import Plan, check_hires_upscaler, check_loras, make_plan
 from localdiffusion.errors import BadInput
@@ -43,6 +44,7 @@ class Prepared:
     adapters: list[Adapter] = field(default_factory=list)  # one per reference
     refiner: ModelInfo | None = None
     loras: list[ModelInfo] = field(default_factory=list)  # the prompts' <lora:...> tags, in order
+    parts: Any = None  # a single-file SD3 or FLUX model's text encoders and VAE (models/flow.py Parts)
 
     @property
     def recipe(self) -> Recipe:
@@ -54,6 +56,14 @@ def prepare(recipe: Recipe, library: Any, inputs: Inputs) -> Prepared:
     checkpoint = library.get(recipe.model, kind="checkpoint", field="model")
     if wildcards.has_wildcards(recipe.prompt) or wildcards.has_wildcards(recipe.negative_prompt):
         wildcards.check(recipe.prompt, recipe.negative_prompt, wildcards.wildcards_folder(library.home.root))
+    parts = None
+    if flow.is_flow(checkpoint):  # SD3.5, FLUX: their defaults and limits; a single file's parts found (or named)
+        from localdiffusion.models.flow import find_parts, guidance_distilled
+
+        recipe = flow.check(recipe, checkpoint, guidance_distilled(checkpoint, library.settings.allow_pickle))
+        parts = find_parts(checkpoint, library) if checkpoint.format != "diffusers" else None
+    elif recipe.distilled_cfg_scale is not None:  # FLUX's own; other families neither use nor record it
+        recipe = recipe.model_copy(update={"distilled_cfg_scale": None})
     plan = make_plan(recipe.model_copy(update={"model": checkpoint.name}), checkpoint, library.settings, inputs)
     recipe = plan.recipe
     if recipe.enable_hr:
@@ -67,7 +77,7 @@ def prepare(recipe: Recipe, library: Any, inputs: Inputs) -> Prepared:
     for i, ref in enumerate(recipe.references):
         info, shape = find_adapter(i, ref.model, checkpoint, library)
         adapters.append(Adapter(info, shape, image_encoder_folder(info, shape, library.home.root, field=f"references.{i}.model")))
-    return Prepared(plan, checkpoint, controls, adapters, _refiner(recipe, library), check_loras(recipe, library))
+    return Prepared(plan, checkpoint, controls, adapters, _refiner(recipe, library), check_loras(recipe, library), parts)
 
 
 def _refiner(recipe: Recipe, library: Any) -> ModelInfo | None:

@@ -6,6 +6,10 @@
   the sampler, whatever the model's diffusers scheduler config says.
 - **Diffusers' samplers that A1111 does not have** (DEIS, DPM++ 3M) run diffusers' scheduler on the model's own
   scheduler config, bit-identical to a raw diffusers pipeline.
+- **Flow-matching samplers** (SD3/3.5 and FLUX, `FLOW_SAMPLERS`): "Euler" with the schedule types Forge and
+  ComfyUI show ("Simple", the default, and "Beta"; also "Karras", "Exponential"), diffusers'
+  `FlowMatchEulerDiscreteScheduler` on the model's own scheduler config (its shift), bit-identical to the raw
+  diffusers pipeline (contract "diffusers"). `resolve_flow_sampler` and `make_flow_scheduler` are theirs.
 
 The table is the single source of truth: the CLI, the HTTP APIs and docs/samplers.md all read it.
 """
@@ -85,6 +89,36 @@ _DIFFUSERS_ONLY = [
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in [*(_a1111(k) for k in K_SAMPLERS.values()), *_DIFFUSERS_ONLY]}
 
+# The flow-matching families' samplers (SD3/3.5, FLUX): schedule type -> FlowMatchEulerDiscreteScheduler options.
+FLOW_SCHEDULES: dict[str, dict[str, Any]] = {
+    "Simple": {}, "Beta": {"use_beta_sigmas": True}, "Karras": {"use_karras_sigmas": True},
+    "Exponential": {"use_exponential_sigmas": True},
+}
+FLOW_SAMPLERS: dict[str, Sampler] = {
+    "Euler": Sampler("Euler", "Simple", tuple(FLOW_SCHEDULES), False, scheduler="FlowMatchEulerDiscreteScheduler"),
+}
+
+
+def resolve_flow_sampler(name: str, schedule_type_name: str = "Automatic") -> tuple[Sampler, str]:
+    """The flow sampler for a name and its schedule type's label ("Automatic" is the sampler's own: Simple); one
+    sentence naming what SD3.5 and FLUX models allow otherwise."""
+    sampler = next((s for s in FLOW_SAMPLERS.values() if s.name.lower() == str(name).strip().lower()), None)
+    if sampler is None:
+        raise BadInput(f"SD3.5 and FLUX models sample by flow matching, with {one_of(list(FLOW_SAMPLERS))}; "
+                       f"'{name}' is for SD1, SD2 and SDXL.", field="sampler_name")
+    label = next((t for t in ("Automatic", *sampler.schedule_types) if t.lower() == str(schedule_type_name).strip().lower()), None)
+    if label is None:
+        raise BadInput(f"SD3.5 and FLUX models cannot follow the '{schedule_type_name}' schedule; use "
+                       f"{one_of(['Automatic', *sampler.schedule_types])}.", field="scheduler")
+    return sampler, label
+
+
+def make_flow_scheduler(name: str, schedule_type_name: str, model_config: dict[str, Any]):
+    """A fresh FlowMatchEulerDiscreteScheduler on the model's own config (its shift) with the schedule's options."""
+    sampler, label = resolve_flow_sampler(name, schedule_type_name)
+    options = FLOW_SCHEDULES[sampler.automatic if label == "Automatic" else label]
+    return getattr(diffusers, sampler.scheduler).from_config(dict(model_config), **options)
+
 
 def sampler_names() -> list[str]:
     return list(SAMPLERS)
@@ -148,4 +182,8 @@ def mapping_table() -> list[dict[str, str]]:
             how += " (" + ", ".join(f"{k}={v}" for k, v in s.options.items()) + ")"
         rows.append({"name": s.name, "contract": s.contract, "automatic": s.automatic,
                      "schedule_types": ", ".join(["Automatic", *s.schedule_types]), "sampling": how})
+    for s in FLOW_SAMPLERS.values():
+        rows.append({"name": s.name, "contract": "diffusers", "automatic": s.automatic,
+                     "schedule_types": ", ".join(["Automatic", *s.schedule_types]),
+                     "sampling": f"diffusers `{s.scheduler}` (SD3.5 and FLUX only)"})
     return rows

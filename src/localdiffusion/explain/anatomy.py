@@ -98,8 +98,19 @@ class LoraTag(BaseModel):
     weight: float
 
 
+class EncoderView(BaseModel):
+    """What one text encoder of an SD3.5 or FLUX model receives, and how much of it it reads."""
+
+    name: str  # "CLIP-L", "CLIP-G", "T5-XXL"
+    receives: str  # one sentence
+    token_limit: int  # per chunk (CLIP: 75, chunks joined) or in all (T5: the rest is cut)
+    token_count: int | None  # the most any step's text has, for this encoder (None: its tokenizer was not at hand)
+    cut: bool = False  # T5: the text is longer than it reads
+
+
 class Anatomy(BaseModel):
-    """The token view of one prompt. `token_count` and `chunk_count` are the most any step sees."""
+    """The token view of one prompt. `token_count` and `chunk_count` are the most any step sees. `encoders`:
+    for SD3.5 and FLUX (several encoders that read the prompt differently), what each one receives."""
 
     prompt: str
     steps: int
@@ -109,6 +120,7 @@ class Anatomy(BaseModel):
     schedule: list[ScheduleEntry]
     texts: list[TextView]
     notes: list[str]
+    encoders: list[EncoderView] = []
 
 
 def prompt_anatomy(prompt: str, tokenizer: Any, steps: int = 20,
@@ -120,7 +132,8 @@ def prompt_anatomy(prompt: str, tokenizer: Any, steps: int = 20,
     `embeddings` maps textual-inversion names to files, as the engine passes them to the encoder.
     """
     _check_steps(steps)
-    tokenizers = _tokenizers_of(tokenizer)
+    t5 = _t5_tokenizer_of(tokenizer)
+    tokenizers = [t for t in _tokenizers_of(tokenizer) if t is not t5]
     reader = _Reader(tokenizers[0], embeddings)
     text, loras = extract_loras(prompt)
     plan = [ScheduleEntry(first_step=start, last_step=end, text=t) for start, end, t in _ranges(schedule(text, steps))]
@@ -131,7 +144,39 @@ def prompt_anatomy(prompt: str, tokenizer: Any, steps: int = 20,
         notes=[],
     )
     anatomy.notes = _anatomy_notes(anatomy) + _other_tokenizer_notes(tokenizers[1:], reader, texts)
+    if t5 is not None:
+        anatomy.encoders = flow_encoders("sd3" if getattr(tokenizer, "tokenizer_3", None) is not None else "flux", texts, t5)
+        anatomy.notes += [f"{e.name} reads only its first {e.token_limit} tokens; this prompt has {e.token_count}, so the "
+                          "rest is cut." for e in anatomy.encoders if e.cut]
     return anatomy
+
+
+def _t5_tokenizer_of(source: Any) -> Any:
+    """The T5 tokenizer of an SD3 or FLUX pipeline (`tokenizer_3`, or FLUX's `tokenizer_2`), else None."""
+    for name in ("tokenizer_3", "tokenizer_2"):
+        t = getattr(source, name, None)
+        if t is not None and "T5" in type(t).__name__:
+            return t
+    return None
+
+
+def flow_encoders(family: str, texts: list[TextView], t5: Any = None) -> list[EncoderView]:
+    """SD3.5 and FLUX: the CLIP encoders read the prompt with A1111's weights in 75-token chunks; T5 reads the
+    plain text (prompts/encoder.py `plain_text`) up to its limit (counted where its tokenizer `t5` is given)."""
+    from localdiffusion.prompts.encoder import T5_TOKENS, plain_text
+
+    flux = family == "flux"
+    limit = T5_TOKENS[family]
+    clip_count = max(v.token_count for v in texts)
+    views = []
+    for name in ("CLIP-L",) if flux else ("CLIP-L", "CLIP-G"):
+        receives = ("the prompt with its weights, but FLUX keeps only its pooled summary of the first chunk, so "
+                    "weights change little" if flux else "the prompt with its weights (A1111's syntax), in 75-token chunks")
+        views.append(EncoderView(name=name, receives=receives, token_limit=CHUNK_LENGTH, token_count=clip_count))
+    t5_count = max(len(t5(plain_text(v.text), add_special_tokens=True)["input_ids"]) for v in texts) if t5 is not None else None
+    views.append(EncoderView(name="T5-XXL", receives="the plain text: weights, emphasis brackets and BREAK removed",
+                             token_limit=limit, token_count=t5_count, cut=t5_count is not None and t5_count > limit))
+    return views
 
 
 def _check_steps(steps: int) -> None:
@@ -652,6 +697,8 @@ def anatomy_report(prompt: str, tokenizer: Any, negative_prompt: str = "", steps
     positive = prompt_anatomy(prompt, tokenizer, steps, embeddings)
     if family and family.startswith("sdxl"):
         positive.notes.append("SDXL reads the prompt with two text encoders; both see these same tokens and chunks.")
+    if family in ("sd3", "flux") and not positive.encoders:  # no T5 tokenizer at hand: what each encoder receives
+        positive.encoders = flow_encoders(family, positive.texts)
     return AnatomyReport(
         prompt=positive,
         negative=prompt_anatomy(negative_prompt, tokenizer, steps, embeddings) if negative_prompt.strip() else None,

@@ -86,6 +86,10 @@ def _attention_recorder(recipe: Recipe) -> AttentionRecorder:
 
 def _heatmaps(engine: Any, recipe: Recipe, recorder: AttentionRecorder, image: Image.Image) -> tuple[dict[str, Image.Image], dict[str, Any]]:
     pipe = engine.pipeline(engine.checkpoint(recipe.model))
+    if getattr(pipe, "transformer", None) is not None:  # SD3.5, FLUX: joint attention, no maps captured; say why
+        from localdiffusion.engine.flow import ATTENTION_UNAVAILABLE
+
+        return {}, {"unavailable": ATTENTION_UNAVAILABLE}
     prompt, negative = extract_loras(recipe.prompt)[0], extract_loras(recipe.negative_prompt)[0]
     embeddings = {e.name: e.path for e in engine.library.list("embedding")}
     maps = attn.word_heatmaps(recorder, prompt, negative, pipe, _steps_run(recipe), embeddings)

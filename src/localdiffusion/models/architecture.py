@@ -19,7 +19,7 @@ from localdiffusion.errors import UnsupportedModel
 from localdiffusion.models.keys import SD2_TEXT, UNET, Shapes, first_shape
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
-FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint", "sd2-inpaint", "sdxl-inpaint")
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint", "sd2-inpaint", "sdxl-inpaint", "sd3", "flux")
 PIPELINE_CLASSES = {
     "sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sd2-v": "StableDiffusionPipeline",
     "sd1-inpaint": "StableDiffusionInpaintPipeline", "sd2-inpaint": "StableDiffusionInpaintPipeline",

@@ -31,11 +31,13 @@ from localdiffusion.models.keys import (
     V_PRED_KEY,
     Shapes,
     first_shape,
+    flow_transformer,
     has_prefix,
+    text_encoder_family,
     vae_prefix,
 )
 
-DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter", "vae-approx"]
+DetectedKind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "ipadapter", "vae-approx", "text-encoder"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -197,8 +199,26 @@ def _checkpoint(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool) -> Det
     return Detected("checkpoint", family, fmt, prediction)  # type: ignore[arg-type]
 
 
+# LoRAs for the flow-matching transformers: kohya's and ComfyUI's names for the original blocks, diffusers'.
+FLOW_LORA_WORDS = {"flux": ("double_blocks", "single_blocks", "single_transformer_blocks"), "sd3": ("joint_blocks",)}
+
+
+def _flow_lora_family(keys: list[str], shapes: Shapes | None = None) -> str | None:
+    for family, words in FLOW_LORA_WORDS.items():
+        if any(w in k for k in keys for w in words):
+            return family
+    joint = [k for k in keys if k.startswith(("transformer.transformer_blocks.", "transformer_blocks."))]
+    if joint:  # diffusers' joint blocks without FLUX's single blocks: SD3, unless as wide as FLUX (3072)
+        width = first_shape({k: shapes[k] for k in joint}, "", "lora_A.weight") if shapes else None
+        return "flux" if width and width[-1] == 3072 else "sd3"
+    return None
+
+
 def _lora_family(shapes: Shapes) -> str:
     keys = list(shapes)
+    flow = _flow_lora_family(keys, shapes)
+    if flow is not None:
+        return flow
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys):
         return "sdxl"
     for suffix in ("attn2_to_k.lora_down.weight", "attn2.to_k.lora_A.weight", "attn2.to_k.lora.down.weight",
@@ -291,6 +311,9 @@ def detect_shapes(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool = Fal
                                "(taesd_decoder or the diffusers folder).")
     if layout is not None:
         return Detected("vae-approx", taesd_family(path, taesd_latent_channels(shapes)), fmt)  # type: ignore[arg-type]
+    flow = flow_transformer(shapes)
+    if flow is not None:  # SD3/3.5 or FLUX: the transformer alone, or all-in-one
+        return Detected("checkpoint", flow[0], fmt)  # type: ignore[arg-type]
     if has_prefix(shapes, UNET):
         return _checkpoint(shapes, path, fmt, allow_pickle)
     if is_ip_adapter(shapes):
@@ -303,11 +326,14 @@ def detect_shapes(shapes: Shapes, path: Path, fmt: str, allow_pickle: bool = Fal
         return Detected("lora", _lora_family(shapes), fmt)  # type: ignore[arg-type]
     if _is_embedding(shapes):
         return Detected("embedding", _embedding_family(shapes), fmt)  # type: ignore[arg-type]
+    text = text_encoder_family(shapes)
+    if text is not None:  # CLIP-L, CLIP-G or T5 kept apart, for SD3.5 and FLUX (models/flow.py picks by widths)
+        return Detected("text-encoder", text, fmt)  # type: ignore[arg-type]
     if vae_prefix(shapes) is not None:
         # SD1, SD2 and SDXL VAEs share one architecture, so the family cannot be told.
         return Detected("vae", "unknown", fmt)  # type: ignore[arg-type]
     raise UnsupportedModel(
-        f"'{path.name}' is not a Stable Diffusion checkpoint, LoRA, embedding, VAE, ControlNet or IP-Adapter."
+        f"'{path.name}' is not a Stable Diffusion checkpoint, LoRA, embedding, VAE, ControlNet, IP-Adapter or text encoder."
     )
 
 
@@ -360,9 +386,17 @@ def _folder_family(folder: Path, index: dict) -> tuple[str, PredictionType]:
     return family, prediction
 
 
+FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
+
+
 def _detect_folder(folder: Path) -> Detected:
     if (folder / "model_index.json").exists():
         index = _read_json(folder / "model_index.json")
+        flow = FLOW_PIPELINES.get(index.get("_class_name", ""))
+        if flow is not None:
+            if not (folder / "transformer" / "config.json").exists():
+                raise UnsupportedModel(f"The diffusers folder '{folder.name}' has no transformer, so it is not a whole {flow} model.")
+            return Detected("checkpoint", flow, "diffusers")
         if not (folder / "unet" / "config.json").exists():
             raise UnsupportedModel(f"The diffusers folder '{folder.name}' has no UNet, so it is not a Stable Diffusion model.")
         family, prediction = _folder_family(folder, index)

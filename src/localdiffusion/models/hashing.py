@@ -41,6 +41,8 @@ _FOLDER_WEIGHTS = [
     "unet/diffusion_pytorch_model.fp16.safetensors",
     "unet/diffusion_pytorch_model.bin",
     "unet/diffusion_pytorch_model.fp16.bin",
+    "transformer/diffusion_pytorch_model.safetensors",  # SD3.5 and FLUX
+    "transformer/diffusion_pytorch_model.fp16.safetensors",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.fp16.safetensors",
     "diffusion_pytorch_model.bin",
@@ -92,6 +94,9 @@ def hash_target(path: Path | str) -> Path:
     for rel in _FOLDER_WEIGHTS:
         if (path / rel).is_file():
             return path / rel
+    shards = sorted((path / "transformer").glob("diffusion_pytorch_model-00001-of-*.safetensors"))  # FLUX ships in shards
+    if shards:
+        return shards[0]
     raise FileNotFoundError(f"{path} holds no UNet or model weights file to hash")
 
 

@@ -7,19 +7,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx"]
+Kind = Literal["checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx", "text-encoder"]
 # "vae-approx": TAESD, a tiny approximate VAE decoder (diffusers AutoencoderTiny), for previews and fast decoding;
 # its family is "sd1" (TAESD, for SD1 and SD2 latents) or "sdxl" (TAESDXL).
+# "text-encoder": a text encoder kept apart from its model (ComfyUI's models/clip or models/text_encoders, Forge's
+# models/text_encoder), for SD3.5 and FLUX transformer-only files; its family is "clip" or "t5".
 # Base families; inpaint variants are the base family with `inpaint=True` and a "-inpaint" suffix in `family`.
 Family = Literal[
     "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner",
     "sd1-inpaint", "sd2-inpaint", "sdxl-inpaint",
+    "sd3", "flux",  # flow-matching transformers: Stable Diffusion 3/3.5, FLUX.1 (dev and schnell)
+    "clip", "t5",  # text encoders kept apart (kind "text-encoder")
     "unknown",
 ]
 Format = Literal["diffusers", "safetensors", "ckpt"]
 
 # The pixel size each family was trained at; width and height default to it.
-NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024, "sdxl-refiner": 1024}
+NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024, "sdxl-refiner": 1024, "sd3": 1024, "flux": 1024}
+FLOW_FAMILIES = ("sd3", "flux")  # sampled by flow matching (engine/flow.py)
 
 
 def base_family(family: str) -> str:

@@ -44,3 +44,38 @@ def vae_prefix(shapes: Shapes) -> str | None:
         if prefix + "decoder.conv_in.weight" in shapes and prefix + "encoder.conv_in.weight" in shapes:
             return prefix
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# SD3/3.5 and FLUX: flow-matching transformers. ComfyUI's `models/unet` (`diffusion_models`) files hold the
+# transformer alone, in the original layout (Stability's `joint_blocks`, Black Forest Labs' `double_blocks`) or
+# diffusers' (`transformer_blocks`), bare or under `model.diffusion_model.`; all-in-one files add the text
+# encoders under `text_encoders.<role>.transformer.` and the VAE under `first_stage_model.` or `vae.`.
+FLOW_MARKERS = {  # (family, layout): a tensor only that layout has
+    ("flux", "original"): "double_blocks.0.img_attn.norm.key_norm.scale",
+    ("flux", "diffusers"): "single_transformer_blocks.0.proj_out.weight",
+    ("sd3", "original"): "joint_blocks.0.context_block.adaLN_modulation.1.bias",
+    ("sd3", "diffusers"): "pos_embed.proj.weight",
+}
+FLOW_TEXT = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+             "t5xxl": "text_encoders.t5xxl.transformer."}
+CLIP_MARKERS = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight")
+T5_MARKERS = ("encoder.block.0.layer.0.SelfAttention.q.weight",)
+
+
+def flow_transformer(shapes: Shapes) -> tuple[str, str, str] | None:
+    """(family, layout, prefix) of a flow-matching transformer in a file, or None."""
+    for prefix in ("", UNET):
+        for (family, layout), key in FLOW_MARKERS.items():
+            if prefix + key in shapes and (layout == "original" or prefix + "context_embedder.weight" in shapes):
+                return family, layout, prefix
+    return None
+
+
+def text_encoder_family(shapes: Shapes, prefix: str = "") -> str | None:
+    """'clip' or 't5' for a text encoder kept apart (transformers' layout, as ComfyUI keeps them), or None."""
+    if any(prefix + key in shapes for key in CLIP_MARKERS):
+        return "clip"
+    if any(prefix + key in shapes for key in T5_MARKERS):
+        return "t5"
+    return None

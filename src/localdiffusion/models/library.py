@@ -8,6 +8,8 @@ reads the file and decides its kind and family. Two exceptions, because detectio
 - upscalers (models/ESRGAN, ComfyUI's upscale_models): `detect()` knows Stable Diffusion models
   only, so files there are listed as upscalers and their architecture is read when they load.
 IP-Adapters' `image_encoder` folders are skipped: the adapters use them (`models/ip_adapter.py`).
+SD3.5's and FLUX's text encoders kept apart (kind "text-encoder": `models/text_encoder`, ComfyUI's `clip` and
+`text_encoders`) are listed too; `models/flow.py` picks the ones a transformer-only checkpoint needs.
 
 Hashes are computed lazily (`ensure_hash`), since a full-size checkpoint takes seconds to hash; the
 database caches them. For LoRAs `ModelInfo.sha256` holds A1111's LoRA hash (see `hashing.py`).
@@ -47,7 +49,8 @@ from localdiffusion.models.info import Kind, ModelInfo
 from localdiffusion.store.db import Database
 from localdiffusion.store.home import MODEL_DIRS, Home, add_models_help
 
-KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx")
+KINDS: tuple[Kind, ...] = ("checkpoint", "lora", "embedding", "vae", "controlnet", "upscaler", "ipadapter", "vae-approx",
+                          "text-encoder")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
@@ -56,12 +59,14 @@ MODEL_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 A1111_MODELS = {
     "Stable-diffusion": "checkpoint", "Lora": "lora", "LyCORIS": "lora", "VAE": "vae",
     "ControlNet": "controlnet", "ESRGAN": "upscaler", "RealESRGAN": "upscaler", "IP-Adapter": "ipadapter",
-    "VAE-approx": "vae-approx",
+    "VAE-approx": "vae-approx", "text_encoder": "text-encoder",
 }
 COMFY_MODELS = {
     "checkpoints": "checkpoint", "diffusers": "checkpoint", "loras": "lora", "vae": "vae",
     "controlnet": "controlnet", "embeddings": "embedding", "upscale_models": "upscaler", "ipadapter": "ipadapter",
     "vae_approx": "vae-approx",
+    # SD3.5 and FLUX as ComfyUI keeps them: the transformer alone, its text encoders apart
+    "unet": "checkpoint", "diffusion_models": "checkpoint", "clip": "text-encoder", "text_encoders": "text-encoder",
 }
 # An IP-Adapter's CLIP image encoder (a transformers folder) sits beside the adapters; it is not a model of its own.
 IMAGE_ENCODER_DIR = "image_encoder"

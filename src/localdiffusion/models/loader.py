@@ -11,13 +11,21 @@ from localdiffusion.errors import UnsupportedModel
 from localdiffusion.models.info import ModelInfo
 
 
-def load_pipeline(info: ModelInfo, cache_dir: Path, dtype: torch.dtype, allow_pickle: bool = False):
-    """The diffusers pipeline for a checkpoint, on the CPU, in `dtype`."""
+def load_pipeline(info: ModelInfo, cache_dir: Path, dtype: torch.dtype, allow_pickle: bool = False, parts=None):
+    """The diffusers pipeline for a checkpoint, on the CPU, in `dtype`. `parts`: a single-file SD3 or FLUX model's
+    text encoders and VAE (models/flow.py `find_parts`)."""
     _quiet_loading()
     if info.kind != "checkpoint":
         raise UnsupportedModel(f"'{info.name}' is a {info.kind}, not a checkpoint; pick a Stable Diffusion checkpoint as the model.")
     if info.format == "diffusers":
         return _load_folder(Path(info.path), dtype)
+    if parts is not None:
+        from localdiffusion.models.flow import load_flow_file
+
+        try:
+            return load_flow_file(parts, cache_dir, dtype, allow_pickle)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise UnsupportedModel(f"'{info.name}' could not be loaded as a {info.family} model ({str(e).splitlines()[0]}).") from e
     from localdiffusion.models.single_file import load_single_file
 
     return load_single_file(Path(info.path), cache_dir, torch_dtype=dtype, allow_pickle=allow_pickle)

@@ -23,6 +23,11 @@ def _text_key(key: str) -> str:
 def load_lora(pipe: Any, path: Path, adapter_name: str, model_name: str) -> None:
     """Load one LoRA file as `adapter_name`; a file that does not fit the model is refused in one sentence."""
     try:
+        if getattr(pipe, "transformer", None) is not None:
+            # SD3.5 and FLUX: diffusers' own loader reads their layouts (peft/diffusers `transformer.*`, kohya
+            # `lora_unet_*`, ComfyUI `diffusion_model.*`, ...) through its lora_conversion_utils
+            pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+            return
         # kohya's SDXL LoRAs name the original (sgm) UNet's blocks; diffusers maps them only given the UNet's config
         state_dict, alphas = pipe.lora_state_dict(str(path), unet_config=pipe.unet.config)
         state_dict = {_text_key(k): v for k, v in state_dict.items()}

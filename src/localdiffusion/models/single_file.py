@@ -71,7 +71,7 @@ def write_config_folder(configs: dict[str, dict], folder: Path) -> Path:
         file = "scheduler_config.json" if name == "scheduler" else "config.json"
         write_text_atomic(folder / name / file, json.dumps(config, indent=2))
     for name, pad in (("tokenizer", PAD_SD1), ("tokenizer_2", PAD_OPENCLIP)):
-        if (index.get(name) or [None])[0] is not None:
+        if (index.get(name) or [None, None])[1] == "CLIPTokenizer":  # FLUX's tokenizer_2 is T5's, which has no writer
             # SD2's single tokenizer pads with "!" like open_clip; CLIP-L's pads with the end token.
             act = configs.get("text_encoder", {}).get("hidden_act")
             write_tokenizer(folder / name, PAD_OPENCLIP if name == "tokenizer" and act == "gelu" else pad)

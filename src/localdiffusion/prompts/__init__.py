@@ -20,13 +20,14 @@ Textual-inversion files (`embeddings`) are spliced in wherever the prompt spells
 from localdiffusion.prompts.attention import parse_attention
 from localdiffusion.prompts.conditioning import Conditioning, StepConditioning, match_lengths
 from localdiffusion.prompts.embeddings import Embedding, load_embedding
-from localdiffusion.prompts.encoder import PromptEncoder
+from localdiffusion.prompts.encoder import FlowPromptEncoder, PromptEncoder
 from localdiffusion.prompts.extra_networks import LoraRef, extract_loras
 from localdiffusion.prompts.schedule import schedule
 
 __all__ = [
     "Conditioning",
     "Embedding",
+    "FlowPromptEncoder",
     "LoraRef",
     "PromptEncoder",
     "StepConditioning",

@@ -17,6 +17,7 @@ Which hidden layer is used, as A1111 does:
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from localdiffusion.errors import BadInput, UnsupportedModel
-from localdiffusion.prompts.attention import parse_attention
+from localdiffusion.prompts.attention import BREAK, parse_attention
 from localdiffusion.prompts.chunks import Chunk, split_into_chunks
 from localdiffusion.prompts.conditioning import Conditioning, StepConditioning
 from localdiffusion.prompts.embeddings import EmbeddingIndex
@@ -182,3 +183,97 @@ class PromptEncoder:
         embeds = torch.cat([hidden.to(device) for hidden, _ in outputs], dim=-1)
         pooled = next((p for _, p in outputs if p is not None), None)
         return embeds, pooled
+
+
+# ---------------------------------------------------------------------------------------------
+# SD3/3.5 and FLUX: CLIP encoders with A1111's weights, and T5 with the plain text
+
+T5_TOKENS = {"sd3": 256, "flux": 512}  # what diffusers' pipelines give T5 (`max_sequence_length`), padded to it
+
+
+def plain_text(text: str) -> str:
+    """A prompt without A1111's emphasis syntax and BREAK: what T5 reads."""
+    joined = "".join(" " if (t, w) == BREAK else t for t, w in parse_attention(text))
+    return re.sub(r"\s+", " ", joined).strip()
+
+
+class _PooledTextEncoder(_TextEncoder):
+    """A CLIP encoder whose pooled vector is `pooler_output` (FLUX's CLIP-L has no projection)."""
+
+    def _encode_chunk(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = self.model.device
+        ids = torch.tensor([chunk.ids(self.bos, self.eos, self.pad)], device=device)
+        with self._spliced(chunk):
+            out = self.model(input_ids=ids, output_hidden_states=True)
+        return out.hidden_states[-2], out.pooler_output
+
+
+class FlowPromptEncoder:
+    """SD3's and FLUX's prompts, as their diffusers pipelines encode them, with A1111's syntax where it can apply.
+
+    SD3: CLIP-L and CLIP-G (penultimate layer, A1111's 75-token chunks and weights), side by side and padded to
+    T5's width, then T5's tokens; the pooled vector is both CLIPs' projections. FLUX: T5's tokens; the pooled
+    vector is CLIP-L's (its weights change nothing there). T5 receives the plain text (`plain_text`: weights and
+    BREAK stripped), cut at `T5_TOKENS`. Clip skip does not apply (both read CLIP's penultimate layer).
+    """
+
+    def __init__(self, family: str, clips: Sequence[tuple[object, torch.nn.Module]], t5: tuple[object, torch.nn.Module],
+                 embeddings: dict[str, Path] | None = None, cache_size: int = CACHE_SIZE) -> None:
+        self.family = family
+        cls = _TextEncoder if family == "sd3" else _PooledTextEncoder
+        self.encoders = [cls(tok, model, 1, True, dict(embeddings or {})) for tok, model in clips]
+        # SDXL embeddings' clip_l and clip_g vectors go to CLIP-L and CLIP-G (both have projections in SD3); FLUX's
+        # one CLIP takes clip_l vectors, as Forge gives it
+        for encoder, key in zip(self.encoders, ("clip_l", "clip_g")):
+            encoder.embedding_key = key
+        self.t5_tokenizer, self.t5 = t5
+        self.t5_tokens = T5_TOKENS[family]
+        self._cache: OrderedDict[str, Conditioning] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def from_pipeline(cls, pipe, embeddings: dict[str, Path] | None = None) -> FlowPromptEncoder:
+        if getattr(pipe, "text_encoder_3", None) is not None:
+            return cls("sd3", [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)],
+                       (pipe.tokenizer_3, pipe.text_encoder_3), embeddings)
+        if getattr(pipe, "transformer", None) is not None and hasattr(pipe, "text_encoder_2") and not hasattr(pipe, "tokenizer_3"):
+            return cls("flux", [(pipe.tokenizer, pipe.text_encoder)], (pipe.tokenizer_2, pipe.text_encoder_2), embeddings)
+        raise UnsupportedModel("This SD3 model has no T5 text encoder; add its t5xxl file.")
+
+    def t5_ids(self, text: str) -> list[int]:
+        return self.t5_tokenizer(plain_text(text), padding="max_length", max_length=self.t5_tokens, truncation=True,
+                                 add_special_tokens=True)["input_ids"]
+
+    @torch.no_grad()
+    def _encode(self, text: str) -> Conditioning:
+        pieces = parse_attention(text)
+        per_encoder = [encoder.chunks(pieces) for encoder in self.encoders]
+        count = max(len(chunks) for chunks in per_encoder)
+        outputs = [encoder.encode(chunks + [Chunk()] * (count - len(chunks))) for encoder, chunks in zip(self.encoders, per_encoder)]
+        ids = torch.tensor([self.t5_ids(text)], device=self.t5.device)
+        t5 = self.t5(ids)[0]
+        if self.family == "flux":
+            return Conditioning(t5, outputs[0][1].to(t5.device))
+        clip = torch.cat([h.to(t5.device) for h, _ in outputs], dim=-1)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        pooled = torch.cat([p.to(t5.device) for _, p in outputs], dim=-1)
+        return Conditioning(torch.cat([clip, t5.to(clip.dtype)], dim=-2), pooled)
+
+    def encode(self, text: str) -> Conditioning:
+        if text in self._cache:
+            self._cache.move_to_end(text)
+            return self._cache[text]
+        cond = self._cache[text] = self._encode(text)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return cond
+
+    def for_steps(self, prompt: str, steps: int, hires_steps: int | None = None) -> StepConditioning:
+        """The conditioning for every step (prompt editing and alternation work as for the other families)."""
+        if steps < 1:
+            raise BadInput(f"Steps {steps} is not allowed; use 1 or more.", field="steps")
+        plan = tuple(schedule(prompt, steps, hires_steps))
+        return StepConditioning(plan, {text: self.encode(text) for _, text in plan})
+
+    def clear_cache(self) -> None:
+        self._cache.clear()

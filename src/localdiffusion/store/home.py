@@ -36,6 +36,7 @@ MODEL_DIRS = {
     "upscaler": "models/ESRGAN",
     "ipadapter": "models/IP-Adapter",
     "vae-approx": "models/VAE-approx",
+    "text-encoder": "models/text_encoder",  # Forge's folder: SD3.5's and FLUX's text encoders kept apart
     "embedding": "embeddings",
 }
 
@@ -64,6 +65,9 @@ class Settings(BaseModel):
     # Also write the `prompt` and `workflow` chunks ComfyUI writes, so that a saved PNG opens in ComfyUI as a
     # workflow (beside our own metadata, which this studio and A1111 read).
     comfyui_workflow_in_png: bool = False
+    # SD3.5 and FLUX: keep the transformer's weights in fp8 (half of bf16's memory; each layer is cast to the
+    # engine's dtype as it runs, diffusers' layerwise casting), so FLUX fits a 16 GB GPU with CPU offload.
+    fp8_weights: bool = False
 
 
 def default_home() -> Path:

@@ -198,6 +198,8 @@ export class ExplainPanel {
   // --- word heatmaps ---
 
   words(attention) {
+    // SD3.5 and FLUX: no word maps (joint attention); the server says why in one sentence.
+    if (attention.unavailable) return h("p", { class: "explain-unavailable" }, attention.unavailable);
     const group = uid("explain-phase");
     let phase = "file";
     const chips = [];

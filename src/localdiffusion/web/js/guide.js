@@ -14,6 +14,39 @@ export async function initGuide(section, { currentRecipe }) {
   return page;
 }
 
+// The model families ("flavours") in plain language: size, speed, prompt style, licence, and the settings each needs.
+const FLAVOURS = [
+  { name: "SD 1.5", size: "about 1 billion parameters, a 2-4 GB file", speed: "the fastest: seconds on a GPU, about a minute on a CPU",
+    prompts: "short lists of words and tags; weights like (word:1.2) and the negative prompt matter a lot",
+    licence: "CreativeML OpenRAIL-M (free to use, with a list of forbidden uses)",
+    settings: "512x512, 20-30 steps, CFG 7, any sampler (DPM++ 2M Karras is a good start); Clip skip 2 for anime models" },
+  { name: "SDXL", size: "about 3.5 billion parameters, a 7 GB file", speed: "about 3-4 times slower than SD 1.5 for the same steps",
+    prompts: "sentences or tags; understands composition better than SD 1.5",
+    licence: "CreativeML OpenRAIL++-M (like SD 1.5's)",
+    settings: "1024x1024 (or another size of about one megapixel), 25-40 steps, CFG 5-7; optionally the refiner from 0.8 of the steps" },
+  { name: "SD 3.5", size: "Medium 2.5 and Large 8 billion parameters, plus three text encoders (T5 alone is 9 GB)",
+    speed: "Medium is close to SDXL, Large is slower; Large Turbo needs only 4 steps",
+    prompts: "full sentences: the T5 encoder reads the whole plain text (up to 256 tokens) and can spell short words; weights only act through the two CLIP encoders",
+    licence: "Stability AI Community Licence (free for research, non-commercial use and businesses under 1 million dollars a year)",
+    settings: "sampler Euler, schedule Simple, 28-40 steps, CFG 4-5 (Large Turbo: 4 steps, CFG 1); a single-file model needs clip_l, clip_g and t5xxl in models/text_encoder and its VAE in models/VAE" },
+  { name: "FLUX.1", size: "12 billion parameters (24 GB in bf16, 12 GB with fp8 weights), plus CLIP-L and T5",
+    speed: "the slowest per step; schnell needs only 4 steps, dev about 20-30",
+    prompts: "plain descriptive sentences (up to 512 T5 tokens); follows long prompts and draws hands and text well; weights and negative prompts barely matter",
+    licence: "schnell: Apache 2.0 (free, also commercially); dev: the FLUX.1 [dev] Non-Commercial Licence (read it before any commercial use)",
+    settings: "sampler Euler, schedule Simple, CFG 1 and Distilled CFG Scale 3.5 (dev); sizes in multiples of 16; put ae.safetensors in models/VAE and clip_l and t5xxl in models/text_encoder; fp8_weights in settings.json for a 16 GB GPU" },
+];
+
+function flavoursSection() {
+  const rows = [["size", "Size"], ["speed", "Speed"], ["prompts", "Prompt style"], ["licence", "Licence"], ["settings", "Settings"]];
+  return h("section", { class: "guide-flavours", "aria-labelledby": "guide-flavours-title" },
+    h("h2", { id: "guide-flavours-title" }, "Flavours"),
+    h("p", { class: "hint" }, "Stable Diffusion comes in families that read prompts differently and need different settings. "
+      + "The studio recognises each model's family from its file and picks these settings when a recipe leaves them out."),
+    h("div", { class: "guide-cards" }, ...FLAVOURS.map((f) => h("article", { class: "guide-card" },
+      h("h3", {}, f.name),
+      h("dl", {}, ...rows.flatMap(([key, label]) => [h("dt", {}, label), h("dd", {}, f[key])]))))));
+}
+
 class GuidePage {
   constructor(section, currentRecipe, parameters) {
     this.section = section;
@@ -26,7 +59,8 @@ class GuidePage {
     this.section.append(
       h("p", { class: "hint guide-intro" }, "What each setting does, in one sentence, with typical values. "
         + "'Try it on my prompt' makes three small images of your current prompt with three values of the setting."),
-      h("div", { class: "guide-cards" }, ...cards));
+      h("div", { class: "guide-cards" }, ...cards),
+      flavoursSection());
   }
 
   /** Called on every visit: `#/guide/NAME` brings that card into view and focus. */
