@@ -55,6 +55,9 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
                     "Lanczos keeps closer to the first image.", None),
     "hr_second_pass_steps": ("Hires steps", "Steps of the hires pass; 0 uses the same number as the first pass. "
                              "Fewer steps are quicker and change the image less.", 1),
+    "distilled_cfg_scale": ("Distilled CFG", "FLUX dev's own guidance, trained into the model (Forge's Distilled CFG "
+                            "Scale). Higher follows the prompt more literally; lower is looser and more natural. Keep "
+                            "CFG at 1 with it; empty uses 3.5.", 0.1),
     "refiner_checkpoint": ("Refiner", "An SDXL model that takes over for the last steps, as in A1111. The SDXL refiner "
                            "sharpens fine detail; none leaves the whole image to the main model.", None),
     "refiner_switch_at": ("Switch at", "The share of the steps after which the refiner takes over. 0.8 gives it the "
@@ -173,6 +176,9 @@ CARDS: dict[str, Card] = {
                         "Lanczos to stay close.", "enlarge", why_not="it makes large images, too slow for a quick comparison."),
     "hr_second_pass_steps": Card("How many steps the second pass takes.", "0 (the same as the first pass), or "
                                  "10-20.", "noise-strip", why_not="it makes large images, too slow for a quick comparison."),
+    "distilled_cfg_scale": Card("FLUX dev's built-in guidance: how literally it follows the prompt.", "3.5; 2-3 for "
+                                "looser, more natural pictures.", "curves",
+                                why_not="it applies to FLUX dev models only; try it on the Generate page with one."),
     "refiner_checkpoint": Card("A second SDXL model that finishes the picture.", "None, or the SDXL refiner.",
                                "models", why_not="each model loads in turn, too slow for a quick try."),
     "refiner_switch_at": Card("When the refiner takes over, as a share of the steps.", "0.8.", "noise-strip",

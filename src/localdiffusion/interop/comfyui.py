@@ -166,9 +166,21 @@ def workflow_for(recipe: Recipe, library: Any) -> Workflow:
     control_files = {unit.model: found for unit in recipe.controls if unit.model and (found := file_of(unit.model, "controlnet"))}
     embeddings = {info.name for info in library.list("embedding")}
     checkpoint = file_of(recipe.model, "checkpoint") if recipe.model else None
+    family = _family(library, recipe.model)
+    if family in ("sd3", "flux"):
+        raise BadInput(f"Exporting to ComfyUI covers SD 1.x, SD 2.x and SDXL recipes; this one uses a "
+                       f"{'FLUX' if family == 'flux' else 'SD 3.5'} model, whose ComfyUI graph needs other loaders.",
+                       field="model")
     workflow = comfy_workflow(recipe, checkpoint, lora_files, embeddings, control_files)
     workflow.notes[:0] = notes
     return workflow
+
+
+def _family(library: Any, name: str | None) -> str | None:
+    try:
+        return library.get(name, kind="checkpoint").family if name else None
+    except (ModelNotFound, BadInput):
+        return None
 
 
 def comfy_prompt(text: str, steps: int, embeddings: set[str] | frozenset[str], notes: list[str], what: str) -> str:

@@ -31,7 +31,7 @@ const MAX_CARDS = 12;
 // Recipe fields read from and written to plain inputs of the same name.
 const NUMBER_FIELDS = ["width", "height", "steps", "cfg_scale", "seed", "batch_size", "n_iter", "denoising_strength",
   "clip_skip", "subseed", "subseed_strength", "hr_scale", "hr_second_pass_steps", "mask_blur", "inpaint_full_res_padding",
-  "eta", "eta_noise_seed_delta", "refiner_switch_at"];
+  "eta", "eta_noise_seed_delta", "refiner_switch_at", "distilled_cfg_scale"];
 const TEXT_FIELDS = ["prompt", "negative_prompt", "hr_upscaler"];
 const CHECK_FIELDS = ["enable_hr", "inpaint_full_res", "sgm_noise_multiplier", "pad_cond_uncond"];
 const RNG_SOURCES = [["cpu", "CPU (the same everywhere)"], ["device", "This device's own"], ["nv", "NV (an NVIDIA GPU's numbers)"]];
@@ -167,6 +167,8 @@ class GeneratePage {
     const hires = h("fieldset", { class: "group", dataset: { modes: "txt2img" } }, h("legend", {}, "Hires fix"),
       checkField("enable_hr"), hiresOptions);
 
+    // FLUX dev's distilled guidance (Forge's "Distilled CFG Scale"), offered with a FLUX model only.
+    this.distilledField = numberField("distilled_cfg_scale", { slider: true });
     // A1111's refiner: an SDXL model that takes over for the last steps (offered for SDXL models only).
     this.refinerSelect = selectField("refiner_checkpoint", []);
     const refiner = h("fieldset", { class: "group", dataset: { modes: "txt2img img2img inpaint" }, id: "refiner-group" },
@@ -198,7 +200,7 @@ class GeneratePage {
       h("fieldset", { class: "group" }, h("legend", {}, "Model and size"), model, sizeRow),
       h("fieldset", { class: "group" }, h("legend", {}, "Sampling"), this.fastPreset,
         h("div", { class: "row" }, sampler, schedule),
-        numberField("steps", { slider: true }), numberField("cfg_scale", { slider: true }), denoise),
+        numberField("steps", { slider: true }), numberField("cfg_scale", { slider: true }), this.distilledField, denoise),
       h("fieldset", { class: "group", dataset: { modes: "inpaint outpaint" } }, h("legend", {}, "Mask options"),
         numberField("mask_blur", { slider: true }), fill, h("div", { class: "row" }, onlyMasked, padding)),
       this.buildOutpaint(),
@@ -337,6 +339,7 @@ class GeneratePage {
     this.referenceImages.familyChanged();
     this.showDecoders();
     this.showRefiners();
+    this.distilledField.hidden = this.currentModel()?.family !== "flux";
     this.refreshEstimate();
   }
 
@@ -560,6 +563,7 @@ class GeneratePage {
         hr_second_pass_steps: number("hr_second_pass_steps"), denoising_strength: number("denoising_strength"),
       });
     }
+    if (!this.distilledField.hidden) recipe.distilled_cfg_scale = number("distilled_cfg_scale");
     const refinerName = this.field("refiner_checkpoint").value;
     if (refinerName && !this.refinerGroup.hidden) {
       Object.assign(recipe, { refiner_checkpoint: refinerName, refiner_switch_at: number("refiner_switch_at") });
