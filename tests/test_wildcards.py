@@ -36,8 +36,18 @@ def test_variants_and_wildcards_expand_reproducibly_by_seed(folder):
 def test_pick_several_and_leave_a1111_syntax_alone(folder):
     two = expand("{2$$red|green|blue}", 3, folder).split(", ")
     assert len(two) == 2 and len(set(two)) == 2 and set(two) <= {"red", "green", "blue"}
-    assert expand("(a cat:1.2) [day|night] {x}", 1, folder) == "(a cat:1.2) [day|night] x"
+    assert expand("(a cat:1.2) [day|night] {x|x}", 1, folder) == "(a cat:1.2) [day|night] x"
     assert expand("a plain prompt", 1, folder) == "a plain prompt"
+    # braces without variants are NovelAI/A1111 text, not wildcards: kept as written (and no per-image runs)
+    assert not has_wildcards("{masterpiece}, a {{castle}} at dusk {")
+    assert expand("{masterpiece}, a {red|red} castle {", 1, folder) == "{masterpiece}, a red castle {"
+
+
+def test_a_wildcard_name_cannot_leave_the_wildcards_folder(folder, tmp_path):
+    (tmp_path / "secret.txt").write_text("the password\n")
+    for name in ("../secret", "/" + str(tmp_path / "secret").lstrip("/"), "art/../../secret"):
+        with pytest.raises(BadInput, match="is not a name in"):
+            expand(f"a __{name}__", 0, folder)
 
 
 def test_missing_file_unclosed_brace_and_loops_are_one_sentence(folder):
@@ -88,3 +98,11 @@ def test_batch_images_differ_and_each_reproduces_alone_from_its_infotext(engine)
 def test_a_missing_wildcard_is_refused_before_any_model_loads(engine):
     with pytest.raises(BadInput, match="__nowhere__.*wildcards"):
         engine.prepare(Recipe(prompt="a __nowhere__ cat", model="tiny-sd1", steps=1, width=64, height=64))
+
+
+def test_a_template_with_line_breaks_keeps_the_infotext_readable():
+    text = with_templates("a red cat\nin snow\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, Seed: 7, Size: 64x64",
+                          "a {red|blue} cat\nin snow", "")
+    fields, rest = from_infotext(text)
+    assert (fields["prompt"], fields["negative_prompt"], fields["seed"]) == ("a red cat\nin snow", "blurry", 7)
+    assert rest["Template"] == "a {red|blue} cat\nin snow"

@@ -325,8 +325,24 @@ TEMPLATE_KEYS = ("Template", "Negative Template")  # Dynamic Prompts' lines afte
 def with_templates(infotext: str, template: str, negative_template: str) -> str:
     """`infotext` with the wildcard templates its prompts were expanded from, on lines of their own after the
     parameters, as Dynamic Prompts' PngInfoSaver writes them (an empty template is left out)."""
-    lines = [f"{key}: {value}" for key, value in zip(TEMPLATE_KEYS, (template, negative_template)) if value]
+    lines = [f"{key}: {_one_line(value)}" for key, value in zip(TEMPLATE_KEYS, (template, negative_template)) if value]
     return "\n".join([infotext, *lines])
+
+
+def _one_line(value: str) -> str:
+    """A template on one line: one with line breaks is JSON-quoted (as A1111 quotes values), so that the lines
+    above it still read as prompt, negative prompt and parameters."""
+    return json.dumps(value, ensure_ascii=False) if "\n" in value or value.startswith('"') else value
+
+
+def _from_one_line(value: str) -> str:
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value
 
 
 def split_templates(text: str) -> tuple[str, dict[str, str]]:
@@ -337,7 +353,7 @@ def split_templates(text: str) -> tuple[str, dict[str, str]]:
         key, sep, value = lines[-1].partition(": ")
         if not sep or key not in TEMPLATE_KEYS or key in found:
             break
-        found[key] = value
+        found[key] = _from_one_line(value)
         lines.pop()
     return "\n".join(lines), dict(reversed(found.items()))
 

@@ -212,6 +212,7 @@ class Engine:
             merged.recipes += part.recipes
             merged.infotexts += [with_templates(text, recipe.prompt, recipe.negative_prompt) for text in part.infotexts]
             merged.decoder, merged.explanation = part.decoder, part.explanation
+            merged.notes += [note for note in part.notes if note not in merged.notes]
             merged.timings = {k: merged.timings.get(k, 0.0) + v for k, v in part.timings.items()}
         return merged
 

@@ -24,7 +24,37 @@ SEPARATOR = ", "
 
 
 def has_wildcards(text: str) -> bool:
-    return "{" in text or bool(WILDCARD.search(text))
+    """True when the text has a `__name__` or a `{a|b}` variant group; plain braces (`{masterpiece}` in a NovelAI
+    or A1111 prompt) are not wildcards and stay as written."""
+    if WILDCARD.search(text) or _unclosed_variants(text) is not None:
+        return True
+    return any(_is_variants(text[i + 1:end]) for i, end in _groups(text))
+
+
+def _unclosed_variants(text: str) -> int | None:
+    """Where a `{` that is never closed starts variants (a `|` follows it), or None."""
+    i = 0
+    while (i := text.find("{", i)) >= 0:
+        if _closing(text, i) is None:
+            return i if "|" in text[i:] else None
+        i += 1
+    return None
+
+
+def _groups(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every closed outermost `{...}` in the text."""
+    found, i = [], 0
+    while (i := text.find("{", i)) >= 0:
+        end = _closing(text, i)
+        if end is None:
+            break
+        found.append((i, end))
+        i = end + 1
+    return found
+
+
+def _is_variants(body: str) -> bool:
+    return len(_split_top(body)) > 1 or bool(re.match(r"\s*\d+\$\$", body))
 
 
 def wildcard_names(folder: Path) -> list[str]:
@@ -49,14 +79,14 @@ class _Expander:
     def text(self, text: str, depth: int) -> str:
         if depth > MAX_DEPTH:
             raise BadInput(f"The wildcards in the {self.field} nest more than {MAX_DEPTH} deep; does a wildcard file name itself?", field=self.field)
+        if (start := _unclosed_variants(text)) is not None:
+            raise BadInput(f"The {{ at character {start + 1} of the {self.field} is never closed; write variants as {{a|b|c}}.", field=self.field)
         out: list[str] = []
         i = 0
         while i < len(text):
-            if text[i] == "{":
-                end = _closing(text, i)
-                if end is None:
-                    raise BadInput(f"The {{ at character {i + 1} of the {self.field} is never closed; write variants as {{a|b|c}}.", field=self.field)
-                out.append(self.variants(text[i + 1:end], depth))
+            if text[i] == "{" and (end := _closing(text, i)) is not None:
+                body = text[i + 1:end]
+                out.append(self.variants(body, depth) if _is_variants(body) else "{" + self.text(body, depth + 1) + "}")
                 i = end + 1
                 continue
             match = WILDCARD.match(text, i)
@@ -79,6 +109,9 @@ class _Expander:
 
     def options(self, name: str) -> list[str]:
         if name not in self.lines:
+            if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+                raise BadInput(f"The wildcard __{name}__ is not a name in {self.folder}; use names such as __colours__ "
+                               "or __art/styles__.", field=self.field)
             path = self.folder / f"{name}.txt"
             try:
                 lines = path.read_text("utf-8").splitlines()
