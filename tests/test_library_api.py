@@ -86,7 +86,16 @@ def test_on_a_class_server_only_facilitators_import_and_set_the_threshold(tmp_pa
     with TestClient(create_app(Studio.open(home), start_worker=False)) as c:
         assert c.post("/api/library/imports", json={"path": str(civitai)}, headers=basic("ann")).status_code == 403
         assert c.put("/api/library/settings", json={"nsfw_threshold": 1}, headers=basic("ann")).status_code == 403
-        assert c.post("/api/library/imports", json={"path": str(civitai)}, headers=basic("fay")).status_code == 201
+        # a facilitator uploads: a path on the server, or everyone's gallery, is the server owner's to publish
+        assert c.post("/api/library/imports", json={"path": str(civitai)}, headers=basic("fay")).status_code == 403
+        assert c.post("/api/library/imports", files={"file": ("x.json", b"{}", "application/json")}, data={"kind": "gallery"},
+                      headers=basic("fay")).status_code == 403
+        uploaded = c.post("/api/library/imports", files={"file": ("civitai.json", civitai.read_bytes(), "application/json")},
+                          data={"kind": "civitai"}, headers=basic("fay"))
+        assert uploaded.status_code == 201, uploaded.text
+        # styles are the class's: a participant cannot replace one
+        assert c.post("/api/library/styles", json={"name": "Cinematic", "prompt": "mine"}, headers=basic("ann")).status_code == 403
+        assert c.post("/api/library/styles", json={"name": "Cinematic", "prompt": "ours"}, headers=basic("fay")).status_code == 201
         hidden = c.get("/api/library/search", params={"q": "explicit"}, headers=basic("ann")).json()["entries"]
         assert hidden == []
         assert c.put("/api/library/settings", json={"nsfw_threshold": 1}, headers=basic("fay")).json() == {"nsfw_threshold": 1.0}

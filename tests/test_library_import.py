@@ -207,3 +207,27 @@ def test_cli_import_search_sources_and_export_shapes(capsys, tmp_path):
     assert code == 0 and (tmp_path / "back.csv").read_bytes() == A1111_STYLES_CSV
     code, out, err = run_cli(capsys, "library", "import", tmp_path / "missing.parquet", "--home", home)
     assert code == 2 and "There is no file or folder" in err and "Traceback" not in err
+
+
+def test_odd_values_in_saved_answers_and_parquets_are_missing_values_not_tracebacks(library, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    answer = {"items": [{"id": 7, "meta": {"prompt": "a tin robot", "sampler": ["Euler"], "steps": "1e999", "cfgScale": float("nan")}}]}
+    saved = tmp_path / "odd.json"
+    saved.write_text(json.dumps(answer))
+    assert library.import_path(saved, "civitai")["added"] == 1
+    (prompt, _, settings, _, _), = [r for r in entries(library) if r[0] == "a tin robot"]
+    assert json.loads(settings) == {}
+    rows = {"image_name": ["1.png"], "prompt": ["a glass harbour"], "part_id": [float("nan")], "seed": [float("nan")],
+            "step": [20.0], "cfg": [7.0], "sampler": [float("nan")], "width": [512.0], "height": [512.0]}
+    pq.write_table(pa.table(rows), tmp_path / "nan.parquet")
+    assert library.import_path(tmp_path / "nan.parquet", "diffusiondb")["added"] == 1
+
+
+def test_a_prompt_list_with_a_line_added_on_top_adds_only_that_line(library, tmp_path):
+    txt = tmp_path / "list.txt"
+    txt.write_text("a foggy harbour\na neon alley\n", encoding="utf-8")
+    assert library.import_path(txt)["added"] == 2
+    txt.write_text("a new first line\na foggy harbour\na neon alley\n", encoding="utf-8")
+    assert library.import_path(txt)["added"] == 1

@@ -91,3 +91,17 @@ def test_more_like_this_and_prompts_like_yours_with_typical_settings(library):
     assert (typical["width"], typical["height"]) == (512, 512)
     assert typical["steps"] == 30 and typical["cfg_scale"] == 7.0 and similar["based_on"] == 5
     assert library.similar("   ") == {"entries": [], "typical": {}}
+
+
+def test_a_hidden_entrys_picture_is_hidden_too(tmp_path):
+    from library_data import write_image_folder
+
+    with Library(tmp_path / "home") as library:
+        library.import_path(write_image_folder(tmp_path / "pics"), "images")
+        image_id, prompt_id = library.db.query("SELECT id, prompt_id FROM images ORDER BY id LIMIT 1")[0]
+        assert library.image_of(image_id) is not None
+        with library.db.transaction() as conn:
+            conn.execute("UPDATE prompts SET nsfw = 0.9 WHERE id = ?", (prompt_id,))
+        assert library.image_of(image_id) is None  # above the threshold (0.5): no picture either
+        library.set_nsfw_threshold(1.0)
+        assert library.image_of(image_id) is not None

@@ -143,7 +143,9 @@ class Library:
         return self.searcher.more_like(entry_id, limit)
 
     def image_of(self, image_id: int) -> tuple[Path, Path | None] | None:
-        rows = self.db.query("SELECT path, thumb FROM images WHERE id = ?", (image_id,))
+        """The picture and thumbnail of an entry that search may show (hidden ones, above the NSFW threshold, are not)."""
+        rows = self.db.query("SELECT i.path, i.thumb FROM images i JOIN prompts p ON p.id = i.prompt_id "
+                             "WHERE i.id = ? AND p.nsfw <= ?", (image_id, self.nsfw_threshold))
         if not rows:
             return None
         return Path(rows[0][0]), Path(rows[0][1]) if rows[0][1] else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,12 +86,12 @@ def _parquet_columns(path: Path) -> list[str]:
 def _number(value: Any, column: str, row: int, path: Path) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"{path.name}, row {row}: the column '{column}' holds {str(value)[:40]!r}, not a number.") from None
+    if not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"{path.name}, row {row}: the column '{column}' holds {str(value)[:40]!r}, not a number.") from None
+    return value if math.isfinite(value) else None  # NaN: a missing value, as pandas writes one
 
 
 def read_diffusiondb(path: Path, progress: Progress | None = None) -> Iterator[Entry]:
@@ -121,7 +122,8 @@ def read_diffusiondb(path: Path, progress: Progress | None = None) -> Iterator[E
                         "sampler_name": DIFFUSIONDB_SAMPLERS.get(int(code)) if code is not None else None,
                         "width": _int(_number(width, "width", r, path)), "height": _int(_number(height, "height", r, path))}
             scores = [_number(v, c, r, path) for v, c in ((insfw, "image_nsfw"), (pnsfw, "prompt_nsfw"))]
-            url = (f"https://huggingface.co/datasets/poloclub/diffusiondb/resolve/main/images/part-{int(part):06d}/{name}"
+            part = _int(_number(part, "part_id", r, path))
+            url = (f"https://huggingface.co/datasets/poloclub/diffusiondb/resolve/main/images/part-{part:06d}/{name}"
                    if name and part is not None else None)
             yield Entry(prompt, settings=clean_settings(settings), external_id=name, url=url,
                         nsfw=max([s for s in scores if s is not None] or [0.0]), model="Stable Diffusion 1.x")
@@ -160,7 +162,7 @@ def _prompts_txt(path: Path, progress: Progress | None) -> Iterator[Entry]:
     for number, line in _lines(path):
         text = line.strip()
         if text and not text.startswith("#"):
-            yield Entry(text, external_id=f"line {number}")
+            yield Entry(text)  # the text alone: the same prompt moved to another line is not new
         if progress and number % 10000 == 0:
             progress(number, None)
 
@@ -180,8 +182,7 @@ def _prompts_csv(path: Path, column: str, progress: Progress | None) -> Iterator
             if len(row) != len(header):
                 raise BadInput(f"{path.name}, line {reader.line_num}: this row has {len(row)} fields, the header {len(header)}; "
                                f"put a text that holds a comma in double quotes.")
-            yield Entry(row[at].strip(), negative_prompt=row[negative] if negative is not None else "",
-                        external_id=f"line {reader.line_num}")
+            yield Entry(row[at].strip(), negative_prompt=row[negative] if negative is not None else "")
             if progress and reader.line_num % 10000 == 0:
                 progress(reader.line_num, None)
     except csv.Error as e:
@@ -298,7 +299,7 @@ def read_civitai(path: Path, progress: Progress | None = None) -> Iterator[Entry
         size = str(meta.get("Size") or "")
         width, height = (size.split("x", 1) + [""])[:2] if "x" in size else (item.get("width"), item.get("height"))
         settings = {"seed": _safe_int(meta.get("seed")), "steps": _safe_int(meta.get("steps")),
-                    "cfg_scale": _safe_float(meta.get("cfgScale")), "sampler_name": meta.get("sampler"),
+                    "cfg_scale": _safe_float(meta.get("cfgScale")), "sampler_name": meta.get("sampler") if isinstance(meta.get("sampler"), str) else None,
                     "width": _safe_int(width), "height": _safe_int(height), "clip_skip": _safe_int(meta.get("Clip skip"))}
         level = item.get("nsfwLevel")
         nsfw = _CIVITAI_NSFW.get(str(level).lower(), 1.0 if item.get("nsfw") is True else 0.0) if level is not None else (
@@ -312,17 +313,17 @@ def read_civitai(path: Path, progress: Progress | None = None) -> Iterator[Entry
 
 
 def _safe_int(value: Any) -> Optional[int]:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
+    number = _safe_float(value)
+    return None if number is None else int(number)
 
 
 def _safe_float(value: Any) -> Optional[float]:
+    """A number from a field a saved answer may hold in any shape; None for anything else (text, lists, inf, NaN)."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def read_style_file(path: Path, kind: str) -> list[Style]:

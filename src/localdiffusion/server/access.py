@@ -165,7 +165,7 @@ ROUTES: dict[str, str] = {
     "GET /api/library/similar": ANY_USER,
     "GET /api/library/sources": ANY_USER,
     "GET /api/library/styles": ANY_USER,
-    "POST /api/library/styles": ANY_USER,
+    "POST /api/library/styles": FACILITATOR,  # styles are the class's, one set for everyone
     "POST /api/library/imports": FACILITATOR,
     "GET /api/library/settings": ANY_USER,
     "PUT /api/library/settings": FACILITATOR,

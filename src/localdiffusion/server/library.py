@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import secrets
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -98,7 +99,7 @@ class StyleBody(BaseModel):
 
 
 @router.post("/styles", status_code=201)
-def save_style(body: StyleBody, library: LibraryDep) -> dict[str, str]:
+def save_style(body: StyleBody, library: LibraryDep, caller: ManagerDep) -> dict[str, str]:
     library.save_style(body.name[:200], body.prompt, body.negative_prompt)
     return {"name": body.name.strip()[:200]}
 
@@ -123,7 +124,7 @@ async def imports(request: Request, studio: StudioDep, caller: ManagerDep) -> di
         if upload is None or not hasattr(upload, "read"):
             raise BadInput("Send the file to import as the multipart field 'file'.", field="file")
         name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload").name)[:100] or "upload"
-        target = studio.home.root / "cache" / "library" / "uploads" / name
+        target = studio.home.root / "cache" / "library" / "uploads" / secrets.token_hex(8) / name  # two uploads never share a file
         target.parent.mkdir(parents=True, exist_ok=True)
         data = await upload.read()
         with atomic_path(target) as tmp:
@@ -136,8 +137,14 @@ async def imports(request: Request, studio: StudioDep, caller: ManagerDep) -> di
             body = ImportBody.model_validate(await request.json())
         except Exception:
             raise BadInput("Send a file (multipart 'file') or JSON {\"path\": a file or folder on the server}.", field="path") from None
+        if caller.role != "owner":
+            # a facilitator account must not publish a file of the server to the class: uploads only
+            raise HTTPException(403, "On a class server only the server's owner imports from a path on it; upload the file instead.")
         path = Path(body.path).expanduser()
         fields = body.model_dump(exclude={"path"})
+    if fields.get("kind") == "gallery" and caller.role != "owner":
+        raise HTTPException(403, "Everyone's gallery is private on a class server, so it cannot be imported into the "
+                                 "shared library; share pictures on the Wall instead.")
     result = await asyncio.to_thread(library.import_path, path, fields.get("kind"), source_name=fields.get("source_name"),
                                      licence=fields.get("licence"), column=fields.get("column"))
     studio.db.record_action(caller.name, "library-import", result["source"], {"kind": result["kind"], "added": result["added"]})

@@ -75,7 +75,7 @@ function card(entry, page) {
         h("button", { type: "button", onclick: () => usePrompt(entry) }, "Use this prompt"),
         Object.keys(entry.settings || {}).length
           ? h("button", { type: "button", onclick: () => useSettings(entry.settings) }, "Use these settings") : null,
-        h("button", { type: "button", onclick: () => saveAsStyle(entry) }, "Save as style"),
+        h("button", { type: "button", dataset: { manages: "" }, onclick: () => saveAsStyle(entry) }, "Save as style"),
         h("button", { type: "button", onclick: () => page.moreLike(entry) }, "More like this"))));
 }
 

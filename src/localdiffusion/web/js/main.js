@@ -96,6 +96,7 @@ async function start() {
   if (me?.accounts) installUserMenu(document.querySelector("header.top"), me.user);
   manages = ["facilitator", "owner"].includes(me?.user?.role ?? "owner");
   for (const link of document.querySelectorAll("nav a[data-manages]")) link.hidden = !manages;
+  document.body.dataset.manages = String(manages);  // hides [data-manages] actions (studio.css) from participants
   window.addEventListener("hashchange", () => show(pageFromHash()));
   onJobEvent(() => {}); // open the event socket at once, so no early event of a job is missed
   installPageDrop();
