@@ -215,3 +215,23 @@ def test_the_cli_refuses_an_unknown_backend_in_one_sentence(capsys, ov_home, tmp
     code, _, err = run_cli(capsys, "generate", "a lighthouse", "--steps", "1", "--size", "64x64", "--model", "tiny-sd1",
                            "--backend", "onnx", "-o", tmp_path, "--home", ov_home.root)
     assert code != 0 and "Unknown backend 'onnx'" in err and "Traceback" not in err
+
+
+def test_a_vae_swapped_in_a_diffusers_folder_is_converted_again(tmp_path, sd1_folder):
+    """A folder's hash covers its UNet only; the VAE's files are in the cache key, so a replaced VAE is not
+    decoded by the converted old one."""
+    import os
+    import shutil
+
+    from localdiffusion.store.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    folder = home.model_dir("checkpoint") / "tiny-copy"
+    shutil.copytree(sd1_folder, folder)
+    recipe = Recipe(**BASE, model="tiny-copy", sampler_name="Euler")
+    engine_for(home, backend="openvino", ov_device="CPU").generate(recipe)
+    unets, decoders = cached(home, "unet"), cached(home, "vae_decoder")
+    for weights in (folder / "vae").glob("*.safetensors"):
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "a new VAE file"
+    engine_for(home, backend="openvino", ov_device="CPU").generate(recipe)
+    assert cached(home, "unet") == unets and len(cached(home, "vae_decoder")) == len(decoders) + 1

@@ -290,7 +290,7 @@ class Engine:
         recipe = prepared.recipe
         refs = extract_loras(recipe.prompt)[1] + extract_loras(recipe.negative_prompt)[1]
         loras = [[self.library.ensure_hash(lora).sha256, ref.weight] for ref, lora in zip(refs, prepared.loras)]
-        identity = {"model": info.sha256, "family": info.family, "loras": loras}
+        identity = {"model": info.sha256, "family": info.family, "loras": loras, "vae": _vae_files(info.path)}
         return OpenVINOBackend(self.models.openvino(), pipe, identity)
 
     def _iterate(self, bound: Bound, prepared: Prepared, hooks: RunHooks) -> Result:
@@ -675,6 +675,14 @@ def _cut_for_strength(scheduler: Any, steps: int, strength: float) -> torch.Tens
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(t_start * scheduler.order)
     return timesteps
+
+
+def _vae_files(path: Path) -> list[list[Any]]:
+    """A diffusers folder's VAE weights by name, size and time: its hash covers the UNet only, and a VAE swapped in
+    the folder must not reuse a converted old one. A single file's hash covers its VAE already."""
+    if not path.is_dir():
+        return []
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted((path / "vae").glob("*")) if f.is_file()]
 
 
 def _mask_array(mask: Image.Image):

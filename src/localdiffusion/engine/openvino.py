@@ -231,7 +231,10 @@ class OpenVINOBackend:
 
     def _network(self, part: str, module: torch.nn.Module, example: dict[str, torch.Tensor],
                  dynamic: dict[str, list[int]], identity: dict[str, Any] | None = None) -> Network:
-        key = {**(identity or self.identity), "part": part, "shapes": {k: v for k, v in dynamic.items()},
+        identity = identity or self.identity
+        if part == "unet":  # the VAE's files name the VAE parts only
+            identity = {k: v for k, v in identity.items() if k != "vae"}
+        key = {**identity, "part": part, "shapes": {k: v for k, v in dynamic.items()},
                "dtype": str(self.dtype), "openvino": self.runtime.ov.__version__}
         name = cache_name(key)
         network = self.networks.get(name)
