@@ -61,3 +61,14 @@ export function formatBytes(bytes) {
 export function roundTo8(value) {
   return Math.max(64, Math.round(value / 8) * 8);
 }
+
+/** Say `text` to screen readers without moving focus: politely (after what they are reading) or, for errors, at once. */
+export function announce(text, { assertive = false } = {}) {
+  const el = document.getElementById(assertive ? "announce-alert" : "announce-polite");
+  if (!el) return;
+  // Clear first, so the same sentence twice is read twice.
+  el.textContent = "";
+  setTimeout(() => {
+    el.textContent = text;
+  }, 50);
+}
