@@ -18,6 +18,11 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+/** A note, shown only on a phone (CSS), that an editor needs a larger screen; on a tablet it works with touch. */
+export function needsLargerScreen(text) {
+  return h("p", { class: "needs-larger-screen", role: "note" }, text);
+}
+
 let counter = 0;
 /** A document-unique id with a readable prefix. */
 export function uid(prefix) {
