@@ -195,3 +195,10 @@ def test_from_prompt_to_a_starred_image_with_the_keyboard_alone(open_page, serve
     tab.keyboard.press("Escape")
     expect(viewer).to_be_hidden()
     expect(card.locator(".result")).to_be_focused()  # focus returns to the image that opened the viewer
+
+
+@pytest.mark.parametrize("viewport, shown", [(PHONE, True), (TABLET, False)])
+def test_the_comic_editor_says_on_a_phone_that_it_needs_a_larger_screen(open_page, server, viewport, shown):  # noqa: F811
+    tab = open_page(f"{server.url}/#/comic", viewport=viewport, has_touch=True)
+    note = tab.locator("#page-comic .needs-larger-screen")
+    expect(note).to_be_visible() if shown else expect(note).to_be_hidden()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -181,19 +180,11 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(library.router)
 
 
-def error_code(exc: LocalDiffusionError) -> str:
-    """A stable code for an error a person sees: its class in snake_case (BadInput -> "bad_input")."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LocalDiffusionError)
     async def person_error(request: Request, exc: LocalDiffusionError) -> JSONResponse:
         status = 404 if isinstance(exc, ModelNotFound) else 400 if isinstance(exc, BadInput) else 422
-        # `code` (stable) beside the English `detail`, so the studio can say it in the person's language;
-        # A1111 clients keep reading `detail`.
-        return JSONResponse({"detail": exc.message, "field": exc.field, "code": error_code(exc), "values": {}},
-                            status_code=status)
+        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -201,6 +192,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         return JSONResponse({"detail": f"The field '{first['field']}' is not valid: {first['message']}.",
                              "field": first["field"] or None, "errors": errors,
+                             # a stable code and its values beside the English detail (which A1111 clients read),
+                             # so the studio can say it in the person's language
                              "code": "invalid_field", "values": {"field": first["field"], "message": first["message"]}},
                             status_code=422)
 
