@@ -404,3 +404,10 @@ def test_the_access_token_is_required_when_set(tmp_path):
         assert browser.get("/api/status").status_code == 200  # the cookie now carries the token
         with browser.websocket_connect("/api/events?client=x") as ws:
             ws.close()
+
+
+def test_errors_carry_a_stable_code_and_values_beside_the_english_detail(idle_client):
+    bad = idle_client.post("/api/jobs", json={**RECIPE, "cfg_scale": "lots"}).json()
+    assert bad["code"] == "invalid_field"
+    assert bad["values"]["field"] == "cfg_scale" and bad["values"]["message"] in bad["detail"]
+    assert bad["detail"].startswith("The field 'cfg_scale' is not valid")  # A1111 clients keep the English sentence

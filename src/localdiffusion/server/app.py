@@ -192,7 +192,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         return JSONResponse({"detail": f"The field '{first['field']}' is not valid: {first['message']}.",
-                             "field": first["field"] or None, "errors": errors}, status_code=422)
+                             "field": first["field"] or None, "errors": errors,
+                             # a stable code and its values beside the English detail (which A1111 clients read),
+                             # so the studio can say it in the person's language
+                             "code": "invalid_field", "values": {"field": first["field"], "message": first["message"]}},
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,5 +1,7 @@
 // The studio JSON API (/api): every request carries this tab's client id.
 
+import { t } from "./i18n.js";
+
 const CLIENT_KEY = "localdiffusion.client";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -44,10 +46,15 @@ export function clientId() {
   return asking;
 }
 
+/** Server error codes (app.py's error handlers) with a message in the catalogues. */
+const SERVER_ERRORS = { invalid_field: "error.invalidField" };
+
 /** An answer the server refused: `detail` is one sentence for a person, `field` names the bad field if any. */
 export class ApiError extends Error {
-  constructor(status, detail, field) {
+  constructor(status, detail, field, code = null, values = {}) {
     super(detail);
+    this.code = code;
+    this.values = values;
     this.status = status;
     this.detail = detail;
     this.field = field || null;
@@ -57,15 +64,21 @@ export class ApiError extends Error {
 async function errorFrom(response) {
   let detail = `The server answered ${response.status} ${response.statusText}.`;
   let field = null;
+  let code = null;
+  let values = {};
   try {
     const body = await response.json();
     if (typeof body.detail === "string") detail = body.detail;
     else if (Array.isArray(body.detail) && body.detail[0]?.msg) detail = body.detail[0].msg;
     field = body.field || body.errors?.[0]?.field || null;
+    code = body.code || null;
+    values = body.values || {};
+    // Errors with a code the catalogue knows are said in the person's language (the English stays in `detail`).
+    if (SERVER_ERRORS[code]) detail = t(SERVER_ERRORS[code], values);
   } catch {
     /* not JSON: keep the status line */
   }
-  return new ApiError(response.status, detail, field);
+  return new ApiError(response.status, detail, field, code, values);
 }
 
 /** fetch() with the client id; JSON in and out. `body` may be a plain object (sent as JSON) or FormData. */

@@ -6,7 +6,8 @@
 // instead of overwriting their edit.
 
 import { api, cached, request } from "./api.js";
-import { h, emit, formatBytes, toast } from "./dom.js";
+import { h, emit, formatBytes, needsLargerScreen, toast } from "./dom.js";
+import { t } from "./i18n.js";
 import { openViewer } from "./viewer.js";
 import { PageEditor } from "./comic-page.js";
 import { PanelSidebar } from "./comic-panel.js";
@@ -43,7 +44,7 @@ class ComicPage {
     this.saving = Promise.resolve();
     this.listView = h("div", { class: "comic-list" });
     this.editorView = h("div", { class: "comic-editor", hidden: true });
-    section.append(this.listView, this.editorView);
+    section.append(needsLargerScreen(t("editor.comicNeedsRoom")), this.listView, this.editorView);
     this.buildEditor();
     // Autosave waits a moment after each change; closing the tab within that moment asks first.
     window.addEventListener("beforeunload", (event) => {

@@ -42,12 +42,12 @@ export function initConsole(root) {
       h("a", { href: "/api/class/export", download: "" }, "Download the whole class's work (zip)")),
     error,
     section("Participants",
-      h("div", { class: "table-wrap" }, h("table", { class: "console-people" },
+      h("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Participants" }, h("table", { class: "console-people" },
         h("thead", {}, h("tr", {}, ...["Name", "Online", "Queued", "Running", "GPU-seconds today", "Images", "Paused", ""].map((t) => h("th", { scope: "col" }, t)))),
         people)),
       password),
     section("Queue", h("p", { class: "console-actions" }, pause, " ", resume), queueState,
-      h("div", { class: "table-wrap" }, h("table", { class: "console-queue" },
+      h("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Queue" }, h("table", { class: "console-queue" },
         h("thead", {}, h("tr", {}, ...["#", "Whose", "Kind", "Status", "Estimate", ""].map((t) => h("th", { scope: "col" }, t)))),
         queueRows))),
     section("Usage today", usage),
@@ -117,7 +117,7 @@ export function initConsole(root) {
       h("p", { class: "console-total" }, `Class total today: ${u.jobs} jobs, ${seconds(u.gpu_seconds)} of GPU time, `,
         h("strong", {}, `${u.estimate ? "about " : ""}${u.energy_wh.toFixed(1)} Wh`),
         u.estimate ? " (an estimate: nominal power, not measured)" : " (from the GPU's reported power draw)"),
-      rows.length ? h("div", { class: "table-wrap" }, h("table", { class: "console-devices" },
+      rows.length ? h("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Devices" }, h("table", { class: "console-devices" },
         h("thead", {}, h("tr", {}, ...["Device", "Jobs", "GPU time", "Energy", "Where the power figure comes from"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, ...rows))) : h("p", { class: "muted" }, "No job has finished today."));
   }

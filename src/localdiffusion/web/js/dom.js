@@ -18,6 +18,11 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+/** A note, shown only on a phone (CSS), that an editor needs a larger screen; on a tablet it works with touch. */
+export function needsLargerScreen(text) {
+  return h("p", { class: "needs-larger-screen", role: "note" }, text);
+}
+
 let counter = 0;
 /** A document-unique id with a readable prefix. */
 export function uid(prefix) {
@@ -60,4 +65,15 @@ export function formatBytes(bytes) {
 
 export function roundTo8(value) {
   return Math.max(64, Math.round(value / 8) * 8);
+}
+
+/** Say `text` to screen readers without moving focus: politely (after what they are reading) or, for errors, at once. */
+export function announce(text, { assertive = false } = {}) {
+  const el = document.getElementById(assertive ? "announce-alert" : "announce-polite");
+  if (!el) return;
+  // Clear first, so the same sentence twice is read twice.
+  el.textContent = "";
+  setTimeout(() => {
+    el.textContent = text;
+  }, 50);
 }

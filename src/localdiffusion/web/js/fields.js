@@ -25,6 +25,7 @@ let openHelp = null;
 function closeOpenHelp() {
   if (openHelp) {
     openHelp.classList.remove("help-open");
+    for (const link of openHelp.querySelectorAll(".help a")) link.tabIndex = -1;
     openHelp.querySelector(".info")?.setAttribute("aria-expanded", "false");
     openHelp = null;
   }
@@ -57,6 +58,7 @@ function helpParts(name, label, control) {
       closeOpenHelp();
       if (!wasOpen) {
         field.classList.add("help-open");
+        for (const link of field.querySelectorAll(".help a")) link.tabIndex = 0; // now Tab reaches "More…"
         event.currentTarget.setAttribute("aria-expanded", "true");
         openHelp = field;
       }

@@ -5,6 +5,7 @@
 
 import { api } from "./api.js";
 import { h, on } from "./dom.js";
+import { t } from "./i18n.js";
 import { openViewer } from "./viewer.js";
 import { choosePngToRead } from "./pnginfo.js";
 
@@ -31,7 +32,7 @@ class GalleryPage {
   }
 
   build() {
-    this.search = h("input", { type: "search", id: "gallery-search", placeholder: "Words in the prompt", autocomplete: "off" });
+    this.search = h("input", { type: "search", id: "gallery-search", placeholder: t("gallery.searchPlaceholder"), autocomplete: "off" });
     let timer = 0;
     this.search.addEventListener("input", () => {
       clearTimeout(timer);
@@ -39,14 +40,14 @@ class GalleryPage {
     });
     this.starred = h("input", { type: "checkbox", id: "gallery-starred", onchange: () => this.reload() });
     this.count = h("p", { class: "gallery-count", role: "status", "aria-live": "polite" });
-    this.grid = h("ul", { class: "grid", "aria-label": "Images" });
-    this.more = h("button", { type: "button", class: "load-more", hidden: true, onclick: () => this.loadMore() }, "Load more");
+    this.grid = h("ul", { class: "grid", "aria-label": t("gallery.images") });
+    this.more = h("button", { type: "button", class: "load-more", hidden: true, onclick: () => this.loadMore() }, t("gallery.loadMore"));
     this.sentinel = h("div", { class: "sentinel", "aria-hidden": "true" });
     const toolbar = h("div", { class: "toolbar" },
-      h("h2", {}, "Gallery"),
-      h("div", { class: "search" }, h("label", { for: "gallery-search" }, "Search"), this.search),
-      h("label", { class: "check", for: "gallery-starred" }, this.starred, " Starred only"),
-      h("button", { type: "button", onclick: choosePngToRead }, "Read settings from an image…"));
+      h("h2", {}, t("page.gallery")),
+      h("div", { class: "search" }, h("label", { for: "gallery-search" }, t("gallery.search")), this.search),
+      h("label", { class: "check", for: "gallery-starred" }, this.starred, " ", t("gallery.starredOnly")),
+      h("button", { type: "button", onclick: choosePngToRead }, t("gallery.readPng")));
     this.section.append(toolbar, this.count, this.grid, this.more, this.sentinel);
     // Load the next page as the end of the grid comes near, as well as on the button.
     new IntersectionObserver((entries) => {
@@ -104,18 +105,18 @@ class GalleryPage {
     const n = this.items.length;
     const q = this.search.value.trim();
     if (n === 0) {
-      this.count.textContent = q || this.starred.checked
-        ? "No images match."
-        : "No images yet: the ones you generate appear here. You can also drop a PNG anywhere to read its settings.";
+      this.count.textContent = q || this.starred.checked ? t("gallery.noMatch") : t("gallery.empty");
     } else {
-      this.count.textContent = `${n}${this.hasMore ? "+" : ""} image${n === 1 ? "" : "s"}${q ? ` matching “${q}”` : ""}`;
+      const count = t(this.hasMore ? "gallery.countMore" : "gallery.count", { count: n });
+      this.count.textContent = q ? t("gallery.countMatching", { count, query: q }) : count;
     }
   }
 
   tile(item) {
-    const label = item.prompt ? item.prompt.slice(0, 120) : `Image ${item.id}`;
-    const img = h("img", { src: item.thumb, alt: "", loading: "lazy", decoding: "async", width: 256, height: Math.round((256 * item.height) / item.width) || 256 });
-    const button = h("button", { type: "button", class: "thumb", "aria-label": `Open image ${item.id}: ${label}`, onclick: () => this.open(item.id) }, img);
+    const label = item.prompt ? item.prompt.slice(0, 120) : t("viewer.imageNumber", { id: item.id });
+    // The button is named by the image's text alternative: its prompt.
+    const img = h("img", { src: item.thumb, alt: label, loading: "lazy", decoding: "async", width: 256, height: Math.round((256 * item.height) / item.width) || 256 });
+    const button = h("button", { type: "button", class: "thumb", title: t("gallery.open", { id: item.id }), onclick: () => this.open(item.id) }, img);
     return h("li", { dataset: { id: item.id, starred: item.starred ? "true" : "false" } }, button,
       item.starred ? h("span", { class: "star-badge", "aria-hidden": "true" }, "★") : null);
   }

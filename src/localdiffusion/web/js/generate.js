@@ -145,7 +145,8 @@ class GeneratePage {
 
     const seedInput = h("input", { type: "number", min: -1, step: 1 });
     seedInput.value = param("seed").default ?? -1;
-    this.reuseButton = h("button", { type: "button", disabled: true, onclick: () => this.reuseSeed(), "aria-label": "Reuse the last seed" }, "Reuse last");
+    // The accessible name starts with the visible words (WCAG 2.5.3); the seed itself goes in the description.
+    this.reuseButton = h("button", { type: "button", disabled: true, onclick: () => this.reuseSeed(), "aria-label": "Reuse last seed" }, "Reuse last");
     const seed = field("seed", seedInput, {
       extra: [h("button", { type: "button", onclick: () => this.setValue("seed", -1), "aria-label": "Random seed (-1)" }, "Random"), this.reuseButton],
       className: "seed-field",
@@ -184,7 +185,7 @@ class GeneratePage {
     const references = h("details", { class: "group more", dataset: { field: "references" } },
       h("summary", {}, "Reference images"), this.referenceImages);
 
-    this.submitButton = h("button", { type: "submit", class: "primary big" }, "Generate");
+    this.submitButton = h("button", { type: "submit", class: "primary big", id: "gen-submit" }, "Generate");
     this.estimate = h("p", { class: "hint estimate", id: "gen-estimate", "aria-live": "polite" });
     // A few-step model (SD-Turbo, LCM, Lightning...) wants its own settings: suggested, applied only on a click.
     this.fastPreset = h("div", { class: "callout fast-preset", id: "fast-preset", role: "region", "aria-label": "Few-step model", hidden: true });
@@ -214,7 +215,9 @@ class GeneratePage {
         numberField("clip_skip"), h("div", { class: "row" }, numberField("subseed"), numberField("subseed_strength", { slider: true })),
         h("div", { class: "row" }, numberField("eta"), numberField("eta_noise_seed_delta")),
         selectField("rng", RNG_SOURCES), h("div", { class: "row" }, checkField("sgm_noise_multiplier"), checkField("pad_cond_uncond"))),
-      h("div", { class: "submit-row" }, this.decoderField, this.submitButton, this.estimate, this.formError));
+      h("div", { class: "submit-row" }, this.decoderField, this.submitButton, this.estimate, this.formError,
+        // On a narrow screen the results are under the long form: a link takes one there (CSS shows it below 900 px).
+        h("a", { href: "#output-title", class: "jump-results", onclick: (event) => this.jumpToResults(event) }, "Jump to the results")));
     // "Prompts like yours" from the reference library, under the prompt (web/js/library.js)
     installPromptsLikeYours(prompt, (recipe) => {
       this.fill(recipe);
@@ -238,7 +241,7 @@ class GeneratePage {
     this.jobList = h("div", { class: "job-list" });
     this.emptyOutput = h("p", { class: "empty" }, "Your images will appear here. Type a prompt and press Generate (or Ctrl+Enter).");
     const output = h("section", { class: "output", "aria-labelledby": "output-title" },
-      h("h2", { id: "output-title" }, "Results"), this.emptyOutput, this.jobList);
+      h("h2", { id: "output-title", tabindex: "-1" }, "Results"), this.emptyOutput, this.jobList);
     this.section.append(h("div", { class: "generate-layout" }, h("div", { class: "form-column" }, this.tabs, this.form), output));
     this.updateSchedules();
   }
@@ -726,6 +729,13 @@ class GeneratePage {
     }
   }
 
+  jumpToResults(event) {
+    event.preventDefault(); // the hash belongs to the router
+    const title = this.section.querySelector("#output-title");
+    title.scrollIntoView({ block: "start" });
+    title.focus();
+  }
+
   addCard(job) {
     const card = new JobCard(job, {
       onDone: (finished) => {
@@ -733,7 +743,7 @@ class GeneratePage {
         if (finished.status === "done" && seeds.length) {
           this.lastSeed = seeds[0];
           this.reuseButton.disabled = false;
-          this.reuseButton.setAttribute("aria-label", `Reuse the last seed (${seeds[0]})`);
+          this.reuseButton.setAttribute("aria-label", `Reuse last seed (${seeds[0]})`);
         }
       },
       onOpen: (id, ids) => openViewer(id, { ids }),

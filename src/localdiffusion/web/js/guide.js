@@ -148,7 +148,9 @@ export async function installGuideLinks() {
     for (const help of root.querySelectorAll?.(".field .help[id^='help-']") || []) {
       const name = help.id.slice("help-".length);
       if (help.querySelector(".more") || !parameters[name]?.card) continue;
-      help.append(" ", h("a", { class: "more", href: `#/guide/${name}` }, "More…"));
+      // Out of the Tab order until the bubble is opened with its button: a bubble shown by focus alone hides as
+      // focus leaves the button, and a link inside it would take focus with it to the page body.
+      help.append(" ", h("a", { class: "more", href: `#/guide/${name}`, tabindex: "-1" }, "More…"));
     }
   };
   decorate(document);

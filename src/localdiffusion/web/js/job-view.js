@@ -6,7 +6,8 @@
 // GET /api/jobs/{id} fills any gap (a missed event, a reconnect, the queue position moving).
 
 import { api } from "./api.js";
-import { h, emit } from "./dom.js";
+import { h, emit, announce } from "./dom.js";
+import { formatNumber, t } from "./i18n.js";
 import { onJobEvent } from "./events.js";
 
 const FINISHED = new Set(["done", "failed", "cancelled"]);
@@ -23,14 +24,16 @@ export class JobCard {
     this.onOpen = onOpen;
     this.finished = false;
     this.previews = 0;
-    this.status = h("p", { class: "job-status", role: "status", "aria-live": "polite" });
-    this.bar = h("progress", { max: 1, value: 0, "aria-label": `Progress of job ${job.id}` });
-    this.cancelButton = h("button", { type: "button", class: "cancel", onclick: () => this.cancel() }, "Cancel");
-    this.preview = h("img", { class: "preview", alt: "Preview of the image as it forms", hidden: true });
+    // Shown, not read out at every step: announce() says when an image is done or the job fails.
+    this.status = h("p", { class: "job-status" });
+    this.announcedIteration = 0;
+    this.bar = h("progress", { max: 1, value: 0, "aria-label": t("job.progress", { id: job.id }) });
+    this.cancelButton = h("button", { type: "button", class: "cancel", onclick: () => this.cancel() }, t("job.cancel"));
+    this.preview = h("img", { class: "preview", alt: t("job.previewAlt"), hidden: true });
     this.results = h("div", { class: "results" });
     this.error = h("p", { class: "job-error", hidden: true });
-    const summary = (job.recipe?.prompt || "").trim() || "(no prompt)";
-    this.el = h("article", { class: "job", dataset: { jobId: job.id, status: job.status, previews: "0" }, "aria-label": `Job ${job.id}` },
+    const summary = (job.recipe?.prompt || "").trim() || t("job.noPrompt");
+    this.el = h("article", { class: "job", dataset: { jobId: job.id, status: job.status, previews: "0" }, "aria-label": t("job.label", { id: job.id }) },
       h("header", {}, h("p", { class: "job-prompt", title: summary }, summary), this.cancelButton),
       this.status, this.bar, this.preview, this.results, this.error);
     cards.set(job.id, this);
@@ -67,7 +70,7 @@ export class JobCard {
       }
     } else if (event.type === "started") {
       this.setStatus("running");
-      this.status.textContent = "Starting…";
+      this.status.textContent = t("job.starting");
     } else if (FINISHED.has(event.type)) {
       // The event carries the result for "done"; fetch the job to be sure of the whole record.
       api.get(`/api/jobs/${this.job.id}`).then((job) => this.render(job),
@@ -89,7 +92,7 @@ export class JobCard {
       this.el.dataset.position = String(job.position ?? 0);
     } else if (job.status === "running") {
       if (job.progress?.total || job.progress?.phase === "load") this.showProgress(job.progress);
-      else this.status.textContent = "Starting…";
+      else this.status.textContent = t("job.starting");
     } else if (FINISHED.has(job.status)) {
       this.finish(job);
     }
@@ -105,10 +108,15 @@ export class JobCard {
     const done = Math.min(step, total);
     this.bar.max = total * iterations;
     this.bar.value = iteration * total + done;
-    const batch = iterations > 1 ? ` (batch ${iteration + 1} of ${iterations})` : "";
-    const hires = phase === "hires" ? " (hires pass)" : "";
+    const batch = iterations > 1 ? t("job.batchOf", { n: iteration + 1, total: iterations }) : "";
+    const hires = phase === "hires" ? t("job.hiresPass") : "";
     // No step has finished yet: the first one is under way (on a CPU one step can take many seconds).
-    this.status.textContent = done === 0 ? `Working on step 1 of ${total}${batch}${hires}…` : `Step ${done} of ${total}${batch}${hires}`;
+    this.status.textContent = done === 0 ? t("job.firstStep", { total, batch, hires }) : t("job.step", { step: done, total, batch, hires });
+    // A batch that moved on has finished the one before it: say so once, politely.
+    if (iterations > 1 && iteration > this.announcedIteration) {
+      this.announcedIteration = iteration;
+      announce(t("job.imageDone", { n: iteration, total: iterations }));
+    }
   }
 
   /** The load phase: models that are not in memory yet load before the first step (the first job of a model). */
@@ -132,24 +140,27 @@ export class JobCard {
     if (job.status === "done") {
       const ids = job.result?.images || [];
       const seeds = job.result?.seeds || [];
-      const decoded = job.result?.decoder === "fast" ? " (decoded with TAESD (fast))" : "";
-      this.status.textContent = `${ids.length === 1 ? "Done" : `Done: ${ids.length} images`}${took(job.result?.timings)}${decoded}.`;
+      const decoded = job.result?.decoder === "fast" ? t("job.decodedFast") : "";
+      this.status.textContent = t("job.done", { count: ids.length, took: took(job.result?.timings), decoded });
+      announce(this.status.textContent);
       this.preview.hidden = true;
       // Each image with its seed: the seed and the settings make that image again, or variations of it.
       this.results.replaceChildren(...ids.map((id, i) => h("figure", { class: "result-item" },
         h("button", {
-          type: "button", class: "result", "aria-label": `Open image ${id}${seeds[i] !== undefined ? `, seed ${seeds[i]}` : ""}`,
+          type: "button", class: "result", "aria-label": seeds[i] !== undefined ? t("job.openImageSeed", { id, seed: seeds[i] }) : t("job.openImage", { id }),
           onclick: () => this.onOpen?.(id, ids),
-        }, h("img", { src: `/api/images/${id}/file`, alt: "" })),
-        seeds[i] !== undefined ? h("figcaption", { class: "result-seed" }, `Seed ${seeds[i]}`) : null)));
+        }, h("img", { src: `/api/images/${id}/file`, alt: job.recipe?.prompt || t("job.noPrompt") })),
+        seeds[i] !== undefined ? h("figcaption", { class: "result-seed" }, t("job.seed", { seed: seeds[i] })) : null)));
       if (job.usage) this.results.append(usageLine(job.usage));
       emit("images-changed");
     } else if (job.status === "cancelled") {
-      this.status.textContent = "Cancelled.";
+      this.status.textContent = t("job.cancelled");
+      announce(this.status.textContent);
       this.preview.hidden = true;
     } else {
-      this.status.textContent = "Failed.";
-      this.error.textContent = job.error || "The job failed without a reason.";
+      this.status.textContent = t("job.failed");
+      this.error.textContent = job.error || t("job.failedNoReason");
+      announce(`${this.status.textContent} ${this.error.textContent}`, { assertive: true });
       this.error.hidden = false;
       this.preview.hidden = true;
     }
@@ -158,7 +169,7 @@ export class JobCard {
 
   async cancel() {
     this.cancelButton.disabled = true;
-    this.status.textContent = "Cancelling…";
+    this.status.textContent = t("job.cancelling");
     try {
       await api.del(`/api/jobs/${this.job.id}`);
     } catch (error) {
@@ -173,35 +184,39 @@ export class JobCard {
 
 /** What a finished job used: where it ran, its GPU-seconds and an energy estimate (labelled as one). */
 export function usageLine(usage) {
-  const energy = usage.energy_wh < 1 ? `${(usage.energy_wh * 1000).toFixed(0)} mWh` : `${usage.energy_wh.toFixed(2)} Wh`;
-  return h("p", { class: "job-usage", title: usage.note },
-    `Ran on ${usage.device || "an unknown device"} · ${usage.gpu_seconds.toFixed(1)} GPU-seconds · ≈ ${energy} (estimate)`);
+  const energy = usage.energy_wh < 1
+    ? `${formatNumber(usage.energy_wh * 1000, { maximumFractionDigits: 0 })} mWh`
+    : `${formatNumber(usage.energy_wh, { minimumFractionDigits: 2, maximumFractionDigits: 2 })} Wh`;
+  return h("p", { class: "job-usage", title: usage.note }, t("job.usage", {
+    device: usage.device || t("job.unknownDevice"),
+    seconds: formatNumber(usage.gpu_seconds, { minimumFractionDigits: 1, maximumFractionDigits: 1 }), energy }));
 }
 
 /** ' in 3.2 s' (and how much of it loading the model, when that was a good part), from the job's timings. */
 function took(timings) {
   const total = timings?.total;
   if (typeof total !== "number") return "";
-  const seconds = (value) => `${value < 10 ? value.toFixed(1) : Math.round(value)} s`;
+  const digits = (value) => (value < 10 ? 1 : 0);
+  const seconds = (value) => `${formatNumber(value, { maximumFractionDigits: digits(value), minimumFractionDigits: digits(value) })} s`;
   const load = timings.load || 0;
-  const loading = load >= 1 && load >= total / 4 ? `, ${seconds(load)} of it loading the model` : "";
-  return ` in ${seconds(total)}${loading}`;
+  const loading = load >= 1 && load >= total / 4 ? t("job.tookLoading", { load: seconds(load) }) : "";
+  return t("job.took", { total: seconds(total), loading });
 }
 
 /** What a job's load phase is doing, in words (events and GET /api/jobs/{id} give loading, loaded, parts). */
 export function loadingText({ loading = "", loaded = 0, parts = 0 } = {}) {
-  const part = parts > 1 ? ` (${Math.min(loaded + 1, parts)} of ${parts})` : "";
-  if (loading) return `Loading ${loading}${part}… A model loads once, then stays in memory for the next images.`;
-  if (parts && loaded >= parts) return "Model loaded; starting…";
-  return "Loading the model…";
+  const part = parts > 1 ? t("job.partOf", { n: Math.min(loaded + 1, parts), total: parts }) : "";
+  if (loading) return t("job.loadingPart", { what: loading, part });
+  if (parts && loaded >= parts) return t("job.loaded");
+  return t("job.loading");
 }
 
 /** A queued job's place: how many jobs run before it (the fair order, GET /api/jobs/{id}'s `position`), about
  * how long until it starts (`eta_seconds`), or that the facilitator has paused the queue. */
 export function queuedText({ position = 0, eta_seconds: eta = null, queue_paused: paused = false }) {
-  const place = position > 0 ? `${position} ahead of it` : "next to run";
-  if (paused) return `Waiting in the queue: ${place}. The queue is paused; nothing starts until the facilitator resumes it.`;
-  return `Waiting in the queue: ${place}${eta > 0 ? `, starts in about ${duration(eta)}` : ""}.`;
+  const place = position > 0 ? t("job.ahead", { count: position }) : t("job.nextToRun");
+  if (paused) return t("job.queuedPaused", { place });
+  return t("job.queued", { place, eta: eta > 0 ? t("job.eta", { eta: duration(eta) }) : "" });
 }
 
 function duration(seconds) {

@@ -85,7 +85,7 @@ class LibraryPage {
     this.filters = {};
     this.query = h("input", { type: "search", id: "library-q", name: "q", placeholder: "a lighthouse in a storm, dramatic light", autocomplete: "off" });
     this.semantic = h("input", { type: "checkbox", id: "library-semantic", checked: true });
-    this.facets = h("div", { class: "library-facets", "aria-label": "Narrow the results" });
+    this.facets = h("div", { class: "library-facets", role: "group", "aria-label": "Narrow the results" });
     this.results = h("div", { class: "library-results", "aria-live": "polite" });
     this.status = h("p", { class: "library-status" });
     this.links = h("p", { class: "library-links" });

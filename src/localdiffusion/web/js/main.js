@@ -15,21 +15,23 @@ import { installUserMenu, showSignIn, whoAmI } from "./account.js";
 import { initConsole } from "./console.js";
 import { initPresent } from "./present.js";
 import { initLibrary } from "./library.js";
+import { LANGUAGES, chooseLanguage, currentLanguage, loadLanguage, t } from "./i18n.js";
+import { installTheme } from "./theme.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
 
 const PAGES = {
-  generate: { init: initGenerate, title: "Generate" },
-  gallery: { init: initGallery, title: "Gallery" },
-  models: { init: initModels, title: "Models" },
-  library: { init: initLibrary, title: "Library" },
-  comic: { init: initComic, title: "Comic" },
-  wall: { init: initWall, title: "Class wall" },
-  compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
-  guide: { init: (section) => initGuide(section, { currentRecipe }), title: "Guide" },
-  console: { init: initConsole, title: "Console", manages: true },
-  present: { init: initPresent, title: "Presenter view", manages: true },
+  generate: { init: initGenerate, title: "page.generate" },
+  gallery: { init: initGallery, title: "page.gallery" },
+  models: { init: initModels, title: "page.models" },
+  library: { init: initLibrary, title: "page.library" },
+  comic: { init: initComic, title: "page.comic" },
+  wall: { init: initWall, title: "page.wall" },
+  compare: { init: (section) => initCompare(section, { currentRecipe }), title: "page.compare" },
+  guide: { init: (section) => initGuide(section, { currentRecipe }), title: "page.guide" },
+  console: { init: initConsole, title: "page.console", manages: true },
+  present: { init: initPresent, title: "page.present", manages: true },
 };
 let manages = false; // a facilitator, or the local owner without accounts: the console and the presenter view
 const started = {};
@@ -55,14 +57,15 @@ async function show(name) {
     if (link.dataset.page === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = `${PAGES[name].title} · Local Diffusion`;
+  document.title = `${t(PAGES[name].title)} · Local Diffusion`;
+  closeMenu();
   const section = document.getElementById(`page-${name}`);
   try {
     (await page(name))?.show?.();
     document.body.dataset.ready = "true";
   } catch (error) {
     delete started[name];
-    section.append(h("p", { class: "form-error" }, `This page could not load: ${error.detail || error.message}`));
+    section.append(h("p", { class: "form-error" }, t("shell.pageFailed", { reason: error.detail || error.message })));
   }
 }
 
@@ -81,8 +84,60 @@ async function showStatus() {
 on("use-recipe", async (recipe) => (await page("generate")).useRecipe(recipe));
 on("send-to", async (message) => (await page("generate")).sendTo(message));
 
+/** On a narrow screen the pages, theme and language fold behind a Menu button (CSS shows it below 1100 px). */
+function installMenu() {
+  const toggle = document.querySelector(".menu-toggle");
+  toggle.addEventListener("click", () => {
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    toggle.setAttribute("aria-expanded", String(open));
+    document.querySelector("header.top").classList.toggle("menu-open", open);
+  });
+  document.getElementById("top-menu").addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && toggle.getAttribute("aria-expanded") === "true") {
+      closeMenu();
+      toggle.focus();
+    }
+  });
+}
+
+function closeMenu() {
+  document.querySelector(".menu-toggle")?.setAttribute("aria-expanded", "false");
+  document.querySelector("header.top")?.classList.remove("menu-open");
+}
+
+/** Skip links move focus themselves: a plain #id link would change the hash, which is the router's. */
+function installSkipLinks() {
+  for (const link of document.querySelectorAll("a.skip-link")) {
+    link.addEventListener("click", async (event) => {
+      event.preventDefault();
+      if (link.dataset.skip === "generate") {
+        if (pageFromHash() !== "generate") {
+          location.hash = "#/generate";
+          await show("generate");
+        }
+        await page("generate");
+        document.getElementById("gen-submit")?.focus();
+      } else {
+        document.getElementById("main").focus();
+      }
+    });
+  }
+}
+
+function installLanguageMenu() {
+  const select = document.getElementById("pref-language");
+  for (const [code, name] of Object.entries(LANGUAGES)) select.append(h("option", { value: code, lang: code }, name));
+  select.value = currentLanguage();
+  select.addEventListener("change", () => chooseLanguage(select.value));
+}
+
 /** Start the studio: first who is signed in (with accounts, the sign-in page until someone is), then the pages. */
 async function start() {
+  await loadLanguage();
+  installTheme(document.getElementById("pref-theme"));
+  installLanguageMenu();
+  installMenu();
+  installSkipLinks();
   let me = null;
   try {
     me = await whoAmI();

@@ -7,7 +7,8 @@
 // as the alpha of a tint; toBlob() gives a PNG of the same size, white where the image should be
 // repainted and black elsewhere (grey where softened).
 
-import { h, uid } from "./dom.js";
+import { h, needsLargerScreen, uid } from "./dom.js";
+import { t } from "./i18n.js";
 import { field } from "./fields.js";
 
 const TINT = [255, 45, 111]; // how painted areas show on screen (the exported mask is white)
@@ -61,7 +62,7 @@ class MaskEditor extends HTMLElement {
     this.cursor = h("div", { class: "mask-cursor", "aria-hidden": "true" });
     this.stage = h("div", { class: "mask-stage" }, this.imageCanvas, this.maskCanvas, this.cursor);
     this.hint = h("p", { class: "hint", "aria-live": "polite" }, HINTS.brush);
-    this.append(tools, edits, this.stage, this.hint);
+    this.append(needsLargerScreen(t("editor.maskNeedsRoom")), tools, edits, this.stage, this.hint);
     this.bindPointer();
     this.maskCanvas.addEventListener("keydown", (event) => this.onKey(event));
   }

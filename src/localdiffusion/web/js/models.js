@@ -39,7 +39,8 @@ class ModelsPage {
     this.offers = h("div", { class: "model-offers" });
     this.section.append(
       h("div", { class: "toolbar" }, this.rescanButton),
-      h("div", { class: "table-wrap" }, this.table), this.empty,
+      // On a phone the table scrolls sideways inside this region, which a keyboard can focus and scroll.
+      h("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Models (scrolls sideways)" }, this.table), this.empty,
       h("h2", {}, "Get a public model"), this.offers,
       h("h2", {}, "Add a model"), form, this.help);
   }

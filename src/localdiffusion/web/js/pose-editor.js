@@ -6,7 +6,8 @@
 // unit" renders it and fires "use" with {ref, url, width, height, pose}.
 
 import { api, cached } from "./api.js";
-import { h, uid } from "./dom.js";
+import { h, needsLargerScreen, uid } from "./dom.js";
+import { t } from "./i18n.js";
 
 const JOINTS = ["Nose", "Neck", "Right shoulder", "Right elbow", "Right wrist", "Left shoulder", "Left elbow", "Left wrist",
   "Right hip", "Right knee", "Right ankle", "Left hip", "Left knee", "Left ankle", "Right eye", "Left eye", "Right ear", "Left ear"];
@@ -142,7 +143,7 @@ class PoseEditor extends HTMLElement {
     const keys = h("p", { class: "hint", id: ids.keys },
       "Drag a joint to move it, or a limb to move the whole person. With the canvas focused: arrow keys move the selected "
       + "joint (Shift: 10 pixels), [ and ] choose the previous or next joint, H hides or shows it.");
-    this.append(tools, h("div", { class: "pose-stage" }, this.canvas), this.where, keys,
+    this.append(needsLargerScreen(t("editor.poseNeedsRoom")), tools, h("div", { class: "pose-stage" }, this.canvas), this.where, keys,
       h("div", { class: "pose-footer" }, this.useButton, this.status));
     this.setSizes();
   }
