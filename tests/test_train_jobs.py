@@ -120,3 +120,41 @@ def test_datasets_are_their_owners_and_participants_train_only_when_allowed(stud
         assert client.delete(f"/api/datasets/{dataset['id']}", headers=BEN).status_code == 404
         assert client.delete(f"/api/datasets/{dataset['id']}", headers=ANN).status_code == 204
         assert client.get(f"/api/datasets/{dataset['id']}", headers=ANN).status_code == 404
+
+
+@pytest.mark.timeout(600)
+def test_a_kill_during_training_resumes_from_the_checkpoint(tmp_path, model_home):
+    home = linked_home(tmp_path / "home", model_home)
+    port, log = free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    headers = {"X-Client-Id": "train-kill"}
+    with server(home.root, port, log) as proc:
+        client = httpx.Client(base_url=base, headers=headers, timeout=30)
+        refs = [client.post("/api/uploads", files={"file": (f"p{i}.png", picture_png(i * 4), "image/png")}).json()["ref"]
+                for i in range(2)]
+        dataset = client.post("/api/datasets", json={"name": "d", "trigger": "redsq_thing", "pictures": [
+            {"ref": r, "caption": "a red square"} for r in refs]}).json()
+        settings = {**TRAIN["settings"], "steps": 400, "save_every": 1}
+        job = client.post("/api/train", json={**TRAIN, "settings": settings, "sample_every": 1000, "dataset": dataset["id"]}).json()
+
+        def past_step_3() -> bool:
+            progress = client.get(f"/api/jobs/{job['id']}").json()["progress"] or {}
+            return progress.get("phase") == "train" and progress.get("step", 0) >= 3
+
+        wait_until(past_step_3, 300, "training to pass step 3", proc, log)
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.wait(timeout=30)
+    run = home.root / "training" / "local" / f"job-{job['id']}" / "run"
+    state = json.loads((run / "state.json").read_text())
+    killed_at = state["step"]
+    assert killed_at >= 3 and (run / state["checkpoint"]).is_file()
+    with server(home.root, port, log) as restarted:
+        client = httpx.Client(base_url=base, headers=headers, timeout=30)
+        done = wait_until(lambda: (j := client.get(f"/api/jobs/{job['id']}").json())["status"] in ("done", "failed") and j,
+                          500, "the resumed training to finish", restarted, log)
+    assert done["status"] == "done", done["error"]
+    assert done["attempts"] == 2 and done["result"]["resumed_from"] >= killed_at  # the step counter went on
+    assert done["result"]["steps"] == 400
+    leftovers = [p for p in home.root.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+    assert (home.model_dir("lora") / "local" / "redsq_thing.safetensors").is_file()

@@ -15,6 +15,7 @@ import { installUserMenu, showSignIn, whoAmI } from "./account.js";
 import { initConsole } from "./console.js";
 import { initPresent } from "./present.js";
 import { initLibrary } from "./library.js";
+import { initTrain } from "./train.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
@@ -28,6 +29,7 @@ const PAGES = {
   wall: { init: initWall, title: "Class wall" },
   compare: { init: (section) => initCompare(section, { currentRecipe }), title: "Compare" },
   guide: { init: (section) => initGuide(section, { currentRecipe }), title: "Guide" },
+  train: { init: (section) => initTrain(section, { useInGenerate: async (recipe) => (await page("generate")).useRecipe(recipe) }), title: "Train" },
   console: { init: initConsole, title: "Console", manages: true },
   present: { init: initPresent, title: "Presenter view", manages: true },
 };
