@@ -69,8 +69,11 @@ def anns_things(client: TestClient) -> dict[str, str]:
     owner = studio.accounts.get("ann").owner_id
     image = studio.db.add_image(path=path, recipe_json=json.dumps(RECIPE), width=64, height=64, prompt="a lighthouse", owner_id=owner)
     comic = client.post("/api/comics", json={"title": "Ann's"}, headers=ann).json()
+    dataset = client.post("/api/datasets", json={"name": "ann's", "pictures": [{"ref": ref}, {"image_id": image}]},
+                          headers=ann).json()
     return {"image_id": str(image), "job_id": str(job), "name": ref.removeprefix("inputs/"), "project_id": comic["id"],
-            "panel_id": comic["pages"][0]["panels"][0]["id"], "page_id": comic["pages"][0]["id"], "ref": ref}
+            "panel_id": comic["pages"][0]["panels"][0]["id"], "page_id": comic["pages"][0]["id"], "ref": ref,
+            "dataset_id": dataset["id"]}
 
 
 # --- the access table --------------------------------------------------------------------------------
@@ -111,6 +114,8 @@ def _body(key: str, things: dict[str, str]) -> dict:
     """A body the route takes, so that the answer is about the thing, not the request's shape."""
     if key == "PATCH /api/images/{image_id}":
         return {"json": {"starred": True}}
+    if key == "PATCH /api/datasets/{dataset_id}":
+        return {"json": {"name": "renamed"}}
     if key == "POST /api/comics/{project_id}/layout":
         return {"json": {"op": "gutter-width", "page": things["page_id"], "width_mm": 4}}
     if key == "POST /api/comics/{project_id}/panels/{panel_id}/pick":

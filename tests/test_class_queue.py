@@ -20,7 +20,7 @@ from test_server_api import RECIPE, linked_home
 USER_HEADER = b"x-test-user"
 ROLES = {"ann": "participant", "ben": "participant", "frozen": "participant", "teacher": "facilitator"}
 LIMITS = {"participant": {"max_queued": 2, "max_images_per_job": 2, "max_pixels": 96 * 96, "max_steps": 10,
-                          "gpu_seconds_per_hour": None}, "models": None}
+                          "gpu_seconds_per_hour": None, "may_train": False, "max_train_steps": 500}, "models": None}
 
 
 class AsUser:

@@ -33,6 +33,9 @@ class Progress:
     loading: str = ""
     loaded: int = 0
     parts: int = 0
+    # Anything else a job kind reports with its step (a training job: the loss, its history, the ETA, samples),
+    # passed on as it is in the job's progress data.
+    extra: dict | None = None
 
 
 @dataclass

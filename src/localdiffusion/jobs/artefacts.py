@@ -6,7 +6,9 @@ store (jobs/results.py) writes to the home folder and the database with the job'
 - `ImageArtefact`: a PNG for the gallery, its bytes already carrying the A1111 infotext and the recipe
   JSON chunk (`store/png.png_with_metadata`), with what its `images` row records;
 - `FileArtefact`: a named file (bytes and a relative name such as `timeline/sample-004.png` or
-  `explain.json`) for the output's folder, `TaskOutput.folder` under `HOME/outputs/`.
+  `explain.json`) for the output's folder, `TaskOutput.folder` under `HOME/outputs/`;
+- `ModelArtefact`: a file for the model library (a trained LoRA or embedding), written by the result store
+  into `models/Lora/<owner>/` or `embeddings/<owner>/`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,18 @@ class FileArtefact:
     data: bytes  # JSON files (explain.json, compare.json) are UTF-8 bytes like any other
 
 
-Artefact = ImageArtefact | FileArtefact
+@dataclass(frozen=True)
+class ModelArtefact:
+    """A trained file for the library: `kind` "lora" (models/Lora/<owner>/<name>.safetensors) or "embedding"
+    (embeddings/<owner>/<name>.safetensors); `owner` and `name` are checked file names (train/output.check_name)."""
+
+    kind: str
+    owner: str
+    name: str
+    data: bytes
+
+
+Artefact = ImageArtefact | FileArtefact | ModelArtefact
 
 
 @dataclass
@@ -73,6 +86,10 @@ class TaskOutput:
     @property
     def files(self) -> list[FileArtefact]:
         return [a for a in self.artefacts if isinstance(a, FileArtefact)]
+
+    @property
+    def models(self) -> list[ModelArtefact]:
+        return [a for a in self.artefacts if isinstance(a, ModelArtefact)]
 
 
 def gallery_images(engine: Engine, result: Result, mode: str) -> list[ImageArtefact]:

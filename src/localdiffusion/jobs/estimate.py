@@ -111,3 +111,38 @@ def estimate(db: Any, recipe: Recipe, facts: dict[str, Any], native: int = 512) 
     chosen, basis = (same, "same size") if same else (runs, "other sizes")
     overhead, per_step = _fit([(work(r, native), s) for r, s in chosen])
     return Estimate(overhead + per_step * work(recipe, native), len(chosen), basis, round(per_step, 4), round(overhead, 3))
+
+
+def training_history(db: Any, facts: dict[str, Any]) -> list[float]:
+    """Seconds per training step per standard unit (a 512² picture) of this machine's finished training jobs with
+    these run facts (base model, backend, device), the steps each resumed run did itself only."""
+    found = []
+    for (result,) in db.query("SELECT result FROM jobs WHERE status = 'done' AND kind = 'train' ORDER BY id DESC LIMIT ?",
+                              (HISTORY,)):
+        try:
+            data = json.loads(result)
+            steps = int(data["steps"]) - int(data.get("resumed_from") or 0)
+            seconds, side = float(data["seconds"]), int(data["resolution"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if data.get("run") == facts and steps > 0 and seconds > 0:
+            found.append(seconds / steps / (side * side / REFERENCE_PIXELS))
+    return found
+
+
+def estimate_training(db: Any, facts: dict[str, Any], steps: int, resolution: int, batch: int = 1,
+                      step_units: float = 1.5) -> Estimate:
+    """How long a training run of `steps` steps at `resolution` will take here: from this machine's finished training
+    runs with the same base model and device ("training runs"), else from its generations with that model ("generation
+    speed": a training step is about `step_units` sampling steps with CFG, a forward and a backward pass), else none."""
+    size = resolution * resolution / REFERENCE_PIXELS * batch
+    per_unit = training_history(db, facts)
+    if per_unit:
+        per_step = sum(per_unit) / len(per_unit) * size
+        return Estimate(per_step * steps, len(per_unit), "training runs", round(per_step, 4))
+    runs = history(db, facts)
+    if not runs or not facts.get("model_hash"):
+        return Estimate(None, 0, "none")
+    _, per_work = _fit([(work(r), s) for r, s in runs])
+    per_step = per_work * step_units * size
+    return Estimate(per_step * steps, len(runs), "generation speed", round(per_step, 4))

@@ -76,6 +76,8 @@ def job_input_names(job: Job) -> list[str]:
     names = [ref for recipe in recipes for ref in input_refs(recipe).values() if ref]
     if isinstance(job.params.get("image"), str):
         names.append(job.params["image"])
+    if job.kind == "train":  # a training job's pictures (jobs/tasks/train.py)
+        names += [p["ref"] for p in job.params.get("pictures") or [] if isinstance(p, dict) and isinstance(p.get("ref"), str)]
     return list(dict.fromkeys(names))
 
 
@@ -362,7 +364,8 @@ class Scheduler:
     def publish_progress(self, job: Job, p: Progress) -> None:
         last = self.queue.progress(job.id)
         running = JobProgress(job, p.step, p.total, p.iteration, p.iterations, p.phase, p.preview,
-                              last.started if last is not None else time.time(), p.loading, p.loaded, p.parts)
+                              last.started if last is not None else time.time(), p.loading, p.loaded, p.parts,
+                              getattr(p, "extra", None))
         self.queue.report(running)
         kind = "loading" if p.phase == "load" else "step"  # clients that count steps see only steps
         self.events.publish(Event(kind, job.id, job.owner_id, job.client, running.data(), p.preview))

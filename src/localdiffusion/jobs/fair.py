@@ -31,6 +31,7 @@ REFERENCE_PIXELS = 512 * 512  # one "standard step" is one denoising step of one
 DEFAULT_SECONDS_PER_UNIT = 0.05  # a mid-range GPU's standard step (SD1, fp16), until a run has been measured
 CONTROLNET_SHARE = 0.5  # a ControlNet unit runs beside the UNet at about half its cost
 HIRES_MIN_STEPS = 1
+TRAIN_STEP_UNITS = 1.5  # a training step (forward and backward) against a standard CFG sampling step
 KIND_FACTOR = {"explain": 1.5}  # an explanation records and decodes extra stills
 PLAIN_UPSCALE_UNITS = 0.5  # an upscale without SD: one upscaler pass, about half a second on a GPU
 DEFAULT_CELLS = 9  # a comparison whose axes cannot be read is taken as 3x3
@@ -93,6 +94,8 @@ def job_units(recipe: Recipe, kind: str = "generate", params: dict[str, Any] | N
     if kind == "panels":
         recipes = [Recipe.model_validate(r) for r in params.get("recipes") or []] or [recipe]
         return sum(recipe_units(r, native) for r in recipes) * 1.2  # shared attention keeps and reads more tokens
+    if kind == "train":
+        return train_units(params, native)
     if kind == "upscale":
         if not params.get("sd"):
             return PLAIN_UPSCALE_UNITS
@@ -102,6 +105,28 @@ def job_units(recipe: Recipe, kind: str = "generate", params: dict[str, Any] | N
         steps = max(1, round(recipe.steps * recipe.denoising_strength))
         return steps * width * height / REFERENCE_PIXELS
     return recipe_units(recipe, native) * KIND_FACTOR.get(kind, 1.0)
+
+
+def train_steps(params: dict[str, Any]) -> int:
+    """A training job's steps: its settings' or the default for its number of pictures (train/settings.py)."""
+    from localdiffusion.train.settings import default_steps
+
+    settings = params.get("settings") or {}
+    return int(settings.get("steps") or default_steps(len(params.get("pictures") or [])))
+
+
+def train_units(params: dict[str, Any], native: int = 512) -> float:
+    """A training job's work in standard steps: each step is a forward and a backward pass of the UNet (about three
+    passes, 1.5 standard CFG steps) per picture of the batch at the training resolution, plus its samples (two
+    images of `sample_steps` each, four times by default)."""
+    settings = params.get("settings") or {}
+    steps = train_steps(params)
+    side = int(settings.get("resolution") or native)
+    per_step = TRAIN_STEP_UNITS * int(settings.get("batch_size") or 1) * side * side / REFERENCE_PIXELS
+    every = int(params.get("sample_every") or 0) or max(1, steps // 4)
+    sample_side = int(params.get("sample_size") or side)
+    samples = (steps // every) * 2 * 2 * int(params.get("sample_steps") or 20) * sample_side * sample_side / REFERENCE_PIXELS
+    return steps * per_step + samples
 
 
 class CostFactors:

@@ -101,6 +101,7 @@ class JobProgress:
     loading: str = ""  # the "load" phase: what is loading now, and how many of how many models are done
     loaded: int = 0
     parts: int = 0
+    extra: dict[str, Any] | None = None  # what a job kind reports beside the step (a training job's loss...)
 
     def data(self) -> dict[str, Any]:
         """The progress as step events and GET /api/jobs/{id} give it; the load phase adds what is loading."""
@@ -108,6 +109,8 @@ class JobProgress:
                 "phase": self.phase}
         if self.phase == "load":
             data.update(loading=self.loading, loaded=self.loaded, parts=self.parts)
+        if self.extra:
+            data.update(self.extra)
         return data
 
 

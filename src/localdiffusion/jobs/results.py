@@ -5,7 +5,9 @@ job's owner, and the CLI's `generate` saves through the same store. Gallery imag
 `store/outputs.save_png_bytes` (A1111 numbering under the folder's lock, an `images` row with the
 owner); a folder of named files (an explanation, a comparison) is written beside its target under a
 hidden temporary name and then renamed into place, replacing the older folder whole, so a reader sees
-the old output or the new one, never half of one.
+the old output or the new one, never half of one. A trained file (`ModelArtefact`) goes into the model
+library under its owner's folder, written atomically (temp + rename), when the store knows the home's model
+folders (`model_dir`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localdiffusion.jobs.artefacts import FileArtefact, ImageArtefact, TaskOutput
+from localdiffusion.jobs.artefacts import FileArtefact, ImageArtefact, ModelArtefact, TaskOutput
 from localdiffusion.store.db import Database
 from localdiffusion.store.files import write_atomic
 from localdiffusion.store.outputs import output_folder, save_png_bytes
@@ -34,9 +36,10 @@ class SavedImage:
 class ResultStore:
     """Writes artefacts under `outputs` (HOME/outputs) and records gallery images in `db`."""
 
-    def __init__(self, outputs: Path, db: Database | None) -> None:
+    def __init__(self, outputs: Path, db: Database | None, model_dir: Callable[[str], Path] | None = None) -> None:
         self.outputs = Path(outputs)
         self.db = db
+        self.model_dir = model_dir  # Home.model_dir: where trained files go (None: this store takes none)
 
     def save(self, output: TaskOutput, owner_id: int | None) -> dict[str, Any]:
         """Write a task's artefacts with the job's owner; returns the job's JSON result (the images'
@@ -45,6 +48,8 @@ class ResultStore:
             raise ValueError("A task gave named files without the folder they belong to.")
         if output.folder is not None:
             self.save_files(output.folder, output.files)
+        for model in output.models:
+            self.save_model(model)
         images = output.images
         if not images:
             return output.result
@@ -84,6 +89,20 @@ class ResultStore:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def model_path(self, model: ModelArtefact) -> Path:
+        """Where a trained file goes: models/Lora/<owner>/<name>.safetensors or embeddings/<owner>/<name>.safetensors."""
+        if self.model_dir is None:
+            raise ValueError("This result store has no model library to write a trained file into.")
+        folder = self.model_dir("lora" if model.kind == "lora" else "embedding")
+        return inside(folder, f"{model.owner}/{model.name}.safetensors")
+
+    def save_model(self, model: ModelArtefact) -> Path:
+        """Write a trained file into the library whole or not at all (a finished run's file replaces an older one)."""
+        target = self.model_path(model)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, lambda f: f.write(model.data))
         return target
 
     def path(self, name: str) -> Path:

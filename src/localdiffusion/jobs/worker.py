@@ -29,7 +29,7 @@ class Worker:
         self.engine = engine
         self.events = events
         if results is None and engine is not None:  # the engine's home and database, as the server has them
-            results = ResultStore(engine.home.outputs, engine.library.db)
+            results = ResultStore(engine.home.outputs, engine.library.db, engine.home.model_dir)
         self.results = results
         self.local = LocalWorker(engine, job_inputs=lambda job: self.job_inputs(job))
         self.scheduler = Scheduler(queue, events, results, LocalExecutor([self.local]),

@@ -149,7 +149,31 @@ def provenance(info: ModelInfo, extra: list[Path] | None = None) -> dict[str, An
     for key in ("base_model", "output_name", "base_model_version"):
         if key in stated:
             result[key] = stated[key]
+    trained = trained_here(read_metadata(info.path if info.path.is_file() else Path()))
+    if trained is not None:
+        result["trained"] = trained
     return result
+
+
+def trained_here(meta: dict[str, str]) -> dict[str, Any] | None:
+    """A file this studio trained: its `localdiffusion.provenance` record (train/output.py) as the Models page shows
+    it: who trained it, on which dataset (how many pictures, their stated source), from which base model, when,
+    for how many GPU- (or CPU-) seconds. None for any other file."""
+    try:
+        record = json.loads(meta.get("localdiffusion.provenance", ""))
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    dataset = record.get("dataset") if isinstance(record.get("dataset"), dict) else {}
+    base = record.get("base_model") if isinstance(record.get("base_model"), dict) else {}
+    return {"kind": record.get("kind"), "trained_by": record.get("trained_by"),
+            "dataset": {"name": record.get("dataset_name") or dataset.get("folder"), "id": record.get("dataset_id"),
+                        "pictures": dataset.get("pictures"), "source": dataset.get("source") or UNKNOWN,
+                        "trigger": dataset.get("trigger")},
+            "base_model": base.get("name"), "base_sha256": base.get("sha256"), "steps": record.get("steps"),
+            "finished_at": record.get("finished_at"), "gpu_seconds": record.get("gpu_seconds"),
+            "cpu_seconds": record.get("cpu_seconds"), "device": record.get("device")}
 
 
 def row_json(row: KnownModel) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class ParticipantLimits(BaseModel):
     max_pixels: int | None = Field(1024 * 1024, ge=64 * 64, description="Pixels of one image, after the hires pass")
     max_steps: int | None = Field(50, ge=1, le=150, description="Sampling steps (and hires steps)")
     gpu_seconds_per_hour: float | None = Field(None, gt=0, description="GPU-seconds in any hour, running and queued jobs included")
+    may_train: bool = Field(False, description="Whether participants may train a LoRA or an embedding")
+    max_train_steps: int | None = Field(500, ge=1, le=100_000, description="Steps of one training job")
 
 
 class Limits(BaseModel):
@@ -196,6 +198,19 @@ def _check_sizes(studio: Studio, limits: ParticipantLimits, recipe: Recipe, kind
                                    f"smaller size{' or hires scale' if one.enable_hr else ''}.", field=field)
 
 
+def _check_training(limits: ParticipantLimits, params: dict[str, Any]) -> None:
+    """A participant's training job: allowed at all (403), and within the steps a participant may train (422)."""
+    if not limits.may_train:
+        raise HTTPException(403, "Training is not open to participants in this class; ask the facilitator to allow it "
+                                 "in the console's limits.")
+    from localdiffusion.jobs.fair import train_steps
+
+    steps = train_steps(params)
+    if limits.max_train_steps is not None and steps > limits.max_train_steps:
+        raise InvalidField(f"This training asks for {steps} steps; a participant may train at most {limits.max_train_steps}. "
+                           f"Set fewer steps under More settings.", field="steps")
+
+
 # --- the queue limits -------------------------------------------------------------------------
 
 
@@ -253,7 +268,10 @@ def admit(studio: Studio, caller: Caller, jobs: Sequence[JobRequest]) -> list[Jo
         if allowed is not None and uses_model:
             recipe = _allowed_recipe(studio, allowed, recipe)
             params = _allowed_params(studio, allowed, job.kind, params)
-        _check_sizes(studio, limits.participant, recipe, job.kind, params)
+        if job.kind == "train":
+            _check_training(limits.participant, params)
+        else:
+            _check_sizes(studio, limits.participant, recipe, job.kind, params)
         admitted.append(JobRequest(recipe, job.kind, params))
     _check_queue(studio, caller, limits.participant, len(jobs))
     return admitted

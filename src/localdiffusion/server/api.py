@@ -104,10 +104,13 @@ def model_json(library: ModelLibrary, info: ModelInfo) -> dict[str, Any]:
 
 
 @router.get("/models")
-def list_models(studio: StudioDep, kind: str | None = None) -> list[dict[str, Any]]:
+def list_models(studio: StudioDep, caller: CallerDep, kind: str | None = None) -> list[dict[str, Any]]:
     """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter);
-    a participant sees only the checkpoints the class allows (`admission.AllowedModelsMiddleware`)."""
-    return [model_json(studio.library, m) for m in studio.library.list(kind)]
+    a participant sees only the checkpoints the class allows (`admission.AllowedModelsMiddleware`), and of the files
+    trained here only their own."""
+    from localdiffusion.server.train import trained_by_other
+
+    return [model_json(studio.library, m) for m in studio.library.list(kind) if not trained_by_other(m, caller)]
 
 
 @router.post("/models", status_code=201)
@@ -281,6 +284,9 @@ def check_recipe(studio: Studio, recipe: Recipe, caller: Caller | None = None) -
     except BadInput as e:
         raise _as_field_error(e) from None
     if caller is not None:
+        from localdiffusion.server.train import refuse_others_trained  # another participant's LoRA: 404
+
+        refuse_others_trained(studio, caller, recipe)
         studio.db.own_inputs(caller.owner_id, [ref for ref in input_refs(recipe).values() if ref])
     return recipe
 

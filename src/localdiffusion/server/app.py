@@ -176,9 +176,10 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(a1111.router)
     app.include_router(wall.router)
     app.include_router(model_downloads.router)
-    from localdiffusion.server import library
+    from localdiffusion.server import library, train
 
     app.include_router(library.router)
+    app.include_router(train.router)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -54,7 +54,7 @@ class Studio:
         else:
             engines = [engine] + [Engine(library, replace(options, device=f"cuda:{g}")) for g in (gpus or [])[1:]]
             executor = LocalExecutor.for_engines(engines)
-        scheduler = Scheduler(queue, events, ResultStore(home.outputs, db), executor, home_root=home.root,
+        scheduler = Scheduler(queue, events, ResultStore(home.outputs, db, home.model_dir), executor, home_root=home.root,
                               model_of=lambda job: checkpoint_of(library, job))
         return cls(home, db, library, engine, queue, events, scheduler, token, join_code)
 

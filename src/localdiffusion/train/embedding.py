@@ -96,6 +96,7 @@ class EmbeddingTrainer:
                  device: str | None = None, out_dir: Path | None = None) -> None:
         self.settings = settings or TrainSettings()
         self.library, self.owner, self.source = library, owner, source
+        self.extra: dict[str, Any] = {}  # more for the provenance record (a training job: the dataset's id and name)
         self.name = check_name(token, "token")
         self.target = library_target(library.home, "embedding", owner, self.name)
         self.base = load_base(library, model, pick_device(device), self.settings.mixed_precision)
@@ -111,14 +112,20 @@ class EmbeddingTrainer:
         return self.save(state)
 
     def save(self, state: RunState) -> Path:
-        state.finished_at = state.finished_at or now()
-        meta = {PROVENANCE_KEY: provenance(kind="embedding", owner=self.owner, dataset=self.dataset, source=self.source,
-                                           base=self.base, state=state, device=str(self.base.device),
-                                           extra={"vectors": self.settings.vectors, "init_word": self.settings.init_word})}
-        write_safetensors(self.target, self.trainee.tensors(), meta)
+        write_safetensors(self.target, *self.package(state))
         state.output = str(self.target)
         self.training.save_state(state)
         return self.target
+
+
+    def package(self, state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The finished embedding's tensors and metadata (provenance), without writing them."""
+        state.finished_at = state.finished_at or now()
+        meta = {PROVENANCE_KEY: provenance(kind="embedding", owner=self.owner, dataset=self.dataset, source=self.source,
+                                           base=self.base, state=state, device=str(self.base.device),
+                                           extra={"vectors": self.settings.vectors, "init_word": self.settings.init_word,
+                                                  **self.extra})}
+        return self.trainee.tensors(), meta
 
 
 def train_embedding(library: Any, dataset_dir: Path | str, *, model: str | None, token: str,

@@ -87,6 +87,7 @@ class LoraTrainer:
                  source: str = "", device: str | None = None, out_dir: Path | None = None) -> None:
         self.settings = settings or TrainSettings()
         self.library, self.owner, self.source = library, owner, source
+        self.extra: dict[str, Any] = {}  # more for the provenance record (a training job: the dataset's id and name)
         self.name = check_name(name or trigger)
         self.target = library_target(library.home, "lora", owner, self.name)
         self.base = load_base(library, model, pick_device(device), self.settings.mixed_precision)
@@ -103,6 +104,14 @@ class LoraTrainer:
         return self.save(state)
 
     def save(self, state: RunState) -> Path:
+        write_safetensors(self.target, *self.package(state))
+        state.output = str(self.target)
+        self.training.save_state(state)
+        return self.target
+
+    def package(self, state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The finished LoRA's tensors (kohya layout) and metadata (ss_*, provenance), without writing them (a
+        training job hands them to the result store as bytes)."""
         base, settings = self.base, self.settings
         state.finished_at = state.finished_at or now()
         tensors = kohya_state_dict(self.trainee.parts, settings.alpha_value(), base.family)
@@ -117,11 +126,8 @@ class LoraTrainer:
             mixed_precision=str(base.autocast_dtype or "no").removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16"),
             batch_size=settings.batch_size, buckets=settings.crop == "buckets")
         meta[PROVENANCE_KEY] = provenance(kind="lora", owner=self.owner, dataset=self.dataset, source=self.source,
-                                          base=base, state=state, device=str(base.device))
-        write_safetensors(self.target, tensors, metadata_with_hash(tensors, meta))
-        state.output = str(self.target)
-        self.training.save_state(state)
-        return self.target
+                                          base=base, state=state, device=str(base.device), extra=self.extra)
+        return tensors, metadata_with_hash(tensors, meta)
 
 
 def write_safetensors(target: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

@@ -63,7 +63,7 @@ def draft_decode(ctx: TaskContext) -> str | None:
 
 
 def default_tasks() -> dict[str, Task]:
-    from localdiffusion.jobs.tasks import compare, explain, panels, upscale  # they import this module's TaskContext
+    from localdiffusion.jobs.tasks import compare, explain, panels, train, upscale  # they import this module's TaskContext
 
     return {"generate": generate, "explain": explain.explain, "compare": compare.compare, "upscale": upscale.upscale,
-            "panels": panels.panels}
+            "panels": panels.panels, "train": train.train}

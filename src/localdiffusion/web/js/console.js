@@ -12,6 +12,7 @@ const LIMITS = [
   ["max_pixels", "Pixels per image"],
   ["max_steps", "Sampling steps"],
   ["gpu_seconds_per_hour", "GPU-seconds per hour"],
+  ["max_train_steps", "Steps of one training"],
 ];
 
 const seconds = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`);
@@ -137,6 +138,8 @@ export function initConsole(root) {
     limitsForm.replaceChildren(
       ...LIMITS.map(([key, label]) => h("div", { class: "field" }, h("label", { for: `limit-${key}` }, label),
         h("input", { id: `limit-${key}`, name: key, type: "number", min: 1, value: limits.participant[key] ?? "", placeholder: "no limit" }))),
+      h("label", { class: "check" }, h("input", { type: "checkbox", name: "may_train", checked: !!limits.participant.may_train }),
+        " Participants may train a LoRA or an embedding"),
       h("fieldset", {}, h("legend", {}, "Checkpoints participants may use"),
         ...(names.length ? names.map((name) => h("label", { class: "check" },
           h("input", { type: "checkbox", name: "model", value: name, checked: allowed.has(name) }), ` ${name}`))
@@ -148,6 +151,7 @@ export function initConsole(root) {
   async function saveLimits() {
     const data = new FormData(limitsForm);
     const participant = Object.fromEntries(LIMITS.map(([key]) => [key, data.get(key) === "" ? null : Number(data.get(key))]));
+    participant.may_train = data.get("may_train") === "on";
     const boxes = [...limitsForm.querySelectorAll("input[name=model]")];
     const models = boxes.every((b) => b.checked) ? null : boxes.filter((b) => b.checked).map((b) => b.value);
     await act(() => request("PUT", "/api/class/limits", { participant, models }), "Limits saved.");

@@ -17,6 +17,7 @@ import { initPresent } from "./present.js";
 import { initLibrary } from "./library.js";
 import { LANGUAGES, chooseLanguage, currentLanguage, loadLanguage, t } from "./i18n.js";
 import { installTheme } from "./theme.js";
+import { initTrain } from "./train.js";
 
 // The guide's "Try it on my prompt" and the Compare page run on the Generate page's current settings.
 const currentRecipe = async () => (await page("generate")).recipe();
@@ -29,6 +30,7 @@ const PAGES = {
   comic: { init: initComic, title: "page.comic" },
   wall: { init: initWall, title: "page.wall" },
   compare: { init: (section) => initCompare(section, { currentRecipe }), title: "page.compare" },
+  train: { init: initTrain, title: "page.train" },
   guide: { init: (section) => initGuide(section, { currentRecipe }), title: "page.guide" },
   console: { init: initConsole, title: "page.console", manages: true },
   present: { init: initPresent, title: "page.present", manages: true },
