@@ -156,3 +156,24 @@ def test_a_worker_without_the_model_is_never_given_its_jobs(queue):
     assert {ran[j.id] for j in jobs} == {workers[1].id}
     failed = queue.get(nowhere.id)
     assert failed.status == "failed" and "No worker of this server has the model 'm3'" in failed.error
+
+
+def test_a_scheduler_stopped_and_started_again_runs_the_next_job(queue):
+    """Stop reaches each local worker twice (the executor's and the scheduler's); no stop sentinel may be left for
+    the thread the next start makes."""
+    owner = queue.db.local_owner_id
+    worker = LocalWorker(None, 0)
+    worker.runner.tasks["fake"] = lambda ctx: {}
+    scheduler = scheduler_for(queue, [worker])
+    scheduler.start(recover=False)
+    first = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    try:
+        wait_until(lambda: queue.get(first.id).finished, "the first job to finish", 30)
+    finally:
+        scheduler.stop()
+    scheduler.start(recover=False)
+    second = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    try:
+        assert wait_until(lambda: (j := queue.get(second.id)).finished and j, "the job after the restart to finish", 30).status == "done"
+    finally:
+        scheduler.stop()

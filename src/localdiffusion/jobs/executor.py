@@ -483,12 +483,15 @@ class LocalWorker(ExecutorWorker):
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._loop, name=f"localdiffusion-worker-{self.id}", daemon=True)
+                # A new thread gets a new queue: a stop sentinel left for an earlier thread is not its to take.
+                self._jobs = threadqueue.Queue()
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs,),
+                                                name=f"localdiffusion-worker-{self.id}", daemon=True)
                 self._thread.start()
-        self._jobs.put(assignment)
+            self._jobs.put(assignment)
 
-    def _loop(self) -> None:
-        while (assignment := self._jobs.get()) is not None:
+    def _loop(self, jobs: "threadqueue.Queue[Assignment | None]") -> None:
+        while (assignment := jobs.get()) is not None:
             self.execute(assignment)
 
     def execute(self, assignment: Assignment) -> None:
@@ -504,9 +507,11 @@ class LocalWorker(ExecutorWorker):
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._jobs.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lock:
+            thread, jobs = self._thread, self._jobs
+        if thread is not None and thread.is_alive():  # a stopped worker stops again at no cost
+            jobs.put(None)
+            thread.join(timeout)
 
 
 class LocalExecutor(Executor):
