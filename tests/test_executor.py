@@ -4,11 +4,13 @@ scheduling, not the pictures."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
 import pytest
 
+from localdiffusion.engine.inputs import BytesInputs
 from localdiffusion.jobs import EventBus, SQLiteJobQueue
 from localdiffusion.jobs.executor import LocalExecutor, LocalWorker, Scheduler
 from localdiffusion.jobs.queue import MAX_ATTEMPTS
@@ -177,3 +179,55 @@ def test_a_scheduler_stopped_and_started_again_runs_the_next_job(queue):
         assert wait_until(lambda: (j := queue.get(second.id)).finished and j, "the job after the restart to finish", 30).status == "done"
     finally:
         scheduler.stop()
+
+
+def test_an_error_handing_a_job_over_fails_that_job_and_frees_the_worker(queue):
+    """An unexpected error after the lease is granted (the job's pictures cannot be read, say) fails the job with a
+    sentence; the only worker is free again for the next job."""
+    owner = queue.db.local_owner_id
+
+    def job_inputs(job):
+        if job.params.get("broken"):
+            raise RuntimeError("the disk went away")
+        return BytesInputs({})
+
+    worker = LocalWorker(None, 0, job_inputs=job_inputs)
+    worker.runner.tasks["fake"] = lambda ctx: {}
+    scheduler = scheduler_for(queue, [worker])
+    broken = queue.submit(RECIPE, owner_id=owner, kind="fake", params={"broken": True})
+    after = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    scheduler.start(recover=False)
+    try:
+        ended = [wait_until(lambda j=j: (g := queue.get(j.id)).finished and g, "a job to finish", 30) for j in (broken, after)]
+    finally:
+        scheduler.stop()
+    assert (ended[0].status, ended[0].error) == ("failed", "The server could not hand this job to a worker.")
+    assert ended[1].status == "done"
+    assert scheduler.workers()[0]["job"] is None
+
+
+def test_a_database_error_recording_a_result_fails_that_job_and_the_worker_goes_on(queue, monkeypatch):
+    """`complete` raising in the worker's thread (SQLite says the database is locked, twice) neither kills the
+    thread nor leaves the lease held: the job fails with a sentence once the database answers, the next job runs."""
+    owner = queue.db.local_owner_id
+    worker = LocalWorker(None, 0)
+    worker.runner.tasks["fake"] = lambda ctx: {}
+    scheduler = scheduler_for(queue, [worker])
+    settle, locked = queue.settle, [2]
+
+    def flaky_settle(*args, **kwargs):
+        if locked[0]:
+            locked[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return settle(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "settle", flaky_settle)
+    first = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    second = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    scheduler.start(recover=False)
+    try:
+        ended = [wait_until(lambda j=j: (g := queue.get(j.id)).finished and g, "a job to finish", 30) for j in (first, second)]
+    finally:
+        scheduler.stop()
+    assert (ended[0].status, ended[0].error) == ("failed", "The server could not record this job's result (OperationalError).")
+    assert ended[1].status == "done"

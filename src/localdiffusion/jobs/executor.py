@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 30.0  # seconds without a sign of life before a worker's lease is lost
 WATCH_INTERVAL = 0.1  # how often the scheduler forwards cancels and checks heartbeats
+HAND_OVER_FAILED = "The server could not hand this job to a worker."
 
 __all__ = ["Assignment", "Executor", "ExecutorWorker", "HEARTBEAT_TIMEOUT", "Lease", "LocalExecutor", "LocalWorker",
            "Scheduler", "input_refs", "job_input_names"]
@@ -267,7 +268,10 @@ class Scheduler:
                 self.dispatch(job)
             except Exception:  # the scheduler goes on whatever one job does
                 log.exception("Dispatching job %s failed", job.id)
-                self._fail_unleased(job, "The server could not hand this job to a worker.")
+                try:
+                    self._fail_unleased(job, HAND_OVER_FAILED)
+                except Exception:
+                    log.exception("Failing job %s failed", job.id)
 
     def _choose(self, job: Job) -> tuple[_Slot | None, bool]:
         """The idle worker for a job, and whether any worker at all (idle or not) could run it."""
@@ -300,12 +304,13 @@ class Scheduler:
             lease = self._lease(job, slot)
         if lease is None:
             return None
-        try:
-            inputs = self.inputs_for(job, slot.worker)
-        except LocalDiffusionError as e:
-            self.complete(lease, Outcome("failed", error=e.message))
-            return lease
-        slot.worker.start_job(Assignment(lease, job, inputs))
+        assignment = self._hand_over(lease, job, slot)
+        if assignment is not None:
+            try:
+                slot.worker.start_job(assignment)
+            except Exception:
+                log.exception("Handing job %s to worker %s failed", job.id, slot.worker.id)
+                self.fail_leased(lease, HAND_OVER_FAILED)
         return lease
 
     def _lease(self, job: Job, slot: _Slot) -> Lease | None:
@@ -314,8 +319,43 @@ class Scheduler:
             return None
         slot.lease, slot.job, slot.cancel_sent = lease, job, False
         self.queue.report(JobProgress(job, total=job.recipe.steps, started=time.time()))
-        publish(self.events, "started", job, {"worker": slot.worker.id})
         return lease
+
+    def _hand_over(self, lease: Lease, job: Job, slot: _Slot) -> Assignment | None:
+        """Announce a leased job and gather its pictures; None when that failed (the job failed with a sentence and
+        the worker is free again), so no error leaves a worker holding a lease it never runs."""
+        try:
+            publish(self.events, "started", job, {"worker": slot.worker.id})
+            return Assignment(lease, job, self.inputs_for(job, slot.worker))
+        except LocalDiffusionError as e:
+            self.fail_leased(lease, e.message)
+        except Exception:
+            log.exception("Handing job %s to worker %s failed", job.id, slot.worker.id)
+            self.fail_leased(lease, HAND_OVER_FAILED)
+        return None
+
+    def fail_leased(self, lease: Lease, reason: str) -> None:
+        """End a leased job as failed with `reason` (if the lease is still current) and free its worker, whatever
+        the database says: an error here is logged, never left to stop a worker or the scheduler."""
+        try:
+            self.complete(lease, Outcome("failed", error=reason))
+        except Exception:
+            log.exception("Failing job %s failed", lease.job_id)
+        finally:
+            self._free(lease)
+
+    def _free(self, lease: Lease, outcome: Outcome | None = None) -> None:
+        """The lease's worker is idle again (nothing if it has moved on to another lease)."""
+        with self._cond:
+            slot = self._slots.get(lease.worker)
+            if slot is not None and slot.lease == lease:
+                slot.lease, slot.job, slot.idle_since = None, None, time.monotonic()
+                slot.last_seen = time.time()
+                if outcome is not None:
+                    slot.models = list(outcome.models)
+                    slot.gpu_seconds += outcome.seconds
+                    slot.loads += int(outcome.loaded)
+            self._cond.notify_all()
 
     def run_now(self, job: Job, worker: "LocalWorker") -> None:
         """Run a claimed job on a local worker in the calling thread (tests, and `Worker.run`)."""
@@ -323,8 +363,8 @@ class Scheduler:
         slot = self._slots[worker.id]
         with self._cond:
             lease = self._lease(job, slot)
-        if lease is not None:
-            worker.execute(Assignment(lease, job, self.inputs_for(job, worker)))
+        if lease is not None and (assignment := self._hand_over(lease, job, slot)) is not None:
+            worker.execute(assignment)
 
     def inputs_for(self, job: Job, worker: ExecutorWorker) -> Inputs:
         """What the worker reads the job's pictures from: the bytes of each (remote), else the server's home."""
@@ -374,23 +414,20 @@ class Scheduler:
         """A worker's result. Accepted only from the current lease holder: the artefacts are written and the job's
         status recorded in one transaction; False (and nothing written) for a lease that is no longer current."""
         slot = self._slots.get(lease.worker)
-        job = (slot.job if slot is not None and slot.lease == lease else None) or self.queue.get(lease.job_id)
         accepted = False
-        if job is not None:
-            if outcome.status == "stopped":
-                accepted = self.queue.holds(lease)
-                if accepted:
-                    self.queue.requeue(job.id)
-            else:
-                accepted = self._settle(lease, job, outcome)
-        with self._cond:
+        try:  # whatever the database does, the worker is free again after its result
+            job = (slot.job if slot is not None and slot.lease == lease else None) or self.queue.get(lease.job_id)
+            if job is not None:
+                if outcome.status == "stopped":
+                    accepted = self.queue.holds(lease)
+                    if accepted:
+                        self.queue.requeue(job.id)
+                else:
+                    accepted = self._settle(lease, job, outcome)
+        finally:
             if slot is not None and slot.lease == lease:
-                slot.lease, slot.job, slot.idle_since = None, None, time.monotonic()
-                slot.models, slot.last_seen = list(outcome.models), time.time()
-                slot.gpu_seconds += outcome.seconds
-                slot.loads += int(outcome.loaded)
                 slot.jobs_done += int(accepted and outcome.status != "stopped")
-            self._cond.notify_all()
+            self._free(lease, outcome)
         if accepted and job is not None and outcome.status != "stopped":
             final = self.queue.get(job.id) or job
             publish(self.events, outcome.status, final, {"error": outcome.error} if outcome.status == "failed" else None)
@@ -492,18 +529,25 @@ class LocalWorker(ExecutorWorker):
 
     def _loop(self, jobs: "threadqueue.Queue[Assignment | None]") -> None:
         while (assignment := jobs.get()) is not None:
-            self.execute(assignment)
+            try:
+                self.execute(assignment)
+            except Exception:  # the thread goes on to the next job whatever one job did
+                log.exception("Worker %s: job %s failed", self.id, assignment.job.id)
 
     def execute(self, assignment: Assignment) -> None:
         scheduler = self.scheduler
         assert scheduler is not None, "a local worker runs jobs for the scheduler it was added to"
         lease = assignment.lease
-        outcome = self.runner.execute(assignment.job, assignment.inputs,
-                                      on_progress=lambda p: scheduler.progress(lease, p),
-                                      cancel=lambda: scheduler.queue.cancel_requested(lease.job_id),
-                                      stopping=lambda: self._stop.is_set() or not scheduler.current(lease),
-                                      lookup=scheduler.lookup)
-        scheduler.complete(lease, outcome)
+        try:
+            outcome = self.runner.execute(assignment.job, assignment.inputs,
+                                          on_progress=lambda p: scheduler.progress(lease, p),
+                                          cancel=lambda: scheduler.queue.cancel_requested(lease.job_id),
+                                          stopping=lambda: self._stop.is_set() or not scheduler.current(lease),
+                                          lookup=scheduler.lookup)
+            scheduler.complete(lease, outcome)
+        except Exception as e:  # recording the result failed (a locked database...): the job fails, the slot is freed
+            log.exception("Worker %s: ending job %s failed", self.id, lease.job_id)
+            scheduler.fail_leased(lease, f"The server could not record this job's result ({type(e).__name__}).")
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

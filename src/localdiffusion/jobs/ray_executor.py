@@ -149,7 +149,7 @@ class RayWorker(ExecutorWorker):
             scheduler.lost(self.id, _why(e))
         except Exception as e:  # noqa: BLE001 - the job ends with a sentence, the worker goes on
             log.exception("Following job %s on %s failed", a.job.id, self.id)
-            scheduler.complete(a.lease, Outcome("failed", error=unexpected(e)))
+            scheduler.fail_leased(a.lease, unexpected(e))
 
     def cancel(self, job_id: int) -> None:
         try:
