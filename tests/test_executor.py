@@ -231,3 +231,63 @@ def test_a_database_error_recording_a_result_fails_that_job_and_the_worker_goes_
         scheduler.stop()
     assert (ended[0].status, ended[0].error) == ("failed", "The server could not record this job's result (OperationalError).")
     assert ended[1].status == "done"
+
+
+def test_a_job_only_a_busy_worker_can_run_does_not_hold_back_the_others(queue):
+    """Worker 0 has m1, worker 1 has m1 and m2 and is busy: a queued m2 job waits for worker 1 in its place, and
+    the m1 job behind it goes to idle worker 0 meanwhile."""
+    owner = queue.db.local_owner_id
+    gate, ran = threading.Event(), {}
+    workers = [LocalWorker(None, i) for i in range(2)]
+
+    def fake(ctx, w):
+        ran[ctx.job.id] = w.id
+        if ctx.job.params.get("hold"):
+            assert gate.wait(60)
+        return {}
+
+    for w in workers:
+        w.runner.tasks["fake"] = lambda ctx, w=w: fake(ctx, w)
+    workers[0].available = {"m1"}
+    workers[1].available = {"m1", "m2"}
+    scheduler = scheduler_for(queue, workers)
+    m2 = RECIPE.model_copy(update={"model": "m2"})
+    held = queue.submit(m2, owner_id=owner, kind="fake", params={"hold": True})
+    waiting = queue.submit(m2, owner_id=owner, kind="fake")
+    m1 = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    scheduler.start(recover=False)
+    try:
+        wait_until(lambda: queue.get(m1.id).finished, "the m1 job to finish while the m2 job waits", 30)
+        assert queue.get(waiting.id).status == "queued" and queue.get(held.id).status == "running"
+        gate.set()
+        for job in (held, waiting):
+            wait_until(lambda j=job: queue.get(j.id).finished, "the m2 jobs to finish", 30)
+    finally:
+        gate.set()
+        scheduler.stop()
+    assert ran == {held.id: workers[1].id, m1.id: workers[0].id, waiting.id: workers[1].id}
+
+
+def test_a_job_passed_over_keeps_its_place_and_its_owners_share(queue):
+    """A pick that passes over ann's job (no idle worker can run it) neither charges nor credits ann: her deficit
+    is as it was, and her job keeps its place."""
+    ann, ben = queue.db.ensure_owner("ann"), queue.db.ensure_owner("ben")
+    passed = queue.submit(RECIPE.model_copy(update={"model": "m2", "steps": 6}), owner_id=ann, kind="fake")
+    bens = [queue.submit(RECIPE, owner_id=ben, kind="fake") for _ in range(3)]
+    fair = queue._shared.scheduler
+    assert queue.claim(timeout=0).id == bens[0].id  # ann's job costs three of ben's: ben first, ann credited
+    before = fair.deficits()[ann]
+    assert before > 0
+    assert queue.claim(timeout=0, runnable=lambda job: job.recipe.model != "m2").id == bens[1].id
+    assert fair.deficits()[ann] == before
+    assert passed.id in [q.id for q in queue.order()]
+    assert {queue.claim(timeout=0).id, queue.claim(timeout=0).id} == {passed.id, bens[2].id}
+
+
+def test_a_cancel_asked_while_a_job_is_briefly_claimed_survives_its_requeue(queue):
+    owner = queue.db.local_owner_id
+    job = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    assert queue.claim(timeout=0).id == job.id
+    queue.request_cancel(job.id)  # cancel_job: the job is running, so the worker is to stop it
+    queue.requeue(job.id)  # ... but the scheduler gives it back before any worker has it
+    assert queue.get(job.id).status == "queued" and queue.cancel_requested(job.id)

@@ -15,7 +15,8 @@ scheduler when one comes or goes.
   the attempt counted; after `MAX_ATTEMPTS` it fails with a sentence. A result that comes later is refused.
 - **Affinity.** The fair pick chooses the job; among the idle workers that have the job's model, one that holds
   it loaded comes first, then one holding nothing, then the one idle longest. A worker that lacks a model (it said
-  which it has when it started) is never given jobs for it.
+  which it has when it started) is never given jobs for it. A job whose model only busy workers have waits in its
+  place (its owner neither charged nor credited) while the fair pick passes on to jobs an idle worker can run.
 - **One event bus.** Progress from every worker comes through `progress()`, which keeps it in the queue
   (`JobQueue.report`, for `GET /api/jobs/{id}` and A1111's progress route) and publishes it on the bus.
 - **Recovery** of jobs a dead server left running happens once, when the server starts (`start(recover=True)`),
@@ -206,6 +207,7 @@ class Scheduler:
                 self._slots[worker.id] = _Slot(worker, list(models or []))
                 log.info("Worker %s (%s on %s) joined.", worker.id, worker.device, worker.node)
             self._cond.notify_all()
+        self.queue.wake()
 
     def seen(self, worker_id: str, models: list[str] | None = None) -> None:
         """A heartbeat: the worker is alive (and holds `models`)."""
@@ -254,7 +256,7 @@ class Scheduler:
                     self._cond.wait(0.5)
                     continue
             try:
-                job = self.queue.claim(timeout=0.5)
+                job = self.queue.claim(timeout=0.5, runnable=self._runnable)
             except Exception:  # a row that cannot be read: logged, and the scheduler goes on
                 log.exception("Claiming the next job failed")
                 self._stopping.wait(0.5)
@@ -272,6 +274,13 @@ class Scheduler:
                     self._fail_unleased(job, HAND_OVER_FAILED)
                 except Exception:
                     log.exception("Failing job %s failed", job.id)
+
+    def _runnable(self, job: Job) -> bool:
+        """Whether to claim the job now: an idle worker has its model, or no worker has (it fails with a sentence).
+        A job only busy workers can run waits in its place while the fair pick passes on to the others."""
+        model = self.model_of(job)
+        able = [s for s in list(self._slots.values()) if s.can_run(model)]
+        return not able or any(s.lease is None for s in able)
 
     def _choose(self, job: Job) -> tuple[_Slot | None, bool]:
         """The idle worker for a job, and whether any worker at all (idle or not) could run it."""
@@ -293,7 +302,7 @@ class Scheduler:
         with self._cond:
             slot, possible = self._choose(job)
             if slot is None:
-                if possible:  # only busy workers have its model: it waits in its place for one of them
+                if possible:  # only busy workers have its model (one became busy or was lost since the claim)
                     self.queue.requeue(job.id)
                     self._cond.wait(0.5)
                     return None
@@ -356,6 +365,7 @@ class Scheduler:
                     slot.gpu_seconds += outcome.seconds
                     slot.loads += int(outcome.loaded)
             self._cond.notify_all()
+        self.queue.wake()  # a job waiting for this worker's model is claimed now
 
     def run_now(self, job: Job, worker: "LocalWorker") -> None:
         """Run a claimed job on a local worker in the calling thread (tests, and `Worker.run`)."""

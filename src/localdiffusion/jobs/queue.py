@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -126,9 +127,13 @@ class JobQueue(ABC):
     def list(self, owner_id: int | None = None, client: str | None = None, limit: int = 50) -> list[Job]: ...
 
     @abstractmethod
-    def claim(self, timeout: float = 1.0) -> Job | None:
+    def claim(self, timeout: float = 1.0, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         """The queued job the scheduler picks, now running; waits up to `timeout` seconds for one.
-        Nothing while the queue is paused."""
+        Nothing while the queue is paused. With `runnable`, jobs it refuses (no idle worker can run them now) are
+        passed over, keeping their places and their owners' shares: the first job it accepts in the fair order."""
+
+    def wake(self) -> None:
+        """A worker became free: a `claim` waiting for a runnable job looks again now."""
 
     @abstractmethod
     def finish(self, job_id: int, result: dict[str, Any]) -> None: ...
@@ -353,24 +358,38 @@ class SQLiteJobQueue(JobQueue):
         sql = f"SELECT {_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return [self._job(r) for r in self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
 
-    def claim(self, timeout: float = 1.0) -> Job | None:
+    def claim(self, timeout: float = 1.0, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         deadline = time.monotonic() + timeout
         while True:
-            job = self._claim_next()
+            job = self._claim_next(runnable)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
             with self._work:
                 self._work.wait(min(remaining, 0.5))
 
-    def _claim_next(self) -> Job | None:
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def _claim_next(self, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         shared = self._shared
+        eligible = None
+        if runnable is not None:
+            seen: dict[int, bool] = {}  # each candidate's row read once per claim
+
+            def eligible(entry: Entry) -> bool:
+                if entry.id not in seen:
+                    job = self.get(entry.id)
+                    seen[entry.id] = job is not None and runnable(job)
+                return seen[entry.id]
+
         with shared.lock:
             if shared.paused:
                 return None
             self._sync()
             while True:
-                entry = shared.scheduler.pick(self._estimate)
+                entry = shared.scheduler.pick(self._estimate, eligible)
                 if entry is None:
                     return None
                 with self.db.transaction() as conn:
@@ -453,7 +472,7 @@ class SQLiteJobQueue(JobQueue):
                 self._sync(force=True)
         if not (failed or back):
             return None
-        self._forget(lease.job_id)
+        self._forget(lease.job_id, keep_stop=bool(back))
         return self.get(lease.job_id)
 
     def position(self, job_id: int) -> int:
@@ -530,7 +549,7 @@ class SQLiteJobQueue(JobQueue):
                 conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
                              "lease_worker = NULL WHERE id = ? AND status = 'running'", (job_id,))
             self._sync(force=True)
-        self._forget(job_id)
+        self._forget(job_id, keep_stop=True)  # a cancel that came meanwhile still stops it when it is claimed again
 
     def recover(self) -> list[Job]:
         with self._shared.lock:
@@ -560,8 +579,10 @@ class SQLiteJobQueue(JobQueue):
         with self._running:
             return job_id in self._stop_requested
 
-    def _forget(self, job_id: int) -> None:
-        """A job that ended (or went back to the queue) has no progress and no stop request any more."""
+    def _forget(self, job_id: int, keep_stop: bool = False) -> None:
+        """A job that ended has no progress and no stop request any more; one that went back to the queue
+        (`keep_stop`) keeps its stop request, so a cancel asked while it was briefly claimed is not lost."""
         with self._running:
             self._progress.pop(job_id, None)
-            self._stop_requested.discard(job_id)
+            if not keep_stop:
+                self._stop_requested.discard(job_id)
