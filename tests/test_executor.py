@@ -291,3 +291,22 @@ def test_a_cancel_asked_while_a_job_is_briefly_claimed_survives_its_requeue(queu
     queue.request_cancel(job.id)  # cancel_job: the job is running, so the worker is to stop it
     queue.requeue(job.id)  # ... but the scheduler gives it back before any worker has it
     assert queue.get(job.id).status == "queued" and queue.cancel_requested(job.id)
+
+
+def test_a_requeue_by_an_old_lease_never_takes_the_job_from_its_new_worker(queue):
+    """Putting a job back by its lease (a worker's `stopped` outcome, the Ray executor's stop) happens only while
+    that lease is current, in one statement: once the worker was lost and the job handed to another, the late
+    requeue changes nothing, and the job stays with the other."""
+    owner = queue.db.local_owner_id
+    scheduler = scheduler_for(queue, [])
+    first = LocalWorker(None, 0)
+    scheduler.add(first)
+    job = queue.submit(RECIPE, owner_id=owner, kind="fake")
+    old = scheduler._lease(queue.claim(timeout=0), scheduler.slot(first.id))
+    queue.release(old, "a test")  # lost: back in the queue, then claimed and granted to another worker
+    new = queue.grant(queue.claim(timeout=0).id, "elsewhere/local-1")
+    assert queue.requeue(old) is False
+    assert not scheduler.complete(old, Outcome("stopped"))
+    now = queue.get(job.id)
+    assert (now.status, now.attempts) == ("running", 2) and queue.holds(new)
+    assert queue.requeue(new) is True and queue.get(job.id).status == "queued"

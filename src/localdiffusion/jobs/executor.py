@@ -428,10 +428,8 @@ class Scheduler:
         try:  # whatever the database does, the worker is free again after its result
             job = (slot.job if slot is not None and slot.lease == lease else None) or self.queue.get(lease.job_id)
             if job is not None:
-                if outcome.status == "stopped":
-                    accepted = self.queue.holds(lease)
-                    if accepted:
-                        self.queue.requeue(job.id)
+                if outcome.status == "stopped":  # back to the queue only while the lease is current (one statement)
+                    accepted = self.queue.requeue(lease)
                 else:
                     accepted = self._settle(lease, job, outcome)
         finally:

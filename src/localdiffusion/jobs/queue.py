@@ -159,8 +159,10 @@ class JobQueue(ABC):
         """How many jobs are queued and running."""
 
     @abstractmethod
-    def requeue(self, job_id: int) -> None:
-        """Put a running job back in the queue without counting the attempt (a graceful shutdown)."""
+    def requeue(self, job: "int | Lease") -> bool:
+        """Put a running job back in the queue without counting the attempt (a graceful shutdown); given a `Lease`,
+        only while that lease is still the job's current one, in the same statement (a worker lost and its job
+        handed to another meanwhile keeps it). Whether it went back."""
 
     @abstractmethod
     def recover(self) -> list[Job]:
@@ -543,13 +545,20 @@ class SQLiteJobQueue(JobQueue):
         rows = dict(self.db.query("SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"))
         return {"queued": int(rows.get("queued", 0)), "running": int(rows.get("running", 0))}
 
-    def requeue(self, job_id: int) -> None:
+    def requeue(self, job: int | Lease) -> bool:
+        if isinstance(job, Lease):
+            job_id, where, params = job.job_id, self._HELD, (job.job_id, job.worker, job.attempt)
+        else:
+            job_id, where, params = job, "id = ? AND status = 'running'", (job,)
         with self._shared.lock:
             with self.db.transaction() as conn:
-                conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
-                             "lease_worker = NULL WHERE id = ? AND status = 'running'", (job_id,))
-            self._sync(force=True)
-        self._forget(job_id, keep_stop=True)  # a cancel that came meanwhile still stops it when it is claimed again
+                back = conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
+                                    f"lease_worker = NULL WHERE {where}", params).rowcount > 0
+            if back:
+                self._sync(force=True)
+        if back:
+            self._forget(job_id, keep_stop=True)  # a cancel that came meanwhile still stops it when it is claimed again
+        return back
 
     def recover(self) -> list[Job]:
         with self._shared.lock:

@@ -212,8 +212,8 @@ class RayExecutor(Executor):
         scheduler = self.scheduler
         for worker in list(self.workers.values()):
             slot = scheduler.slot(worker.id) if scheduler is not None else None
-            if slot is not None and slot.lease is not None and scheduler.queue.holds(slot.lease):
-                scheduler.queue.requeue(slot.lease.job_id)  # a graceful stop costs no attempt
+            if slot is not None and (lease := slot.lease) is not None:
+                scheduler.queue.requeue(lease)  # a graceful stop costs no attempt (only while the lease is current)
             try:
                 ray.kill(worker.handle, no_restart=True)
             except Exception:  # noqa: BLE001
