@@ -310,3 +310,134 @@ def test_a_requeue_by_an_old_lease_never_takes_the_job_from_its_new_worker(queue
     now = queue.get(job.id)
     assert (now.status, now.attempts) == ("running", 2) and queue.holds(new)
     assert queue.requeue(new) is True and queue.get(job.id).status == "queued"
+
+
+def test_the_schedulers_watcher_goes_on_after_an_error(queue, monkeypatch):
+    scheduler = scheduler_for(queue, [])
+    calls = []
+
+    def watch():
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(scheduler, "watch", watch)
+    scheduler.start(recover=False)
+    try:
+        wait_until(lambda: len(calls) >= 3, "the watcher to look again after an error", 30)
+    finally:
+        scheduler.stop()
+
+
+# --- the Ray executor's watcher, with a stand-in for Ray's API (no cluster: these are about the error handling) ---
+
+
+class _RayActorError(Exception):
+    pass
+
+
+class _ActorUnavailableError(_RayActorError):  # Ray's transient one is a RayActorError too
+    pass
+
+
+class _RayTaskError(Exception):
+    pass
+
+
+class _FakeRay:
+    """`wait`, `get` and `kill` as the watcher uses them; a ping's answer is what `answers` holds for its actor."""
+
+    exceptions = type("exceptions", (), {"RayActorError": _RayActorError, "ActorUnavailableError": _ActorUnavailableError,
+                                         "RayTaskError": _RayTaskError})
+
+    def __init__(self):
+        self.answers, self.killed = {}, []
+
+    def wait(self, refs, num_returns, timeout):
+        return list(refs), []
+
+    def get(self, ref):
+        answer = self.answers[ref.actor]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def kill(self, handle, no_restart=True):
+        self.killed.append(handle.name)
+
+
+class _Ref:
+    def __init__(self, actor):
+        self.actor = actor
+
+
+class _Handle:
+    def __init__(self, name):
+        self.name = name
+        self.ping = type("ping", (), {"remote": staticmethod(lambda: _Ref(name))})
+
+
+def _ray_watcher(queue, monkeypatch, names):
+    from localdiffusion.jobs import ray_executor
+
+    fake = _FakeRay()
+    monkeypatch.setattr(ray_executor, "ray_module", lambda: fake)
+    executor = ray_executor.RayExecutor(gpu_workers=False)
+    scheduler = scheduler_for(queue, [])
+    executor.scheduler = scheduler
+    for name in names:
+        worker = ray_executor.RayWorker(executor, _Handle(name), f"node/{name}",
+                                        {"node": "node", "pid": 1, "device": "cpu", "available": None})
+        executor.workers[worker.id] = worker
+        scheduler.add(worker)
+    return fake, executor, scheduler
+
+
+def test_a_ray_actor_that_is_briefly_unavailable_is_not_lost(queue, monkeypatch):
+    fake, executor, scheduler = _ray_watcher(queue, monkeypatch, ["a", "b"])
+    fake.answers = {"a": _ActorUnavailableError("the network blinked"), "b": ["m1"]}
+    executor.heartbeat()
+    assert [w["id"] for w in scheduler.workers()] == ["node/a", "node/b"] and fake.killed == []
+    fake.answers["a"] = ["m2"]
+    executor.heartbeat()  # it answers the next ping
+    assert {w["id"]: w["models"] for w in scheduler.workers()} == {"node/a": ["m2"], "node/b": ["m1"]}
+    fake.answers["a"] = _RayActorError("the actor died")
+    executor.heartbeat()
+    assert [w["id"] for w in scheduler.workers()] == ["node/b"] and set(fake.killed) == {"a"}
+
+
+def test_an_error_pinging_one_ray_actor_leaves_the_watcher_and_the_others_going(queue, monkeypatch):
+    """A failed ping (a task error) is not a dead actor, and a database error recording one worker's heartbeat stops
+    neither the others' heartbeats nor the watcher's thread."""
+    from localdiffusion.jobs import ray_executor
+
+    fake, executor, scheduler = _ray_watcher(queue, monkeypatch, ["a", "b", "c"])
+    fake.answers = {"a": _RayTaskError("ping raised"), "b": ["m1"], "c": ["m3"]}
+    seen = scheduler.seen
+
+    def flaky_seen(worker_id, models=None):
+        if worker_id == "node/b":
+            raise sqlite3.OperationalError("database is locked")
+        seen(worker_id, models)
+
+    monkeypatch.setattr(scheduler, "seen", flaky_seen)
+    executor.heartbeat()
+    assert {w["id"]: w["models"] for w in scheduler.workers()} == {"node/a": [], "node/b": [], "node/c": ["m3"]}
+    assert fake.killed == [] and all(w.pinging is None for w in executor.workers.values())
+
+    calls = []
+
+    def heartbeat():
+        calls.append(1)
+        if len(calls) == 1:
+            raise _RayTaskError("ray.wait raised")
+
+    monkeypatch.setattr(ray_executor, "HEARTBEAT_INTERVAL", 0.01)
+    monkeypatch.setattr(executor, "heartbeat", heartbeat)
+    watcher = threading.Thread(target=executor._watch, daemon=True)
+    watcher.start()
+    try:
+        wait_until(lambda: len(calls) >= 3, "the Ray watcher to ping again after an error", 30)
+    finally:
+        executor._stop.set()
+        watcher.join(10)

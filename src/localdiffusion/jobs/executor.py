@@ -471,7 +471,10 @@ class Scheduler:
 
     def _watch_loop(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL):
-            self.watch()
+            try:
+                self.watch()
+            except Exception:  # logged; the watcher goes on (cancels and heartbeats need it)
+                log.exception("Watching the workers failed")
 
     def watch(self) -> None:
         """Forward cancels to remote workers; a worker silent for the heartbeat timeout is lost."""
