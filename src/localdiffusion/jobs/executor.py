@@ -15,7 +15,8 @@ scheduler when one comes or goes.
   the attempt counted; after `MAX_ATTEMPTS` it fails with a sentence. A result that comes later is refused.
 - **Affinity.** The fair pick chooses the job; among the idle workers that have the job's model, one that holds
   it loaded comes first, then one holding nothing, then the one idle longest. A worker that lacks a model (it said
-  which it has when it started) is never given jobs for it.
+  which it has when it started) is never given jobs for it. A job whose model only busy workers have waits in its
+  place (its owner neither charged nor credited) while the fair pick passes on to jobs an idle worker can run.
 - **One event bus.** Progress from every worker comes through `progress()`, which keeps it in the queue
   (`JobQueue.report`, for `GET /api/jobs/{id}` and A1111's progress route) and publishes it on the bus.
 - **Recovery** of jobs a dead server left running happens once, when the server starts (`start(recover=True)`),
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 30.0  # seconds without a sign of life before a worker's lease is lost
 WATCH_INTERVAL = 0.1  # how often the scheduler forwards cancels and checks heartbeats
+HAND_OVER_FAILED = "The server could not hand this job to a worker."
 
 __all__ = ["Assignment", "Executor", "ExecutorWorker", "HEARTBEAT_TIMEOUT", "Lease", "LocalExecutor", "LocalWorker",
            "Scheduler", "input_refs", "job_input_names"]
@@ -207,6 +209,7 @@ class Scheduler:
                 self._slots[worker.id] = _Slot(worker, list(models or []))
                 log.info("Worker %s (%s on %s) joined.", worker.id, worker.device, worker.node)
             self._cond.notify_all()
+        self.queue.wake()
 
     def seen(self, worker_id: str, models: list[str] | None = None) -> None:
         """A heartbeat: the worker is alive (and holds `models`)."""
@@ -255,7 +258,7 @@ class Scheduler:
                     self._cond.wait(0.5)
                     continue
             try:
-                job = self.queue.claim(timeout=0.5)
+                job = self.queue.claim(timeout=0.5, runnable=self._runnable)
             except Exception:  # a row that cannot be read: logged, and the scheduler goes on
                 log.exception("Claiming the next job failed")
                 self._stopping.wait(0.5)
@@ -269,7 +272,17 @@ class Scheduler:
                 self.dispatch(job)
             except Exception:  # the scheduler goes on whatever one job does
                 log.exception("Dispatching job %s failed", job.id)
-                self._fail_unleased(job, "The server could not hand this job to a worker.")
+                try:
+                    self._fail_unleased(job, HAND_OVER_FAILED)
+                except Exception:
+                    log.exception("Failing job %s failed", job.id)
+
+    def _runnable(self, job: Job) -> bool:
+        """Whether to claim the job now: an idle worker has its model, or no worker has (it fails with a sentence).
+        A job only busy workers can run waits in its place while the fair pick passes on to the others."""
+        model = self.model_of(job)
+        able = [s for s in list(self._slots.values()) if s.can_run(model)]
+        return not able or any(s.lease is None for s in able)
 
     def _choose(self, job: Job) -> tuple[_Slot | None, bool]:
         """The idle worker for a job, and whether any worker at all (idle or not) could run it."""
@@ -291,7 +304,7 @@ class Scheduler:
         with self._cond:
             slot, possible = self._choose(job)
             if slot is None:
-                if possible:  # only busy workers have its model: it waits in its place for one of them
+                if possible:  # only busy workers have its model (one became busy or was lost since the claim)
                     self.queue.requeue(job.id)
                     self._cond.wait(0.5)
                     return None
@@ -302,12 +315,13 @@ class Scheduler:
             lease = self._lease(job, slot)
         if lease is None:
             return None
-        try:
-            inputs = self.inputs_for(job, slot.worker)
-        except LocalDiffusionError as e:
-            self.complete(lease, Outcome("failed", error=e.message))
-            return lease
-        slot.worker.start_job(Assignment(lease, job, inputs))
+        assignment = self._hand_over(lease, job, slot)
+        if assignment is not None:
+            try:
+                slot.worker.start_job(assignment)
+            except Exception:
+                log.exception("Handing job %s to worker %s failed", job.id, slot.worker.id)
+                self.fail_leased(lease, HAND_OVER_FAILED)
         return lease
 
     def _lease(self, job: Job, slot: _Slot) -> Lease | None:
@@ -316,8 +330,44 @@ class Scheduler:
             return None
         slot.lease, slot.job, slot.cancel_sent = lease, job, False
         self.queue.report(JobProgress(job, total=job.recipe.steps, started=time.time()))
-        publish(self.events, "started", job, {"worker": slot.worker.id})
         return lease
+
+    def _hand_over(self, lease: Lease, job: Job, slot: _Slot) -> Assignment | None:
+        """Announce a leased job and gather its pictures; None when that failed (the job failed with a sentence and
+        the worker is free again), so no error leaves a worker holding a lease it never runs."""
+        try:
+            publish(self.events, "started", job, {"worker": slot.worker.id})
+            return Assignment(lease, job, self.inputs_for(job, slot.worker))
+        except LocalDiffusionError as e:
+            self.fail_leased(lease, e.message)
+        except Exception:
+            log.exception("Handing job %s to worker %s failed", job.id, slot.worker.id)
+            self.fail_leased(lease, HAND_OVER_FAILED)
+        return None
+
+    def fail_leased(self, lease: Lease, reason: str) -> None:
+        """End a leased job as failed with `reason` (if the lease is still current) and free its worker, whatever
+        the database says: an error here is logged, never left to stop a worker or the scheduler."""
+        try:
+            self.complete(lease, Outcome("failed", error=reason))
+        except Exception:
+            log.exception("Failing job %s failed", lease.job_id)
+        finally:
+            self._free(lease)
+
+    def _free(self, lease: Lease, outcome: Outcome | None = None) -> None:
+        """The lease's worker is idle again (nothing if it has moved on to another lease)."""
+        with self._cond:
+            slot = self._slots.get(lease.worker)
+            if slot is not None and slot.lease == lease:
+                slot.lease, slot.job, slot.idle_since = None, None, time.monotonic()
+                slot.last_seen = time.time()
+                if outcome is not None:
+                    slot.models = list(outcome.models)
+                    slot.gpu_seconds += outcome.seconds
+                    slot.loads += int(outcome.loaded)
+            self._cond.notify_all()
+        self.queue.wake()  # a job waiting for this worker's model is claimed now
 
     def run_now(self, job: Job, worker: "LocalWorker") -> None:
         """Run a claimed job on a local worker in the calling thread (tests, and `Worker.run`)."""
@@ -325,8 +375,8 @@ class Scheduler:
         slot = self._slots[worker.id]
         with self._cond:
             lease = self._lease(job, slot)
-        if lease is not None:
-            worker.execute(Assignment(lease, job, self.inputs_for(job, worker)))
+        if lease is not None and (assignment := self._hand_over(lease, job, slot)) is not None:
+            worker.execute(assignment)
 
     def inputs_for(self, job: Job, worker: ExecutorWorker) -> Inputs:
         """What the worker reads the job's pictures from: the bytes of each (remote), else the server's home."""
@@ -377,23 +427,18 @@ class Scheduler:
         """A worker's result. Accepted only from the current lease holder: the artefacts are written and the job's
         status recorded in one transaction; False (and nothing written) for a lease that is no longer current."""
         slot = self._slots.get(lease.worker)
-        job = (slot.job if slot is not None and slot.lease == lease else None) or self.queue.get(lease.job_id)
         accepted = False
-        if job is not None:
-            if outcome.status == "stopped":
-                accepted = self.queue.holds(lease)
-                if accepted:
-                    self.queue.requeue(job.id)
-            else:
-                accepted = self._settle(lease, job, outcome)
-        with self._cond:
+        try:  # whatever the database does, the worker is free again after its result
+            job = (slot.job if slot is not None and slot.lease == lease else None) or self.queue.get(lease.job_id)
+            if job is not None:
+                if outcome.status == "stopped":  # back to the queue only while the lease is current (one statement)
+                    accepted = self.queue.requeue(lease)
+                else:
+                    accepted = self._settle(lease, job, outcome)
+        finally:
             if slot is not None and slot.lease == lease:
-                slot.lease, slot.job, slot.idle_since = None, None, time.monotonic()
-                slot.models, slot.last_seen = list(outcome.models), time.time()
-                slot.gpu_seconds += outcome.seconds
-                slot.loads += int(outcome.loaded)
                 slot.jobs_done += int(accepted and outcome.status != "stopped")
-            self._cond.notify_all()
+            self._free(lease, outcome)
         if accepted and job is not None and outcome.status != "stopped":
             final = self.queue.get(job.id) or job
             publish(self.events, outcome.status, final, {"error": outcome.error} if outcome.status == "failed" else None)
@@ -429,7 +474,10 @@ class Scheduler:
 
     def _watch_loop(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL):
-            self.watch()
+            try:
+                self.watch()
+            except Exception:  # logged; the watcher goes on (cancels and heartbeats need it)
+                log.exception("Watching the workers failed")
 
     def watch(self) -> None:
         """Forward cancels to remote workers; a worker silent for the heartbeat timeout is lost."""
@@ -486,30 +534,42 @@ class LocalWorker(ExecutorWorker):
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._loop, name=f"localdiffusion-worker-{self.id}", daemon=True)
+                # A new thread gets a new queue: a stop sentinel left for an earlier thread is not its to take.
+                self._jobs = threadqueue.Queue()
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs,),
+                                                name=f"localdiffusion-worker-{self.id}", daemon=True)
                 self._thread.start()
-        self._jobs.put(assignment)
+            self._jobs.put(assignment)
 
-    def _loop(self) -> None:
-        while (assignment := self._jobs.get()) is not None:
-            self.execute(assignment)
+    def _loop(self, jobs: "threadqueue.Queue[Assignment | None]") -> None:
+        while (assignment := jobs.get()) is not None:
+            try:
+                self.execute(assignment)
+            except Exception:  # the thread goes on to the next job whatever one job did
+                log.exception("Worker %s: job %s failed", self.id, assignment.job.id)
 
     def execute(self, assignment: Assignment) -> None:
         scheduler = self.scheduler
         assert scheduler is not None, "a local worker runs jobs for the scheduler it was added to"
         lease = assignment.lease
-        outcome = self.runner.execute(assignment.job, assignment.inputs,
-                                      on_progress=lambda p: scheduler.progress(lease, p),
-                                      cancel=lambda: scheduler.queue.cancel_requested(lease.job_id),
-                                      stopping=lambda: self._stop.is_set() or not scheduler.current(lease),
-                                      lookup=scheduler.lookup)
-        scheduler.complete(lease, outcome)
+        try:
+            outcome = self.runner.execute(assignment.job, assignment.inputs,
+                                          on_progress=lambda p: scheduler.progress(lease, p),
+                                          cancel=lambda: scheduler.queue.cancel_requested(lease.job_id),
+                                          stopping=lambda: self._stop.is_set() or not scheduler.current(lease),
+                                          lookup=scheduler.lookup)
+            scheduler.complete(lease, outcome)
+        except Exception as e:  # recording the result failed (a locked database...): the job fails, the slot is freed
+            log.exception("Worker %s: ending job %s failed", self.id, lease.job_id)
+            scheduler.fail_leased(lease, f"The server could not record this job's result ({type(e).__name__}).")
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._jobs.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lock:
+            thread, jobs = self._thread, self._jobs
+        if thread is not None and thread.is_alive():  # a stopped worker stops again at no cost
+            jobs.put(None)
+            thread.join(timeout)
 
 
 class LocalExecutor(Executor):

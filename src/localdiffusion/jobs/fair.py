@@ -205,6 +205,7 @@ class _State:
 
 
 Cost = Callable[[Entry], float]
+Eligible = Callable[[Entry], bool]
 
 
 class FairScheduler:
@@ -294,9 +295,10 @@ class FairScheduler:
             self._s.deficit[owner] -= seconds
             self.version += 1
 
-    def pick(self, cost: Cost) -> Entry | None:
-        """The next job to run, taken out of the queue."""
-        entry = _pick(self._s, cost)
+    def pick(self, cost: Cost, eligible: Eligible | None = None) -> Entry | None:
+        """The next job to run, taken out of the queue. With `eligible`, the first of the jobs it accepts in the fair
+        order among them: the others keep their places, and their owners are neither charged nor credited."""
+        entry = _pick(self._s, cost, eligible)
         if entry is not None:
             del self._entries[entry.id]
             self.version += 1
@@ -339,21 +341,34 @@ def _leave_ring(s: _State, owner: int) -> None:
         s.turn = 0
 
 
-def _pick(s: _State, cost: Cost) -> Entry | None:
-    if s.fronted:
-        return s.fronted.pop(0)
-    if s.demo:
-        return s.demo.pop(0)
+def _pick(s: _State, cost: Cost, eligible: Eligible | None = None) -> Entry | None:
+    """The next entry, taken out of `s`. With `eligible`, the round robin runs over the jobs it accepts only: each
+    owner's first such job is their head, and an owner with none takes no part in this pick (no quantum, no charge).
+    Every call of `eligible` comes before any change to `s`."""
+    for waiting in (s.fronted, s.demo):
+        for at, entry in enumerate(waiting):
+            if eligible is None or eligible(entry):
+                return waiting.pop(at)
     if not s.ring:
         return None
+    if eligible is None:
+        first = {owner: s.lines[owner][0] for owner in s.ring}
+    else:
+        first = {}
+        for owner in s.ring:
+            head = next((e for e in s.lines[owner] if eligible(e)), None)
+            if head is not None:
+                first[owner] = head
+        if not first:
+            return None
     n = len(s.ring)
     if s.visiting:
         owner = s.ring[s.turn]
-        if cost(s.lines[owner][0]) <= s.deficit[owner] + 1e-9:
-            return _serve(s, owner, cost)
+        if owner in first and cost(first[owner]) <= s.deficit[owner] + 1e-9:
+            return _serve(s, owner, first[owner], cost)
         s.visiting, s.turn = False, (s.turn + 1) % n
-    heads = [(s.ring[(s.turn + k) % n]) for k in range(n)]
-    costs = [cost(s.lines[o][0]) for o in heads]
+    heads = [o for o in (s.ring[(s.turn + k) % n] for k in range(n)) if o in first]
+    costs = [cost(first[o]) for o in heads]
     quantum = max(min(costs), 1e-9)
     best_key, best_k, best_visits = None, 0, 1
     for k, (owner, c) in enumerate(zip(heads, costs)):
@@ -363,12 +378,17 @@ def _pick(s: _State, cost: Cost) -> Entry | None:
             best_key, best_k, best_visits = key, k, visits
     for k, owner in enumerate(heads):  # every owner gets the quantum of each turn that passed
         s.deficit[owner] += quantum * (best_visits - 1 + (1 if k <= best_k else 0))
-    s.turn, s.visiting = (s.turn + best_k) % n, True
-    return _serve(s, heads[best_k], cost)
+    owner = heads[best_k]
+    s.turn, s.visiting = s.ring.index(owner), True
+    return _serve(s, owner, first[owner], cost)
 
 
-def _serve(s: _State, owner: int, cost: Cost) -> Entry:
-    entry = s.lines[owner].popleft()
+def _serve(s: _State, owner: int, entry: Entry, cost: Cost) -> Entry:
+    line = s.lines[owner]
+    if line[0] is entry:
+        line.popleft()
+    else:  # a later job of the line, the ones before it skipped (not eligible now): they keep their places
+        line.remove(entry)
     s.deficit[owner] -= cost(entry)
     if not s.lines[owner]:
         _leave_ring(s, owner)

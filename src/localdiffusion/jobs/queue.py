@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -129,9 +130,13 @@ class JobQueue(ABC):
     def list(self, owner_id: int | None = None, client: str | None = None, limit: int = 50) -> list[Job]: ...
 
     @abstractmethod
-    def claim(self, timeout: float = 1.0) -> Job | None:
+    def claim(self, timeout: float = 1.0, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         """The queued job the scheduler picks, now running; waits up to `timeout` seconds for one.
-        Nothing while the queue is paused."""
+        Nothing while the queue is paused. With `runnable`, jobs it refuses (no idle worker can run them now) are
+        passed over, keeping their places and their owners' shares: the first job it accepts in the fair order."""
+
+    def wake(self) -> None:
+        """A worker became free: a `claim` waiting for a runnable job looks again now."""
 
     @abstractmethod
     def finish(self, job_id: int, result: dict[str, Any]) -> None: ...
@@ -157,8 +162,10 @@ class JobQueue(ABC):
         """How many jobs are queued and running."""
 
     @abstractmethod
-    def requeue(self, job_id: int) -> None:
-        """Put a running job back in the queue without counting the attempt (a graceful shutdown)."""
+    def requeue(self, job: "int | Lease") -> bool:
+        """Put a running job back in the queue without counting the attempt (a graceful shutdown); given a `Lease`,
+        only while that lease is still the job's current one, in the same statement (a worker lost and its job
+        handed to another meanwhile keeps it). Whether it went back."""
 
     @abstractmethod
     def recover(self) -> list[Job]:
@@ -356,24 +363,38 @@ class SQLiteJobQueue(JobQueue):
         sql = f"SELECT {_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return [self._job(r) for r in self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
 
-    def claim(self, timeout: float = 1.0) -> Job | None:
+    def claim(self, timeout: float = 1.0, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         deadline = time.monotonic() + timeout
         while True:
-            job = self._claim_next()
+            job = self._claim_next(runnable)
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0:
                 return job
             with self._work:
                 self._work.wait(min(remaining, 0.5))
 
-    def _claim_next(self) -> Job | None:
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def _claim_next(self, runnable: Callable[[Job], bool] | None = None) -> Job | None:
         shared = self._shared
+        eligible = None
+        if runnable is not None:
+            seen: dict[int, bool] = {}  # each candidate's row read once per claim
+
+            def eligible(entry: Entry) -> bool:
+                if entry.id not in seen:
+                    job = self.get(entry.id)
+                    seen[entry.id] = job is not None and runnable(job)
+                return seen[entry.id]
+
         with shared.lock:
             if shared.paused:
                 return None
             self._sync()
             while True:
-                entry = shared.scheduler.pick(self._estimate)
+                entry = shared.scheduler.pick(self._estimate, eligible)
                 if entry is None:
                     return None
                 with self.db.transaction() as conn:
@@ -456,7 +477,7 @@ class SQLiteJobQueue(JobQueue):
                 self._sync(force=True)
         if not (failed or back):
             return None
-        self._forget(lease.job_id)
+        self._forget(lease.job_id, keep_stop=bool(back))
         return self.get(lease.job_id)
 
     def position(self, job_id: int) -> int:
@@ -527,13 +548,20 @@ class SQLiteJobQueue(JobQueue):
         rows = dict(self.db.query("SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"))
         return {"queued": int(rows.get("queued", 0)), "running": int(rows.get("running", 0))}
 
-    def requeue(self, job_id: int) -> None:
+    def requeue(self, job: int | Lease) -> bool:
+        if isinstance(job, Lease):
+            job_id, where, params = job.job_id, self._HELD, (job.job_id, job.worker, job.attempt)
+        else:
+            job_id, where, params = job, "id = ? AND status = 'running'", (job,)
         with self._shared.lock:
             with self.db.transaction() as conn:
-                conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
-                             "lease_worker = NULL WHERE id = ? AND status = 'running'", (job_id,))
-            self._sync(force=True)
-        self._forget(job_id)
+                back = conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0), "
+                                    f"lease_worker = NULL WHERE {where}", params).rowcount > 0
+            if back:
+                self._sync(force=True)
+        if back:
+            self._forget(job_id, keep_stop=True)  # a cancel that came meanwhile still stops it when it is claimed again
+        return back
 
     def recover(self) -> list[Job]:
         with self._shared.lock:
@@ -563,8 +591,10 @@ class SQLiteJobQueue(JobQueue):
         with self._running:
             return job_id in self._stop_requested
 
-    def _forget(self, job_id: int) -> None:
-        """A job that ended (or went back to the queue) has no progress and no stop request any more."""
+    def _forget(self, job_id: int, keep_stop: bool = False) -> None:
+        """A job that ended has no progress and no stop request any more; one that went back to the queue
+        (`keep_stop`) keeps its stop request, so a cancel asked while it was briefly claimed is not lost."""
         with self._running:
             self._progress.pop(job_id, None)
-            self._stop_requested.discard(job_id)
+            if not keep_stop:
+                self._stop_requested.discard(job_id)

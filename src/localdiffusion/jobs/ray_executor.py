@@ -149,7 +149,7 @@ class RayWorker(ExecutorWorker):
             scheduler.lost(self.id, _why(e))
         except Exception as e:  # noqa: BLE001 - the job ends with a sentence, the worker goes on
             log.exception("Following job %s on %s failed", a.job.id, self.id)
-            scheduler.complete(a.lease, Outcome("failed", error=unexpected(e)))
+            scheduler.fail_leased(a.lease, unexpected(e))
 
     def cancel(self, job_id: int) -> None:
         try:
@@ -212,8 +212,8 @@ class RayExecutor(Executor):
         scheduler = self.scheduler
         for worker in list(self.workers.values()):
             slot = scheduler.slot(worker.id) if scheduler is not None else None
-            if slot is not None and slot.lease is not None and scheduler.queue.holds(slot.lease):
-                scheduler.queue.requeue(slot.lease.job_id)  # a graceful stop costs no attempt
+            if slot is not None and (lease := slot.lease) is not None:
+                scheduler.queue.requeue(lease)  # a graceful stop costs no attempt (only while the lease is current)
             try:
                 ray.kill(worker.handle, no_restart=True)
             except Exception:  # noqa: BLE001
@@ -297,7 +297,10 @@ class RayExecutor(Executor):
     def _watch(self) -> None:
         last_nodes = time.monotonic()
         while not self._stop.wait(HEARTBEAT_INTERVAL):
-            self.heartbeat()
+            try:
+                self.heartbeat()
+            except Exception:  # noqa: BLE001 - logged; the watcher goes on, or every worker would be lost in 30 s
+                log.exception("Pinging the workers failed")
             if self.gpu_workers and time.monotonic() - last_nodes >= NODES_INTERVAL:
                 last_nodes = time.monotonic()
                 try:
@@ -306,13 +309,16 @@ class RayExecutor(Executor):
                     log.exception("Looking at the cluster's nodes failed")
 
     def heartbeat(self) -> None:
-        """Ping every worker (one ping in flight each); an answer is a heartbeat, a dead actor is lost."""
+        """Ping every worker (one ping in flight each); an answer is a heartbeat, a dead actor is lost. An error about
+        one worker is logged and ends nothing but that worker's ping."""
         ray = ray_module()
-        scheduler = self.scheduler
         for worker in list(self.workers.values()):
             if worker.pinging is None:
-                worker.pinging = worker.handle.ping.remote()
-        pending = {w.pinging: w for w in self.workers.values() if w.pinging is not None}
+                try:
+                    worker.pinging = worker.handle.ping.remote()
+                except Exception:  # noqa: BLE001
+                    log.exception("Pinging worker %s failed", worker.id)
+        pending = {w.pinging: w for w in list(self.workers.values()) if w.pinging is not None}
         if not pending:
             return
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
@@ -320,11 +326,26 @@ class RayExecutor(Executor):
             worker = pending[ref]
             worker.pinging = None
             try:
-                models = ray.get(ref)
-            except ray.exceptions.RayActorError as e:
+                self._answered(ray, worker, ref)
+            except Exception:  # noqa: BLE001 - a database error in seen() or lost(): logged, the others go on
+                log.exception("Recording the heartbeat of worker %s failed", worker.id)
+
+    def _answered(self, ray: Any, worker: RayWorker, ref: Any) -> None:
+        scheduler = self.scheduler
+        try:
+            models = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError as e:  # transient (a network blip): no answer yet, not dead
+            log.info("Worker %s did not answer its ping yet (%s).", worker.id, type(e).__name__)
+            return
+        except ray.exceptions.RayActorError as e:
+            try:
                 if scheduler is not None:
                     scheduler.lost(worker.id, _why(e))
+            finally:
                 self.forget(worker)
-                continue
-            if scheduler is not None:
-                scheduler.seen(worker.id, models)
+            return
+        except Exception as e:  # noqa: BLE001 - the ping failed (a task error, a lost object); the actor may be fine
+            log.warning("Worker %s's ping failed (%s); it is pinged again.", worker.id, unexpected(e))
+            return
+        if scheduler is not None:
+            scheduler.seen(worker.id, models)
