@@ -53,7 +53,7 @@ export function initConsole(root) {
         queueRows))),
     section("Usage today", usage),
     section("Workers",
-      h("div", { class: "table-wrap" }, h("table", { class: "console-workers" },
+      h("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Workers" }, h("table", { class: "console-workers" },
         h("thead", {}, h("tr", {}, ...["Worker", "Machine", "Device", "Models loaded", "Running", "Jobs done", "GPU time", "Last seen"].map((t) => h("th", { scope: "col" }, t)))),
         workerRows))),
     section("Limits and models", limitsForm),
