@@ -99,6 +99,31 @@ def test_two_users_jobs_run_on_both_workers_and_each_image_is_stored_once_with_i
     assert sum(w["jobs_done"] for w in listed) == 6 and all(w["models"] == ["tiny-sd1"] for w in listed)
 
 
+def test_a1111_clients_and_other_job_kinds_work_unchanged_on_ray_workers(server):
+    """What works with the local worker works with Ray's: an A1111 client's txt2img, and a compare grid (a job
+    kind with files of its own), each stored by the server."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    _, _, client, _, _ = server
+    a1111 = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 2, "width": 64, "height": 64,
+                                                   "sampler_name": "Euler", "seed": 5})
+    assert a1111.status_code == 200, a1111.text
+    picture = Image.open(io.BytesIO(base64.b64decode(a1111.json()["images"][0])))
+    assert picture.size == (64, 64) and "Seed: 5" in picture.text["parameters"]
+    answer = client.post("/api/compare", json={"recipe": RECIPE.model_dump(mode="json") | {"steps": 2}, "x": "cfg_scale=3,9", "y": "seed=1,2"})
+    assert answer.status_code == 201, answer.text
+    job = answer.json()
+    done = wait_until(lambda: (j := client.get(f"/api/jobs/{job['id']}").json())["status"] in ("done", "failed") and j,
+                      "the compare job did not finish", 180)
+    assert done["status"] == "done", done.get("error")
+    assert "grid" in done["result"], done["result"]
+    grid = client.get(f"/api/jobs/{job['id']}/files/{done['result']['grid']}")
+    assert grid.status_code == 200 and Image.open(io.BytesIO(grid.content)).width > 2 * 64
+
+
 def test_cancel_of_a_job_running_on_a_remote_worker(server):
     studio, _, _, _, _ = server
     _, events = studio.events.subscribe_queue()
