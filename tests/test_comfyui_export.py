@@ -89,6 +89,9 @@ def test_automatic_schedule_becomes_the_samplers_own_and_unknown_samplers_are_sa
     api = comfy_workflow(Recipe(prompt="x", sampler_name="DPM++ 2M SDE", scheduler="Automatic")).api
     sampler = next(n for n in api.values() if n["class_type"] == "KSampler")["inputs"]
     assert (sampler["sampler_name"], sampler["scheduler"]) == ("dpmpp_2m_sde", "exponential")  # A1111's default for it
+    euler_a = comfy_workflow(Recipe(prompt="x", sampler_name="Euler a"))  # Automatic: A1111's Uniform
+    assert not any("schedule" in note for note in euler_a.notes)
+    assert next(n for n in euler_a.api.values() if n["class_type"] == "KSampler")["inputs"]["scheduler"] == "normal"
     workflow = comfy_workflow(Recipe(prompt="x", sampler_name="Restart", scheduler="Polyexponential"))
     assert any("no 'Restart' sampler" in n for n in workflow.notes)
     assert any("no 'Polyexponential' schedule" in n for n in workflow.notes)

@@ -76,7 +76,8 @@ _LATENT_UPSCALE = {"Latent": "nearest-exact", "Latent (antialiased)": "bilinear"
                    "Latent (bicubic antialiased)": "bicubic", "Latent (nearest)": "nearest-exact",
                    "Latent (nearest-exact)": "nearest-exact"}
 _COMFY_SAMPLER = {a1111: comfy for comfy, a1111 in reversed(COMFY_SAMPLERS.items()) if not comfy.endswith("_gpu")}
-_COMFY_SCHEDULER = {a1111: comfy for comfy, a1111 in COMFY_SCHEDULERS.items()}
+# A1111's "Uniform" (k-diffusion's own sigmas: the model's timesteps, evenly spaced) is what ComfyUI's "normal" does.
+_COMFY_SCHEDULER = {a1111: comfy for comfy, a1111 in COMFY_SCHEDULERS.items()} | {"Uniform": "normal"}
 _KSAMPLER_SCHEDULERS = {"normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta", "kl_optimal"}
 
 
