@@ -20,12 +20,13 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from localdiffusion.errors import BadInput
 from localdiffusion.library import Filters, Library
+from localdiffusion.server.api import MAX_ID
 from localdiffusion.server.deps import ManagerDep, get_studio
 from localdiffusion.server.studio import Studio
 from localdiffusion.store.files import atomic_path
@@ -59,7 +60,8 @@ def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/search")
-def search(library: LibraryDep, q: str = "", semantic: bool = False, limit: int = 20, source: Optional[str] = None,
+def search(library: LibraryDep, q: str = Query("", max_length=2000), semantic: bool = False,
+           limit: int = Query(20, ge=1, le=200), source: Optional[str] = None,
            licence: Optional[str] = None, model: Optional[str] = None, sampler: Optional[str] = None,
            has_image: Optional[bool] = None, size: Optional[str] = None) -> dict[str, Any]:
     """Search by words (bm25), or with `semantic` by words and meaning; facets count the values among the results."""
@@ -76,6 +78,8 @@ def similar(library: LibraryDep, prompt: str = "", id: Optional[int] = None, cou
     if not 1 <= count <= 50:
         raise BadInput(f"The count {count} is not allowed: ask for 1 to 50 entries.", field="count")
     if id is not None:
+        if not 0 < id <= MAX_ID:
+            raise HTTPException(404, f"There is no library entry {id}.")
         return {"entries": [entry_json(e) for e in library.more_like(id, count)], "typical": {}}
     result = library.similar(prompt[:2000], count)
     result["entries"] = [entry_json(e) for e in result["entries"]]
@@ -170,7 +174,7 @@ def put_settings(body: SettingsBody, studio: StudioDep, caller: ManagerDep) -> d
 
 @router.get("/images/{image_id}/thumb")
 def thumb(image_id: int, library: LibraryDep) -> FileResponse:
-    found = library.image_of(image_id)
+    found = library.image_of(image_id) if 0 < image_id <= MAX_ID else None
     if found is None or found[1] is None or not found[1].exists():
-        raise HTTPException(404, "This library entry has no thumbnail.")
+        raise HTTPException(404, f"There is no picture of library entry {image_id}.")
     return FileResponse(found[1], media_type="image/webp")
