@@ -158,3 +158,45 @@ def test_a_kill_during_training_resumes_from_the_checkpoint(tmp_path, model_home
     leftovers = [p for p in home.root.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers
     assert (home.model_dir("lora") / "local" / "redsq_thing.safetensors").is_file()
+
+
+def test_another_participants_trained_files_stay_theirs_on_every_route(studio, sd1_folder):
+    """Whichever route queues the job (the studio's, an A1111 client's, a comparison's prompt search/replace) and
+    whichever list shows files, a LoRA or an embedding ann trained is hers: 404 for ben, as for one not here."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from factories import build_lora
+
+    record = json.dumps({"kind": "lora", "trained_by": "ann", "dataset": {"pictures": 2}})
+    lora = studio.home.model_dir("lora") / "ann" / "ann_mira.safetensors"
+    lora.parent.mkdir(parents=True)
+    build_lora(sd1_folder, lora)
+    save_file(load_file(str(lora)), str(lora), metadata={"localdiffusion.provenance": record})
+    embedding = studio.home.model_dir("embedding") / "ann" / "annword.safetensors"
+    embedding.parent.mkdir(parents=True)
+    save_file({"emb_params": torch.zeros(1, 32)}, str(embedding),
+              metadata={"localdiffusion.provenance": record.replace('"lora"', '"embedding"')})
+    base = {"model": "tiny-sd1", "steps": 2, "width": 64, "height": 64}
+    with class_client(studio, start_worker=False) as client:
+        for prompt in ("a cat <lora:ann_mira:1>", "a cat annword"):
+            assert client.post("/api/jobs", json={**base, "prompt": prompt}, headers=BEN).status_code == 404, prompt
+            assert client.post("/api/jobs", json={**base, "prompt": prompt}, headers=ANN).status_code == 201, prompt
+        a1111 = client.post("/sdapi/v1/txt2img", json={**base, "prompt": "a cat <lora:ann_mira:1>"}, headers=BEN)
+        assert a1111.status_code == 404
+        sweep = client.post("/api/compare", json={"recipe": {**base, "prompt": "a cat"}, "x": "prompt_sr=cat,cat <lora:ann_mira:1>",
+                                                  "y": "seed=1,2"}, headers=BEN)
+        assert sweep.status_code == 404
+        assert "ann_mira" not in {m["name"] for m in client.get("/sdapi/v1/loras", headers=BEN).json()}
+        listed = client.get("/sdapi/v1/embeddings", headers=BEN).json()
+        assert "annword" not in {**listed["loaded"], **listed["skipped"]}
+        assert "ann_mira" in {m["name"] for m in client.get("/sdapi/v1/loras", headers=ANN).json()}
+
+
+def test_a_participants_trained_file_is_named_after_them():
+    from localdiffusion.server.deps import Caller
+    from localdiffusion.server.train import file_name
+
+    assert file_name(Caller(2, "ann", "participant"), "mira") == "ann_mira"
+    assert file_name(Caller(2, "ann", "participant"), "ann_mira") == "ann_mira"
+    assert file_name(Caller(1, "local", "owner"), "mira") == "mira"

@@ -16,6 +16,7 @@ The limits and the allowed and pinned models are the class's policy, kept in the
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from localdiffusion.jobs import Job
 from localdiffusion.jobs.fair import job_images
 from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import only_checkpoints
+from localdiffusion.models.provenance import read_metadata, trained_here
+from localdiffusion.prompts.extra_networks import extract_loras
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.deps import CALLER_SCOPE_KEY, Caller
 from localdiffusion.server.studio import Studio
@@ -253,10 +256,50 @@ def refuse_frozen(caller: Caller) -> None:
                                  "ask the facilitator to unfreeze it.")
 
 
+def trained_by_other(info: Any, caller: Caller) -> bool:
+    """Whether `info` is a file this studio trained for someone else, whom a participant may not use or see."""
+    if caller.manages or getattr(info, "path", None) is None or not info.path.is_file():
+        return False
+    trained = trained_here(read_metadata(info.path))
+    return trained is not None and trained.get("trained_by") not in (None, caller.name)
+
+
+def job_texts(job: JobRequest) -> list[str]:
+    """Every prompt a job can run: its recipe's, a comic's panel recipes', and a comparison's axis values
+    (a prompt search/replace can bring in a LoRA or an embedding)."""
+    texts = [job.recipe.prompt, job.recipe.negative_prompt]
+    for recipe in job.params.get("recipes") or []:
+        if isinstance(recipe, dict):
+            texts += [str(recipe.get("prompt") or ""), str(recipe.get("negative_prompt") or "")]
+    texts += [str(job.params.get(axis) or "") for axis in ("x", "y", "z")]
+    return texts
+
+
+def refuse_others_trained(studio: Studio, caller: Caller, texts: Sequence[str]) -> None:
+    """A participant's prompts naming a LoRA or an embedding another participant trained here: 404, as for one
+    that is not in the library, whichever route queues the job."""
+    if caller.manages:
+        return
+    for text in texts:
+        for ref in extract_loras(text)[1]:
+            try:
+                info = studio.library.get(ref.name, kind="lora")
+            except LocalDiffusionError:
+                continue  # the engine's own check names it
+            if trained_by_other(info, caller):
+                raise ModelNotFound(f"There is no LoRA '{ref.name}' in the library.", field="prompt")
+    joined = "\n".join(texts)
+    for info in studio.library.list("embedding"):
+        if re.search(rf"(?<![\w-]){re.escape(info.name)}(?![\w-])", joined) and trained_by_other(info, caller):
+            raise ModelNotFound(f"There is no embedding '{info.name}' in the library.", field="prompt")
+
+
 def admit(studio: Studio, caller: Caller, jobs: Sequence[JobRequest]) -> list[JobRequest]:
     """The jobs as they may be queued for this caller (a default model becomes an allowed one), or the
     refusal (see the module docstring). Nothing is queued here."""
     refuse_frozen(caller)
+    for job in jobs:
+        refuse_others_trained(studio, caller, job_texts(job))
     if not limited(caller):
         return list(jobs)
     limits = load_limits(studio)

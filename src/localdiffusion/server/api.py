@@ -36,7 +36,7 @@ from localdiffusion.models.info import ModelInfo
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.models.provenance import provenance
 from localdiffusion.recipe import Recipe
-from localdiffusion.server.admission import queue_job
+from localdiffusion.server.admission import queue_job, trained_by_other
 from localdiffusion.server.deps import Caller, CallerDep, client_id, get_studio, new_client_secret
 from localdiffusion.server.queueview import eta_seconds
 from localdiffusion.server.studio import Studio
@@ -108,8 +108,6 @@ def list_models(studio: StudioDep, caller: CallerDep, kind: str | None = None) -
     """Models in the library (all kinds, or one: checkpoint, lora, embedding, vae, controlnet, upscaler, ipadapter);
     a participant sees only the checkpoints the class allows (`admission.AllowedModelsMiddleware`), and of the files
     trained here only their own."""
-    from localdiffusion.server.train import trained_by_other
-
     return [model_json(studio.library, m) for m in studio.library.list(kind) if not trained_by_other(m, caller)]
 
 
@@ -284,9 +282,6 @@ def check_recipe(studio: Studio, recipe: Recipe, caller: Caller | None = None) -
     except BadInput as e:
         raise _as_field_error(e) from None
     if caller is not None:
-        from localdiffusion.server.train import refuse_others_trained  # another participant's LoRA: 404
-
-        refuse_others_trained(studio, caller, recipe)
         studio.db.own_inputs(caller.owner_id, [ref for ref in input_refs(recipe).values() if ref])
     return recipe
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from localdiffusion.engine.inputs import KEPT_INPUT
-from localdiffusion.errors import LocalDiffusionError, ModelNotFound
+from localdiffusion.errors import ModelNotFound
 from localdiffusion.jobs import Event
 from localdiffusion.jobs.estimate import engine_facts, estimate_training
 from localdiffusion.jobs.fair import TRAIN_STEP_UNITS, train_steps
-from localdiffusion.models.provenance import read_metadata, trained_here
 from localdiffusion.recipe import Recipe
 from localdiffusion.server.admission import InvalidField, queue_job
 from localdiffusion.server.api import (CallerDep, ClientDep, StudioDep, find_image, image_file, job_json, keep_for,
@@ -210,13 +209,14 @@ def train_params(studio: Studio, caller: Caller, body: TrainRequest) -> tuple[Re
         first = e.errors()[0] if hasattr(e, "errors") else {"loc": ("settings",), "msg": str(e)}  # type: ignore[attr-defined]
         field = str(first["loc"][0]) if first.get("loc") else "settings"
         raise InvalidField(f"The setting '{field}' is not allowed: {first['msg']}.", field=field) from None
+    name = file_name(caller, body.name or trigger.replace(" ", "_"))
     try:
-        check_name(body.name or trigger.replace(" ", "_"), "name")
+        check_name(name, "name")
         check_name(caller.name, "owner")
         base = studio.library.get(body.model, kind="checkpoint", field="model") if body.model else studio.library.default_checkpoint()
     except ModelNotFound:
         raise
-    params = {"kind": body.kind, "owner": caller.name, "name": body.name or trigger.replace(" ", "_"), "trigger": trigger,
+    params = {"kind": body.kind, "owner": caller.name, "name": name, "trigger": trigger,
               "dataset": record.id, "dataset_name": record.name, "source": record.source,
               "pictures": [{"ref": p.ref, "caption": p.caption, "crop": p.crop} for p in record.pictures],
               "settings": settings.model_dump(mode="json", exclude_defaults=True),
@@ -269,27 +269,10 @@ def start_training(body: TrainRequest, studio: StudioDep, client: ClientDep, cal
     return body_json
 
 
-# --- who may use a trained file ------------------------------------------------------------------------
-
-
-def trained_by_other(info: Any, caller: Caller) -> bool:
-    """Whether `info` is a file this studio trained for someone else, whom a participant may not use or see."""
-    if caller.manages:
-        return False
-    trained = trained_here(read_metadata(info.path)) if getattr(info, "path", None) is not None and info.path.is_file() else None
-    return trained is not None and trained.get("trained_by") not in (None, caller.name)
-
-
-def refuse_others_trained(studio: Studio, caller: Caller, recipe: Recipe) -> None:
-    """A participant's recipe naming another participant's trained LoRA: 404, as for a LoRA not in the library."""
-    if caller.manages:
-        return
-    from localdiffusion.engine.plan import check_loras
-
-    try:
-        loras = check_loras(recipe, studio.library)
-    except LocalDiffusionError:
-        return  # the engine's own check names it
-    for info in loras:
-        if trained_by_other(info, caller):
-            raise ModelNotFound(f"There is no LoRA '{info.path.stem}' in the library.", field="prompt")
+def file_name(caller: Caller, name: str) -> str:
+    """A trained file's name on a server with accounts starts with its owner's (`ann_mira`), so that two
+    participants who train with the same trigger word from the same handout each reach their own by
+    `<lora:NAME:1>`; the studio's own owner keeps the name as given."""
+    if caller.role == "owner" or name.lower().startswith(f"{caller.name.lower()}_"):
+        return name
+    return f"{caller.name}_{name}"

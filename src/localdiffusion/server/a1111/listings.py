@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from localdiffusion.engine.k_sampling.schedules import SCHEDULE_TYPES as K_SCHED
 from localdiffusion.engine.samplers import SAMPLERS, Sampler
 from localdiffusion.errors import LocalDiffusionError, ModelNotFound
 from localdiffusion.infotext import A1111_SAMPLER_ALIASES, A1111_SCHEDULERS
-from localdiffusion.models.info import base_family
+from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.library import ModelLibrary
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, model_title
 from localdiffusion.server.a1111.state import A1111State
@@ -69,15 +70,15 @@ def _upscaler(name: str, scale: int | None) -> dict[str, Any]:
     return {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": scale}
 
 
-def lora_items(library: ModelLibrary) -> list[dict[str, Any]]:
+def lora_items(library: ModelLibrary, shown: Callable[[ModelInfo], bool] = lambda info: True) -> list[dict[str, Any]]:
     items = []
-    for m in library.list("lora"):
+    for m in filter(shown, library.list("lora")):
         metadata = _safetensors_metadata(*_file_key(m.path)) if m.path.suffix.lower() == ".safetensors" else {}
         items.append({"name": m.name, "alias": metadata.get("ss_output_name") or m.name, "path": str(m.path), "metadata": metadata})
     return items
 
 
-def embedding_lists(studio: Studio, state: A1111State) -> dict[str, Any]:
+def embedding_lists(studio: Studio, state: A1111State, shown: Callable[[ModelInfo], bool] = lambda info: True) -> dict[str, Any]:
     """Embeddings that fit the current model are 'loaded'; the others 'skipped', as A1111 sorts them."""
     try:
         sdxl_model = base_family(current_checkpoint(studio, state).family).startswith("sdxl")
@@ -85,7 +86,7 @@ def embedding_lists(studio: Studio, state: A1111State) -> dict[str, Any]:
         sdxl_model = False
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
-    for m in studio.library.list("embedding"):
+    for m in filter(shown, studio.library.list("embedding")):
         found = _embedding_item(*_file_key(m.path)) if m.path.is_file() else None
         if found is not None:
             item, sdxl = found

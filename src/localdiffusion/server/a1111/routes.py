@@ -20,6 +20,7 @@ from localdiffusion.server.a1111.recipes import build_recipe
 from localdiffusion.server.a1111.responses import generation_response
 from localdiffusion.server.a1111.schemas import GenerationRequest, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from localdiffusion.server.a1111.state import a1111_state
+from localdiffusion.server.admission import trained_by_other
 from localdiffusion.server.a1111.system import command_line_flags, memory_report
 from localdiffusion.server.deps import get_caller, get_studio
 
@@ -143,13 +144,16 @@ def latent_upscale_modes() -> list[dict[str, str]]:
 
 @router.get("/loras")
 def loras(request: Request) -> list[dict[str, Any]]:
-    return lora_items(get_studio(request).library)
+    """The library's LoRAs; of those trained here, a participant sees their own."""
+    caller = get_caller(request)
+    return lora_items(get_studio(request).library, lambda info: not trained_by_other(info, caller))
 
 
 @router.get("/embeddings")
 def embeddings(request: Request) -> dict[str, Any]:
     """Embeddings that fit the current model are 'loaded'; the others 'skipped', as A1111 sorts them."""
-    return embedding_lists(get_studio(request), a1111_state(request))
+    caller = get_caller(request)
+    return embedding_lists(get_studio(request), a1111_state(request), lambda info: not trained_by_other(info, caller))
 
 
 # --- scripts, flags, memory and the lists A1111 has but this server leaves empty ----------------------
