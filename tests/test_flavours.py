@@ -152,6 +152,9 @@ def test_flux_defaults_and_refusals(flow_engine):
     with pytest.raises(BadInput) as size:
         flow_engine.prepare(Recipe(**{**BASE, "width": 136}, model="tiny-flux"))
     assert size.value.field == "width" and "multiple of 16" in size.value.message
+    with pytest.raises(BadInput) as sd3_size:  # SD 3.5 patches the latent the same way
+        flow_engine.prepare(Recipe(**{**BASE, "width": 72}, model="tiny-sd3"))
+    assert sd3_size.value.field == "width" and "SD 3.5 models need a width" in sd3_size.value.message
     with pytest.raises(BadInput) as mode:
         flow_engine.prepare(Recipe(**BASE, model="tiny-sd3", enable_hr=True))
     assert mode.value.field == "enable_hr"

@@ -64,13 +64,19 @@ def check(recipe: Recipe, info: ModelInfo, guidance_distilled: bool) -> Recipe:
             raise BadInput(f"{label} models do txt2img and img2img only here, so {what} cannot be used with "
                            f"'{info.name}'; pick an SD1, SD2 or SDXL model for it.", field=field)
     recipe = recipe.model_copy(update=updates)
-    if info.family == "flux":
-        for name in ("width", "height"):
-            value = getattr(recipe, name)
-            if value is not None and value % 16:
-                raise BadInput(f"FLUX models need a {name} that is a multiple of 16; {value} is not (try {value // 16 * 16 or 16}).",
-                               field=name)
+    check_size(recipe, info)
     return recipe
+
+
+def check_size(recipe: Recipe, info: Any) -> None:
+    """SD 3.5 and FLUX patch the latent in 2x2 pieces: a width and height that are multiples of 16 (called again
+    once the size is known, for an img2img picture's own size)."""
+    label = "FLUX" if info.family == "flux" else "SD 3.5"
+    for name in ("width", "height"):
+        value = getattr(recipe, name)
+        if value is not None and value % 16:
+            raise BadInput(f"{label} models need a {name} that is a multiple of 16; {value} is not (try {value // 16 * 16 or 16}).",
+                           field=name)
 
 
 class FlowBackend:

@@ -66,6 +66,8 @@ def prepare(recipe: Recipe, library: Any, inputs: Inputs) -> Prepared:
         recipe = recipe.model_copy(update={"distilled_cfg_scale": None})
     plan = make_plan(recipe.model_copy(update={"model": checkpoint.name}), checkpoint, library.settings, inputs)
     recipe = plan.recipe
+    if flow.is_flow(checkpoint):
+        flow.check_size(recipe, checkpoint)
     if recipe.enable_hr:
         check_hires_upscaler(recipe.hr_upscaler, library)
     controls = []
