@@ -113,6 +113,11 @@ def test_datasets_are_their_owners_and_participants_train_only_when_allowed(stud
         assert client.put("/api/class/limits", json=limits, headers=TEACHER).status_code == 200
         over = client.post("/api/train", json={**TRAIN, "dataset": dataset["id"]}, headers=ANN)
         assert over.status_code == 422 and over.json()["field"] == "steps" and "at most 3" in over.json()["detail"]
+        three = {**TRAIN, "settings": {**TRAIN["settings"], "steps": 3}, "dataset": dataset["id"]}
+        for change, field in (({"settings": {**three["settings"], "resolution": 2048}}, "resolution"),
+                              ({"sample_size": 2048}, "sample_size"), ({"sample_steps": 150}, "sample_steps")):
+            big = client.post("/api/train", json={**three, **change}, headers=ANN)
+            assert big.status_code == 422 and big.json()["field"] == field, big.text
         ok = client.post("/api/train", json={**TRAIN, "settings": {**TRAIN["settings"], "steps": 3}, "dataset": dataset["id"]},
                          headers=ANN)
         assert ok.status_code == 201, ok.text

@@ -212,6 +212,18 @@ def _check_training(limits: ParticipantLimits, params: dict[str, Any]) -> None:
     if limits.max_train_steps is not None and steps > limits.max_train_steps:
         raise InvalidField(f"This training asks for {steps} steps; a participant may train at most {limits.max_train_steps}. "
                            f"Set fewer steps under More settings.", field="steps")
+    settings = params.get("settings") or {}
+    for field, side in (("resolution", settings.get("resolution")), ("sample_size", params.get("sample_size"))):
+        if limits.max_pixels is not None and side and int(side) ** 2 > limits.max_pixels:
+            raise InvalidField(f"The {field} {side} is larger than a participant's pictures may be "
+                               f"({limits.max_pixels} pixels); choose a smaller one.", field=field)
+    if limits.max_steps is not None and int(params.get("sample_steps") or 0) > limits.max_steps:
+        raise InvalidField(f"The samples' {params['sample_steps']} steps are more than a participant's "
+                           f"{limits.max_steps}; choose fewer.", field="sample_steps")
+    every = int(params.get("sample_every") or 0)
+    if every and every < max(1, steps // 20):
+        raise InvalidField(f"Samples every {every} steps would be more than 20 sample pairs in {steps} steps; "
+                           f"sample every {max(1, steps // 20)} steps or more.", field="sample_every")
 
 
 # --- the queue limits -------------------------------------------------------------------------
