@@ -1,7 +1,7 @@
 """The OpenAPI schema as the server really answers, and the interactive docs served from this machine.
 
 FastAPI's own schema says every 422 is its `HTTPValidationError` and that every answer is JSON. This
-server's errors are all `{"detail", "field", "errors"?}` (server/app.py), and its pictures, PDFs and
+server's errors are all `{"detail", "field", "errors"?, "code"?, "values"?}` (server/app.py), and its pictures, PDFs and
 archives are bytes of their own media type; `describe_answers` rewrites the schema to say so, for
 every router, so that generated clients parse what comes back.
 
@@ -39,6 +39,9 @@ ERROR_SCHEMAS = {
             "field": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "The field the error is about, or null."},
             "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"},
                        "description": "Every invalid field (validation errors, 422, only)."},
+            "code": {"type": "string", "description": "A stable name of the error (validation errors: invalid_field), "
+                                                      "for a client that shows it in its own language."},
+            "values": {"type": "object", "description": "The values the sentence names, for the same purpose."},
         },
     },
     "FieldError": {
