@@ -22,8 +22,7 @@ from localdiffusion.errors import BadInput
 from localdiffusion.store.db import LOCAL_OWNER
 from localdiffusion.train.base import TrainBase, load_base
 from localdiffusion.train.dataset import load_dataset
-from localdiffusion.train.lora import write_safetensors
-from localdiffusion.train.loop import RunState, TrainProgress, Training, now
+from localdiffusion.train.loop import RunState, Trainer, TrainProgress, Training, now
 from localdiffusion.train.output import PROVENANCE_KEY, check_name, library_target, provenance, work_folder
 from localdiffusion.train.settings import TrainSettings
 
@@ -88,7 +87,7 @@ class EmbeddingTrainee:
         return {"clip_l": rows[0], "clip_g": rows[1]} if self.base.sdxl else {"emb_params": rows[0]}
 
 
-class EmbeddingTrainer:
+class EmbeddingTrainer(Trainer):
     """One textual-inversion run: the dataset (captions with the word in front), the base, the loop, the file."""
 
     def __init__(self, library: Any, dataset_dir: Path | str, *, model: str | None, token: str,
@@ -105,17 +104,6 @@ class EmbeddingTrainer:
         self.trainee = EmbeddingTrainee(self.base, token, self.settings.vectors, self.settings.init_word)
         self.training = Training(self.base, self.dataset, self.settings, "embedding", self.trainee,
                                  out_dir or work_folder(library.home, "embedding", owner, self.name), weight_decay=0.0)
-
-    def run(self, on_progress: Callable[[TrainProgress], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> Path:
-        state = self.training.run(on_progress, cancel)
-        return self.save(state)
-
-    def save(self, state: RunState) -> Path:
-        write_safetensors(self.target, *self.package(state))
-        state.output = str(self.target)
-        self.training.save_state(state)
-        return self.target
 
 
     def package(self, state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -232,3 +232,34 @@ class Training:
 
     def save_state(self, state: RunState) -> None:
         write_text_atomic(self.out_dir / STATE_FILE, state.model_dump_json(indent=1))
+
+
+class Trainer:
+    """What a LoRA trainer and an embedding trainer share: train (or resume) to the last step, then write the
+    file their `package` makes into the library, whole or not at all. A subclass sets `training` and `target`."""
+
+    training: Training
+    target: Path
+
+    def package(self, state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        raise NotImplementedError
+
+    def run(self, on_progress: Callable[[TrainProgress], None] | None = None,
+            cancel: Callable[[], bool] | None = None) -> Path:
+        """Train (or resume) to the last step, then save the result into the library; returns its path."""
+        return self.save(self.training.run(on_progress, cancel))
+
+    def save(self, state: RunState) -> Path:
+        write_safetensors(self.target, *self.package(state))
+        state.output = str(self.target)
+        self.training.save_state(state)
+        return self.target
+
+
+def write_safetensors(target: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """A safetensors file written whole or not at all."""
+    from safetensors.torch import save_file
+
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return target

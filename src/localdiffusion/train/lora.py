@@ -19,11 +19,10 @@ import torch
 from localdiffusion.engine.device import pick_device
 from localdiffusion.models.hashing import hash_target, legacy_model_hash
 from localdiffusion.store.db import LOCAL_OWNER
-from localdiffusion.store.files import atomic_path
 from localdiffusion.train.base import TrainBase, load_base
 from localdiffusion.train.dataset import Dataset, load_dataset
 from localdiffusion.train.kohya import kohya_state_dict, lora_modules, metadata_with_hash, ss_metadata
-from localdiffusion.train.loop import RunState, TrainProgress, Training, now
+from localdiffusion.train.loop import RunState, Trainer, TrainProgress, Training, now
 from localdiffusion.train.output import PROVENANCE_KEY, check_name, library_target, provenance, work_folder
 from localdiffusion.train.settings import TrainSettings
 
@@ -79,7 +78,7 @@ class LoraTrainee:
         return self._cached[key]
 
 
-class LoraTrainer:
+class LoraTrainer(Trainer):
     """One LoRA training run: the dataset, the base model, the loop and where the result goes."""
 
     def __init__(self, library: Any, dataset_dir: Path | str, *, model: str | None, trigger: str,
@@ -96,18 +95,6 @@ class LoraTrainer:
         self.trainee = LoraTrainee(self.base, self.settings)
         self.training = Training(self.base, self.dataset, self.settings, "lora", self.trainee,
                                  out_dir or work_folder(library.home, "lora", owner, self.name), weight_decay=1e-2)
-
-    def run(self, on_progress: Callable[[TrainProgress], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> Path:
-        """Train (or resume) to the last step, then save the LoRA into the library; returns its path."""
-        state = self.training.run(on_progress, cancel)
-        return self.save(state)
-
-    def save(self, state: RunState) -> Path:
-        write_safetensors(self.target, *self.package(state))
-        state.output = str(self.target)
-        self.training.save_state(state)
-        return self.target
 
     def package(self, state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The finished LoRA's tensors (kohya layout) and metadata (ss_*, provenance), without writing them (a
@@ -128,15 +115,6 @@ class LoraTrainer:
         meta[PROVENANCE_KEY] = provenance(kind="lora", owner=self.owner, dataset=self.dataset, source=self.source,
                                           base=base, state=state, device=str(base.device), extra=self.extra)
         return tensors, metadata_with_hash(tensors, meta)
-
-
-def write_safetensors(target: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """A safetensors file written whole or not at all."""
-    from safetensors.torch import save_file
-
-    with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return target
 
 
 def train_lora(library: Any, dataset_dir: Path | str, *, model: str | None, trigger: str,
