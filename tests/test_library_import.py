@@ -231,3 +231,13 @@ def test_a_prompt_list_with_a_line_added_on_top_adds_only_that_line(library, tmp
     assert library.import_path(txt)["added"] == 2
     txt.write_text("a new first line\na foggy harbour\na neon alley\n", encoding="utf-8")
     assert library.import_path(txt)["added"] == 1
+
+
+def test_an_entrys_page_is_kept_only_as_a_web_address(library, tmp_path):
+    answer = {"items": [{"url": "javascript:alert(1)", "meta": {"prompt": "a red kite"}},
+                        {"url": "https://example.org/kite", "meta": {"prompt": "a blue kite"}}]}
+    saved = tmp_path / "links.json"
+    saved.write_text(json.dumps(answer))
+    library.import_path(saved, "civitai")
+    urls = dict(library.db.query("SELECT prompt, url FROM prompts WHERE prompt LIKE '%kite'"))
+    assert urls == {"a red kite": None, "a blue kite": "https://example.org/kite"}

@@ -44,6 +44,11 @@ def clean_settings(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: fields[k] for k in SETTING_KEYS if fields.get(k) not in (None, "")}
 
 
+def web_address(url: str | None) -> str | None:
+    """An entry's page, kept only when it is an http(s) address: the Library page links to it for everyone."""
+    return url if isinstance(url, str) and url.lower().startswith(("https://", "http://")) else None
+
+
 def content_hash(source: str, entry: Entry, settings_json: str) -> int:
     text = "\x1f".join((source, entry.external_id or "", entry.prompt, entry.negative_prompt, settings_json))
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
@@ -94,7 +99,7 @@ class EntryWriter:
             for i, (digest, settings_json, e) in enumerate(rows):
                 pid = next_id + i
                 s = e.settings
-                prompt_rows.append((pid, self.source_id, e.prompt, e.negative_prompt, settings_json, e.external_id, e.url,
+                prompt_rows.append((pid, self.source_id, e.prompt, e.negative_prompt, settings_json, e.external_id, web_address(e.url),
                                     float(e.nsfw or 0.0), e.model, s.get("sampler_name"), s.get("width"), s.get("height"),
                                     int(e.image is not None), digest, halves[i].tobytes()))
                 bit_rows.append((pid, bits[i].tobytes()))

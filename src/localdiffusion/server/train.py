@@ -9,6 +9,7 @@ file is its trainer's too: another participant's generation naming it is refused
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -145,6 +146,14 @@ def get_dataset(dataset_id: str, studio: StudioDep, caller: CallerDep) -> dict[s
 @router.patch("/datasets/{dataset_id}")
 def patch_dataset(dataset_id: str, body: DatasetPatch, studio: StudioDep, caller: CallerDep) -> dict[str, Any]:
     """Change the name, trigger word, source note, captions (one per picture) or crops (one per picture)."""
+    with _EDITS:  # two tabs' edits one after the other: neither loses the other's captions
+        return _patch_dataset(dataset_id, body, studio, caller)
+
+
+_EDITS = threading.Lock()
+
+
+def _patch_dataset(dataset_id: str, body: DatasetPatch, studio: Studio, caller: Caller) -> dict[str, Any]:
     import time
 
     record = find_dataset(studio, caller, dataset_id)

@@ -70,7 +70,7 @@ function card(entry, page) {
       settings ? h("p", { class: "library-settings" }, settings) : null,
       h("p", { class: "library-source" },
         `${entry.source} · ${entry.licence || "licence unknown"}`,
-        entry.url ? [" · ", h("a", { href: entry.url, target: "_blank", rel: "noopener noreferrer" }, "its page")] : null),
+        /^https?:\/\//i.test(entry.url || "") ? [" · ", h("a", { href: entry.url, target: "_blank", rel: "noopener noreferrer" }, "its page")] : null),
       h("div", { class: "library-actions" },
         h("button", { type: "button", onclick: () => usePrompt(entry) }, "Use this prompt"),
         Object.keys(entry.settings || {}).length
