@@ -56,7 +56,7 @@ TEXTS: dict[str, tuple[str, str, float | None]] = {
     "hr_second_pass_steps": ("Hires steps", "Steps of the hires pass; 0 uses the same number as the first pass. "
                              "Fewer steps are quicker and change the image less.", 1),
     "distilled_cfg_scale": ("Distilled CFG", "FLUX dev's own guidance, trained into the model (Forge's Distilled CFG "
-                            "Scale). Higher follows the prompt more literally; lower is looser and more natural. Keep "
+                            "Scale): higher follows the prompt more literally, lower is looser and more natural. Keep "
                             "CFG at 1 with it; empty uses 3.5.", 0.1),
     "refiner_checkpoint": ("Refiner", "An SDXL model that takes over for the last steps, as in A1111. The SDXL refiner "
                            "sharpens fine detail; none leaves the whole image to the main model.", None),
