@@ -196,10 +196,12 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_ru
     assert state["step"] == 3 and state["checkpoint"] == "checkpoint-000003.pt"
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-000003.pt", "state.json"]  # nothing half-written
 
+    (out / ".checkpoint-000006.pt.x1y2.pt.tmp").write_bytes(b"half")  # what a kill -9 mid-write leaves behind
     steps: list[int] = []
     resumed = trainer(out)
     resumed.training.run(on_progress=lambda p: steps.append(p.step))
     assert steps == [4, 5, 6, 7, 8]
+    assert not list(out.glob(".*.tmp"))  # the resumed run cleared it
     for key, tensor in resumed.trainee.weights().items():
         assert torch.allclose(tensor, expected[key], atol=1e-6), key
 

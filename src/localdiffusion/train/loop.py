@@ -199,6 +199,8 @@ class Training:
         return state
 
     def _resume(self, optimizer, scaler) -> RunState:
+        for partial in self.out_dir.glob(".*.tmp"):  # a file half-written when the process was killed
+            partial.unlink(missing_ok=True)
         state = read_state(self.out_dir)
         fingerprint = json.loads(json.dumps(self.fingerprint()))
         if state is None:
