@@ -118,7 +118,48 @@ def _emphasize(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return hidden * (original_mean / hidden.mean())
 
 
-class PromptEncoder:
+class _CachedEncoding:
+    """What every family's prompt encoder shares: each text's conditioning computed once (a bounded cache,
+    oldest out first) and the conditioning for every step of a prompt with edits. A subclass makes
+    `_conditioning(text)`."""
+
+    def __init__(self, cache_size: int) -> None:
+        self._cache: OrderedDict[str, Conditioning] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _conditioning(self, text: str) -> Conditioning:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> Conditioning:
+        """The conditioning of one already-scheduled prompt text."""
+        if text in self._cache:
+            self._cache.move_to_end(text)
+            return self._cache[text]
+        cond = self._cache[text] = self._conditioning(text)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return cond
+
+    def for_steps(self, prompt: str, steps: int, hires_steps: int | None = None) -> StepConditioning:
+        """The conditioning for every step of a prompt with `[from:to:when]` edits or `[a|b]`."""
+        if steps < 1:
+            raise BadInput(f"Steps {steps} is not allowed; use 1 or more.", field="steps")
+        plan = tuple(schedule(prompt, steps, hires_steps))
+        return StepConditioning(plan, {text: self.encode(text) for _, text in plan})
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def _clip_outputs(encoders: Sequence[_TextEncoder], text: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each CLIP encoder's (hidden states, pooled) for the text, all with the same number of 75-token chunks."""
+    pieces = parse_attention(text)
+    per_encoder = [encoder.chunks(pieces) for encoder in encoders]
+    count = max(len(chunks) for chunks in per_encoder)
+    return [encoder.encode(chunks + [Chunk()] * (count - len(chunks))) for encoder, chunks in zip(encoders, per_encoder)]
+
+
+class PromptEncoder(_CachedEncoding):
     """Turns prompt texts into `Conditioning`, caching each text's encoding.
 
     Call `clear_cache()` after changing text-encoder weights (for example applying a LoRA).
@@ -131,9 +172,8 @@ class PromptEncoder:
         if clip_skip < 1:
             raise BadInput(f"Clip skip {clip_skip} is not allowed; use 1 (no skip) or more.", field="clip_skip")
         sdxl = len(pairs) > 1 or any(hasattr(model, "text_projection") for _, model in pairs)
+        super().__init__(cache_size)
         self.encoders = [_TextEncoder(tok, model, clip_skip, sdxl, dict(embeddings or {})) for tok, model in pairs]
-        self._cache: OrderedDict[str, Conditioning] = OrderedDict()
-        self._cache_size = cache_size
         self._empty: torch.Tensor | None = None
 
     @classmethod
@@ -144,17 +184,9 @@ class PromptEncoder:
                  if getattr(pipe, enc, None) is not None]
         return cls(pairs, clip_skip=clip_skip, embeddings=embeddings)
 
-    def encode(self, text: str) -> Conditioning:
-        """The conditioning of one already-scheduled prompt text."""
-        if text in self._cache:
-            self._cache.move_to_end(text)
-            return self._cache[text]
+    def _conditioning(self, text: str) -> Conditioning:
         embeds, pooled = self._encode(text)
-        cond = Conditioning(embeds, pooled, self.empty_chunk())
-        self._cache[text] = cond
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return cond
+        return Conditioning(embeds, pooled, self.empty_chunk())
 
     def empty_chunk(self) -> torch.Tensor:
         """The encoding of the empty prompt, [1, 77, D]: what `match_lengths` pads with."""
@@ -162,23 +194,12 @@ class PromptEncoder:
             self._empty = self._encode("")[0]
         return self._empty
 
-    def for_steps(self, prompt: str, steps: int, hires_steps: int | None = None) -> StepConditioning:
-        """The conditioning for every step of a prompt with `[from:to:when]` edits or `[a|b]`."""
-        if steps < 1:
-            raise BadInput(f"Steps {steps} is not allowed; use 1 or more.", field="steps")
-        plan = tuple(schedule(prompt, steps, hires_steps))
-        return StepConditioning(plan, {text: self.encode(text) for _, text in plan})
-
     def clear_cache(self) -> None:
-        self._cache.clear()
+        super().clear_cache()
         self._empty = None
 
     def _encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pieces = parse_attention(text)
-        per_encoder = [encoder.chunks(pieces) for encoder in self.encoders]
-        count = max(len(chunks) for chunks in per_encoder)
-        outputs = [encoder.encode(chunks + [Chunk()] * (count - len(chunks)))
-                   for encoder, chunks in zip(self.encoders, per_encoder)]
+        outputs = _clip_outputs(self.encoders, text)
         device = outputs[0][0].device
         embeds = torch.cat([hidden.to(device) for hidden, _ in outputs], dim=-1)
         pooled = next((p for _, p in outputs if p is not None), None)
@@ -208,7 +229,7 @@ class _PooledTextEncoder(_TextEncoder):
         return out.hidden_states[-2], out.pooler_output
 
 
-class FlowPromptEncoder:
+class FlowPromptEncoder(_CachedEncoding):
     """SD3's and FLUX's prompts, as their diffusers pipelines encode them, with A1111's syntax where it can apply.
 
     SD3: CLIP-L and CLIP-G (penultimate layer, A1111's 75-token chunks and weights), side by side and padded to
@@ -219,6 +240,7 @@ class FlowPromptEncoder:
 
     def __init__(self, family: str, clips: Sequence[tuple[object, torch.nn.Module]], t5: tuple[object, torch.nn.Module],
                  embeddings: dict[str, Path] | None = None, cache_size: int = CACHE_SIZE) -> None:
+        super().__init__(cache_size)
         self.family = family
         cls = _TextEncoder if family == "sd3" else _PooledTextEncoder
         self.encoders = [cls(tok, model, 1, True, dict(embeddings or {})) for tok, model in clips]
@@ -228,8 +250,6 @@ class FlowPromptEncoder:
             encoder.embedding_key = key
         self.t5_tokenizer, self.t5 = t5
         self.t5_tokens = T5_TOKENS[family]
-        self._cache: OrderedDict[str, Conditioning] = OrderedDict()
-        self._cache_size = cache_size
 
     @classmethod
     def from_pipeline(cls, pipe, embeddings: dict[str, Path] | None = None) -> FlowPromptEncoder:
@@ -245,11 +265,8 @@ class FlowPromptEncoder:
                                  add_special_tokens=True)["input_ids"]
 
     @torch.no_grad()
-    def _encode(self, text: str) -> Conditioning:
-        pieces = parse_attention(text)
-        per_encoder = [encoder.chunks(pieces) for encoder in self.encoders]
-        count = max(len(chunks) for chunks in per_encoder)
-        outputs = [encoder.encode(chunks + [Chunk()] * (count - len(chunks))) for encoder, chunks in zip(self.encoders, per_encoder)]
+    def _conditioning(self, text: str) -> Conditioning:
+        outputs = _clip_outputs(self.encoders, text)
         ids = torch.tensor([self.t5_ids(text)], device=self.t5.device)
         t5 = self.t5(ids)[0]
         if self.family == "flux":
@@ -258,22 +275,3 @@ class FlowPromptEncoder:
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         pooled = torch.cat([p.to(t5.device) for _, p in outputs], dim=-1)
         return Conditioning(torch.cat([clip, t5.to(clip.dtype)], dim=-2), pooled)
-
-    def encode(self, text: str) -> Conditioning:
-        if text in self._cache:
-            self._cache.move_to_end(text)
-            return self._cache[text]
-        cond = self._cache[text] = self._encode(text)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return cond
-
-    def for_steps(self, prompt: str, steps: int, hires_steps: int | None = None) -> StepConditioning:
-        """The conditioning for every step (prompt editing and alternation work as for the other families)."""
-        if steps < 1:
-            raise BadInput(f"Steps {steps} is not allowed; use 1 or more.", field="steps")
-        plan = tuple(schedule(prompt, steps, hires_steps))
-        return StepConditioning(plan, {text: self.encode(text) for _, text in plan})
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
