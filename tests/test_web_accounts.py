@@ -49,13 +49,18 @@ def signed_in_page(browser, server, name: str, errors: list[str]):
     return context, page
 
 
-def generate(page, prompt: str) -> None:
+def fill_generate(page, prompt: str) -> None:
+    """The Generate page filled for a quick tiny-model image of `prompt`."""
     page.goto(page.url.split("#")[0] + "#/generate")
     expect(page.locator("#f-model option")).not_to_have_count(0)
     page.select_option("#f-model", MODEL)
     set_size(page, 64, 64)
     page.fill("#f-prompt", prompt)
     page.fill("#f-steps", "2")
+
+
+def generate(page, prompt: str) -> None:
+    fill_generate(page, prompt)
     page.get_by_role("button", name="Generate", exact=True).click()
     wait_done(page, page.locator(".job").first)
 

@@ -7,17 +7,8 @@ from __future__ import annotations
 
 import re
 
-from test_web import MODEL, TIMEOUT_MS, browser, expect, set_size, wait_done  # noqa: F401  (browser: the fixture)
-from test_web_accounts import server, signed_in_page  # noqa: F401  (server: the fixture, the class of three)
-
-
-def fill_generate(page, prompt: str) -> None:
-    page.goto(page.url.split("#")[0] + "#/generate")
-    expect(page.locator("#f-model option")).not_to_have_count(0)
-    page.select_option("#f-model", MODEL)
-    set_size(page, 64, 64)
-    page.fill("#f-prompt", prompt)
-    page.fill("#f-steps", "2")
+from test_web import TIMEOUT_MS, browser, expect, wait_done  # noqa: F401  (browser: the fixture)
+from test_web_accounts import fill_generate, server, signed_in_page  # noqa: F401  (server: the fixture, the class of three)
 
 
 def test_the_facilitator_runs_the_class_from_the_console(browser, server):
