@@ -104,10 +104,20 @@ def lookup(sha256: str | None, extra: list[Path] | None = None) -> KnownModel | 
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
-    """A safetensors file's `__metadata__` (strings), from its header alone; {} for any other file or folder."""
+    """A safetensors file's `__metadata__` (strings), from its header alone; {} for any other file or folder.
+    Read once per file version: model lists and every participant's job ask again and again."""
     path = Path(path)
     if path.is_dir() or path.suffix.lower() != ".safetensors":
         return {}
+    try:
+        stat = path.stat()
+    except OSError:
+        return {}
+    return dict(_header_metadata(str(path), stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=1024)
+def _header_metadata(path: str, size: int, mtime_ns: int) -> dict[str, str]:
     try:
         with open(path, "rb") as f:
             length = int.from_bytes(f.read(8), "little")

@@ -15,6 +15,7 @@ from localdiffusion.errors import LocalDiffusionError, ModelNotFound
 from localdiffusion.infotext import A1111_SAMPLER_ALIASES, A1111_SCHEDULERS
 from localdiffusion.models.info import ModelInfo, base_family
 from localdiffusion.models.library import ModelLibrary
+from localdiffusion.models.provenance import read_metadata
 from localdiffusion.server.a1111.checkpoints import current_checkpoint, model_title
 from localdiffusion.server.a1111.state import A1111State
 from localdiffusion.server.studio import Studio
@@ -73,7 +74,7 @@ def _upscaler(name: str, scale: int | None) -> dict[str, Any]:
 def lora_items(library: ModelLibrary, shown: Callable[[ModelInfo], bool] = lambda info: True) -> list[dict[str, Any]]:
     items = []
     for m in filter(shown, library.list("lora")):
-        metadata = _safetensors_metadata(*_file_key(m.path)) if m.path.suffix.lower() == ".safetensors" else {}
+        metadata = _safetensors_metadata(m.path)
         items.append({"name": m.name, "alias": metadata.get("ss_output_name") or m.name, "path": str(m.path), "metadata": metadata})
     return items
 
@@ -100,17 +101,9 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
-@lru_cache(maxsize=512)
-def _safetensors_metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
-    """A safetensors file's `__metadata__`, JSON values decoded as A1111 does (header only, no tensors)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception:  # an unreadable header leaves the metadata empty; listing must not fail
-        return {}
-    return {key: _json_or_text(value) for key, value in raw.items()}
+def _safetensors_metadata(path: Path | str) -> dict[str, Any]:
+    """A safetensors file's `__metadata__`, JSON values decoded as A1111 does (header only, read once per version)."""
+    return {key: _json_or_text(value) for key, value in read_metadata(path).items()}
 
 
 def _json_or_text(value: Any) -> Any:
@@ -135,7 +128,7 @@ def _embedding_item(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any]
         shape, sdxl = int(emb.vectors.shape[-1]), False
     else:
         shape, sdxl = int(emb.clip_l.shape[-1] + emb.clip_g.shape[-1]), True  # type: ignore[union-attr]
-    metadata = _safetensors_metadata(path, size, mtime_ns) if path.lower().endswith(".safetensors") else {}
+    metadata = _safetensors_metadata(path)
     step = metadata.get("step")
     item = {"step": int(step) if str(step).isdigit() else None, "sd_checkpoint": metadata.get("sd_checkpoint"),
             "sd_checkpoint_name": metadata.get("sd_checkpoint_name"), "shape": shape, "vectors": emb.length}
